@@ -1,0 +1,162 @@
+"""The ingress application: one route per configured provider instance, plus health checks."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ingress.client_ip import client_address, is_allowed
+from ingress.protocols import protocol_class
+from ingress.publisher import BrokerUnavailable, Publisher
+from ingress.verdicts import Rejection, Verdict
+from schema.events import PayoutEvent, RawRequest
+from schema.logs import log
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping
+
+    from starlette.requests import Request
+
+    from ingress.protocols import Claim, ProviderProtocol
+    from schema.settings import IngressSettings, Settings
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+class CallbackEndpoint:
+    """Resolve, check, verify, publish, and only then answer: one provider instance's route."""
+
+    def __init__(
+        self, protocol: ProviderProtocol, publisher: Publisher, settings: IngressSettings
+    ) -> None:
+        self._protocol = protocol
+        self._publisher = publisher
+        self._settings = settings
+
+    async def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
+        event_id = uuid.uuid4()
+        transaction_id: str | None = None
+        try:
+            claim, raw_request = await self._read(request)
+            transaction_id = claim.transaction_id
+            event = PayoutEvent(
+                event_id=event_id,
+                provider_instance=self._protocol.instance.name,
+                protocol=self._protocol.name,
+                transaction_id=claim.transaction_id,
+                user_id=claim.user_id,
+                amount=claim.amount,
+                currency=claim.currency,
+                signature=claim.signature,
+                create_account=self._protocol.instance.account_policy == "create",
+                answer_code=self._protocol.accepted_answer_code,
+                received_at=datetime.now(UTC),
+                attributes=claim.attributes,
+                raw_request=raw_request,
+            )
+            await self._publisher.publish(event)
+            verdict, detail = Verdict.ACCEPTED, ""
+        except Rejection as rejection:
+            verdict, detail = rejection.verdict, rejection.detail
+        except BrokerUnavailable as error:
+            verdict, detail = Verdict.TRY_AGAIN, "temporarily unable to accept; retry later"
+            log(
+                logger,
+                logging.WARNING,
+                "publish not confirmed",
+                event_id=str(event_id),
+                provider_instance=self._protocol.instance.name,
+                error=str(error),
+            )
+        except Exception:
+            # Never a 500: whatever went wrong, nothing was confirmed, so the provider retries.
+            logger.exception("unexpected error handling a callback")
+            verdict, detail = Verdict.TRY_AGAIN, "temporarily unable to accept; retry later"
+        response = self._protocol.answer(verdict, detail)
+        log(
+            logger,
+            logging.INFO,
+            "callback answered",
+            event_id=str(event_id) if verdict is Verdict.ACCEPTED else None,
+            provider_instance=self._protocol.instance.name,
+            transaction_id=transaction_id,
+            verdict=verdict.value,
+            detail=detail or None,
+            answer_code=response.status_code,
+            latency_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        return response
+
+    async def _read(self, request: Request) -> tuple[Claim, RawRequest]:
+        peer = request.client.host if request.client else None
+        address = client_address(
+            peer, request.headers.get("x-forwarded-for"), self._settings.trusted_proxies
+        )
+        if not is_allowed(address, self._protocol.instance.ip_allowlist):
+            raise Rejection(Verdict.IP_NOT_ALLOWED, f"address {address} is not allowed")
+        if len(request.scope["query_string"]) > self._settings.max_query_bytes:
+            raise Rejection(
+                Verdict.TOO_LARGE, f"query string over {self._settings.max_query_bytes} bytes"
+            )
+        if _declared_length(request.headers) > self._settings.max_body_bytes:
+            raise Rejection(Verdict.TOO_LARGE, f"body over {self._settings.max_body_bytes} bytes")
+        claim = await self._protocol.read_claim(request)
+        raw_request = RawRequest(
+            method=request.method,
+            path=request.url.path,
+            query_string=request.scope["query_string"].decode("latin-1"),
+            client_ip=str(address),
+            user_agent=request.headers.get("user-agent"),
+        )
+        return claim, raw_request
+
+
+def _declared_length(headers: Mapping[str, str]) -> int:
+    try:
+        return int(headers.get("content-length", "0"))
+    except ValueError:
+        return 0
+
+
+def create_app(settings: Settings, environ: Mapping[str, str]) -> Starlette:
+    """Build the app; raises ConfigError for a provider it cannot serve (before any traffic)."""
+    publisher = Publisher(settings.broker)
+    routes = [
+        Route("/healthz", lambda _: JSONResponse({"status": "alive"}), methods=["GET"]),
+        Route("/readyz", _readiness(publisher), methods=["GET"]),
+    ]
+    for instance in settings.providers:
+        protocol = protocol_class(instance.protocol)(instance, instance.read_secret(environ))
+        endpoint = CallbackEndpoint(protocol, publisher, settings.ingress)
+        routes.append(Route(instance.route, endpoint.handle, methods=ALL_METHODS))
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        publisher.start()
+        try:
+            yield
+        finally:
+            await publisher.close()
+
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _readiness(publisher: Publisher):  # type: ignore[no-untyped-def]
+    async def readyz(_: Request) -> Response:
+        if publisher.ready:
+            return JSONResponse({"status": "ready", "broker": "connected"})
+        return JSONResponse({"status": "not ready", "broker": "disconnected"}, status_code=503)
+
+    return readyz

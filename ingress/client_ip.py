@@ -1,0 +1,54 @@
+"""Which address a request really came from, and whether an instance's allowlist admits it.
+
+X-Forwarded-For is believed only as far as it was written by proxies the operator trusts: walking
+from the right, the first address that is not a trusted proxy is the client. Anything else would
+let a caller forge its way past an allowlist.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from schema.settings import IPNetwork
+
+__all__ = ["IPAddress", "client_address", "is_allowed"]
+
+IPAddress = IPv4Address | IPv6Address
+
+
+def _parse(text: str) -> IPAddress | None:
+    try:
+        return ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+def _trusted(address: IPAddress, proxies: Sequence[IPNetwork]) -> bool:
+    return any(address in network for network in proxies)
+
+
+def client_address(
+    peer: str | None, forwarded_for: str | None, trusted_proxies: Sequence[IPNetwork]
+) -> IPAddress | None:
+    """The client's address, or None when it cannot be told (then no allowlist admits it)."""
+    address = _parse(peer) if peer else None
+    if address is None or not forwarded_for or not _trusted(address, trusted_proxies):
+        return address
+    for hop in reversed(forwarded_for.split(",")):
+        hop_address = _parse(hop)
+        if hop_address is None:
+            return None
+        address = hop_address
+        if not _trusted(address, trusted_proxies):
+            return address
+    return address
+
+
+def is_allowed(address: IPAddress | None, allowlist: Sequence[IPNetwork] | None) -> bool:
+    if allowlist is None:
+        return True
+    return address is not None and any(address in network for network in allowlist)

@@ -1,0 +1,41 @@
+"""What the ingress can tell a provider, before each protocol words it in its own format."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["Rejection", "Verdict"]
+
+
+class Verdict(StrEnum):
+    ACCEPTED = "accepted"
+    MALFORMED = "malformed"
+    BAD_SIGNATURE = "bad_signature"
+    IP_NOT_ALLOWED = "ip_not_allowed"
+    TOO_LARGE = "too_large"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    TRY_AGAIN = "try_again"
+
+    @property
+    def http_status(self) -> int:
+        return _HTTP_STATUS[self]
+
+
+_HTTP_STATUS = {
+    Verdict.ACCEPTED: 200,
+    Verdict.MALFORMED: 400,
+    Verdict.BAD_SIGNATURE: 403,
+    Verdict.IP_NOT_ALLOWED: 403,
+    Verdict.TOO_LARGE: 413,
+    Verdict.METHOD_NOT_ALLOWED: 405,
+    Verdict.TRY_AGAIN: 503,
+}
+
+
+class Rejection(Exception):
+    """A request refused before anything was published; `detail` is safe to show the caller."""
+
+    def __init__(self, verdict: Verdict, detail: str) -> None:
+        super().__init__(f"{verdict}: {detail}")
+        self.verdict = verdict
+        self.detail = detail

@@ -1,0 +1,104 @@
+"""The normalized payout event: the one message the ingress publishes and the workers consume.
+
+Versioned by `contract_version`; a worker rejects versions it does not know instead of guessing.
+Amounts travel as decimal strings so no float ever touches money.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+)
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "ContractError",
+    "PayoutEvent",
+    "RawRequest",
+    "decimal_text",
+    "decode_event",
+    "encode_event",
+]
+
+CONTRACT_VERSION: Literal[1] = 1
+
+
+class ContractError(ValueError):
+    """A message body that is not a valid payout event of a version this code knows."""
+
+
+def _amount_not_a_number(value: object) -> object:
+    # A JSON number would have passed through a float (pydantic #9180): only text is exact.
+    if not isinstance(value, str | Decimal):
+        raise ValueError("amount must be a decimal string")
+    return value
+
+
+def decimal_text(value: Decimal) -> str:
+    """Plain notation, never an exponent: what a person and a provider expect to read."""
+    return format(value, "f")
+
+
+Amount = Annotated[
+    Decimal,
+    BeforeValidator(_amount_not_a_number),
+    PlainSerializer(decimal_text, return_type=str),
+    Field(gt=0, allow_inf_nan=False),
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RawRequest(_Frozen):
+    """The provider's request as received, for audit; providers put no secrets in these fields."""
+
+    method: str
+    path: str
+    query_string: str
+    client_ip: str
+    user_agent: str | None = None
+
+
+class PayoutEvent(_Frozen):
+    contract_version: Literal[1] = CONTRACT_VERSION
+    event_id: UUID
+    provider_instance: str = Field(min_length=1, max_length=64)
+    protocol: str = Field(min_length=1, max_length=64)
+    transaction_id: str = Field(min_length=1, max_length=128)
+    user_id: str = Field(min_length=1, max_length=128)
+    amount: Amount
+    currency: str = Field(min_length=1, max_length=64)
+    # The provider's signature over the request. Two different requests carrying one signature are
+    # a field-boundary shift (see docs/security.md), so the worker keeps it unique per instance.
+    signature: str = Field(min_length=1, max_length=128)
+    create_account: bool
+    # What the ingress answered when it accepted the callback, which is also what a retry gets.
+    answer_code: str = Field(max_length=32)
+    received_at: AwareDatetime
+    attributes: dict[str, str] = Field(default_factory=dict)
+    raw_request: RawRequest
+
+
+def encode_event(event: PayoutEvent) -> bytes:
+    return event.model_dump_json().encode()
+
+
+def decode_event(body: bytes) -> PayoutEvent:
+    try:
+        return PayoutEvent.model_validate_json(body)
+    except ValidationError as error:
+        raise ContractError(
+            f"not a payout event of contract version {CONTRACT_VERSION}: {error}"
+        ) from None

@@ -1,0 +1,267 @@
+"""The `payouts` command: run each part of the pipeline, and inspect or fix its records.
+
+Subcommands import what they need when they run, so `payouts --help` is instant and a
+shadowed `schema` package is reported before anything depends on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    import asyncpg
+
+    from schema.settings import Settings
+
+__all__ = ["main"]
+
+DEFAULT_CONFIG = "payouts.toml"
+
+
+def _ensure_own_schema_package() -> None:
+    import schema
+
+    if not getattr(schema, "IS_PAYOUTS_SCHEMA", False):
+        sys.exit(
+            f"payouts: the module 'schema' at {getattr(schema, '__file__', '?')} is not this "
+            "project's; uninstall the unrelated PyPI package 'schema' from this environment"
+        )
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from schema.settings import load_settings
+
+    return load_settings(Path(args.config))
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"cannot show {type(value).__name__} as JSON")
+
+
+def _print(data: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(data, default=_json_default, indent=2))
+        return
+    _print_text(data, indent=0)
+
+
+def _print_text(data: Any, indent: int) -> None:
+    pad = "  " * indent
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(value, dict | list) and value:
+                print(f"{pad}{key}:")
+                _print_text(value, indent + 1)
+            else:
+                print(f"{pad}{key}: {_json_default(value) if _is_special(value) else value}")
+    elif isinstance(data, list):
+        for item in data:
+            print(f"{pad}-")
+            _print_text(item, indent + 1)
+    else:
+        print(f"{pad}{data}")
+
+
+def _is_special(value: object) -> bool:
+    return isinstance(value, Decimal | datetime | UUID)
+
+
+async def _with_connection(
+    settings: Settings, action: Callable[[asyncpg.Connection], Awaitable[Any]]
+) -> Any:
+    import asyncpg
+
+    conn = await asyncpg.connect(
+        settings.database.url, timeout=settings.database.acquire_timeout_seconds
+    )
+    try:
+        return await action(conn)
+    finally:
+        await conn.close()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from schema.topology import Topology
+    from workers.database import apply_migrations
+
+    settings = _settings(args)
+    applied = asyncio.run(_with_connection(settings, apply_migrations))
+    asyncio.run(_declare_topology(settings))
+    _print(
+        {"applied": applied, "topology": Topology(settings.broker.namespace).exchange}, args.json
+    )
+    return 0
+
+
+async def _declare_topology(settings: Settings) -> None:
+    import aio_pika
+
+    from schema.topology import Topology, declare
+
+    connection = await aio_pika.connect(settings.broker.url)
+    async with connection:
+        await declare(await connection.channel(), Topology(settings.broker.namespace))
+
+
+def cmd_ingress(args: argparse.Namespace) -> int:
+    from ingress.server import serve
+
+    serve(_settings(args), os.environ)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from workers.consumer import Worker
+    from workers.database import create_pool
+
+    settings = _settings(args)
+
+    async def run() -> None:
+        stop = _stop_on_signals()
+        pool = await create_pool(settings.database)
+        try:
+            await Worker(settings, pool).run(stop)
+        finally:
+            await pool.close()
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_payout_show(args: argparse.Namespace) -> int:
+    from workers.inspection import payout_details
+
+    async def show(conn: asyncpg.Connection) -> Any:
+        return await payout_details(conn, args.provider, args.transaction)
+
+    details = asyncio.run(_with_connection(_settings(args), show))
+    if details is None:
+        print(
+            f"no payout {args.transaction!r} for provider instance {args.provider!r}",
+            file=sys.stderr,
+        )
+        return 1
+    _print(details, args.json)
+    return 0
+
+
+def cmd_balance_show(args: argparse.Namespace) -> int:
+    from workers.inspection import user_balances
+
+    async def show(conn: asyncpg.Connection) -> Any:
+        return await user_balances(conn, args.user)
+
+    _print(asyncio.run(_with_connection(_settings(args), show)), args.json)
+    return 0
+
+
+def cmd_account_create(args: argparse.Namespace) -> int:
+    from workers.accounts import create_wallet
+
+    async def create(conn: asyncpg.Connection) -> Any:
+        created, credited = await create_wallet(conn, args.user, args.currency)
+        return {
+            "user_id": args.user,
+            "currency": args.currency,
+            "created": created,
+            "credited_held_payouts": [vars(payout) for payout in credited],
+        }
+
+    _print(asyncio.run(_with_connection(_settings(args), create)), args.json)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="payouts", description=__doc__)
+    parser.add_argument(
+        "--config",
+        default=os.environ.get("PAYOUTS_CONFIG", DEFAULT_CONFIG),
+        help="configuration file (default: $PAYOUTS_CONFIG or ./payouts.toml)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(
+        name: str,
+        handler: Callable[[argparse.Namespace], int],
+        help_text: str,
+        parent: Any = commands,
+    ) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = parent.add_parser(
+            name, help=help_text, description=help_text
+        )
+        sub.set_defaults(handler=handler)
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+        return sub
+
+    command("migrate", cmd_migrate, "apply database migrations and declare the broker topology")
+    command("ingress", cmd_ingress, "serve the provider callback endpoints")
+    command("worker", cmd_worker, "consume payout events and credit them")
+
+    payout = commands.add_parser("payout", help="inspect payouts").add_subparsers(required=True)
+    show = command("show", cmd_payout_show, "one payout: outcome, ledger, raw request", payout)
+    show.add_argument("--provider", required=True, help="provider instance name")
+    show.add_argument("--transaction", required=True, help="the provider's transaction id")
+
+    balance = commands.add_parser("balance", help="inspect balances").add_subparsers(required=True)
+    command("show", cmd_balance_show, "a user's wallets and held payouts", balance).add_argument(
+        "--user", required=True
+    )
+
+    account = commands.add_parser("account", help="manage accounts").add_subparsers(required=True)
+    create = command(
+        "create",
+        cmd_account_create,
+        "create a user's wallet and credit payouts held for it",
+        account,
+    )
+    create.add_argument("--user", required=True)
+    create.add_argument("--currency", required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _ensure_own_schema_package()
+    from schema.logs import configure_logging
+    from schema.settings import ConfigError
+
+    args = _parser().parse_args(argv)
+    configure_logging(os.environ.get("PAYOUTS_LOG_LEVEL", "INFO"))
+    try:
+        code: int = args.handler(args)
+    except ConfigError as error:
+        print(f"payouts: configuration error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"payouts: cannot reach a service: {error}", file=sys.stderr)
+        return 3
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

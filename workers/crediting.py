@@ -1,0 +1,227 @@
+"""Apply one payout event inside the caller's Postgres transaction, exactly once.
+
+The (provider instance, transaction id) unique key is claimed first, so every later statement runs
+only for the one delivery that owns the transaction; the wallet row is the only row locked for a
+credit, so concurrent workers cannot deadlock, and the funding account is append-only in the ledger,
+so it never becomes a hot row.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from schema.outcomes import Outcome
+
+if TYPE_CHECKING:
+    from decimal import Decimal
+
+    from schema.events import PayoutEvent
+    from workers.database import Connection
+
+__all__ = ["CREATE_WALLET", "CreditResult", "HeldPayout", "apply_payout", "credit_held_payouts"]
+
+CLAIM_TRANSACTION = """
+INSERT INTO payouts (provider_instance, transaction_id, event_id, protocol, user_id, amount,
+                     currency, signature, create_account, status, outcome, answer_code,
+                     attributes, raw_request, received_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'held', 'held_unknown_account', $10,
+        $11::jsonb, $12::jsonb, $13)
+ON CONFLICT DO NOTHING
+RETURNING payout_id
+"""
+
+LOCK_EXISTING_TRANSACTION = """
+SELECT payout_id, user_id, amount, currency, status, create_account
+FROM payouts WHERE provider_instance = $1 AND transaction_id = $2
+FOR UPDATE
+"""
+
+TRANSACTION_WITH_SIGNATURE = """
+SELECT transaction_id FROM payouts WHERE provider_instance = $1 AND signature = $2
+"""
+
+COUNT_DUPLICATE_DELIVERY = """
+UPDATE payouts SET duplicate_deliveries = duplicate_deliveries + 1 WHERE payout_id = $1
+RETURNING balance_after
+"""
+
+RECORD_REFUSED_DELIVERY = """
+INSERT INTO payout_conflicts (provider_instance, transaction_id, event_id, outcome, user_id,
+                              amount, currency, signature, raw_request, received_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10)
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+CREATE_WALLET = """
+INSERT INTO accounts (kind, owner, currency) VALUES ('wallet', $1, $2)
+ON CONFLICT (kind, owner, currency) DO NOTHING
+RETURNING account_id
+"""
+
+CREDIT_WALLET = """
+UPDATE accounts SET balance = balance + $3
+WHERE kind = 'wallet' AND owner = $1 AND currency = $2
+RETURNING account_id, balance
+"""
+
+CREATE_FUNDING_ACCOUNT = """
+INSERT INTO accounts (kind, owner, currency) VALUES ('funding', $1, $2)
+ON CONFLICT (kind, owner, currency) DO NOTHING
+"""
+
+FUNDING_ACCOUNT_ID = """
+SELECT account_id FROM accounts WHERE kind = 'funding' AND owner = $1 AND currency = $2
+"""
+
+WRITE_LEDGER = """
+INSERT INTO ledger_entries (payout_id, account_id, amount)
+VALUES ($1, $2, $4), ($1, $3, -$4::numeric)
+"""
+
+MARK_CREDITED = """
+UPDATE payouts SET status = 'credited', outcome = 'credited', balance_after = $2,
+                   credited_at = now()
+WHERE payout_id = $1
+"""
+
+LOCK_HELD_FOR_WALLET = """
+SELECT payout_id, provider_instance, amount
+FROM payouts WHERE user_id = $1 AND currency = $2 AND status = 'held'
+ORDER BY payout_id
+FOR UPDATE
+"""
+
+
+@dataclass(frozen=True)
+class CreditResult:
+    outcome: Outcome
+    payout_id: int | None
+    balance_after: Decimal | None
+
+
+@dataclass(frozen=True)
+class HeldPayout:
+    """A payout waiting for its wallet, as `payouts account create` credits it."""
+
+    payout_id: int
+    provider_instance: str
+    amount: Decimal
+
+
+async def apply_payout(conn: Connection, event: PayoutEvent) -> CreditResult:
+    """Record and credit `event`; the caller owns the transaction and commits before acking."""
+    payout_id: int | None = await conn.fetchval(
+        CLAIM_TRANSACTION,
+        event.provider_instance,
+        event.transaction_id,
+        event.event_id,
+        event.protocol,
+        event.user_id,
+        event.amount,
+        event.currency,
+        event.signature,
+        event.create_account,
+        event.answer_code,
+        json.dumps(event.attributes),
+        event.raw_request.model_dump_json(),
+        event.received_at,
+    )
+    if payout_id is not None:
+        return await _credit_new_or_held(conn, payout_id, event, event.create_account)
+
+    existing = await conn.fetchrow(
+        LOCK_EXISTING_TRANSACTION, event.provider_instance, event.transaction_id
+    )
+    if existing is None:
+        owner = await conn.fetchval(
+            TRANSACTION_WITH_SIGNATURE, event.provider_instance, event.signature
+        )
+        if owner is None:
+            # Neither key matched although the insert conflicted: only possible if rows were
+            # deleted underneath us. Fail loudly; the message is retried, nothing is credited.
+            raise RuntimeError(
+                f"{event.provider_instance}/{event.transaction_id}: insert conflicted but no "
+                "payout holds its transaction id or signature"
+            )
+        await _record_refused(conn, event, Outcome.SIGNATURE_REUSED)
+        return CreditResult(Outcome.SIGNATURE_REUSED, None, None)
+
+    same_payout = (
+        existing["user_id"] == event.user_id
+        and existing["amount"] == event.amount
+        and existing["currency"] == event.currency
+    )
+    if not same_payout:
+        await _record_refused(conn, event, Outcome.CONFLICT)
+        return CreditResult(Outcome.CONFLICT, existing["payout_id"], None)
+    if existing["status"] == "held":
+        return await _credit_new_or_held(
+            conn, existing["payout_id"], event, existing["create_account"]
+        )
+    balance_after = await conn.fetchval(COUNT_DUPLICATE_DELIVERY, existing["payout_id"])
+    return CreditResult(Outcome.DUPLICATE, existing["payout_id"], balance_after)
+
+
+async def _credit_new_or_held(
+    conn: Connection, payout_id: int, event: PayoutEvent, create_account: bool
+) -> CreditResult:
+    if create_account:
+        await conn.execute(CREATE_WALLET, event.user_id, event.currency)
+    balance = await _credit(
+        conn, payout_id, event.provider_instance, event.user_id, event.currency, event.amount
+    )
+    if balance is None:
+        return CreditResult(Outcome.HELD_UNKNOWN_ACCOUNT, payout_id, None)
+    return CreditResult(Outcome.CREDITED, payout_id, balance)
+
+
+async def _credit(
+    conn: Connection,
+    payout_id: int,
+    provider_instance: str,
+    user_id: str,
+    currency: str,
+    amount: Decimal,
+) -> Decimal | None:
+    """Move `amount` from the instance's funding account to the wallet; None if no wallet."""
+    wallet = await conn.fetchrow(CREDIT_WALLET, user_id, currency, amount)
+    if wallet is None:
+        return None
+    await conn.execute(CREATE_FUNDING_ACCOUNT, provider_instance, currency)
+    funding_account_id = await conn.fetchval(FUNDING_ACCOUNT_ID, provider_instance, currency)
+    await conn.execute(WRITE_LEDGER, payout_id, wallet["account_id"], funding_account_id, amount)
+    balance: Decimal = wallet["balance"]
+    await conn.execute(MARK_CREDITED, payout_id, balance)
+    return balance
+
+
+async def _record_refused(conn: Connection, event: PayoutEvent, outcome: Outcome) -> None:
+    await conn.execute(
+        RECORD_REFUSED_DELIVERY,
+        event.provider_instance,
+        event.transaction_id,
+        event.event_id,
+        outcome.value,
+        event.user_id,
+        event.amount,
+        event.currency,
+        event.signature,
+        event.raw_request.model_dump_json(),
+        event.received_at,
+    )
+
+
+async def credit_held_payouts(conn: Connection, user_id: str, currency: str) -> list[HeldPayout]:
+    """Credit the payouts held for this wallet, oldest first, in the caller's transaction."""
+    credited: list[HeldPayout] = []
+    for row in await conn.fetch(LOCK_HELD_FOR_WALLET, user_id, currency):
+        payout = HeldPayout(row["payout_id"], row["provider_instance"], row["amount"])
+        balance = await _credit(
+            conn, payout.payout_id, payout.provider_instance, user_id, currency, payout.amount
+        )
+        if balance is None:
+            break
+        credited.append(payout)
+    return credited

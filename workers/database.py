@@ -1,0 +1,62 @@
+"""Postgres connections: the pool, and the forward-only migrations from `schema/migrations`."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+if TYPE_CHECKING:
+    from schema.settings import DatabaseSettings
+
+__all__ = ["Connection", "apply_migrations", "create_pool"]
+
+# What the SQL functions accept: a plain connection or one borrowed from the pool.
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+# Any constant works; it only has to be the same for every process running `payouts migrate`.
+MIGRATION_LOCK_KEY = 7_301_542_019
+
+CREATE_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version     text PRIMARY KEY,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+async def create_pool(settings: DatabaseSettings) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        settings.url,
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        # A dead server must not hang a worker forever (asyncpg's own default is 60 s).
+        timeout=settings.acquire_timeout_seconds,
+        command_timeout=60,
+    )
+    assert pool is not None
+    return pool
+
+
+def _migration_files() -> list[tuple[str, str]]:
+    folder = resources.files("schema.migrations")
+    files = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".sql"))
+    return [(name.removesuffix(".sql"), folder.joinpath(name).read_text()) for name in files]
+
+
+async def apply_migrations(conn: Connection) -> list[str]:
+    """Apply what is missing under a lock (concurrent migrators wait); return what was applied."""
+    applied_now: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+        await conn.execute(CREATE_MIGRATIONS_TABLE)
+        done = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, sql in _migration_files():
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+            applied_now.append(version)
+    return applied_now
