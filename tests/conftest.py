@@ -1,0 +1,22 @@
+"""Session-wide access to the real services; see tests/services.py for how they are found."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.services import Services, service_urls
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+
+@pytest.fixture(scope="session")
+async def services() -> AsyncIterator[Services]:
+    with service_urls() as (postgres, rabbitmq):
+        found = Services(postgres_admin_url=postgres, rabbitmq_url=rabbitmq)
+        try:
+            yield found
+        finally:
+            await found.clean_up()

@@ -1,0 +1,132 @@
+"""The real Postgres and RabbitMQ the tests talk to, and throwaway names inside them.
+
+Services come from PAYOUTS_TEST_POSTGRES_URL / PAYOUTS_TEST_RABBITMQ_URL, else the local defaults,
+else testcontainers where a Docker engine answers. Each run gets its own database and broker
+namespace and removes them afterwards, so runs can repeat on one machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aio_pika
+import asyncpg
+
+from schema.topology import Topology
+from workers.database import apply_migrations
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+POSTGRES_ENV = "PAYOUTS_TEST_POSTGRES_URL"
+RABBITMQ_ENV = "PAYOUTS_TEST_RABBITMQ_URL"
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_RABBITMQ = "amqp://guest:guest@127.0.0.1:5672/"
+HOW_TO_START = (
+    "start them with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` "
+    "and `rabbitmq-server -detached`, or name running ones in "
+    f"{POSTGRES_ENV} and {RABBITMQ_ENV}"
+)
+
+
+def _reachable(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _docker_available() -> bool:
+    try:
+        import docker
+
+        docker.from_env().ping()
+    except Exception:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def service_urls() -> Iterator[tuple[str, str]]:
+    """(postgres admin URL, rabbitmq URL), starting containers only where nothing is reachable."""
+    postgres = os.environ.get(POSTGRES_ENV, DEFAULT_POSTGRES)
+    rabbitmq = os.environ.get(RABBITMQ_ENV, DEFAULT_RABBITMQ)
+    with contextlib.ExitStack() as stack:
+        missing = [url for url in (postgres, rabbitmq) if not _reachable(url)]
+        if missing and not _docker_available():
+            raise RuntimeError(f"test services unreachable ({', '.join(missing)}); {HOW_TO_START}")
+        if not _reachable(postgres):
+            from testcontainers.postgres import PostgresContainer
+
+            container: Any = stack.enter_context(PostgresContainer("postgres:16", driver=None))
+            postgres = container.get_connection_url()
+        if not _reachable(rabbitmq):
+            from testcontainers.rabbitmq import RabbitMqContainer
+
+            broker: Any = stack.enter_context(RabbitMqContainer("rabbitmq:3.13"))
+            params = broker.get_connection_params()
+            rabbitmq = f"amqp://guest:guest@{params.host}:{params.port}/"
+        yield postgres, rabbitmq
+
+
+def _with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+@dataclass
+class Services:
+    postgres_admin_url: str
+    rabbitmq_url: str
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+    _databases: list[str] = field(default_factory=list)
+    _namespaces: list[str] = field(default_factory=list)
+
+    async def new_database(self) -> str:
+        """A fresh, migrated database; returns its URL."""
+        name = f"payouts_test_{self.run_id}_{len(self._databases)}"
+        admin = await asyncpg.connect(self.postgres_admin_url)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        self._databases.append(name)
+        url = _with_database(self.postgres_admin_url, name)
+        conn = await asyncpg.connect(url)
+        try:
+            await apply_migrations(conn)
+        finally:
+            await conn.close()
+        return url
+
+    def new_namespace(self) -> str:
+        namespace = f"payouts-test-{self.run_id}-{len(self._namespaces)}"
+        self._namespaces.append(namespace)
+        return namespace
+
+    async def clean_up(self) -> None:
+        admin = await asyncpg.connect(self.postgres_admin_url)
+        try:
+            for name in self._databases:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+        connection = await aio_pika.connect(self.rabbitmq_url)
+        async with connection:
+            for namespace in self._namespaces:
+                await delete_topology(connection, Topology(namespace))
+
+
+async def delete_topology(connection: aio_pika.abc.AbstractConnection, topology: Topology) -> None:
+    channel = await connection.channel()
+    for queue in (topology.work_queue, topology.dead_letter_queue):
+        await channel.queue_delete(queue)
+    for exchange in (topology.exchange, topology.dead_letter_exchange):
+        await channel.exchange_delete(exchange)

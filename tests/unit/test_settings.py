@@ -1,0 +1,108 @@
+"""The configuration file is validated at start-up with errors that name the file and the key."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+import pytest
+
+from ingress.app import create_app
+from schema.settings import AccountPolicy, ConfigError, load_settings
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+VALID_PROVIDER = """
+[[providers]]
+name = "ow"
+protocol = "offerwall_md5"
+route = "/cb/ow"
+secret_env = "OW_KEY"
+default_currency = "COIN"
+max_amount = "500.50"
+account_policy = "require_existing"
+ip_allowlist = ["198.51.100.0/24"]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "payouts.toml"
+    path.write_text(text)
+    return path
+
+
+def test_example_config_loads_and_builds_the_app() -> None:
+    from pathlib import Path
+
+    settings = load_settings(Path("deploy/payouts.example.toml"), environ={})
+    assert {p.protocol for p in settings.providers} == {"offerwall_md5", "adjoe"}
+    env = {"PAYOUTS_OFFERWALL_PUB_KEY": "k1", "PAYOUTS_ADJOE_S2S_TOKEN": "k2"}
+    assert create_app(settings, env) is not None
+
+
+def test_valid_file(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, VALID_PROVIDER), environ={})
+    (instance,) = settings.providers
+    assert instance.max_amount == Decimal("500.50")
+    assert instance.account_policy is AccountPolicy.REQUIRE_EXISTING
+
+
+def test_environment_overrides_the_service_urls(tmp_path: Path) -> None:
+    env = {"PAYOUTS_DATABASE_URL": "postgresql://x@db/p", "PAYOUTS_BROKER_URL": "amqp://mq/"}
+    settings = load_settings(write(tmp_path, VALID_PROVIDER), environ=env)
+    assert (settings.database.url, settings.broker.url) == ("postgresql://x@db/p", "amqp://mq/")
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "message"),
+    [
+        (
+            'max_amount = "500.50"',
+            "max_amount = 500.5",
+            r"providers\[0\]\.max_amount: .*not a float",
+        ),
+        ('max_amount = "500.50"', 'max_amount = "-1"', r"providers\[0\]\.max_amount"),
+        ('route = "/cb/ow"', 'route = "cb"', r"providers\[0\]\.route"),
+        (
+            'secret_env = "OW_KEY"',
+            'secret_env = "hunter2 secret"',
+            "name of an environment variable",
+        ),
+        ('account_policy = "require_existing"', 'account_policy = "maybe"', "account_policy"),
+        ('ip_allowlist = ["198.51.100.0/24"]', 'ip_allowlist = ["nope"]', "ip_allowlist"),
+        ('name = "ow"', 'name = "ow"\nsurprise = 1', r"providers\[0\]\.surprise: Extra inputs"),
+    ],
+)
+def test_bad_values_name_the_file_and_the_key(
+    tmp_path: Path, replace: str, by: str, message: str
+) -> None:
+    path = write(tmp_path, VALID_PROVIDER.replace(replace, by))
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_settings(path, environ={})
+    assert str(path) in str(raised.value)
+
+
+def test_duplicate_routes_are_refused(tmp_path: Path) -> None:
+    twice = VALID_PROVIDER + VALID_PROVIDER.replace('name = "ow"', 'name = "ow2"')
+    with pytest.raises(ConfigError, match="share the route"):
+        load_settings(write(tmp_path, twice), environ={})
+
+
+def test_not_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(write(tmp_path, "[[providers]\n"), environ={})
+    with pytest.raises(ConfigError, match="no such configuration file"):
+        load_settings(tmp_path / "absent.toml", environ={})
+
+
+def test_missing_secret_names_the_variable_and_the_instance(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, VALID_PROVIDER), environ={})
+    with pytest.raises(ConfigError, match="'ow': environment variable OW_KEY is not set"):
+        create_app(settings, environ={})
+
+
+def test_unknown_protocol_lists_the_known_ones(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID_PROVIDER.replace('"offerwall_md5"', '"carrier_pigeon"'))
+    with pytest.raises(ConfigError, match="known protocols: adjoe, offerwall_md5"):
+        create_app(load_settings(path, environ={}), environ={"OW_KEY": "k"})
