@@ -68,6 +68,7 @@ async def test_new_payout_credits_the_wallet_and_writes_both_ledger_sides(
             ("wallet", "alice", Decimal("10.5")),
         ]
         row = await conn.fetchrow("SELECT status, outcome, answer_code, balance_after FROM payouts")
+        assert row is not None
         assert tuple(row) == ("credited", "credited", "200", Decimal("10.5"))
         await assert_books_balance(conn)
 
