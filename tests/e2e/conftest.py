@@ -1,0 +1,29 @@
+"""Each end-to-end test gets its own database, broker namespace and processes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.e2e.stack import Stack
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+    from tests.services import Services
+
+
+@pytest.fixture
+async def stack(services: Services, tmp_path: Path) -> AsyncIterator[Stack]:
+    built = Stack(
+        tmp_path=tmp_path,
+        database_url=await services.new_database(),
+        broker_url=services.rabbitmq_url,
+        namespace=services.new_namespace(),
+    )
+    try:
+        yield built
+    finally:
+        built.stop_all()

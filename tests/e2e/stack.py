@@ -1,0 +1,192 @@
+"""Real `payouts ingress` and `payouts worker` processes on a throwaway database and namespace."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import asyncpg
+import httpx
+
+from schema.topology import Topology
+from tests.polling import wait_until
+
+OFFERWALL_KEY = "e2e-offerwall-pub-key"
+ADJOE_TOKEN = "e2e-adjoe-token"
+
+CONFIG = """
+[database]
+url = "{database_url}"
+pool_max_size = 8
+
+[broker]
+url = "{broker_url}"
+namespace = "{namespace}"
+publish_timeout_seconds = 5
+
+[ingress]
+host = "127.0.0.1"
+port = {port}
+
+[worker]
+prefetch = 16
+shutdown_grace_seconds = 10
+
+[[providers]]
+name = "offerwall"
+protocol = "offerwall_md5"
+route = "/callbacks/offerwall"
+secret_env = "E2E_OFFERWALL_KEY"
+default_currency = "COIN"
+max_amount = "100000"
+account_policy = "create"
+
+[[providers]]
+name = "adjoe"
+protocol = "adjoe"
+route = "/callbacks/adjoe"
+secret_env = "E2E_ADJOE_TOKEN"
+max_amount = "100000"
+account_policy = "create"
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _payouts_command() -> list[str]:
+    script = Path(sys.executable).parent / "payouts"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "workers.cli"]
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signum)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        self.signal(signal.SIGTERM)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            return self.popen.wait()
+
+
+@dataclass
+class Stack:
+    tmp_path: Path
+    database_url: str
+    broker_url: str
+    namespace: str
+    port: int = field(default_factory=_free_port)
+    processes: list[Process] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.config_path = self.tmp_path / "payouts.toml"
+        self.config_path.write_text(
+            CONFIG.format(
+                database_url=self.database_url,
+                broker_url=self.broker_url,
+                namespace=self.namespace,
+                port=self.port,
+            )
+        )
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "E2E_OFFERWALL_KEY": OFFERWALL_KEY,
+            "E2E_ADJOE_TOKEN": ADJOE_TOKEN,
+            "PAYOUTS_DATABASE_URL": "",
+            "PAYOUTS_BROKER_URL": "",
+        }
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """A one-shot `payouts` command, as an operator types it."""
+        return subprocess.run(
+            [*_payouts_command(), "--config", str(self.config_path), *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def _start(self, name: str, *args: str) -> Process:
+        log_path = self.tmp_path / f"{name}-{len(self.processes)}.log"
+        with log_path.open("wb") as log:
+            popen = subprocess.Popen(
+                [*_payouts_command(), "--config", str(self.config_path), *args],
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        process = Process(name, popen, log_path)
+        self.processes.append(process)
+        return process
+
+    async def start_ingress(self) -> Process:
+        process = self._start("ingress", "ingress")
+        async with httpx.AsyncClient(base_url=self.base_url) as client:
+
+            async def ready() -> bool:
+                try:
+                    return (await client.get("/readyz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_until(ready, f"ingress ready; log:\n{process.log()}")
+        return process
+
+    async def start_worker(self) -> Process:
+        process = self._start("worker", "worker")
+
+        async def consuming() -> bool:
+            assert process.popen.poll() is None, process.log()
+            return "worker consuming" in process.log()
+
+        await wait_until(consuming, "worker consuming")
+        return process
+
+    async def queue_depth(self) -> int:
+        connection = await aio_pika.connect(self.broker_url)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(Topology(self.namespace).work_queue, passive=True)
+            count = queue.declaration_result.message_count
+            return int(count or 0)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            return await conn.fetchval(query, *args)
+        finally:
+            await conn.close()
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            process.stop()

@@ -1,0 +1,209 @@
+"""The whole path with real processes: provider HTTP call -> RabbitMQ -> worker -> Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+import uuid
+from collections import Counter
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import httpx
+
+from tests.books import assert_books_balance
+from tests.e2e.stack import ADJOE_TOKEN, OFFERWALL_KEY
+from tests.polling import wait_until
+from tests.signing import adjoe_query, offerwall_query
+
+if TYPE_CHECKING:
+    from tests.e2e.stack import Stack
+
+DRAIN_TIMEOUT_SECONDS = 120.0
+Wallets = Counter[tuple[str, str]]
+
+
+def offerwall_path(transaction_id: str, user_id: str, amount: int) -> str:
+    params = {
+        "user_id": user_id,
+        "amount": str(amount),
+        "trans_id": transaction_id,
+        "send_time": "1763800000",
+        "gaid": "38400000-8cf0-11bd-b23e-10b96e40000d",
+    }
+    return f"/callbacks/offerwall?{offerwall_query(params, OFFERWALL_KEY)}"
+
+
+def adjoe_path(transaction_uuid: str, user_id: str, amount: int) -> str:
+    params = {
+        "user_uuid": user_id,
+        "coin_amount": str(amount),
+        "currency": "coins",
+        "trans_uuid": transaction_uuid,
+        "device_id": "device-1",
+    }
+    return f"/callbacks/adjoe?{adjoe_query(params, ADJOE_TOKEN)}"
+
+
+def mixed_traffic(count: int, seed: int) -> tuple[list[str], Wallets]:
+    """Unique signed callbacks over many users with a hot few, and the balances they must give."""
+    rng = random.Random(seed)
+    users = [f"user-{n}" for n in range(60)]
+    hot = users[:3]
+    paths, expected = [], Wallets()
+    for _ in range(count):
+        user = rng.choice(hot) if rng.random() < 0.4 else rng.choice(users)
+        amount = rng.randint(1, 500)
+        if rng.random() < 0.5:
+            paths.append(offerwall_path(uuid.uuid4().hex, user, amount))
+            expected[(user, "COIN")] += amount
+        else:
+            paths.append(adjoe_path(str(uuid.uuid4()), user, amount))
+            expected[(user, "coins")] += amount
+    return paths, expected
+
+
+async def send_all(stack: Stack, paths: list[str], concurrency: int = 24) -> list[httpx.Response]:
+    limit = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as client:
+
+        async def send(path: str) -> httpx.Response:
+            async with limit:
+                return await client.get(path)
+
+        return await asyncio.gather(*(send(path) for path in paths))
+
+
+async def processed_deliveries(stack: Stack) -> int:
+    value = await stack.fetchval("SELECT coalesce(sum(1 + duplicate_deliveries), 0) FROM payouts")
+    return int(value)
+
+
+async def assert_wallets_exactly(stack: Stack, expected: Wallets) -> None:
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT owner, currency, balance FROM accounts WHERE kind = 'wallet'"
+        )
+        assert {(r["owner"], r["currency"]): r["balance"] for r in rows} == {
+            key: Decimal(value) for key, value in expected.items()
+        }
+        await assert_books_balance(conn)
+    finally:
+        await conn.close()
+
+
+async def test_signed_callback_becomes_a_credit_visible_to_the_operator(stack: Stack) -> None:
+    await stack.start_ingress()
+    await stack.start_worker()
+    async with httpx.AsyncClient(base_url=stack.base_url) as client:
+        response = await client.get(offerwall_path("tx-e2e-1", "player-1", 250))
+    assert (response.status_code, response.json()) == (200, {"is_valid": True})
+
+    def show() -> Any:
+        shown = stack.run(
+            "payout", "show", "--provider", "offerwall", "--transaction", "tx-e2e-1", "--json"
+        )
+        return json.loads(shown.stdout) if shown.returncode == 0 else None
+
+    async def credited() -> bool:
+        details = await asyncio.to_thread(show)
+        return details is not None and details["payout"]["status"] == "credited"
+
+    await wait_until(credited, "payout tx-e2e-1 credited")
+    details = await asyncio.to_thread(show)
+    assert details is not None
+    payout = details["payout"]
+    assert (payout["amount"], payout["currency"], payout["answer_code"]) == ("250", "COIN", "200")
+    assert "sign=" in payout["raw_request"]["query_string"]
+    assert OFFERWALL_KEY not in json.dumps(details)
+    assert sorted(entry["amount"] for entry in details["ledger"]) == ["-250", "250"]
+
+    balances = json.loads(stack.run("balance", "show", "--user", "player-1", "--json").stdout)
+    assert [(w["currency"], w["balance"]) for w in balances["wallets"]] == [("COIN", "250")]
+
+
+async def test_hundred_concurrent_deliveries_of_one_transaction_credit_once(stack: Stack) -> None:
+    await stack.start_ingress()
+    await stack.start_worker()
+    path = offerwall_path("tx-stampede", "player-2", 75)
+    clients = [httpx.AsyncClient(base_url=stack.base_url, timeout=30) for _ in range(5)]
+    try:
+        responses = await asyncio.gather(*(clients[i % 5].get(path) for i in range(100)))
+    finally:
+        await asyncio.gather(*(client.aclose() for client in clients))
+    assert [(r.status_code, r.json()) for r in responses] == [(200, {"is_valid": True})] * 100
+
+    async def all_processed() -> bool:
+        return await processed_deliveries(stack) == 100
+
+    await wait_until(all_processed, "100 deliveries processed", DRAIN_TIMEOUT_SECONDS)
+    await assert_wallets_exactly(stack, Wallets({("player-2", "COIN"): 75}))
+    assert await stack.fetchval("SELECT count(*) FROM ledger_entries") == 2
+
+
+async def test_two_workers_drain_mixed_payouts_to_exact_balances(stack: Stack) -> None:
+    await stack.start_ingress()
+    workers = [await stack.start_worker(), await stack.start_worker()]
+    unique, expected = mixed_traffic(1600, seed=1)
+    rng = random.Random(2)
+    retries = [rng.choice(unique) for _ in range(400)]  # providers re-sending the same callback
+    responses = await send_all(stack, unique + retries)
+    assert Counter(r.status_code for r in responses) == Counter({200: 2000})
+
+    async def drained() -> bool:
+        return await processed_deliveries(stack) == 2000
+
+    await wait_until(drained, "2000 deliveries processed", DRAIN_TIMEOUT_SECONDS)
+    await assert_wallets_exactly(stack, expected)
+    assert await stack.fetchval("SELECT count(*) FROM payouts") == 1600
+    assert all("payout processed" in worker.log() for worker in workers)
+
+
+async def test_callbacks_queue_up_without_workers_and_are_credited_later(stack: Stack) -> None:
+    await stack.start_ingress()
+    paths, expected = mixed_traffic(300, seed=3)
+    responses = await send_all(stack, paths)
+    assert {r.status_code for r in responses} == {200}
+    assert await stack.queue_depth() == 300
+    assert await stack.fetchval("SELECT count(*) FROM payouts") == 0
+
+    await stack.start_worker()
+
+    async def drained() -> bool:
+        return await processed_deliveries(stack) == 300
+
+    await wait_until(drained, "queued callbacks credited", DRAIN_TIMEOUT_SECONDS)
+    await assert_wallets_exactly(stack, expected)
+
+
+async def test_worker_killed_mid_stream_leaves_every_payout_credited_once(stack: Stack) -> None:
+    await stack.start_ingress()
+    doomed = await stack.start_worker()
+    paths, expected = mixed_traffic(1200, seed=4)
+    sending = asyncio.create_task(send_all(stack, paths, concurrency=8))
+
+    async def some_credited() -> bool:
+        return int(await stack.fetchval("SELECT count(*) FROM payouts")) >= 150
+
+    await wait_until(some_credited, "first credits", DRAIN_TIMEOUT_SECONDS)
+    doomed.signal(signal.SIGKILL)
+    assert doomed.popen.wait(10) == -signal.SIGKILL
+    assert int(await stack.fetchval("SELECT count(*) FROM payouts")) < 1200, "killed too late"
+    responses = await sending
+    assert {r.status_code for r in responses} == {200}
+
+    await stack.start_worker()
+
+    async def drained() -> bool:
+        return (
+            int(await stack.fetchval("SELECT count(*) FROM payouts")) == 1200
+            and await stack.queue_depth() == 0
+        )
+
+    await wait_until(drained, "every accepted payout processed", DRAIN_TIMEOUT_SECONDS)
+    await assert_wallets_exactly(stack, expected)
+    assert await stack.fetchval("SELECT count(*) FROM ledger_entries") == 2400

@@ -1,0 +1,231 @@
+"""The ingress app in-process against the real RabbitMQ: answer only after the broker confirmed."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from ipaddress import ip_network
+from typing import TYPE_CHECKING, Any
+
+import aio_pika
+import httpx
+import pytest
+
+from ingress.app import create_app
+from schema.events import decode_event
+from schema.settings import BrokerSettings, IngressSettings, Settings
+from schema.topology import Topology
+from tests.factories import provider
+from tests.polling import wait_until
+from tests.signing import adjoe_query, offerwall_query
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, MutableMapping
+
+    from starlette.applications import Starlette
+
+    from tests.services import Services
+
+SECRET = "pub-key-1"
+CALLBACK = "/callbacks/offerwall_md5"
+
+
+def settings_for(broker_url: str, namespace: str, **provider_overrides: Any) -> Settings:
+    return Settings(
+        broker=BrokerSettings(url=broker_url, namespace=namespace, publish_timeout_seconds=2),
+        ingress=IngressSettings(max_query_bytes=1024),
+        providers=(provider("offerwall_md5", **provider_overrides), provider("adjoe")),
+    )
+
+
+@asynccontextmanager
+async def running(settings: Settings, wait_ready: bool = True) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, {"TEST_SECRET": SECRET})
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as client:
+            if wait_ready:
+
+                async def ready() -> bool:
+                    return (await client.get("/readyz")).status_code == 200
+
+                await wait_until(ready, "ingress connected to the broker")
+            yield client
+
+
+def signed(**overrides: str) -> str:
+    params = {
+        "user_id": "u-1",
+        "amount": "5",
+        "trans_id": uuid.uuid4().hex,
+        "send_time": "1700000000",
+    }
+    return offerwall_query({**params, **overrides}, SECRET)
+
+
+async def queued_messages(
+    broker_url: str, namespace: str
+) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    connection = await aio_pika.connect(broker_url)
+    async with connection:
+        queue = await (await connection.channel()).get_queue(Topology(namespace).work_queue)
+        messages = []
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            messages.append(message)
+        return messages
+
+
+@pytest.fixture
+def namespace(services: Services) -> str:
+    return services.new_namespace()
+
+
+async def test_accepted_callback_is_published_persistent_and_then_answered(
+    services: Services, namespace: str
+) -> None:
+    async with running(settings_for(services.rabbitmq_url, namespace)) as client:
+        response = await client.get(f"{CALLBACK}?{signed(trans_id='tx-42', amount='7')}")
+    assert response.status_code == 200
+    assert response.json() == {"is_valid": True}
+    (message,) = await queued_messages(services.rabbitmq_url, namespace)
+    assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    event = decode_event(message.body)
+    assert (event.transaction_id, event.amount, event.currency) == ("tx-42", Decimal(7), "COIN")
+    assert event.provider_instance == "test-offerwall-md5"
+    assert event.raw_request.client_ip == "127.0.0.1"
+
+
+async def test_adjoe_callback_is_answered_200(services: Services, namespace: str) -> None:
+    params = {
+        "user_uuid": "u-1",
+        "coin_amount": "3",
+        "currency": "coins",
+        "trans_uuid": str(uuid.uuid4()),
+    }
+    async with running(settings_for(services.rabbitmq_url, namespace)) as client:
+        response = await client.get(f"/callbacks/adjoe?{adjoe_query(params, SECRET)}")
+    assert response.status_code == 200
+    assert len(await queued_messages(services.rabbitmq_url, namespace)) == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "error"),
+    [
+        (f"{CALLBACK}?{signed()}".replace("amount=5", "amount=6"), 403, "bad_signature"),
+        (f"{CALLBACK}?{signed(amount='5.0')}", 400, "malformed"),
+        (f"{CALLBACK}?{signed()}&user_id=u-2", 400, "malformed"),
+        (f"{CALLBACK}?{signed(padding='x' * 2000)}", 413, "too_large"),
+        (f"{CALLBACK}?user_id=%FF", 400, "malformed"),
+    ],
+    ids=["tampered", "not-an-integer", "duplicate-key", "query-too-long", "not-utf8"],
+)
+async def test_rejections_answer_in_the_provider_format_and_publish_nothing(
+    services: Services, namespace: str, path: str, status: int, error: str
+) -> None:
+    async with running(settings_for(services.rabbitmq_url, namespace)) as client:
+        response = await client.get(path)
+    assert response.status_code == status
+    assert response.json()["is_valid"] is False
+    assert response.json()["error"] == error
+    assert await queued_messages(services.rabbitmq_url, namespace) == []
+
+
+async def test_wrong_method_is_refused(services: Services, namespace: str) -> None:
+    async with running(settings_for(services.rabbitmq_url, namespace)) as client:
+        response = await client.post(f"{CALLBACK}?{signed()}")
+    assert (response.status_code, response.json()["error"]) == (405, "method_not_allowed")
+
+
+async def test_ip_allowlist_and_trusted_proxy(services: Services, namespace: str) -> None:
+    settings = settings_for(
+        services.rabbitmq_url, namespace, ip_allowlist=(ip_network("198.51.100.0/24"),)
+    )
+    async with running(settings) as client:
+        direct = await client.get(
+            f"{CALLBACK}?{signed()}", headers={"x-forwarded-for": "198.51.100.7"}
+        )
+    assert (direct.status_code, direct.json()["error"]) == (403, "ip_not_allowed")
+
+    proxied = settings.model_copy(
+        update={"ingress": IngressSettings(trusted_proxies=(ip_network("127.0.0.1/32"),))}
+    )
+    async with running(proxied) as client:
+        response = await client.get(
+            f"{CALLBACK}?{signed()}", headers={"x-forwarded-for": "198.51.100.7"}
+        )
+    assert response.status_code == 200
+    (message,) = await queued_messages(services.rabbitmq_url, namespace)
+    assert decode_event(message.body).raw_request.client_ip == "198.51.100.7"
+
+
+async def test_unreachable_broker_means_try_again_never_accepted(namespace: str) -> None:
+    settings = settings_for("amqp://guest:guest@127.0.0.1:1/", namespace)
+    async with running(settings, wait_ready=False) as client:
+        ready = await client.get("/readyz")
+        response = await client.get(f"{CALLBACK}?{signed()}")
+    assert ready.status_code == 503
+    assert (response.status_code, response.json()["error"]) == (503, "try_again")
+
+
+async def test_unroutable_publish_is_not_accepted(services: Services, namespace: str) -> None:
+    async with running(settings_for(services.rabbitmq_url, namespace)) as client:
+        connection = await aio_pika.connect(services.rabbitmq_url)
+        async with connection:
+            await (await connection.channel()).queue_delete(Topology(namespace).work_queue)
+        response = await client.get(f"{CALLBACK}?{signed()}")
+    assert (response.status_code, response.json()["error"]) == (503, "try_again")
+
+
+async def raw_request(app: Starlette, method: str, path: str, query: bytes) -> tuple[int, bytes]:
+    """Call the app as uvicorn would, with query bytes no HTTP client would normalize first."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": "",
+        "headers": [(b"host", b"ingress")],
+        "client": ("127.0.0.1", 40000),
+        "server": ("ingress", 80),
+    }
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return sent[0]["status"], body
+
+
+async def test_no_input_makes_the_ingress_answer_500(services: Services, namespace: str) -> None:
+    rng = random.Random(20261122)
+    pieces = [b"user_id", b"amount", b"sign", b"=", b"&", b"%", b"%C3", b"%FF", b"+", b"\x00", b"1"]
+    settings = settings_for(services.rabbitmq_url, namespace)
+    app = create_app(settings, {"TEST_SECRET": SECRET})
+    async with app.router.lifespan_context(app):
+
+        async def ready() -> bool:
+            return (await raw_request(app, "GET", "/readyz", b""))[0] == 200
+
+        await wait_until(ready, "ingress connected to the broker")
+        for _ in range(400):
+            query = b"".join(
+                rng.choice(pieces) if rng.random() < 0.6 else bytes([rng.randrange(256)])
+                for _ in range(rng.randint(0, 60))
+            )
+            method = rng.choice(["GET", "GET", "POST", "DELETE"])
+            status, body = await raw_request(app, method, CALLBACK, query)
+            assert status in {400, 403, 405, 413}, (query, body)
+            assert json.loads(body)["is_valid"] is False
+    assert await queued_messages(services.rabbitmq_url, namespace) == []
