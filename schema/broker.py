@@ -5,29 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 import aio_pika
 
-from schema.logs import log
+from schema.logs import log, redacted_url
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractRobustConnection
 
     from schema.settings import BrokerSettings
 
-__all__ = ["connect_when_available", "redacted_url"]
+__all__ = ["connect_when_available"]
 
 logger = logging.getLogger(__name__)
-
-
-def redacted_url(url: str) -> str:
-    """The URL without its password, fit for a log line or an error message."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
 
 
 async def connect_when_available(

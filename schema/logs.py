@@ -10,8 +10,9 @@ import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
-__all__ = ["configure_logging", "log"]
+__all__ = ["configure_logging", "log", "redacted_url"]
 
 _FIELDS = "payouts_fields"
 
@@ -42,3 +43,12 @@ def configure_logging(level: str = "INFO") -> None:
 
 def log(logger: logging.Logger, level: int, message: str, **fields: Any) -> None:
     logger.log(level, message, extra={_FIELDS: fields}, stacklevel=2)
+
+
+def redacted_url(url: str) -> str:
+    """The URL without its password, fit for a log line or an error message."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

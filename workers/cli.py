@@ -28,6 +28,18 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 DEFAULT_CONFIG = "payouts.toml"
+POSTGRES_HINT = (
+    "start it (Debian: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start; "
+    "Docker: docker compose -f deploy/compose.yaml up -d postgres) or set PAYOUTS_DATABASE_URL"
+)
+RABBITMQ_HINT = (
+    "start it (Debian: rabbitmq-server -detached; "
+    "Docker: docker compose -f deploy/compose.yaml up -d rabbitmq) or set PAYOUTS_BROKER_URL"
+)
+
+
+class ServiceUnreachable(Exception):
+    """Postgres or RabbitMQ did not answer; the message says which, where, and what to start."""
 
 
 def _ensure_own_schema_package() -> None:
@@ -89,9 +101,15 @@ async def _with_connection(
 ) -> Any:
     import asyncpg
 
-    conn = await asyncpg.connect(
-        settings.database.url, timeout=settings.database.acquire_timeout_seconds
-    )
+    from schema.logs import redacted_url
+
+    try:
+        conn = await asyncpg.connect(
+            settings.database.url, timeout=settings.database.acquire_timeout_seconds
+        )
+    except (OSError, TimeoutError, asyncpg.PostgresError) as error:
+        where = redacted_url(settings.database.url)
+        raise ServiceUnreachable(f"Postgres at {where}: {error}; {POSTGRES_HINT}") from None
     try:
         return await action(conn)
     finally:
@@ -108,9 +126,14 @@ def _stop_on_signals() -> asyncio.Event:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from schema.topology import Topology
-    from workers.database import apply_migrations
+    from workers.database import apply_migrations, create_database_if_missing
 
     settings = _settings(args)
+    if args.create_database:
+        try:
+            asyncio.run(create_database_if_missing(settings.database.url))
+        except OSError as error:
+            raise ServiceUnreachable(f"Postgres: {error}; {POSTGRES_HINT}") from None
     applied = asyncio.run(_with_connection(settings, apply_migrations))
     asyncio.run(_declare_topology(settings))
     _print(
@@ -122,9 +145,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 async def _declare_topology(settings: Settings) -> None:
     import aio_pika
 
+    from schema.logs import redacted_url
     from schema.topology import Topology, declare
 
-    connection = await aio_pika.connect(settings.broker.url)
+    try:
+        connection = await aio_pika.connect(settings.broker.url, timeout=10)
+    except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as error:
+        where = redacted_url(settings.broker.url)
+        raise ServiceUnreachable(f"RabbitMQ at {where}: {error!r}; {RABBITMQ_HINT}") from None
     async with connection:
         await declare(await connection.channel(), Topology(settings.broker.namespace))
 
@@ -219,7 +247,11 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--json", action="store_true", help="machine-readable output")
         return sub
 
-    command("migrate", cmd_migrate, "apply database migrations and declare the broker topology")
+    command(
+        "migrate", cmd_migrate, "apply database migrations and declare the broker topology"
+    ).add_argument(
+        "--create-database", action="store_true", help="create the database first if it is missing"
+    )
     command("ingress", cmd_ingress, "serve the provider callback endpoints")
     command("worker", cmd_worker, "consume payout events and credit them")
 
@@ -257,8 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"payouts: configuration error: {error}", file=sys.stderr)
         return 2
-    except OSError as error:
-        print(f"payouts: cannot reach a service: {error}", file=sys.stderr)
+    except ServiceUnreachable as error:
+        print(f"payouts: cannot reach {error}", file=sys.stderr)
         return 3
     return code
 

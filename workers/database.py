@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 if TYPE_CHECKING:
     from schema.settings import DatabaseSettings
 
-__all__ = ["Connection", "apply_migrations", "create_pool"]
+__all__ = ["Connection", "apply_migrations", "create_database_if_missing", "create_pool"]
 
 # What the SQL functions accept: a plain connection or one borrowed from the pool.
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
@@ -60,3 +62,30 @@ async def apply_migrations(conn: Connection) -> list[str]:
                 await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
             applied_now.append(version)
     return applied_now
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+async def create_database_if_missing(url: str) -> bool:
+    """Create the database the URL names, connecting to `postgres` to do it; True if created."""
+    try:
+        conn = await asyncpg.connect(url)
+    except asyncpg.InvalidCatalogNameError:
+        pass
+    else:
+        await conn.close()
+        return False
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    if not _PLAIN_NAME.fullmatch(name):
+        raise ValueError(f"will not create database {name!r}: use letters, digits and _ only")
+    admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
+    try:
+        # The name cannot be a bound parameter in CREATE DATABASE; it was checked above.
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    except asyncpg.DuplicateDatabaseError:
+        return False  # another migrator won the race
+    finally:
+        await admin.close()
+    return True
