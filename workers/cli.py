@@ -160,7 +160,13 @@ async def _declare_topology(settings: Settings) -> None:
 def cmd_ingress(args: argparse.Namespace) -> int:
     from ingress.server import serve
 
-    serve(_settings(args), os.environ)
+    settings = _settings(args)
+    overrides = {key: getattr(args, key) for key in ("host", "port") if getattr(args, key) is not None}
+    if overrides:
+        settings = settings.model_copy(
+            update={"ingress": settings.ingress.model_copy(update=overrides)}
+        )
+    serve(settings, os.environ)
     return 0
 
 
@@ -252,7 +258,9 @@ def _parser() -> argparse.ArgumentParser:
     ).add_argument(
         "--create-database", action="store_true", help="create the database first if it is missing"
     )
-    command("ingress", cmd_ingress, "serve the provider callback endpoints")
+    ingress = command("ingress", cmd_ingress, "serve the provider callback endpoints")
+    ingress.add_argument("--host", help="listen address (default: ingress.host in the config)")
+    ingress.add_argument("--port", type=int, help="listen port (default: ingress.port in the config)")
     command("worker", cmd_worker, "consume payout events and credit them")
 
     payout = commands.add_parser("payout", help="inspect payouts").add_subparsers(required=True)
