@@ -161,7 +161,9 @@ def cmd_ingress(args: argparse.Namespace) -> int:
     from ingress.server import serve
 
     settings = _settings(args)
-    overrides = {key: getattr(args, key) for key in ("host", "port") if getattr(args, key) is not None}
+    overrides = {
+        key: getattr(args, key) for key in ("host", "port") if getattr(args, key) is not None
+    }
     if overrides:
         settings = settings.model_copy(
             update={"ingress": settings.ingress.model_copy(update=overrides)}
@@ -172,13 +174,13 @@ def cmd_ingress(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from workers.consumer import Worker
-    from workers.database import create_pool
+    from workers.database import create_pool_when_available
 
     settings = _settings(args)
 
     async def run() -> None:
         stop = _stop_on_signals()
-        pool = await create_pool(settings.database)
+        pool = await create_pool_when_available(settings.database)
         try:
             await Worker(settings, pool).run(stop)
         finally:
@@ -260,7 +262,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     ingress = command("ingress", cmd_ingress, "serve the provider callback endpoints")
     ingress.add_argument("--host", help="listen address (default: ingress.host in the config)")
-    ingress.add_argument("--port", type=int, help="listen port (default: ingress.port in the config)")
+    ingress.add_argument(
+        "--port", type=int, help="listen port (default: ingress.port in the config)"
+    )
     command("worker", cmd_worker, "consume payout events and credit them")
 
     payout = commands.add_parser("payout", help="inspect payouts").add_subparsers(required=True)
@@ -300,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     except ServiceUnreachable as error:
         print(f"payouts: cannot reach {error}", file=sys.stderr)
         return 3
+    except BrokenPipeError:
+        # Output piped into `head` and the like: stop quietly, as other command-line tools do.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaced for the rest of the exit
+        return 0
     return code
 
 

@@ -71,6 +71,7 @@ class Worker:
             await self._drain(self._settings.worker.shutdown_grace_seconds)
         finally:
             await connection.close()
+        log(logger, logging.INFO, "worker stopped")
 
     async def _drain(self, grace_seconds: float) -> None:
         if not self._in_flight:

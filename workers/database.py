@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from importlib import resources
 from typing import TYPE_CHECKING
@@ -9,14 +11,23 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from schema.logs import log, redacted_url
+
 if TYPE_CHECKING:
     from schema.settings import DatabaseSettings
 
-__all__ = ["Connection", "apply_migrations", "create_database_if_missing", "create_pool"]
+__all__ = [
+    "Connection",
+    "apply_migrations",
+    "create_database_if_missing",
+    "create_pool_when_available",
+]
 
 # What the SQL functions accept: a plain connection or one borrowed from the pool.
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
+logger = logging.getLogger(__name__)
+STARTUP_RETRY_SECONDS = 2.0
 # Any constant works; it only has to be the same for every process running `payouts migrate`.
 MIGRATION_LOCK_KEY = 7_301_542_019
 
@@ -28,17 +39,36 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
-async def create_pool(settings: DatabaseSettings) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
-        settings.url,
-        min_size=settings.pool_min_size,
-        max_size=settings.pool_max_size,
-        # A dead server must not hang a worker forever (asyncpg's own default is 60 s).
-        timeout=settings.acquire_timeout_seconds,
-        command_timeout=60,
-    )
-    assert pool is not None
-    return pool
+async def create_pool_when_available(settings: DatabaseSettings) -> asyncpg.Pool:
+    """Retry until Postgres answers: a worker started during an outage waits instead of crashing."""
+    while True:
+        try:
+            pool = await asyncpg.create_pool(
+                settings.url,
+                min_size=settings.pool_min_size,
+                max_size=settings.pool_max_size,
+                # A dead server must not hang a worker forever (asyncpg's own default is 60 s).
+                timeout=settings.acquire_timeout_seconds,
+                command_timeout=60,
+            )
+        except (
+            OSError,
+            TimeoutError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.CannotConnectNowError,
+        ) as error:
+            log(
+                logger,
+                logging.WARNING,
+                "database unreachable, retrying",
+                database=redacted_url(settings.url),
+                error=repr(error),
+                retry_in_seconds=STARTUP_RETRY_SECONDS,
+            )
+            await asyncio.sleep(STARTUP_RETRY_SECONDS)
+            continue
+        assert pool is not None
+        return pool
 
 
 def _migration_files() -> list[tuple[str, str]]:

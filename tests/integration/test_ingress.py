@@ -16,7 +16,7 @@ import pytest
 
 from ingress.app import create_app
 from schema.events import decode_event
-from schema.settings import BrokerSettings, IngressSettings, Settings
+from schema.settings import BrokerSettings, DatabaseSettings, IngressSettings, Settings
 from schema.topology import Topology
 from tests.factories import provider
 from tests.polling import wait_until
@@ -33,8 +33,13 @@ SECRET = "pub-key-1"
 CALLBACK = "/callbacks/offerwall_md5"
 
 
+# The callback path never touches Postgres: every ingress test runs with an unreachable database.
+NO_DATABASE = DatabaseSettings(url="postgresql://nobody@127.0.0.1:1/none")
+
+
 def settings_for(broker_url: str, namespace: str, **provider_overrides: Any) -> Settings:
     return Settings(
+        database=NO_DATABASE,
         broker=BrokerSettings(url=broker_url, namespace=namespace, publish_timeout_seconds=2),
         ingress=IngressSettings(max_query_bytes=1024),
         providers=(provider("offerwall_md5", **provider_overrides), provider("adjoe")),
@@ -42,8 +47,10 @@ def settings_for(broker_url: str, namespace: str, **provider_overrides: Any) -> 
 
 
 @asynccontextmanager
-async def running(settings: Settings, wait_ready: bool = True) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, {"TEST_SECRET": SECRET})
+async def running(
+    settings: Settings, wait_ready: bool = True, environ: dict[str, str] | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, environ or {"TEST_SECRET": SECRET})
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as client:
@@ -131,6 +138,38 @@ async def test_rejections_answer_in_the_provider_format_and_publish_nothing(
     assert response.json()["is_valid"] is False
     assert response.json()["error"] == error
     assert await queued_messages(services.rabbitmq_url, namespace) == []
+
+
+async def test_two_instances_of_one_protocol_work_side_by_side(
+    services: Services, namespace: str
+) -> None:
+    apps = [
+        provider(
+            "adjoe", name=f"adjoe-{app}", route=f"/cb/{app}", secret_env=f"TOKEN_{app.upper()}"
+        )
+        for app in ("puzzle", "racing")
+    ]
+    settings = Settings(
+        database=NO_DATABASE,
+        broker=BrokerSettings(url=services.rabbitmq_url, namespace=namespace),
+        providers=tuple(apps),
+    )
+    tokens = {"TOKEN_PUZZLE": "puzzle-token", "TOKEN_RACING": "racing-token"}
+    trans_uuid = str(uuid.uuid4())
+    params = {"user_uuid": "u-1", "coin_amount": "3", "currency": "coins", "trans_uuid": trans_uuid}
+    async with running(settings, environ=tokens) as client:
+        own = [
+            await client.get(f"/cb/{app}?{adjoe_query(params, f'{app}-token')}")
+            for app in ("puzzle", "racing")
+        ]
+        crossed = await client.get(f"/cb/puzzle?{adjoe_query(params, 'racing-token')}")
+    assert [r.status_code for r in own] == [200, 200]
+    assert crossed.status_code == 403
+    published = [
+        decode_event(m.body) for m in await queued_messages(services.rabbitmq_url, namespace)
+    ]
+    assert sorted(e.provider_instance for e in published) == ["adjoe-puzzle", "adjoe-racing"]
+    assert {e.transaction_id for e in published} == {trans_uuid}
 
 
 async def test_wrong_method_is_refused(services: Services, namespace: str) -> None:

@@ -1,0 +1,207 @@
+"""The worker in-process against real RabbitMQ and Postgres: failures lose and double nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import aio_pika
+import asyncpg
+import pytest
+
+from ingress.publisher import Publisher
+from schema.events import PayoutEvent, RawRequest
+from schema.settings import BrokerSettings, DatabaseSettings, Settings, WorkerSettings
+from schema.topology import ROUTING_KEY, Topology
+from tests.books import assert_books_balance
+from tests.polling import wait_until
+from workers.consumer import Worker
+from workers.database import create_pool_when_available
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from tests.services import Services
+
+OBSERVER = "payouts-test-observer"
+
+
+@pytest.fixture
+async def settings(services: Services, database_url: str) -> Settings:
+    return Settings(
+        database=DatabaseSettings(url=database_url, pool_max_size=8, acquire_timeout_seconds=5),
+        broker=BrokerSettings(url=services.rabbitmq_url, namespace=services.new_namespace()),
+        worker=WorkerSettings(
+            prefetch=16, transient_retry_max_seconds=60, shutdown_grace_seconds=5
+        ),
+    )
+
+
+@asynccontextmanager
+async def publisher_for(settings: Settings) -> AsyncIterator[Publisher]:
+    publisher = Publisher(settings.broker)
+    publisher.start()
+
+    async def ready() -> bool:
+        return publisher.ready
+
+    await wait_until(ready, "publisher connected")
+    try:
+        yield publisher
+    finally:
+        await publisher.close()
+
+
+@asynccontextmanager
+async def worker_running(settings: Settings) -> AsyncIterator[asyncio.Task[None]]:
+    stop = asyncio.Event()
+    pool = await create_pool_when_available(settings.database)
+    task = asyncio.create_task(Worker(settings, pool).run(stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await task
+        await pool.close()
+
+
+def event(user: str, amount: int) -> PayoutEvent:
+    return PayoutEvent(
+        event_id=uuid.uuid4(),
+        provider_instance="ow",
+        protocol="offerwall_md5",
+        transaction_id=uuid.uuid4().hex,
+        user_id=user,
+        amount=Decimal(amount),
+        currency="COIN",
+        signature=uuid.uuid4().hex,
+        create_account=True,
+        answer_code="200",
+        received_at=datetime.now(UTC),
+        raw_request=RawRequest(method="GET", path="/cb", query_string="q", client_ip="127.0.0.1"),
+    )
+
+
+async def observer(database_url: str) -> asyncpg.Connection:
+    conn: asyncpg.Connection = await asyncpg.connect(
+        database_url, server_settings={"application_name": OBSERVER}
+    )
+    return conn
+
+
+async def count(conn: asyncpg.Connection, query: str) -> int:
+    return int(await conn.fetchval(query))
+
+
+async def test_poison_message_is_dead_lettered_and_the_queue_keeps_flowing(
+    settings: Settings, database_url: str
+) -> None:
+    topology = Topology(settings.broker.namespace)
+    valid = event("dana", 9)
+    async with publisher_for(settings) as publisher:
+        connection = await aio_pika.connect(settings.broker.url)
+        async with connection:
+            channel = await connection.channel()
+            exchange = await channel.get_exchange(topology.exchange)
+            for body in (b"not json at all", b'{"contract_version": 99}'):
+                await exchange.publish(aio_pika.Message(body, message_id="poison"), ROUTING_KEY)
+            await publisher.publish(valid)
+            conn = await observer(database_url)
+            async with worker_running(settings):
+
+                async def credited() -> bool:
+                    return await count(conn, "SELECT count(*) FROM payouts") == 1
+
+                await wait_until(credited, "valid payout credited after the poison")
+            dead_queue = await channel.get_queue(topology.dead_letter_queue)
+            dead = [await dead_queue.get(no_ack=True, timeout=5) for _ in range(2)]
+            await conn.close()
+    assert sorted(m.body for m in dead) == [b"not json at all", b'{"contract_version": 99}']
+
+
+async def test_killed_database_connections_are_retried_without_double_credit(
+    settings: Settings, services: Services, database_url: str
+) -> None:
+    events = [event(f"user-{i % 7}", i + 1) for i in range(300)]
+    database_name = urlsplit(database_url).path.lstrip("/")
+    admin = await asyncpg.connect(services.postgres_admin_url)
+    conn = await observer(database_url)
+    killed = 0
+
+    async def keep_killing_worker_connections() -> None:
+        nonlocal killed
+        while True:
+            killed += await count(
+                admin,
+                f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "  # noqa: S608
+                f"WHERE datname = '{database_name}' AND application_name <> '{OBSERVER}'",
+            )
+            await asyncio.sleep(0.03)
+
+    try:
+        async with publisher_for(settings) as publisher, worker_running(settings):
+            killer = asyncio.create_task(keep_killing_worker_connections())
+            await asyncio.gather(*(publisher.publish(e) for e in events))
+
+            async def all_credited() -> bool:
+                return (
+                    await count(conn, "SELECT count(*) FROM payouts WHERE status = 'credited'")
+                    == 300
+                )
+
+            await wait_until(all_credited, "all payouts credited despite killed connections", 120)
+            killer.cancel()
+        assert killed > 0
+        assert await count(conn, "SELECT count(*) FROM ledger_entries") == 600
+        for user in {e.user_id for e in events}:
+            expected = sum(e.amount for e in events if e.user_id == user)
+            balance = await conn.fetchval(
+                "SELECT balance FROM accounts WHERE kind = 'wallet' AND owner = $1", user
+            )
+            assert balance == expected
+        await assert_books_balance(conn)
+    finally:
+        await admin.close()
+        await conn.close()
+
+
+async def test_stop_finishes_in_flight_work_and_leaves_the_rest_queued(
+    settings: Settings, database_url: str
+) -> None:
+    events = [event("erin", 1) for _ in range(400)]
+    conn = await observer(database_url)
+    async with publisher_for(settings) as publisher:
+        await asyncio.gather(*(publisher.publish(e) for e in events))
+        async with worker_running(settings):
+
+            async def started() -> bool:
+                return await count(conn, "SELECT count(*) FROM payouts") >= 20
+
+            await wait_until(started, "first credits")
+        # The worker has stopped: what it committed is acked, the rest is back in the queue.
+        credited = await count(conn, "SELECT count(*) FROM payouts")
+        connection = await aio_pika.connect(settings.broker.url)
+        async with connection:
+            queue = await (await connection.channel()).declare_queue(
+                Topology(settings.broker.namespace).work_queue, passive=True
+            )
+            waiting: Any = queue.declaration_result.message_count
+        assert credited + int(waiting) == 400
+        assert credited < 400, "stopped too late to show anything"
+
+        async with worker_running(settings):
+
+            async def all_credited() -> bool:
+                return await count(conn, "SELECT count(*) FROM payouts") == 400
+
+            await wait_until(all_credited, "the rest credited by the next worker")
+    assert await conn.fetchval(
+        "SELECT balance FROM accounts WHERE kind = 'wallet' AND owner = 'erin'"
+    ) == Decimal(400)
+    await assert_books_balance(conn)
+    await conn.close()
