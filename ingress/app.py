@@ -14,14 +14,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ingress.client_ip import client_address, is_allowed
-from ingress.protocols import protocol_class
-from ingress.publisher import BrokerUnavailable, Publisher
+from ingress.protocols import protocol_class, validate_providers
 from ingress.verdicts import Rejection, Verdict
+from schema.broker import BrokerUnavailable, ConfirmedPublisher
 from schema.events import PayoutEvent, RawRequest
 from schema.logs import log
+from schema.settings import AccountPolicy
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
     from starlette.requests import Request
 
@@ -38,7 +39,7 @@ class CallbackEndpoint:
     """Resolve, check, verify, publish, and only then answer: one provider instance's route."""
 
     def __init__(
-        self, protocol: ProviderProtocol, publisher: Publisher, settings: IngressSettings
+        self, protocol: ProviderProtocol, publisher: ConfirmedPublisher, settings: IngressSettings
     ) -> None:
         self._protocol = protocol
         self._publisher = publisher
@@ -60,13 +61,13 @@ class CallbackEndpoint:
                 amount=claim.amount,
                 currency=claim.currency,
                 signature=claim.signature,
-                create_account=self._protocol.instance.account_policy == "create",
+                create_account=self._protocol.instance.account_policy is AccountPolicy.CREATE,
                 answer_code=self._protocol.accepted_answer_code,
                 received_at=datetime.now(UTC),
                 attributes=claim.attributes,
                 raw_request=raw_request,
             )
-            await self._publisher.publish(event)
+            await self._publisher.publish_event(event)
             verdict, detail = Verdict.ACCEPTED, ""
         except Rejection as rejection:
             verdict, detail = rejection.verdict, rejection.detail
@@ -101,9 +102,10 @@ class CallbackEndpoint:
 
     async def _read(self, request: Request) -> tuple[Claim, RawRequest]:
         peer = request.client.host if request.client else None
-        address = client_address(
-            peer, request.headers.get("x-forwarded-for"), self._settings.trusted_proxies
-        )
+        # Every X-Forwarded-For line, in order: proxies may add a line instead of extending one,
+        # and reading only the first would let a caller's forged line decide the address.
+        forwarded_for = ", ".join(request.headers.getlist("x-forwarded-for"))
+        address = client_address(peer, forwarded_for, self._settings.trusted_proxies)
         if not is_allowed(address, self._protocol.instance.ip_allowlist):
             raise Rejection(Verdict.IP_NOT_ALLOWED, f"address {address} is not allowed")
         if len(request.scope["query_string"]) > self._settings.max_query_bytes:
@@ -132,11 +134,12 @@ def _declared_length(headers: Mapping[str, str]) -> int:
 
 def create_app(settings: Settings, environ: Mapping[str, str]) -> Starlette:
     """Build the app; raises ConfigError for a provider it cannot serve (before any traffic)."""
-    publisher = Publisher(settings.broker)
+    publisher = ConfirmedPublisher(settings.broker, "ingress")
     routes = [
         Route("/healthz", lambda _: JSONResponse({"status": "alive"}), methods=["GET"]),
         Route("/readyz", _readiness(publisher), methods=["GET"]),
     ]
+    validate_providers(settings.providers)
     for instance in settings.providers:
         protocol = protocol_class(instance.protocol)(instance, instance.read_secret(environ))
         endpoint = CallbackEndpoint(protocol, publisher, settings.ingress)
@@ -153,7 +156,7 @@ def create_app(settings: Settings, environ: Mapping[str, str]) -> Starlette:
     return Starlette(routes=routes, lifespan=lifespan)
 
 
-def _readiness(publisher: Publisher):  # type: ignore[no-untyped-def]
+def _readiness(publisher: ConfirmedPublisher) -> Callable[[Request], Awaitable[Response]]:
     async def readyz(_: Request) -> Response:
         if publisher.ready:
             return JSONResponse({"status": "ready", "broker": "connected"})

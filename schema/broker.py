@@ -1,35 +1,46 @@
-"""Connecting to RabbitMQ the same way from both sides: robust, named, and patient at start-up."""
+"""The one AMQP adapter both sides use: patient connections and broker-confirmed publishing."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import TYPE_CHECKING
 
 import aio_pika
+from pamqp.commands import Basic
 
+from schema.events import CONTRACT_VERSION, PayoutEvent, encode_event
 from schema.logs import log, redacted_url
+from schema.topology import ROUTING_KEY, Topology, declare
 
 if TYPE_CHECKING:
-    from aio_pika.abc import AbstractRobustConnection
+    from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
     from schema.settings import BrokerSettings
 
-__all__ = ["connect_when_available"]
+__all__ = ["BrokerUnavailable", "ConfirmedPublisher", "connect_when_available", "event_message"]
 
 logger = logging.getLogger(__name__)
 
 
-async def connect_when_available(
-    settings: BrokerSettings, connection_name: str
-) -> AbstractRobustConnection:
+class BrokerUnavailable(Exception):
+    """The message was not confirmed by the broker; whoever sent it must be told to retry."""
+
+
+def connection_name(role: str, settings: BrokerSettings) -> str:
+    """Shown by `rabbitmqctl list_connections`, so an operator can tell processes apart."""
+    return f"payouts-{role} {settings.namespace} pid={os.getpid()}"
+
+
+async def connect_when_available(settings: BrokerSettings, role: str) -> AbstractRobustConnection:
     """Retry the first connection until it succeeds; aio-pika handles every later reconnect."""
     while True:
         try:
             return await aio_pika.connect_robust(
                 settings.url,
                 reconnect_interval=settings.reconnect_interval_seconds,
-                client_properties={"connection_name": connection_name},
+                client_properties={"connection_name": connection_name(role, settings)},
             )
         except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as error:
             log(
@@ -41,3 +52,97 @@ async def connect_when_available(
                 retry_in_seconds=settings.reconnect_interval_seconds,
             )
             await asyncio.sleep(settings.reconnect_interval_seconds)
+
+
+def event_message(event: PayoutEvent) -> aio_pika.Message:
+    return aio_pika.Message(
+        encode_event(event),
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        content_type="application/json",
+        message_id=str(event.event_id),
+        timestamp=event.received_at,
+        type=f"payout.v{CONTRACT_VERSION}",
+        headers={"provider_instance": event.provider_instance},
+    )
+
+
+class ConfirmedPublisher:
+    """A publishing connection of its own, opened in the background so start-up never waits."""
+
+    def __init__(self, settings: BrokerSettings, role: str) -> None:
+        self._settings = settings
+        self._role = role
+        self._topology = Topology(settings.namespace)
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._connecting: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._connecting = asyncio.create_task(self._connect(), name=f"{self._role}-publisher")
+
+    async def _connect(self) -> None:
+        """Until the topology is declared: a failure after connecting must not leave us stuck."""
+        while True:
+            connection = await connect_when_available(self._settings, self._role)
+            try:
+                # Confirms plus on_return_raises: an unroutable or refused message raises
+                # instead of vanishing (aio-pika #78, #106).
+                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                self._exchange = (await declare(channel, self._topology)).exchange
+                self._channel = channel
+            except (TimeoutError, aio_pika.exceptions.AMQPError, OSError) as error:
+                log(
+                    logger,
+                    logging.ERROR,
+                    "cannot declare the broker topology, retrying",
+                    error=repr(error),
+                    retry_in_seconds=self._settings.reconnect_interval_seconds,
+                )
+                await connection.close()
+                await asyncio.sleep(self._settings.reconnect_interval_seconds)
+                continue
+            self._connection = connection
+            log(
+                logger,
+                logging.INFO,
+                "publisher connected",
+                role=self._role,
+                exchange=self._topology.exchange,
+            )
+            return
+
+    @property
+    def ready(self) -> bool:
+        """Connected with an open channel now; False while a robust connection is reconnecting."""
+        return (
+            self._connection is not None
+            and self._connection.connected.is_set()
+            and self._channel is not None
+            and not self._channel.is_closed
+        )
+
+    async def publish_event(self, event: PayoutEvent) -> None:
+        await self.publish(event_message(event))
+
+    async def publish(self, message: aio_pika.Message) -> None:
+        if self._exchange is None:
+            raise BrokerUnavailable("not connected to the broker yet")
+        try:
+            # publish(timeout=...) does not cover waiting for a reconnect: bound the whole call.
+            async with asyncio.timeout(self._settings.publish_timeout_seconds):
+                confirmation = await self._exchange.publish(
+                    message, routing_key=ROUTING_KEY, mandatory=True
+                )
+        except TimeoutError:
+            raise BrokerUnavailable("the broker did not confirm in time") from None
+        except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
+            raise BrokerUnavailable(f"publish failed: {error!r}") from None
+        if not isinstance(confirmation, Basic.Ack):
+            raise BrokerUnavailable(f"the broker did not acknowledge: {confirmation!r}")
+
+    async def close(self) -> None:
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
+        if self._connection is not None:
+            await self._connection.close()

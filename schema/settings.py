@@ -91,8 +91,11 @@ class IngressSettings(_Section):
 
 
 class WorkerSettings(_Section):
-    prefetch: int = Field(default=32, ge=1, le=1000)
-    transient_retry_max_seconds: float = Field(default=300.0, gt=0)
+    # Deliveries in flight per worker; more than the database pool only makes them queue for a
+    # connection.
+    prefetch: int = Field(default=10, ge=1, le=1000)
+    # How long one delivery retries a transient failure in place before it is re-published.
+    transient_retry_max_seconds: float = Field(default=60.0, gt=0, le=600)
     shutdown_grace_seconds: float = Field(default=20.0, gt=0)
 
 

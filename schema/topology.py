@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING, Any
 import aio_pika
 
 if TYPE_CHECKING:
-    from aio_pika.abc import AbstractChannel, AbstractExchange
+    from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
-__all__ = ["ROUTING_KEY", "Topology", "declare"]
+__all__ = ["ROUTING_KEY", "Declared", "Topology", "declare"]
 
 ROUTING_KEY = "payout.v1"
 # A message that keeps killing its consumer is dead-lettered after this many deliveries, so one
-# poison message cannot stall a queue forever; transient failures are retried in the worker
-# without returning the message, so they do not count against it.
+# poison message cannot stall a queue forever. Transient failures never count against it: the
+# worker retries them in place and then re-publishes the message instead of returning it.
 DELIVERY_LIMIT = 20
 
 
@@ -52,8 +52,20 @@ class Topology:
         }
 
 
-async def declare(channel: AbstractChannel, topology: Topology) -> AbstractExchange:
-    """Declare everything idempotently and return the exchange payout events are published to."""
+@dataclass(frozen=True)
+class Declared:
+    """What `declare` made, as objects of the channel that declared them.
+
+    Consume from `work_queue` itself: a robust channel restores consumers only on the queue
+    objects it declared, so a queue looked up another way loses its consumer on reconnect.
+    """
+
+    exchange: AbstractExchange
+    work_queue: AbstractQueue
+
+
+async def declare(channel: AbstractChannel, topology: Topology) -> Declared:
+    """Declare everything idempotently."""
     exchange = await channel.declare_exchange(
         topology.exchange, aio_pika.ExchangeType.DIRECT, durable=True
     )
@@ -68,4 +80,4 @@ async def declare(channel: AbstractChannel, topology: Topology) -> AbstractExcha
         topology.work_queue, durable=True, arguments=topology.work_queue_arguments()
     )
     await work_queue.bind(exchange, routing_key=ROUTING_KEY)
-    return exchange
+    return Declared(exchange, work_queue)

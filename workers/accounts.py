@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from workers.crediting import CREATE_WALLET, HeldPayout, credit_held_payouts
+from workers.crediting import (
+    CREATE_WALLET,
+    LOCK_WALLET_CREATION,
+    HeldPayout,
+    credit_held_payouts,
+)
 
 if TYPE_CHECKING:
     from workers.database import Connection
@@ -20,5 +25,6 @@ async def create_wallet(
     Returns whether the wallet was new, and the held payouts now credited.
     """
     async with conn.transaction():
+        await conn.execute(LOCK_WALLET_CREATION, user_id, currency)
         created = await conn.fetchval(CREATE_WALLET, user_id, currency) is not None
         return created, await credit_held_payouts(conn, user_id, currency)

@@ -53,9 +53,16 @@ def _ensure_own_schema_package() -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    from schema.settings import load_settings
+    """The validated file, provider protocols included, whichever part is about to run."""
+    from ingress.protocols import validate_providers
+    from schema.settings import ConfigError, load_settings
 
-    return load_settings(Path(args.config))
+    settings = load_settings(Path(args.config))
+    try:
+        validate_providers(settings.providers)
+    except ConfigError as error:
+        raise ConfigError(f"{args.config}: {error}") from None
+    return settings
 
 
 def _json_default(value: object) -> str:

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 import aio_pika
 import asyncpg
 
-from schema.broker import connect_when_available
+from schema.broker import BrokerUnavailable, ConfirmedPublisher, connect_when_available
 from schema.events import ContractError, PayoutEvent, decode_event
 from schema.logs import log
+from schema.outcomes import Outcome
 from schema.topology import Topology, declare
 from workers.crediting import CreditResult, apply_payout
 
@@ -39,7 +40,15 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.DeadlockDetectedError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,  # a failover in progress
+    asyncpg.exceptions.LockNotAvailableError,
+    asyncpg.exceptions.QueryCanceledError,
 )
+# Counts how often a message was re-published after outlasting the in-place retries; ours,
+# because the broker ignores client-set x-death headers (rabbitmq-server #10709).
+REQUEUES_HEADER = "x-payouts-requeues"
+# Outcomes that need no one's attention; the others are logged as warnings.
+QUIET_OUTCOMES = frozenset({Outcome.CREDITED, Outcome.DUPLICATE})
 FIRST_RETRY_DELAY_SECONDS = 0.2
 MAX_RETRY_DELAY_SECONDS = 15.0
 # An unexpected error is a bug or a poison message; pausing before the requeue keeps it from
@@ -55,14 +64,16 @@ class Worker:
         self._pool = pool
         self._topology = Topology(settings.broker.namespace)
         self._in_flight: set[asyncio.Task[None]] = set()
+        # Its own connection: flow control on a publishing connection must not delay our acks.
+        self._publisher = ConfirmedPublisher(settings.broker, "worker-publisher")
 
     async def run(self, stop: asyncio.Event) -> None:
-        connection = await connect_when_available(self._settings.broker, "payouts-worker")
+        self._publisher.start()
+        connection = await connect_when_available(self._settings.broker, "worker")
         try:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=self._settings.worker.prefetch)
-            await declare(channel, self._topology)
-            queue = await channel.get_queue(self._topology.work_queue, ensure=False)
+            queue = (await declare(channel, self._topology)).work_queue
             consumer_tag = await queue.consume(self._on_message)
             log(logger, logging.INFO, "worker consuming", queue=self._topology.work_queue)
             await stop.wait()
@@ -71,6 +82,7 @@ class Worker:
             await self._drain(self._settings.worker.shutdown_grace_seconds)
         finally:
             await connection.close()
+            await self._publisher.close()
         log(logger, logging.INFO, "worker stopped")
 
     async def _drain(self, grace_seconds: float) -> None:
@@ -121,11 +133,11 @@ class Worker:
             await _settle(message.nack(requeue=True), message)
             return
         if result is None:
-            await _settle(message.nack(requeue=True), message)
+            await self._requeue_at_tail(message, event)
             return
         log(
             logger,
-            logging.INFO,
+            logging.INFO if result.outcome in QUIET_OUTCOMES else logging.WARNING,
             "payout processed",
             **_event_fields(event),
             outcome=result.outcome.value,
@@ -136,11 +148,43 @@ class Worker:
         )
         await _settle(message.ack(), message)
 
+    async def _requeue_at_tail(self, message: AbstractIncomingMessage, event: PayoutEvent) -> None:
+        """Re-publish, confirmed, then ack: the copy starts with a fresh delivery count.
+
+        Returning the message instead would count against the queue's delivery limit, and a long
+        database outage would then dead-letter payouts that were already accepted.
+        """
+        headers = dict(message.headers or {})
+        requeues = headers.get(REQUEUES_HEADER, 0)
+        headers[REQUEUES_HEADER] = (requeues if isinstance(requeues, int) else 0) + 1
+        copy = aio_pika.Message(
+            message.body,
+            headers=headers,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            content_type=message.content_type,
+            message_id=message.message_id,
+            timestamp=message.timestamp,
+            type=message.type,
+        )
+        try:
+            await self._publisher.publish(copy)
+        except BrokerUnavailable as error:
+            log(
+                logger,
+                logging.WARNING,
+                "could not re-publish; returning the message instead",
+                **_event_fields(event),
+                error=str(error),
+            )
+            await _settle(message.nack(requeue=True), message)
+            return
+        await _settle(message.ack(), message)
+
     async def _apply_with_retries(self, event: PayoutEvent) -> CreditResult | None:
         """Retry transient database failures in place, holding the message, up to the bound.
 
-        Holding the delivery (instead of requeueing it) keeps a database outage from burning
-        through the queue's delivery limit; None means the bound ran out and it must be requeued.
+        None means the bound ran out: the caller re-publishes the message, so holding it never
+        comes near the broker's consumer timeout (30 minutes by default).
         """
         deadline = time.monotonic() + self._settings.worker.transient_retry_max_seconds
         delay = FIRST_RETRY_DELAY_SECONDS
@@ -154,7 +198,7 @@ class Worker:
                     log(
                         logger,
                         logging.ERROR,
-                        "transient failures outlasted the retry bound; requeued",
+                        "transient failures outlasted the retry bound; re-publishing the message",
                         **_event_fields(event),
                         error=repr(error),
                     )

@@ -20,7 +20,22 @@ if TYPE_CHECKING:
     from schema.events import PayoutEvent
     from workers.database import Connection
 
-__all__ = ["CREATE_WALLET", "CreditResult", "HeldPayout", "apply_payout", "credit_held_payouts"]
+__all__ = [
+    "CREATE_WALLET",
+    "LOCK_WALLET_CREATION",
+    "CreditResult",
+    "HeldPayout",
+    "apply_payout",
+    "credit_held_payouts",
+]
+
+# Serializes, per wallet, a payout that may be held with the operator creating that wallet:
+# without it each could miss the other's uncommitted row and leave the payout held for ever.
+# Taken before any row lock, in both paths, so the lock order is always the same. A hash
+# collision only serializes two unrelated wallets a little; it cannot break correctness.
+LOCK_WALLET_CREATION = """
+SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))
+"""
 
 CLAIM_TRANSACTION = """
 INSERT INTO payouts (provider_instance, transaction_id, event_id, protocol, user_id, amount,
@@ -112,6 +127,8 @@ class HeldPayout:
 
 async def apply_payout(conn: Connection, event: PayoutEvent) -> CreditResult:
     """Record and credit `event`; the caller owns the transaction and commits before acking."""
+    if not event.create_account:
+        await conn.execute(LOCK_WALLET_CREATION, event.user_id, event.currency)
     payout_id: int | None = await conn.fetchval(
         CLAIM_TRANSACTION,
         event.provider_instance,

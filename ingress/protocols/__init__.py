@@ -9,11 +9,23 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from functools import cache
+from typing import TYPE_CHECKING
 
 from ingress.protocols.base import Claim, ProviderProtocol, QueryCallbackProtocol
 from schema.settings import ConfigError
 
-__all__ = ["Claim", "ProviderProtocol", "QueryCallbackProtocol", "protocol_class"]
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from schema.settings import ProviderInstance
+
+__all__ = [
+    "Claim",
+    "ProviderProtocol",
+    "QueryCallbackProtocol",
+    "protocol_class",
+    "validate_providers",
+]
 
 
 @cache
@@ -33,3 +45,12 @@ def protocol_class(name: str) -> type[ProviderProtocol]:
     except KeyError:
         known = ", ".join(sorted(_registry()))
         raise ConfigError(f"unknown protocol {name!r}; known protocols: {known}") from None
+
+
+def validate_providers(providers: Sequence[ProviderInstance]) -> None:
+    """Every instance against its protocol; the error names the instance's place in the file."""
+    for index, instance in enumerate(providers):
+        try:
+            protocol_class(instance.protocol).validate(instance)
+        except ConfigError as error:
+            raise ConfigError(f"providers[{index}] ({instance.name}): {error}") from None

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from ingress import fields
 from ingress.protocols.base import Claim, QueryCallbackProtocol, signatures_match
 from ingress.verdicts import Rejection, Verdict
+from schema.settings import ConfigError
 
 if TYPE_CHECKING:
     from schema.settings import ProviderInstance
@@ -49,16 +50,15 @@ class Adjoe(QueryCallbackProtocol):
         *OPTIONAL_PARAMETERS,
     )
 
-    def check_settings(self, instance: ProviderInstance) -> None:
+    @classmethod
+    def check_settings(cls, instance: ProviderInstance) -> None:
         if instance.default_currency is not None:
-            raise self.config_error(
+            raise ConfigError(
                 "default_currency is not used: adjoe sends the currency; "
                 "restrict it with allowed_currencies instead"
             )
         if instance.amount_decimal_places != 0:
-            raise self.config_error(
-                "amount_decimal_places must be 0: adjoe's coin_amount is an integer"
-            )
+            raise ConfigError("amount_decimal_places must be 0: adjoe's coin_amount is an integer")
 
     def verify(self, params: dict[str, str]) -> Claim:
         received = self.required(params, "sid")

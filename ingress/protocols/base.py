@@ -52,28 +52,31 @@ class ProviderProtocol(ABC):
     def __init__(self, instance: ProviderInstance, secret: str) -> None:
         self.instance = instance
         self._secret = secret
-        self.names = self._parameter_names(instance)
-        self.check_settings(instance)
+        self.names = self.validate(instance)
 
-    def _parameter_names(self, instance: ProviderInstance) -> dict[str, str]:
-        unknown = sorted(set(instance.parameters) - set(self.renamable_parameters))
+    @classmethod
+    def validate(cls, instance: ProviderInstance) -> dict[str, str]:
+        """Check the instance's settings against this protocol; return the names as sent.
+
+        Needs no secret, so every `payouts` command can refuse a bad file before doing anything.
+        """
+        unknown = sorted(set(instance.parameters) - set(cls.renamable_parameters))
         if unknown:
-            raise self.config_error(
-                f"parameters: {', '.join(unknown)} cannot be renamed in protocol {self.name}; "
-                f"renamable: {', '.join(self.renamable_parameters)}"
+            raise ConfigError(
+                f"parameters: {', '.join(unknown)} cannot be renamed in protocol {cls.name}; "
+                f"renamable: {', '.join(cls.renamable_parameters)}"
             )
-        names = {spec: instance.parameters.get(spec, spec) for spec in self.renamable_parameters}
-        taken = list(names.values()) + list(self.fixed_parameters)
+        names = {spec: instance.parameters.get(spec, spec) for spec in cls.renamable_parameters}
+        taken = list(names.values()) + list(cls.fixed_parameters)
         clashes = sorted({name for name in taken if taken.count(name) > 1})
         if clashes or not all(names.values()):
-            raise self.config_error(f"parameters: names must be non-empty and distinct: {clashes}")
+            raise ConfigError(f"parameters: names must be non-empty and distinct: {clashes}")
+        cls.check_settings(instance)
         return names
 
-    def config_error(self, problem: str) -> ConfigError:
-        return ConfigError(f"providers.{self.instance.name}: {problem}")
-
-    def check_settings(self, instance: ProviderInstance) -> None:  # noqa: B027 - optional hook
-        """Refuse settings this protocol cannot honour; called once at start-up."""
+    @classmethod  # noqa: B027 - an optional hook, empty by default on purpose
+    def check_settings(cls, instance: ProviderInstance) -> None:
+        """Refuse settings this protocol cannot honour, naming the key."""
 
     @abstractmethod
     async def read_claim(self, request: Request) -> Claim:

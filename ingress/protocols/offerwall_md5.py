@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from ingress import fields
 from ingress.protocols.base import Claim, QueryCallbackProtocol, signatures_match
 from ingress.verdicts import Rejection, Verdict
+from schema.settings import ConfigError
 
 if TYPE_CHECKING:
     from schema.settings import ProviderInstance
@@ -33,10 +34,15 @@ class OfferwallMd5(QueryCallbackProtocol):
     renamable_parameters = ("user_id", "amount", "trans_id", *OPTIONAL_DEVICE_PARAMETERS)
     fixed_parameters = ("sign", "send_time")
 
-    def check_settings(self, instance: ProviderInstance) -> None:
+    @classmethod
+    def check_settings(cls, instance: ProviderInstance) -> None:
         if instance.default_currency is None:
-            raise self.config_error(
+            raise ConfigError(
                 "default_currency is required: protocol offerwall_md5 sends no currency"
+            )
+        if instance.allowed_currencies is not None:
+            raise ConfigError(
+                "allowed_currencies is not used: offerwall_md5 always pays default_currency"
             )
 
     def success_body(self) -> dict[str, object]:

@@ -145,21 +145,50 @@ async def test_hundred_concurrent_deliveries_of_one_transaction_credit_once(stac
     assert await stack.fetchval("SELECT count(*) FROM ledger_entries") == 2
 
 
+async def test_boundary_shifted_callbacks_are_accepted_but_never_credited(stack: Stack) -> None:
+    """Shifted copies keep the provider's sign (docs/security.md): each is refused at crediting."""
+    await stack.start_ingress()
+    await stack.start_worker()
+    base = {"send_time": "1763800000"}
+    original = {**base, "user_id": "u9", "amount": "1", "trans_id": "tx-123", "android_id": "23"}
+    amount_shift = {**original, "amount": "12", "android_id": "3"}
+    id_shift = {**original, "trans_id": "tx-12", "user_id": "3u9"}
+    paths = [
+        f"/callbacks/offerwall?{offerwall_query(params, OFFERWALL_KEY)}"
+        for params in (original, amount_shift, id_shift)
+    ]
+    signs = {path.rsplit("sign=", 1)[1] for path in paths}
+    assert len(signs) == 1
+    async with httpx.AsyncClient(base_url=stack.base_url) as client:
+        for path in paths:  # in order: the provider's own request arrives first
+            assert (await client.get(path)).status_code == 200
+
+    async def refused_twice() -> bool:
+        return int(await stack.fetchval("SELECT count(*) FROM payout_conflicts")) == 2
+
+    await wait_until(refused_twice, "both shifted copies refused")
+    outcomes = await stack.fetchval(
+        "SELECT string_agg(outcome, ',' ORDER BY outcome) FROM payout_conflicts"
+    )
+    assert outcomes == "conflict,signature_reused"
+    await assert_wallets_exactly(stack, Wallets({("u9", "COIN"): 1}))
+
+
 async def test_two_workers_drain_mixed_payouts_to_exact_balances(stack: Stack) -> None:
     await stack.start_ingress()
     workers = [await stack.start_worker(), await stack.start_worker()]
-    unique, expected = mixed_traffic(1600, seed=1)
+    unique, expected = mixed_traffic(2000, seed=1)
     rng = random.Random(2)
     retries = [rng.choice(unique) for _ in range(400)]  # providers re-sending the same callback
     responses = await send_all(stack, unique + retries)
-    assert Counter(r.status_code for r in responses) == Counter({200: 2000})
+    assert Counter(r.status_code for r in responses) == Counter({200: 2400})
 
     async def drained() -> bool:
-        return await processed_deliveries(stack) == 2000
+        return await processed_deliveries(stack) == 2400
 
-    await wait_until(drained, "2000 deliveries processed", DRAIN_TIMEOUT_SECONDS)
+    await wait_until(drained, "2400 deliveries processed", DRAIN_TIMEOUT_SECONDS)
     await assert_wallets_exactly(stack, expected)
-    assert await stack.fetchval("SELECT count(*) FROM payouts") == 1600
+    assert await stack.fetchval("SELECT count(*) FROM payouts") == 2000
     assert all("payout processed" in worker.log() for worker in workers)
 
 

@@ -125,6 +125,26 @@ async def test_conflict_recorded_once_even_when_redelivered(pool: asyncpg.Pool) 
         assert await conn.fetchval("SELECT count(*) FROM payout_conflicts") == 1
 
 
+async def test_retry_with_a_new_signature_and_the_same_fields_is_a_duplicate(
+    pool: asyncpg.Pool,
+) -> None:
+    """Offerwalls re-sign a retry when send_time changes: same transaction, same payout."""
+    event = payout()
+    await apply(pool, event)
+    retry = redelivered(event, signature=uuid.uuid4().hex)
+    assert (await apply(pool, retry)).outcome is Outcome.DUPLICATE
+
+
+async def test_amount_shifted_into_a_neighbour_field_is_a_conflict(pool: asyncpg.Pool) -> None:
+    """amount=1&android_id=23 and amount=12&android_id=3 carry one sign: the second is refused."""
+    original = payout(amount=Decimal(1), attributes={"android_id": "23"})
+    shifted = redelivered(original, amount=Decimal(12), attributes={"android_id": "3"})
+    await apply(pool, original)
+    assert (await apply(pool, shifted)).outcome is Outcome.CONFLICT
+    async with pool.acquire() as conn:
+        assert await wallet_balance(conn, "alice", "COIN") == Decimal(1)
+
+
 async def test_signature_reused_by_another_transaction_is_refused(pool: asyncpg.Pool) -> None:
     """A boundary shift between trans_id and user_id makes a new transaction with an old sign."""
     original = payout(transaction_id="tx-123", user_id="u9")
@@ -170,6 +190,26 @@ async def test_held_payout_is_credited_by_a_later_delivery_once_the_wallet_exist
     assert (await apply(pool, redelivered(event))).outcome is Outcome.DUPLICATE
     async with pool.acquire() as conn:
         assert await wallet_balance(conn, "bob", "COIN") == Decimal("10.5")
+
+
+async def test_operator_creating_a_wallet_while_a_payout_is_held_never_strands_it(
+    pool: asyncpg.Pool,
+) -> None:
+    """Each round races a require_existing payout with `account create` for the same wallet."""
+    for round_number in range(40):
+        user = f"racer-{round_number}"
+        event = payout(create_account=False, user_id=user, amount=Decimal(3))
+
+        async def operator_creates(user: str = user) -> None:
+            async with pool.acquire() as conn:
+                await create_wallet(conn, user, "COIN")
+
+        await asyncio.gather(apply(pool, event), operator_creates())
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM payouts WHERE status = 'held'") == 0
+        balances = await conn.fetch("SELECT balance FROM accounts WHERE kind = 'wallet'")
+        assert [row["balance"] for row in balances] == [Decimal(3)] * 40
+        await assert_books_balance(conn)
 
 
 async def test_require_existing_credits_an_existing_wallet(pool: asyncpg.Pool) -> None:

@@ -18,6 +18,7 @@ from ingress.app import create_app
 from schema.events import decode_event
 from schema.settings import BrokerSettings, DatabaseSettings, IngressSettings, Settings
 from schema.topology import Topology
+from tests.broker_admin import close_connections
 from tests.factories import provider
 from tests.polling import wait_until
 from tests.signing import adjoe_query, offerwall_query
@@ -209,6 +210,23 @@ async def test_unreachable_broker_means_try_again_never_accepted(namespace: str)
     assert (response.status_code, response.json()["error"]) == (503, "try_again")
 
 
+async def test_ingress_recovers_after_its_broker_connection_is_closed(
+    services: Services, namespace: str
+) -> None:
+    """While it reconnects the answer is 503 (retry), never a 500 and never an unpublished 200."""
+    statuses: list[int] = []
+    async with running(settings_for(services.rabbitmq_url, namespace)) as client:
+        assert close_connections(f"payouts-ingress {namespace}") == 1
+
+        async def provider_retry_accepted() -> bool:
+            statuses.append((await client.get(f"{CALLBACK}?{signed()}")).status_code)
+            return statuses[-1] == 200
+
+        await wait_until(provider_retry_accepted, "a callback accepted after the reconnect")
+    assert set(statuses) <= {200, 503}
+    assert len(await queued_messages(services.rabbitmq_url, namespace)) == statuses.count(200)
+
+
 async def test_unroutable_publish_is_not_accepted(services: Services, namespace: str) -> None:
     async with running(settings_for(services.rabbitmq_url, namespace)) as client:
         connection = await aio_pika.connect(services.rabbitmq_url)
@@ -248,23 +266,69 @@ async def raw_request(app: Starlette, method: str, path: str, query: bytes) -> t
 
 
 async def test_no_input_makes_the_ingress_answer_500(services: Services, namespace: str) -> None:
+    """Random bytes, and correctly signed random values: the answer is always the provider's
+    own accept or reject, and only accepted callbacks are published."""
     rng = random.Random(20261122)
-    pieces = [b"user_id", b"amount", b"sign", b"=", b"&", b"%", b"%C3", b"%FF", b"+", b"\x00", b"1"]
+    pieces = [
+        b"user_id",
+        b"amount",
+        b"sign",
+        b"=",
+        b"&",
+        b"%",
+        b"%C3",
+        b"%FF",
+        b"+",
+        b"\\x00",
+        b"1",
+    ]
+    values = [
+        "",
+        "0",
+        "7",
+        "1.5",
+        "-1",
+        "1e3",
+        "99999999",
+        "abc",
+        " x",
+        "\u00e9",
+        "\x00",
+        "x" * 200,
+    ]
     settings = settings_for(services.rabbitmq_url, namespace)
     app = create_app(settings, {"TEST_SECRET": SECRET})
+    accepted = 0
     async with app.router.lifespan_context(app):
 
         async def ready() -> bool:
             return (await raw_request(app, "GET", "/readyz", b""))[0] == 200
 
         await wait_until(ready, "ingress connected to the broker")
-        for _ in range(400):
-            query = b"".join(
-                rng.choice(pieces) if rng.random() < 0.6 else bytes([rng.randrange(256)])
-                for _ in range(rng.randint(0, 60))
-            )
-            method = rng.choice(["GET", "GET", "POST", "DELETE"])
+        for round_number in range(600):
+            if round_number % 2:
+                query = b"".join(
+                    rng.choice(pieces) if rng.random() < 0.6 else bytes([rng.randrange(256)])
+                    for _ in range(rng.randint(0, 60))
+                )
+            else:
+                good = {
+                    "user_id": "u-1",
+                    "amount": "7",
+                    "trans_id": uuid.uuid4().hex,
+                    "send_time": "1700000000",
+                    "gaid": "g",
+                }
+                params = {
+                    name: good_value if rng.random() < 0.8 else rng.choice(values)
+                    for name, good_value in good.items()
+                    if rng.random() < 0.95
+                }
+                query = offerwall_query(params, SECRET).encode()
+            method = rng.choice(["GET", "GET", "GET", "POST", "DELETE"])
             status, body = await raw_request(app, method, CALLBACK, query)
-            assert status in {400, 403, 405, 413}, (query, body)
-            assert json.loads(body)["is_valid"] is False
-    assert await queued_messages(services.rabbitmq_url, namespace) == []
+            assert status in {200, 400, 403, 405, 413}, (query, body)
+            assert json.loads(body)["is_valid"] is (status == 200)
+            accepted += status == 200
+    assert accepted > 0, "no generated request was valid: the fuzzer never reached the publish"
+    assert len(await queued_messages(services.rabbitmq_url, namespace)) == accepted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -14,17 +15,18 @@ import aio_pika
 import asyncpg
 import pytest
 
-from ingress.publisher import Publisher
+from schema.broker import ConfirmedPublisher
 from schema.events import PayoutEvent, RawRequest
 from schema.settings import BrokerSettings, DatabaseSettings, Settings, WorkerSettings
 from schema.topology import ROUTING_KEY, Topology
 from tests.books import assert_books_balance
+from tests.broker_admin import close_connections
 from tests.polling import wait_until
 from workers.consumer import Worker
 from workers.database import create_pool_when_available
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from tests.services import Services
 
@@ -43,8 +45,8 @@ async def settings(services: Services, database_url: str) -> Settings:
 
 
 @asynccontextmanager
-async def publisher_for(settings: Settings) -> AsyncIterator[Publisher]:
-    publisher = Publisher(settings.broker)
+async def publisher_for(settings: Settings) -> AsyncIterator[ConfirmedPublisher]:
+    publisher = ConfirmedPublisher(settings.broker, "test")
     publisher.start()
 
     async def ready() -> bool:
@@ -110,7 +112,7 @@ async def test_poison_message_is_dead_lettered_and_the_queue_keeps_flowing(
             exchange = await channel.get_exchange(topology.exchange)
             for body in (b"not json at all", b'{"contract_version": 99}'):
                 await exchange.publish(aio_pika.Message(body, message_id="poison"), ROUTING_KEY)
-            await publisher.publish(valid)
+            await publisher.publish_event(valid)
             conn = await observer(database_url)
             async with worker_running(settings):
 
@@ -125,28 +127,33 @@ async def test_poison_message_is_dead_lettered_and_the_queue_keeps_flowing(
 
 
 async def test_killed_database_connections_are_retried_without_double_credit(
-    settings: Settings, services: Services, database_url: str
+    settings: Settings, services: Services, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Kill every worker backend for a while: some deliveries outlast the in-place retries and
+    are re-published; when the database settles, each payout is credited exactly once."""
+    settings = settings.model_copy(
+        update={"worker": settings.worker.model_copy(update={"transient_retry_max_seconds": 0.5})}
+    )
     events = [event(f"user-{i % 7}", i + 1) for i in range(300)]
     database_name = urlsplit(database_url).path.lstrip("/")
     admin = await asyncpg.connect(services.postgres_admin_url)
     conn = await observer(database_url)
-    killed = 0
 
-    async def keep_killing_worker_connections() -> None:
-        nonlocal killed
-        while True:
-            killed += await count(
-                admin,
-                f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "  # noqa: S608
-                f"WHERE datname = '{database_name}' AND application_name <> '{OBSERVER}'",
+    async def kill_worker_connections_for(seconds: float) -> None:
+        deadline = asyncio.get_running_loop().time() + seconds
+        while asyncio.get_running_loop().time() < deadline:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = $1 AND application_name <> $2",
+                database_name,
+                OBSERVER,
             )
-            await asyncio.sleep(0.03)
+            await asyncio.sleep(0.02)
 
     try:
         async with publisher_for(settings) as publisher, worker_running(settings):
-            killer = asyncio.create_task(keep_killing_worker_connections())
-            await asyncio.gather(*(publisher.publish(e) for e in events))
+            await asyncio.gather(*(publisher.publish_event(e) for e in events))
+            await kill_worker_connections_for(4)
 
             async def all_credited() -> bool:
                 return (
@@ -155,8 +162,9 @@ async def test_killed_database_connections_are_retried_without_double_credit(
                 )
 
             await wait_until(all_credited, "all payouts credited despite killed connections", 120)
-            killer.cancel()
-        assert killed > 0
+        messages = [record.getMessage() for record in caplog.records]
+        assert "transient failure, retrying" in messages
+        assert "transient failures outlasted the retry bound; re-publishing the message" in messages
         assert await count(conn, "SELECT count(*) FROM ledger_entries") == 600
         for user in {e.user_id for e in events}:
             expected = sum(e.amount for e in events if e.user_id == user)
@@ -170,13 +178,36 @@ async def test_killed_database_connections_are_retried_without_double_credit(
         await conn.close()
 
 
-async def test_stop_finishes_in_flight_work_and_leaves_the_rest_queued(
+async def test_worker_resumes_consuming_after_its_connection_is_closed(
     settings: Settings, database_url: str
 ) -> None:
+    conn = await observer(database_url)
+    async with publisher_for(settings) as publisher, worker_running(settings):
+        first = [event("frank", 1) for _ in range(20)]
+        await asyncio.gather(*(publisher.publish_event(e) for e in first))
+
+        async def credited(n: int) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                return await count(conn, "SELECT count(*) FROM payouts") == n
+
+            return check
+
+        await wait_until(await credited(20), "first batch credited")
+        assert close_connections(f"payouts-worker {settings.broker.namespace}") == 1
+        second = [event("frank", 1) for _ in range(20)]
+        await asyncio.gather(*(publisher.publish_event(e) for e in second))
+        await wait_until(await credited(40), "second batch credited after the reconnect", 60)
+    await conn.close()
+
+
+async def test_stop_finishes_in_flight_work_and_leaves_the_rest_queued(
+    settings: Settings, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     events = [event("erin", 1) for _ in range(400)]
     conn = await observer(database_url)
     async with publisher_for(settings) as publisher:
-        await asyncio.gather(*(publisher.publish(e) for e in events))
+        await asyncio.gather(*(publisher.publish_event(e) for e in events))
         async with worker_running(settings):
 
             async def started() -> bool:
@@ -193,6 +224,10 @@ async def test_stop_finishes_in_flight_work_and_leaves_the_rest_queued(
             waiting: Any = queue.declaration_result.message_count
         assert credited + int(waiting) == 400
         assert credited < 400, "stopped too late to show anything"
+        messages = [record.getMessage() for record in caplog.records]
+        assert messages.count("payout processed") == credited  # each one committed and acked
+        assert "shutdown cancelled in-flight payouts" not in messages
+        assert "worker stopped" in messages
 
         async with worker_running(settings):
 

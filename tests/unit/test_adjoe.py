@@ -4,6 +4,7 @@ sdk_app_id + s2s_token), absent optionals contributing the empty string."""
 from __future__ import annotations
 
 from decimal import Decimal
+from urllib.parse import quote
 
 import pytest
 
@@ -95,6 +96,22 @@ def test_unsigned_optional_fields_are_outside_the_sid() -> None:
     signed = parse_query(adjoe_query({**MANDATORY, "app_name": "Puzzle"}, TOKEN).encode())
     signed["app_name"] = "Other"
     assert protocol().verify(signed).attributes["app_name"] == "Other"
+
+
+def test_unknown_extra_parameters_are_accepted_and_not_signed() -> None:
+    query = adjoe_query(MANDATORY, TOKEN) + "&utm_source=x&placement=7"
+    assert protocol().verify(parse_query(query.encode())).user_id == "user-42"
+
+
+@pytest.mark.parametrize("encoded_space", ["+", "%20"])
+def test_plus_and_percent_encoding_decode_to_the_signed_value(encoded_space: str) -> None:
+    user = "J\u00fcrgen \u00d6"
+    sid = parse_query(adjoe_query({**MANDATORY, "user_uuid": user}, TOKEN).encode())["sid"]
+    sent_user = quote("J\u00fcrgen", safe="") + encoded_space + quote("\u00d6", safe="")
+    query = (
+        f"user_uuid={sent_user}&coin_amount=150&currency=coins&trans_uuid={TRANS_UUID}&sid={sid}"
+    )
+    assert protocol().verify(parse_query(query.encode())).user_id == user
 
 
 def test_wrong_token_is_rejected() -> None:
