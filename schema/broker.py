@@ -72,10 +72,10 @@ class ConfirmedPublisher:
     def __init__(self, settings: BrokerSettings, role: str) -> None:
         self._settings = settings
         self._role = role
-        self._topology = Topology(settings.namespace)
+        self.topology = Topology.from_settings(settings)
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
-        self._exchange: AbstractExchange | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
         self._connecting: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -89,7 +89,7 @@ class ConfirmedPublisher:
                 # Confirms plus on_return_raises: an unroutable or refused message raises
                 # instead of vanishing (aio-pika #78, #106).
                 channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-                self._exchange = (await declare(channel, self._topology)).exchange
+                self._exchanges = (await declare(channel, self.topology)).exchanges
                 self._channel = channel
             except (TimeoutError, aio_pika.exceptions.AMQPError, OSError) as error:
                 log(
@@ -108,9 +108,20 @@ class ConfirmedPublisher:
                 logging.INFO,
                 "publisher connected",
                 role=self._role,
-                exchange=self._topology.exchange,
+                exchange=self.topology.exchange,
             )
             return
+
+    async def wait_ready(self) -> None:
+        """Until connected and declared, or BrokerUnavailable after the publish timeout."""
+        if self._connecting is None:
+            raise BrokerUnavailable("the publisher was not started")
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(self._connecting), self._settings.publish_timeout_seconds
+            )
+        except TimeoutError:
+            raise BrokerUnavailable("could not connect to the broker in time") from None
 
     @property
     def ready(self) -> bool:
@@ -125,14 +136,22 @@ class ConfirmedPublisher:
     async def publish_event(self, event: PayoutEvent) -> None:
         await self.publish(event_message(event))
 
-    async def publish(self, message: aio_pika.Message) -> None:
-        if self._exchange is None:
+    async def publish(
+        self,
+        message: aio_pika.Message,
+        *,
+        exchange: str | None = None,
+        routing_key: str = ROUTING_KEY,
+    ) -> None:
+        """Publish to `exchange` (default: the work exchange) and wait for the broker's ack."""
+        target = self._exchanges.get(exchange or self.topology.exchange)
+        if target is None:
             raise BrokerUnavailable("not connected to the broker yet")
         try:
             # publish(timeout=...) does not cover waiting for a reconnect: bound the whole call.
             async with asyncio.timeout(self._settings.publish_timeout_seconds):
-                confirmation = await self._exchange.publish(
-                    message, routing_key=ROUTING_KEY, mandatory=True
+                confirmation = await target.publish(
+                    message, routing_key=routing_key, mandatory=True
                 )
         except TimeoutError:
             raise BrokerUnavailable("the broker did not confirm in time") from None

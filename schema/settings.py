@@ -80,6 +80,22 @@ class BrokerSettings(_Section):
     namespace: str = Field(default="payouts", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
     publish_timeout_seconds: float = Field(default=5.0, gt=0)
     reconnect_interval_seconds: float = Field(default=2.0, gt=0)
+    # One wait queue per delay: a failed delivery waits in tier N before its N+1-th attempt, and
+    # is dead-lettered after the last tier. Part of the topology, so every process must agree.
+    retry_delays_seconds: tuple[int, ...] = Field(
+        default=(5, 60, 600, 3600), min_length=1, max_length=10
+    )
+    # Each wait is shortened by up to this fraction, at random, so retries do not arrive in step.
+    retry_jitter: float = Field(default=0.2, ge=0, lt=1)
+
+    @field_validator("retry_delays_seconds")
+    @classmethod
+    def _increasing(cls, delays: tuple[int, ...]) -> tuple[int, ...]:
+        if any(delay < 1 or delay > 86_400 for delay in delays) or list(delays) != sorted(
+            set(delays)
+        ):
+            raise ValueError("must be distinct whole seconds from 1 to 86400, in increasing order")
+        return delays
 
 
 class IngressSettings(_Section):
@@ -94,8 +110,11 @@ class WorkerSettings(_Section):
     # Deliveries in flight per worker; more than the database pool only makes them queue for a
     # connection.
     prefetch: int = Field(default=10, ge=1, le=1000)
-    # How long one delivery retries a transient failure in place before it is re-published.
-    transient_retry_max_seconds: float = Field(default=60.0, gt=0, le=600)
+    # How long one delivery retries a transient failure in place before it moves to the next
+    # retry tier; short, so a delivery never holds a slot (or nears the consumer timeout) for long.
+    in_place_retry_seconds: float = Field(default=2.0, ge=0, le=600)
+    # A worker that has held no consumer for this long exits, so its supervisor restarts it.
+    no_consumer_exit_seconds: float = Field(default=120.0, gt=0)
     shutdown_grace_seconds: float = Field(default=20.0, gt=0)
 
 

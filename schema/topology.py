@@ -1,4 +1,5 @@
-"""The broker topology, declared from this one place by the ingress, the workers and `migrate`."""
+"""The broker topology, declared from this one place by the ingress, the workers and `migrate`,
+and exported as RabbitMQ definitions for operators who manage the broker declaratively."""
 
 from __future__ import annotations
 
@@ -10,20 +11,33 @@ import aio_pika
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
+    from schema.settings import BrokerSettings
+
 __all__ = ["ROUTING_KEY", "Declared", "Topology", "declare"]
 
 ROUTING_KEY = "payout.v1"
 # A message that keeps killing its consumer is dead-lettered after this many deliveries, so one
-# poison message cannot stall a queue forever. Transient failures never count against it: the
-# worker retries them in place and then re-publishes the message instead of returning it.
+# poison message cannot stall a queue forever. Failures the worker sees never count against it:
+# it re-publishes those to a retry tier and acks the original.
 DELIVERY_LIMIT = 20
+_QUORUM_AT_LEAST_ONCE = {
+    "x-queue-type": "quorum",
+    # At-least-once dead-lettering needs reject-publish overflow (RabbitMQ quorum docs).
+    "x-dead-letter-strategy": "at-least-once",
+    "x-overflow": "reject-publish",
+}
 
 
 @dataclass(frozen=True)
 class Topology:
-    """Names derived from one namespace, so tests and tenants can share a broker."""
+    """Names and arguments derived from one namespace, so tests and tenants can share a broker."""
 
     namespace: str
+    retry_delays_seconds: tuple[int, ...] = (5, 60, 600, 3600)
+
+    @classmethod
+    def from_settings(cls, settings: BrokerSettings) -> Topology:
+        return cls(settings.namespace, settings.retry_delays_seconds)
 
     @property
     def exchange(self) -> str:
@@ -32,6 +46,17 @@ class Topology:
     @property
     def work_queue(self) -> str:
         return f"{self.namespace}.payouts.work"
+
+    @property
+    def retry_exchange(self) -> str:
+        return f"{self.namespace}.payouts.retry"
+
+    def retry_queue(self, delay_seconds: int) -> str:
+        return f"{self.namespace}.payouts.retry.{delay_seconds}s"
+
+    @staticmethod
+    def retry_routing_key(delay_seconds: int) -> str:
+        return f"retry.{delay_seconds}s"
 
     @property
     def dead_letter_exchange(self) -> str:
@@ -43,12 +68,79 @@ class Topology:
 
     def work_queue_arguments(self) -> dict[str, Any]:
         return {
-            "x-queue-type": "quorum",
+            **_QUORUM_AT_LEAST_ONCE,
             "x-delivery-limit": DELIVERY_LIMIT,
             "x-dead-letter-exchange": self.dead_letter_exchange,
-            # At-least-once dead-lettering needs reject-publish overflow (RabbitMQ quorum docs).
-            "x-dead-letter-strategy": "at-least-once",
-            "x-overflow": "reject-publish",
+        }
+
+    def retry_queue_arguments(self, delay_seconds: int) -> dict[str, Any]:
+        # Messages expire only at the head of a queue, hence one queue (one TTL) per delay.
+        return {
+            **_QUORUM_AT_LEAST_ONCE,
+            "x-message-ttl": delay_seconds * 1000,
+            "x-dead-letter-exchange": self.exchange,
+            "x-dead-letter-routing-key": ROUTING_KEY,
+        }
+
+    @staticmethod
+    def dead_letter_queue_arguments() -> dict[str, Any]:
+        # Classic: browsing the queue returns messages unacked, and a quorum queue would count
+        # each browse as a delivery (RabbitMQ 4 dead-letters, here dropping, after 20 of them).
+        return {"x-queue-type": "classic"}
+
+    def definitions(self, vhost: str = "/") -> dict[str, Any]:
+        """The same topology as RabbitMQ definitions (`rabbitmqctl import_definitions`)."""
+
+        def exchange(name: str, kind: str) -> dict[str, Any]:
+            return {
+                "name": name,
+                "vhost": vhost,
+                "type": kind,
+                "durable": True,
+                "auto_delete": False,
+                "internal": False,
+                "arguments": {},
+            }
+
+        def queue(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+            return {
+                "name": name,
+                "vhost": vhost,
+                "durable": True,
+                "auto_delete": False,
+                "arguments": arguments,
+            }
+
+        def binding(source: str, destination: str, key: str) -> dict[str, Any]:
+            return {
+                "source": source,
+                "vhost": vhost,
+                "destination": destination,
+                "destination_type": "queue",
+                "routing_key": key,
+                "arguments": {},
+            }
+
+        delays = self.retry_delays_seconds
+        return {
+            "exchanges": [
+                exchange(self.exchange, "direct"),
+                exchange(self.retry_exchange, "direct"),
+                exchange(self.dead_letter_exchange, "fanout"),
+            ],
+            "queues": [
+                queue(self.work_queue, self.work_queue_arguments()),
+                *(queue(self.retry_queue(d), self.retry_queue_arguments(d)) for d in delays),
+                queue(self.dead_letter_queue, self.dead_letter_queue_arguments()),
+            ],
+            "bindings": [
+                binding(self.exchange, self.work_queue, ROUTING_KEY),
+                *(
+                    binding(self.retry_exchange, self.retry_queue(d), self.retry_routing_key(d))
+                    for d in delays
+                ),
+                binding(self.dead_letter_exchange, self.dead_letter_queue, ""),
+            ],
         }
 
 
@@ -60,24 +152,25 @@ class Declared:
     objects it declared, so a queue looked up another way loses its consumer on reconnect.
     """
 
-    exchange: AbstractExchange
+    exchanges: dict[str, AbstractExchange]
     work_queue: AbstractQueue
 
 
 async def declare(channel: AbstractChannel, topology: Topology) -> Declared:
-    """Declare everything idempotently."""
-    exchange = await channel.declare_exchange(
-        topology.exchange, aio_pika.ExchangeType.DIRECT, durable=True
-    )
-    dead_letter_exchange = await channel.declare_exchange(
-        topology.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
-    )
-    dead_letter_queue = await channel.declare_queue(
-        topology.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
-    )
-    await dead_letter_queue.bind(dead_letter_exchange, routing_key="")
-    work_queue = await channel.declare_queue(
-        topology.work_queue, durable=True, arguments=topology.work_queue_arguments()
-    )
-    await work_queue.bind(exchange, routing_key=ROUTING_KEY)
-    return Declared(exchange, work_queue)
+    """Declare everything idempotently, from `topology.definitions()` so the two never differ."""
+    definitions = topology.definitions()
+    exchanges = {
+        spec["name"]: await channel.declare_exchange(
+            spec["name"], aio_pika.ExchangeType(spec["type"]), durable=True
+        )
+        for spec in definitions["exchanges"]
+    }
+    queues = {
+        spec["name"]: await channel.declare_queue(
+            spec["name"], durable=True, arguments=spec["arguments"]
+        )
+        for spec in definitions["queues"]
+    }
+    for spec in definitions["bindings"]:
+        await queues[spec["destination"]].bind(exchanges[spec["source"]], spec["routing_key"])
+    return Declared(exchanges, queues[topology.work_queue])

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aio_pika
 import asyncpg
 
+from schema.settings import BrokerSettings
 from schema.topology import Topology
 from workers.database import apply_migrations
 
@@ -97,7 +98,7 @@ class Services:
     rabbitmq_url: str
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     _databases: list[str] = field(default_factory=list)
-    _namespaces: list[str] = field(default_factory=list)
+    _topologies: list[Topology] = field(default_factory=list)
 
     async def new_database(self) -> str:
         """A fresh, migrated database; returns its URL."""
@@ -116,9 +117,11 @@ class Services:
             await conn.close()
         return url
 
-    def new_namespace(self) -> str:
-        namespace = f"payouts-test-{self.run_id}-{len(self._namespaces)}"
-        self._namespaces.append(namespace)
+    def new_namespace(self, retry_delays_seconds: tuple[int, ...] | None = None) -> str:
+        """A broker namespace of its own; its queues and exchanges are deleted at the end."""
+        namespace = f"payouts-test-{self.run_id}-{len(self._topologies)}"
+        delays = retry_delays_seconds or BrokerSettings().retry_delays_seconds
+        self._topologies.append(Topology(namespace, delays))
         return namespace
 
     async def clean_up(self) -> None:
@@ -130,13 +133,14 @@ class Services:
             await admin.close()
         connection = await aio_pika.connect(self.rabbitmq_url)
         async with connection:
-            for namespace in self._namespaces:
-                await delete_topology(connection, Topology(namespace))
+            for topology in self._topologies:
+                await delete_topology(connection, topology)
 
 
 async def delete_topology(connection: aio_pika.abc.AbstractConnection, topology: Topology) -> None:
     channel = await connection.channel()
-    for queue in (topology.work_queue, topology.dead_letter_queue):
-        await channel.queue_delete(queue)
-    for exchange in (topology.exchange, topology.dead_letter_exchange):
-        await channel.exchange_delete(exchange)
+    definitions = topology.definitions()
+    for queue in definitions["queues"]:
+        await channel.queue_delete(queue["name"])
+    for exchange in definitions["exchanges"]:
+        await channel.exchange_delete(exchange["name"])

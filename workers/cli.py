@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import sys
-from datetime import datetime
-from decimal import Decimal
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
+
+from workers.console import (
+    POSTGRES_HINT,
+    RABBITMQ_HINT,
+    ServiceUnreachable,
+    add_command,
+    load_checked_settings,
+    print_data,
+    with_connection,
+)
+from workers.dlq_commands import register_dlq_commands
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable
 
     import asyncpg
 
@@ -28,18 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 DEFAULT_CONFIG = "payouts.toml"
-POSTGRES_HINT = (
-    "start it (Debian: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start; "
-    "Docker: docker compose -f deploy/compose.yaml up -d postgres) or set PAYOUTS_DATABASE_URL"
-)
-RABBITMQ_HINT = (
-    "start it (Debian: rabbitmq-server -detached; "
-    "Docker: docker compose -f deploy/compose.yaml up -d rabbitmq) or set PAYOUTS_BROKER_URL"
-)
-
-
-class ServiceUnreachable(Exception):
-    """Postgres or RabbitMQ did not answer; the message says which, where, and what to start."""
 
 
 def _ensure_own_schema_package() -> None:
@@ -50,77 +44,6 @@ def _ensure_own_schema_package() -> None:
             f"payouts: the module 'schema' at {getattr(schema, '__file__', '?')} is not this "
             "project's; uninstall the unrelated PyPI package 'schema' from this environment"
         )
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    """The validated file, provider protocols included, whichever part is about to run."""
-    from ingress.protocols import validate_providers
-    from schema.settings import ConfigError, load_settings
-
-    settings = load_settings(Path(args.config))
-    try:
-        validate_providers(settings.providers)
-    except ConfigError as error:
-        raise ConfigError(f"{args.config}: {error}") from None
-    return settings
-
-
-def _json_default(value: object) -> str:
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    raise TypeError(f"cannot show {type(value).__name__} as JSON")
-
-
-def _print(data: Any, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(data, default=_json_default, indent=2))
-        return
-    _print_text(data, indent=0)
-
-
-def _print_text(data: Any, indent: int) -> None:
-    pad = "  " * indent
-    if isinstance(data, dict):
-        for key, value in data.items():
-            if isinstance(value, dict | list) and value:
-                print(f"{pad}{key}:")
-                _print_text(value, indent + 1)
-            else:
-                print(f"{pad}{key}: {_json_default(value) if _is_special(value) else value}")
-    elif isinstance(data, list):
-        for item in data:
-            print(f"{pad}-")
-            _print_text(item, indent + 1)
-    else:
-        print(f"{pad}{data}")
-
-
-def _is_special(value: object) -> bool:
-    return isinstance(value, Decimal | datetime | UUID)
-
-
-async def _with_connection(
-    settings: Settings, action: Callable[[asyncpg.Connection], Awaitable[Any]]
-) -> Any:
-    import asyncpg
-
-    from schema.logs import redacted_url
-
-    try:
-        conn = await asyncpg.connect(
-            settings.database.url, timeout=settings.database.acquire_timeout_seconds
-        )
-    except (OSError, TimeoutError, asyncpg.PostgresError) as error:
-        where = redacted_url(settings.database.url)
-        raise ServiceUnreachable(f"Postgres at {where}: {error}; {POSTGRES_HINT}") from None
-    try:
-        return await action(conn)
-    finally:
-        await conn.close()
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -135,16 +58,17 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from schema.topology import Topology
     from workers.database import apply_migrations, create_database_if_missing
 
-    settings = _settings(args)
+    settings = load_checked_settings(args)
     if args.create_database:
         try:
             asyncio.run(create_database_if_missing(settings.database.url))
         except OSError as error:
             raise ServiceUnreachable(f"Postgres: {error}; {POSTGRES_HINT}") from None
-    applied = asyncio.run(_with_connection(settings, apply_migrations))
+    applied = asyncio.run(with_connection(settings, apply_migrations))
     asyncio.run(_declare_topology(settings))
-    _print(
-        {"applied": applied, "topology": Topology(settings.broker.namespace).exchange}, args.json
+    print_data(
+        {"applied": applied, "topology": Topology.from_settings(settings.broker).exchange},
+        args.json,
     )
     return 0
 
@@ -161,13 +85,21 @@ async def _declare_topology(settings: Settings) -> None:
         where = redacted_url(settings.broker.url)
         raise ServiceUnreachable(f"RabbitMQ at {where}: {error!r}; {RABBITMQ_HINT}") from None
     async with connection:
-        await declare(await connection.channel(), Topology(settings.broker.namespace))
+        await declare(await connection.channel(), Topology.from_settings(settings.broker))
+
+
+def cmd_topology(args: argparse.Namespace) -> int:
+    from schema.topology import Topology
+
+    settings = load_checked_settings(args)
+    print_data(Topology.from_settings(settings.broker).definitions(), as_json=True)
+    return 0
 
 
 def cmd_ingress(args: argparse.Namespace) -> int:
     from ingress.server import serve
 
-    settings = _settings(args)
+    settings = load_checked_settings(args)
     overrides = {
         key: getattr(args, key) for key in ("host", "port") if getattr(args, key) is not None
     }
@@ -183,18 +115,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from workers.consumer import Worker
     from workers.database import create_pool_when_available
 
-    settings = _settings(args)
+    settings = load_checked_settings(args)
 
-    async def run() -> None:
+    async def run() -> int:
         stop = _stop_on_signals()
         pool = await create_pool_when_available(settings.database)
         try:
-            await Worker(settings, pool).run(stop)
+            return await Worker(settings, pool).run(stop)
         finally:
             await pool.close()
 
-    asyncio.run(run())
-    return 0
+    return asyncio.run(run())
 
 
 def cmd_payout_show(args: argparse.Namespace) -> int:
@@ -203,14 +134,14 @@ def cmd_payout_show(args: argparse.Namespace) -> int:
     async def show(conn: asyncpg.Connection) -> Any:
         return await payout_details(conn, args.provider, args.transaction)
 
-    details = asyncio.run(_with_connection(_settings(args), show))
+    details = asyncio.run(with_connection(load_checked_settings(args), show))
     if details is None:
         print(
             f"no payout {args.transaction!r} for provider instance {args.provider!r}",
             file=sys.stderr,
         )
         return 1
-    _print(details, args.json)
+    print_data(details, args.json)
     return 0
 
 
@@ -220,7 +151,7 @@ def cmd_balance_show(args: argparse.Namespace) -> int:
     async def show(conn: asyncpg.Connection) -> Any:
         return await user_balances(conn, args.user)
 
-    _print(asyncio.run(_with_connection(_settings(args), show)), args.json)
+    print_data(asyncio.run(with_connection(load_checked_settings(args), show)), args.json)
     return 0
 
 
@@ -236,7 +167,7 @@ def cmd_account_create(args: argparse.Namespace) -> int:
             "credited_held_payouts": [vars(payout) for payout in credited],
         }
 
-    _print(asyncio.run(_with_connection(_settings(args), create)), args.json)
+    print_data(asyncio.run(with_connection(load_checked_settings(args), create)), args.json)
     return 0
 
 
@@ -255,18 +186,14 @@ def _parser() -> argparse.ArgumentParser:
         help_text: str,
         parent: Any = commands,
     ) -> argparse.ArgumentParser:
-        sub: argparse.ArgumentParser = parent.add_parser(
-            name, help=help_text, description=help_text
-        )
-        sub.set_defaults(handler=handler)
-        sub.add_argument("--json", action="store_true", help="machine-readable output")
-        return sub
+        return add_command(parent, name, handler, help_text)
 
     command(
         "migrate", cmd_migrate, "apply database migrations and declare the broker topology"
     ).add_argument(
         "--create-database", action="store_true", help="create the database first if it is missing"
     )
+    command("topology", cmd_topology, "print the broker topology as RabbitMQ definitions (JSON)")
     ingress = command("ingress", cmd_ingress, "serve the provider callback endpoints")
     ingress.add_argument("--host", help="listen address (default: ingress.host in the config)")
     ingress.add_argument(
@@ -293,6 +220,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--user", required=True)
     create.add_argument("--currency", required=True)
+
+    register_dlq_commands(commands)
     return parser
 
 

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import asyncpg
@@ -22,6 +22,7 @@ from schema.topology import ROUTING_KEY, Topology
 from tests.books import assert_books_balance
 from tests.broker_admin import close_connections
 from tests.polling import wait_until
+from tests.tcp_proxy import TcpProxy
 from workers.consumer import Worker
 from workers.database import create_pool_when_available
 
@@ -31,16 +32,20 @@ if TYPE_CHECKING:
     from tests.services import Services
 
 OBSERVER = "payouts-test-observer"
+# Short retry tiers, so a test sees a message go through all of them in seconds.
+TEST_TIERS = (1, 2, 4, 8)
 
 
 @pytest.fixture
 async def settings(services: Services, database_url: str) -> Settings:
     return Settings(
         database=DatabaseSettings(url=database_url, pool_max_size=8, acquire_timeout_seconds=5),
-        broker=BrokerSettings(url=services.rabbitmq_url, namespace=services.new_namespace()),
-        worker=WorkerSettings(
-            prefetch=16, transient_retry_max_seconds=60, shutdown_grace_seconds=5
+        broker=BrokerSettings(
+            url=services.rabbitmq_url,
+            namespace=services.new_namespace(TEST_TIERS),
+            retry_delays_seconds=TEST_TIERS,
         ),
+        worker=WorkerSettings(prefetch=8, in_place_retry_seconds=0.5, shutdown_grace_seconds=5),
     )
 
 
@@ -60,7 +65,7 @@ async def publisher_for(settings: Settings) -> AsyncIterator[ConfirmedPublisher]
 
 
 @asynccontextmanager
-async def worker_running(settings: Settings) -> AsyncIterator[asyncio.Task[None]]:
+async def worker_running(settings: Settings) -> AsyncIterator[asyncio.Task[int]]:
     stop = asyncio.Event()
     pool = await create_pool_when_available(settings.database)
     task = asyncio.create_task(Worker(settings, pool).run(stop))
@@ -103,7 +108,7 @@ async def count(conn: asyncpg.Connection, query: str) -> int:
 async def test_poison_message_is_dead_lettered_and_the_queue_keeps_flowing(
     settings: Settings, database_url: str
 ) -> None:
-    topology = Topology(settings.broker.namespace)
+    topology = Topology.from_settings(settings.broker)
     valid = event("dana", 9)
     async with publisher_for(settings) as publisher:
         connection = await aio_pika.connect(settings.broker.url)
@@ -130,10 +135,7 @@ async def test_killed_database_connections_are_retried_without_double_credit(
     settings: Settings, services: Services, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Kill every worker backend for a while: some deliveries outlast the in-place retries and
-    are re-published; when the database settles, each payout is credited exactly once."""
-    settings = settings.model_copy(
-        update={"worker": settings.worker.model_copy(update={"transient_retry_max_seconds": 0.5})}
-    )
+    wait in a retry tier; when the database settles, each payout is credited exactly once."""
     events = [event(f"user-{i % 7}", i + 1) for i in range(300)]
     database_name = urlsplit(database_url).path.lstrip("/")
     admin = await asyncpg.connect(services.postgres_admin_url)
@@ -163,8 +165,8 @@ async def test_killed_database_connections_are_retried_without_double_credit(
 
             await wait_until(all_credited, "all payouts credited despite killed connections", 120)
         messages = [record.getMessage() for record in caplog.records]
-        assert "transient failure, retrying" in messages
-        assert "transient failures outlasted the retry bound; re-publishing the message" in messages
+        assert "transient failure, retrying in place" in messages
+        assert "delivery failed; retrying later" in messages
         assert await count(conn, "SELECT count(*) FROM ledger_entries") == 600
         for user in {e.user_id for e in events}:
             expected = sum(e.amount for e in events if e.user_id == user)
@@ -219,7 +221,7 @@ async def test_stop_finishes_in_flight_work_and_leaves_the_rest_queued(
         connection = await aio_pika.connect(settings.broker.url)
         async with connection:
             queue = await (await connection.channel()).declare_queue(
-                Topology(settings.broker.namespace).work_queue, passive=True
+                Topology.from_settings(settings.broker).work_queue, passive=True
             )
             waiting: Any = queue.declaration_result.message_count
         assert credited + int(waiting) == 400
@@ -240,3 +242,28 @@ async def test_stop_finishes_in_flight_work_and_leaves_the_rest_queued(
     ) == Decimal(400)
     await assert_books_balance(conn)
     await conn.close()
+
+
+async def test_worker_exits_for_a_restart_when_it_cannot_hold_a_consumer(
+    settings: Settings,
+) -> None:
+    broker = urlsplit(settings.broker.url)
+    proxy = TcpProxy(broker.hostname or "127.0.0.1", broker.port or 5672)
+    await proxy.start()
+    through_proxy = urlunsplit(broker._replace(netloc=f"guest:guest@127.0.0.1:{proxy.port}"))
+    cut_off = settings.model_copy(
+        update={
+            "broker": settings.broker.model_copy(update={"url": through_proxy}),
+            "worker": settings.worker.model_copy(update={"no_consumer_exit_seconds": 2.0}),
+        }
+    )
+    pool = await create_pool_when_available(cut_off.database)
+    try:
+        task = asyncio.create_task(Worker(cut_off, pool).run(asyncio.Event()))
+        async with publisher_for(settings):  # declares the topology the worker consumes from
+            await asyncio.sleep(1)
+        await proxy.cut()
+        assert await asyncio.wait_for(task, 30) == 1
+    finally:
+        await pool.close()
+        await proxy.close()

@@ -1,0 +1,329 @@
+"""Failures walk the retry tiers into the dead-letter queue with their history, and
+`payouts dlq` (run as an engineer runs it) replays, purges, exports and imports them safely."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import uuid
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aio_pika
+import asyncpg
+import pytest
+
+from schema.broker import ConfirmedPublisher
+from schema.events import PayoutEvent, RawRequest
+from schema.settings import BrokerSettings, DatabaseSettings, Settings, WorkerSettings
+from schema.topology import ROUTING_KEY, Topology
+from tests.books import assert_books_balance, wallet_balance
+from tests.polling import wait_until
+from tests.tcp_proxy import TcpProxy
+from workers.consumer import Worker
+from workers.database import create_pool_when_available
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from tests.services import Services
+
+TIERS = (1, 2)
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONFIG = """
+[database]
+url = "{database_url}"
+[broker]
+url = "{broker_url}"
+namespace = "{namespace}"
+retry_delays_seconds = [1, 2]
+"""
+
+
+class Scene:
+    """A database, a namespace, a config file for the CLI, and helpers around them."""
+
+    def __init__(self, services: Services, database_url: str, tmp_path: Path) -> None:
+        self.database_url = database_url
+        self.namespace = services.new_namespace(TIERS)
+        self.broker = BrokerSettings(
+            url=services.rabbitmq_url,
+            namespace=self.namespace,
+            retry_delays_seconds=TIERS,
+            retry_jitter=0.1,
+        )
+        self.topology = Topology.from_settings(self.broker)
+        self.config = tmp_path / "payouts.toml"
+        self.config.write_text(
+            CONFIG.format(
+                database_url=database_url,
+                broker_url=services.rabbitmq_url,
+                namespace=self.namespace,
+            )
+        )
+
+    def settings(self, database_url: str | None = None) -> Settings:
+        return Settings(
+            database=DatabaseSettings(
+                url=database_url or self.database_url, pool_max_size=4, acquire_timeout_seconds=2
+            ),
+            broker=self.broker,
+            worker=WorkerSettings(prefetch=4, in_place_retry_seconds=0.2, shutdown_grace_seconds=5),
+        )
+
+    def dlq(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "workers.cli", "--config", str(self.config), "dlq", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            input=stdin,
+            env={"PATH": "/usr/bin:/bin", "PAYOUTS_LOG_LEVEL": "WARNING"},
+            cwd=PROJECT_ROOT,
+        )
+
+    def dlq_json(self, *args: str) -> Any:
+        done = self.dlq(*args, "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    async def depth(self, queue: str) -> int:
+        connection = await aio_pika.connect(self.broker.url)
+        async with connection:
+            declared = await (await connection.channel()).declare_queue(queue, passive=True)
+            return int(declared.declaration_result.message_count or 0)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            return await conn.fetchval(query, *args)
+        finally:
+            await conn.close()
+
+    async def publish(self, events: list[PayoutEvent]) -> None:
+        publisher = ConfirmedPublisher(self.broker, "test")
+        publisher.start()
+        await publisher.wait_ready()
+        try:
+            await asyncio.gather(*(publisher.publish_event(e) for e in events))
+        finally:
+            await publisher.close()
+
+
+@pytest.fixture
+def scene(services: Services, database_url: str, tmp_path: Path) -> Scene:
+    return Scene(services, database_url, tmp_path)
+
+
+@asynccontextmanager
+async def worker(settings: Settings) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    pool = await create_pool_when_available(settings.database)
+    task = asyncio.create_task(Worker(settings, pool).run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+        await pool.close()
+
+
+def payout(user: str, amount: int = 5, create_account: bool = True) -> PayoutEvent:
+    return PayoutEvent(
+        event_id=uuid.uuid4(),
+        provider_instance="ow",
+        protocol="offerwall_md5",
+        transaction_id=uuid.uuid4().hex,
+        user_id=user,
+        amount=Decimal(amount),
+        currency="COIN",
+        signature=uuid.uuid4().hex,
+        create_account=create_account,
+        answer_code="200",
+        received_at=datetime.now(UTC),
+        raw_request=RawRequest(method="GET", path="/cb", query_string="q", client_ip="127.0.0.1"),
+    )
+
+
+async def wait_for_depth(scene: Scene, queue: str, expected: int, what: str) -> None:
+    async def reached() -> bool:
+        return await scene.depth(queue) == expected
+
+    await wait_until(reached, what, 60)
+
+
+async def test_transient_failures_walk_the_tiers_then_dead_letter_with_their_history(
+    scene: Scene,
+) -> None:
+    parts = urlsplit(scene.database_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await proxy.start()
+    through_proxy = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+    events = [payout("gina") for _ in range(5)]
+    try:
+        async with worker(scene.settings(through_proxy)):
+            await proxy.cut()  # the database is unreachable for the worker from now on
+            await scene.publish(events)
+            await wait_for_depth(scene, scene.topology.dead_letter_queue, 5, "all dead-lettered")
+            rows = scene.dlq_json("list")
+            assert len(rows) == 5
+            assert {(r["kind"], r["attempts"], r["provider_instance"]) for r in rows} == {
+                ("transient", len(TIERS) + 1, "ow")
+            }
+            details = scene.dlq_json("show", rows[0]["dead_letter_id"][:12])
+            assert len(details["history"]) == len(TIERS) + 1
+            assert details["original_routing_key"] == ROUTING_KEY
+            assert details["worker"]
+            assert details["first_failure_at"] < details["last_failure_at"]
+            assert details["body"]["transaction_id"] in {e.transaction_id for e in events}
+
+            await proxy.restore()
+            summary = scene.dlq_json("replay", "--all")
+            assert (summary["replayed"], summary["failed"]) == (5, 0)
+
+            async def all_credited() -> bool:
+                count = await scene.fetchval(
+                    "SELECT count(*) FROM payouts WHERE status = 'credited'"
+                )
+                return int(count) == 5
+
+            await wait_until(all_credited, "replayed payouts credited")
+            assert scene.dlq_json("replay", "--all")["selected"] == 0  # a second run finds nothing
+        assert await scene.depth(scene.topology.dead_letter_queue) == 0
+        assert (
+            await scene.fetchval(
+                "SELECT count(*) FROM dead_letters WHERE status = 'replayed' AND kind = 'transient'"
+            )
+            == 5
+        )
+        conn = await asyncpg.connect(scene.database_url)
+        try:
+            assert await wallet_balance(conn, "gina", "COIN") == Decimal(25)
+            await assert_books_balance(conn)
+        finally:
+            await conn.close()
+    finally:
+        await proxy.close()
+
+
+async def test_business_failure_fixed_then_replayed_is_credited_once(scene: Scene) -> None:
+    held = payout("hank", amount=7, create_account=False)
+    async with worker(scene.settings()):
+        await scene.publish([held])
+        await wait_for_depth(
+            scene, scene.topology.dead_letter_queue, 1, "held payout dead-lettered"
+        )
+        (row,) = scene.dlq_json("list", "--reason", "business")
+        assert row["error"].startswith("held_unknown_account")
+        assert await scene.fetchval("SELECT status FROM dead_letters") == "dead_lettered"
+
+        # The fix: the game creates the user's wallet (without crediting anything itself).
+        await scene.fetchval(
+            "INSERT INTO accounts (kind, owner, currency) VALUES ('wallet', 'hank', 'COIN')"
+        )
+        assert scene.dlq_json("replay", "--provider", "ow")["replayed"] == 1
+
+        async def credited() -> bool:
+            return bool(await scene.fetchval("SELECT status FROM payouts") == "credited")
+
+        await wait_until(credited, "held payout credited after the replay")
+    assert await scene.fetchval("SELECT balance FROM accounts WHERE owner = 'hank'") == Decimal(7)
+
+
+async def test_interrupted_replay_run_again_and_a_queue_replayed_twice_credit_once(
+    scene: Scene, tmp_path: Path
+) -> None:
+    events = [payout("ivy", amount=2, create_account=False) for _ in range(40)]
+    export = tmp_path / "dead.jsonl"
+    async with worker(scene.settings()):
+        await scene.publish(events)
+        await wait_for_depth(
+            scene, scene.topology.dead_letter_queue, 40, "40 held payouts dead-lettered"
+        )
+        assert scene.dlq_json("export", str(export))["exported"] == 40
+        await scene.fetchval(
+            "INSERT INTO accounts (kind, owner, currency) VALUES ('wallet', 'ivy', 'COIN')"
+        )
+
+        slow = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "workers.cli",
+            "--config",
+            str(scene.config),
+            "dlq",
+            "replay",
+            "--all",
+            "--rate",
+            "10",
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=PROJECT_ROOT,
+        )
+
+        async def some_replayed() -> bool:
+            return (
+                int(
+                    await scene.fetchval(
+                        "SELECT count(*) FROM dead_letters WHERE status = 'replayed'"
+                    )
+                    or 0
+                )
+                >= 5
+            )
+
+        await wait_until(some_replayed, "the slow replay under way")
+        slow.send_signal(signal.SIGINT)
+        await asyncio.wait_for(slow.wait(), 30)
+        remaining = await scene.depth(scene.topology.dead_letter_queue)
+        assert 0 < remaining < 40, "the interruption came too late or too early to prove anything"
+
+        assert scene.dlq_json("replay", "--all")["replayed"] == remaining
+        assert scene.dlq_json("import", str(export))["imported"] == 40
+        assert scene.dlq_json("replay", "--all")["replayed"] == 40  # the same queue, replayed again
+
+        async def settled() -> bool:
+            credited = await scene.fetchval(
+                "SELECT count(*) FROM payouts WHERE status = 'credited'"
+            )
+            return int(credited) == 40 and await scene.depth(scene.topology.work_queue) == 0
+
+        await wait_until(settled, "every payout processed")
+    assert await scene.fetchval("SELECT balance FROM accounts WHERE owner = 'ivy'") == Decimal(80)
+    assert await scene.fetchval("SELECT count(*) FROM ledger_entries") == 80
+
+
+async def test_poison_is_dead_lettered_and_purge_needs_confirmation(scene: Scene) -> None:
+    async with worker(scene.settings()):
+        await scene.publish([])  # its publisher declares the topology before we publish raw
+        connection = await aio_pika.connect(scene.broker.url)
+        async with connection:
+            exchange = await (await connection.channel()).get_exchange(scene.topology.exchange)
+            for body in (b"{", b'{"contract_version": 7}'):
+                await exchange.publish(aio_pika.Message(body, message_id="junk"), ROUTING_KEY)
+        await wait_for_depth(scene, scene.topology.dead_letter_queue, 2, "poison dead-lettered")
+    rows = scene.dlq_json("list", "--reason", "poison")
+    assert len(rows) == 2
+    assert all(r["attempts"] == 1 for r in rows)
+
+    refused = scene.dlq("purge", "--all", stdin="")
+    assert refused.returncode != 0
+    assert "without --yes" in refused.stderr
+    assert await scene.depth(scene.topology.dead_letter_queue) == 2
+
+    assert scene.dlq_json("purge", "--all", "--yes")["purged"] == 2
+    assert await scene.depth(scene.topology.dead_letter_queue) == 0
+    assert (
+        await scene.fetchval(
+            "SELECT count(*) FROM dead_letters WHERE status = 'purged' AND kind = 'poison'"
+        )
+        == 2
+    )
