@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.e2e.stack import Stack
+from tests.e2e.stack import RETRY_TIERS, Stack
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -21,7 +21,7 @@ async def stack(services: Services, tmp_path: Path) -> AsyncIterator[Stack]:
         tmp_path=tmp_path,
         database_url=await services.new_database(),
         broker_url=services.rabbitmq_url,
-        namespace=services.new_namespace(),
+        namespace=services.new_namespace(RETRY_TIERS),
     )
     try:
         yield built

@@ -20,6 +20,8 @@ from tests.polling import wait_until
 
 OFFERWALL_KEY = "e2e-offerwall-pub-key"
 ADJOE_TOKEN = "e2e-adjoe-token"
+# Short tiers, so a payout that failed during a fault is retried within the test's patience.
+RETRY_TIERS = (1, 2, 5, 10, 30)
 
 CONFIG = """
 [database]
@@ -30,13 +32,15 @@ pool_max_size = 8
 url = "{broker_url}"
 namespace = "{namespace}"
 publish_timeout_seconds = 5
+retry_delays_seconds = [1, 2, 5, 10, 30]
 
 [ingress]
 host = "127.0.0.1"
 port = {port}
 
 [worker]
-prefetch = 16
+prefetch = 8
+in_place_retry_seconds = 0.5
 shutdown_grace_seconds = 10
 
 [[providers]]
@@ -116,13 +120,15 @@ class Stack:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def env(self) -> dict[str, str]:
+    def env(self, database_url: str | None = None, broker_url: str | None = None) -> dict[str, str]:
+        """The environment of our processes; URLs given here override the config file's
+        (how a test routes one process through a TcpProxy)."""
         return {
             **os.environ,
             "E2E_OFFERWALL_KEY": OFFERWALL_KEY,
             "E2E_ADJOE_TOKEN": ADJOE_TOKEN,
-            "PAYOUTS_DATABASE_URL": "",
-            "PAYOUTS_BROKER_URL": "",
+            "PAYOUTS_DATABASE_URL": database_url or "",
+            "PAYOUTS_BROKER_URL": broker_url or "",
         }
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -136,12 +142,12 @@ class Stack:
             check=False,
         )
 
-    def _start(self, name: str, *args: str) -> Process:
+    def _start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Process:
         log_path = self.tmp_path / f"{name}-{len(self.processes)}.log"
         with log_path.open("wb") as log:
             popen = subprocess.Popen(
                 [*_payouts_command(), "--config", str(self.config_path), *args],
-                env=self.env(),
+                env=env or self.env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -149,8 +155,8 @@ class Stack:
         self.processes.append(process)
         return process
 
-    async def start_ingress(self) -> Process:
-        process = self._start("ingress", "ingress")
+    async def start_ingress(self, broker_url: str | None = None) -> Process:
+        process = self._start("ingress", "ingress", env=self.env(broker_url=broker_url))
         async with httpx.AsyncClient(base_url=self.base_url) as client:
 
             async def ready() -> bool:
@@ -162,8 +168,11 @@ class Stack:
             await wait_until(ready, f"ingress ready; log:\n{process.log()}")
         return process
 
-    async def start_worker(self) -> Process:
-        process = self._start("worker", "worker")
+    async def start_worker(
+        self, database_url: str | None = None, broker_url: str | None = None
+    ) -> Process:
+        env = self.env(database_url=database_url, broker_url=broker_url)
+        process = self._start("worker", "worker", env=env)
 
         async def consuming() -> bool:
             assert process.popen.poll() is None, process.log()
@@ -172,13 +181,21 @@ class Stack:
         await wait_until(consuming, "worker consuming")
         return process
 
-    async def queue_depth(self) -> int:
+    async def queue_depth(self, queue_name: str | None = None) -> int:
         connection = await aio_pika.connect(self.broker_url)
         async with connection:
             channel = await connection.channel()
-            queue = await channel.declare_queue(Topology(self.namespace).work_queue, passive=True)
+            queue = await channel.declare_queue(
+                queue_name or Topology(self.namespace, RETRY_TIERS).work_queue, passive=True
+            )
             count = queue.declaration_result.message_count
             return int(count or 0)
+
+    async def pending(self) -> int:
+        """Messages still to be processed: in the work queue or waiting in a retry tier."""
+        topology = Topology(self.namespace, RETRY_TIERS)
+        names = [topology.work_queue, *map(topology.retry_queue, topology.retry_delays_seconds)]
+        return sum([await self.queue_depth(name) for name in names])
 
     async def fetchval(self, query: str, *args: Any) -> Any:
         conn = await asyncpg.connect(self.database_url)

@@ -1,0 +1,230 @@
+"""A provider simulator and the checker that reconciles what it was told with the books.
+
+The simulator behaves like the specs' providers: it signs each payout, re-sends until it is
+answered 200 (with a pause, as adjoe and offerwalls do), sometimes re-sends an accepted one, and
+mixes in tampered copies that must never be credited. It logs every answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import httpx
+
+from tests.e2e.stack import ADJOE_TOKEN, OFFERWALL_KEY
+from tests.signing import adjoe_query, offerwall_query
+
+if TYPE_CHECKING:
+    from tests.e2e.stack import Stack
+
+RETRY_PAUSE_SECONDS = 0.3
+MAX_SENDS = 200
+
+
+@dataclass
+class Payout:
+    instance: str
+    transaction_id: str
+    user_id: str
+    currency: str
+    amount: int
+    path: str
+    tampered_path: str
+    answers: list[int | str] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> bool:
+        return 200 in self.answers
+
+
+def make_payout(rng: random.Random, users: list[str]) -> Payout:
+    user, amount = rng.choice(users), rng.randint(1, 300)
+    if rng.random() < 0.5:
+        transaction = uuid.uuid4().hex
+        params = {
+            "user_id": user,
+            "amount": str(amount),
+            "trans_id": transaction,
+            "send_time": "1763800000",
+        }
+        query = offerwall_query(params, OFFERWALL_KEY)
+        path = f"/callbacks/offerwall?{query}"
+        return Payout(
+            "offerwall",
+            transaction,
+            user,
+            "COIN",
+            amount,
+            path,
+            path.replace(f"amount={amount}", f"amount={amount + 1}"),
+        )
+    transaction = str(uuid.uuid4())
+    params = {
+        "user_uuid": user,
+        "coin_amount": str(amount),
+        "currency": "coins",
+        "trans_uuid": transaction,
+    }
+    path = f"/callbacks/adjoe?{adjoe_query(params, ADJOE_TOKEN)}"
+    return Payout(
+        "adjoe",
+        transaction,
+        user,
+        "coins",
+        amount,
+        path,
+        path.replace(f"coin_amount={amount}", f"coin_amount={amount + 1}"),
+    )
+
+
+class ProviderSimulator:
+    def __init__(self, stack: Stack, seed: int) -> None:
+        self._stack = stack
+        self._rng = random.Random(seed)
+        self._users = [f"player-{n}" for n in range(40)]
+        self.payouts: list[Payout] = []
+        self.tampered_answers: Counter[int | str] = Counter()
+
+    async def run(self, count: int, concurrency: int = 8) -> None:
+        limit = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(base_url=self._stack.base_url, timeout=10) as client:
+
+            async def deliver(payout: Payout) -> None:
+                async with limit:
+                    await self._deliver(client, payout)
+
+            batch = [make_payout(self._rng, self._users) for _ in range(count)]
+            self.payouts.extend(batch)
+            await asyncio.gather(*(deliver(payout) for payout in batch))
+
+    async def _send(self, client: httpx.AsyncClient, path: str) -> int | str:
+        try:
+            return (await client.get(path)).status_code
+        except httpx.TransportError as error:
+            return type(error).__name__
+
+    async def _deliver(self, client: httpx.AsyncClient, payout: Payout) -> None:
+        if self._rng.random() < 0.05:
+            self.tampered_answers[await self._send(client, payout.tampered_path)] += 1
+        while not payout.accepted and len(payout.answers) < MAX_SENDS:
+            payout.answers.append(await self._send(client, payout.path))
+            if not payout.accepted:
+                await asyncio.sleep(RETRY_PAUSE_SECONDS)
+        if self._rng.random() < 0.15:  # providers re-send what was already accepted
+            payout.answers.append(await self._send(client, payout.path))
+
+
+@dataclass
+class Reconciliation:
+    payouts: list[Payout]
+    lost: list[str]
+    duplicated: list[str]
+    recovered: list[str]
+    unexpected: list[str]
+    never_accepted: list[str]
+    details: dict[str, Any]
+
+    def assert_clean(self) -> None:
+        report = (self.summary(), self.details)
+        assert self.lost == [], report
+        assert self.duplicated == [], report
+        assert self.unexpected == [], report
+        assert self.never_accepted == [], report
+
+    def summary(self) -> dict[str, int]:
+        names = ("lost", "duplicated", "recovered", "unexpected", "never_accepted")
+        return {name: len(getattr(self, name)) for name in names}
+
+
+DEAD_LETTERED = """
+SELECT provider_instance, transaction_id FROM dead_letters WHERE status = 'dead_lettered'
+"""
+
+CREDITS = """
+SELECT p.provider_instance, p.transaction_id, p.status, count(e.entry_id) AS entries
+FROM payouts p LEFT JOIN ledger_entries e USING (payout_id)
+GROUP BY p.payout_id
+"""
+
+
+async def reconcile(stack: Stack, payouts: list[Payout]) -> Reconciliation:
+    """What every payout's provider was told, against the ledger and the dead-letter record."""
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        rows = {(r["provider_instance"], r["transaction_id"]): r for r in await conn.fetch(CREDITS)}
+        dead = {
+            (r["provider_instance"], r["transaction_id"]) for r in await conn.fetch(DEAD_LETTERED)
+        }
+        wallets = {
+            (r["owner"], r["currency"]): r["balance"]
+            for r in await conn.fetch(
+                "SELECT owner, currency, balance FROM accounts WHERE kind = 'wallet'"
+            )
+        }
+        books = await conn.fetchval("SELECT coalesce(sum(amount), 0) FROM ledger_entries")
+    finally:
+        await conn.close()
+    known = {(p.instance, p.transaction_id) for p in payouts}
+    dead |= await _in_dead_letter_queue(stack)
+    lost: list[str] = []
+    duplicated: list[str] = []
+    recovered: list[str] = []
+    never: list[str] = []
+    expected: Counter[tuple[str, str]] = Counter()
+    for payout in payouts:
+        key = (payout.instance, payout.transaction_id)
+        row = rows.get(key)
+        credited = row is not None and row["status"] == "credited"
+        if row is not None and row["entries"] > 2:
+            duplicated.append(payout.transaction_id)
+        if credited:
+            expected[(payout.user_id, payout.currency)] += payout.amount
+        if payout.accepted and row is None and key not in dead:
+            lost.append(payout.transaction_id)
+        if not payout.accepted:
+            (recovered if credited else never).append(payout.transaction_id)
+        elif 200 not in payout.answers[:1] and credited:
+            recovered.append(payout.transaction_id)
+    unexpected = [f"{key}" for key in rows if key not in known]
+    wrong_wallets = {
+        key: (wallets.get(key), Decimal(value))
+        for key, value in expected.items()
+        if wallets.get(key) != Decimal(value)
+    }
+    if wrong_wallets or books != 0:
+        unexpected.append(f"wallets off: {wrong_wallets}, books sum {books}")
+    return Reconciliation(
+        payouts,
+        lost,
+        duplicated,
+        recovered,
+        unexpected,
+        never,
+        {
+            "payouts": len(payouts),
+            "answers": Counter(a for p in payouts for a in p.answers),
+        },
+    )
+
+
+async def _in_dead_letter_queue(stack: Stack) -> set[tuple[str, str]]:
+    """Dead letters the worker could not record in Postgres (it was down) are still in the queue."""
+    from schema.settings import BrokerSettings
+    from tests.e2e.stack import RETRY_TIERS
+    from workers.dead_letters import DeadLetterQueue, Selection
+
+    settings = BrokerSettings(
+        url=stack.broker_url, namespace=stack.namespace, retry_delays_seconds=RETRY_TIERS
+    )
+    async with DeadLetterQueue.open(settings) as dlq:
+        return {
+            (item.entry.provider_instance or "", item.entry.transaction_id or "")
+            for item in await dlq.fetch(Selection())
+        }

@@ -1,0 +1,206 @@
+"""Fault runs: real processes under provider traffic while parts fail, then a reconciliation of
+what every provider was told against the books. Lost, duplicated and unexpected must be zero."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+import aio_pika
+
+from schema.topology import ROUTING_KEY, Topology
+from tests.e2e.provider import ProviderSimulator, Reconciliation, reconcile
+from tests.e2e.stack import RETRY_TIERS
+from tests.polling import wait_until
+from tests.service_control import (
+    broker_stopped,
+    close_all_broker_connections,
+    consumer_timeout,
+    postgres_killed,
+)
+from tests.tcp_proxy import TcpProxy
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from tests.e2e.stack import Process, Stack
+
+PAYOUTS_PER_RUN = 300
+SETTLE_SECONDS = 120.0
+
+
+async def settle(stack: Stack) -> None:
+    """Until nothing waits in the work queue or a retry tier, twice in a row."""
+    quiet = 0
+
+    async def drained_twice() -> bool:
+        nonlocal quiet
+        quiet = quiet + 1 if await stack.pending() == 0 else 0
+        return quiet >= 2
+
+    await wait_until(drained_twice, "work and retry queues drained", SETTLE_SECONDS)
+
+
+async def run_under_fault(
+    stack: Stack,
+    fault: Callable[[list[Process]], Awaitable[None]],
+    *,
+    seed: int,
+    workers: int = 2,
+    worker_database_url: str | None = None,
+    worker_broker_url: str | None = None,
+    ingress_broker_url: str | None = None,
+) -> Reconciliation:
+    await stack.start_ingress(broker_url=ingress_broker_url)
+    running = [
+        await stack.start_worker(database_url=worker_database_url, broker_url=worker_broker_url)
+        for _ in range(workers)
+    ]
+    provider = ProviderSimulator(stack, seed)
+    traffic = asyncio.create_task(provider.run(PAYOUTS_PER_RUN))
+    await fault(running)
+    await traffic
+    await settle(stack)
+    result = await reconcile(stack, provider.payouts)
+    assert provider.tampered_answers.keys() <= {403}, provider.tampered_answers
+    return result
+
+
+def proxied(url: str, proxy: TcpProxy) -> str:
+    parts = urlsplit(url)
+    credentials = parts.netloc.rpartition("@")[0]
+    return urlunsplit(parts._replace(netloc=f"{credentials}@127.0.0.1:{proxy.port}"))
+
+
+async def test_workers_killed_repeatedly_under_load(stack: Stack) -> None:
+    rng = random.Random(7)
+
+    async def kill_and_replace(running: list[Process]) -> None:
+        for _round in range(4):
+            await asyncio.sleep(1.5)
+            victim = rng.choice([p for p in running if p.popen.poll() is None])
+            victim.signal(signal.SIGKILL)
+            running.append(await stack.start_worker())
+
+    (await run_under_fault(stack, kill_and_replace, seed=1)).assert_clean()
+
+
+async def test_broker_connections_dropped_mid_load(stack: Stack) -> None:
+    async def drop_twice(_: list[Process]) -> None:
+        for _round in range(2):
+            await asyncio.sleep(1.5)
+            await close_all_broker_connections()
+
+    (await run_under_fault(stack, drop_twice, seed=2)).assert_clean()
+
+
+async def test_broker_stopped_and_started_mid_load(stack: Stack) -> None:
+    async def restart(_: list[Process]) -> None:
+        await asyncio.sleep(1.5)
+        async with broker_stopped():
+            await asyncio.sleep(3)
+
+    result = await run_under_fault(stack, restart, seed=3)
+    result.assert_clean()
+    assert 503 in result.details["answers"], "the outage never reached a provider"
+
+
+async def test_connection_reset_between_publish_and_confirm(stack: Stack) -> None:
+    broker = urlsplit(stack.broker_url)
+    proxy = TcpProxy(broker.hostname or "127.0.0.1", broker.port or 5672)
+    await proxy.start()
+
+    async def reset_repeatedly(_: list[Process]) -> None:
+        for _round in range(4):
+            await asyncio.sleep(1)
+            await proxy.cut()  # every publish in flight loses its confirm
+            await asyncio.sleep(0.5)
+            await proxy.restore()
+
+    try:
+        result = await run_under_fault(
+            stack, reset_repeatedly, seed=4, ingress_broker_url=proxied(stack.broker_url, proxy)
+        )
+    finally:
+        await proxy.close()
+    result.assert_clean()
+
+
+async def test_database_cut_off_then_postgres_killed_and_restarted(stack: Stack) -> None:
+    database = urlsplit(stack.database_url)
+    proxy = TcpProxy(database.hostname or "127.0.0.1", database.port or 5432)
+    await proxy.start()
+
+    async def cut_then_crash(_: list[Process]) -> None:
+        await asyncio.sleep(1)
+        await proxy.cut()
+        await asyncio.sleep(4)  # longer than the in-place retries: deliveries go to the tiers
+        await proxy.restore()
+        await asyncio.sleep(1.5)
+        async with postgres_killed():
+            await asyncio.sleep(2)
+
+    try:
+        result = await run_under_fault(
+            stack, cut_then_crash, seed=5, worker_database_url=proxied(stack.database_url, proxy)
+        )
+    finally:
+        await proxy.close()
+    result.assert_clean()
+
+
+async def test_poison_in_the_middle_of_good_traffic(stack: Stack) -> None:
+    topology = Topology(stack.namespace, RETRY_TIERS)
+
+    async def inject_poison(_: list[Process]) -> None:
+        await asyncio.sleep(1)
+        connection = await aio_pika.connect(stack.broker_url)
+        async with connection:
+            exchange = await (await connection.channel()).get_exchange(topology.exchange)
+            for body in (b"\x00\xff", b"[]", b'{"contract_version": 1}'):
+                await exchange.publish(aio_pika.Message(body, message_id="poison"), ROUTING_KEY)
+
+    (await run_under_fault(stack, inject_poison, seed=6)).assert_clean()
+
+    async def poison_dead_lettered() -> bool:
+        return await stack.queue_depth(topology.dead_letter_queue) == 3
+
+    await wait_until(poison_dead_lettered, "the three poison messages dead-lettered")
+
+
+async def test_worker_paused_past_the_consumer_timeout(stack: Stack) -> None:
+    """SIGSTOP a worker holding deliveries, past the (lowered) consumer timeout.
+
+    The broker closes a timed-out consumer's channel, but a frozen process never answers the
+    close, so its deliveries are released when its connection dies: the AMQP heartbeat (5 s here)
+    does that. They are redelivered to the other worker. Resumed, the frozen worker finds its
+    channel gone: its acks fail, which is logged, not fatal, and nothing is credited twice."""
+    async with consumer_timeout(3000):
+        paused: list[Process] = []
+
+        async def pause_one(running: list[Process]) -> None:
+            await asyncio.sleep(1)
+            paused.append(running[0])
+            running[0].signal(signal.SIGSTOP)
+
+        result = await run_under_fault(
+            stack, pause_one, seed=8, worker_broker_url=f"{stack.broker_url}?heartbeat=5"
+        )
+
+        async def redelivered_to_the_other() -> bool:
+            return '"redelivered": true' in stack.processes[-1].log()
+
+        try:
+            await wait_until(
+                redelivered_to_the_other, "the paused worker's deliveries redelivered", 90
+            )
+        finally:
+            paused[0].signal(signal.SIGCONT)
+        await asyncio.sleep(3)
+        assert paused[0].popen.poll() is None, "the resumed worker crashed:\n" + paused[0].log()
+        await settle(stack)
+        result = await reconcile(stack, result.payouts)
+    result.assert_clean()
