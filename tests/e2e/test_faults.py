@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
+import asyncpg
 
 from schema.topology import ROUTING_KEY, Topology
 from tests.e2e.provider import ProviderSimulator, Reconciliation, reconcile
@@ -204,3 +205,41 @@ async def test_worker_paused_past_the_consumer_timeout(stack: Stack) -> None:
         await settle(stack)
         result = await reconcile(stack, result.payouts)
     result.assert_clean()
+
+
+async def test_the_checker_reports_lost_duplicated_and_unexpected_credits(stack: Stack) -> None:
+    """The reconciliation every fault run relies on, shown to catch what it claims to."""
+    await stack.start_ingress()
+    await stack.start_worker()
+    provider = ProviderSimulator(stack, seed=9)
+    await provider.run(20)
+    await settle(stack)
+    assert (await reconcile(stack, provider.payouts)).summary()["lost"] == 0
+
+    lost, doubled = provider.payouts[0], provider.payouts[1]
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        async with conn.transaction():
+            for statement in DAMAGE:
+                await conn.execute(statement, lost.transaction_id, doubled.transaction_id)
+    finally:
+        await conn.close()
+    damaged = await reconcile(stack, provider.payouts)
+    assert damaged.lost == [lost.transaction_id]
+    assert damaged.duplicated == [doubled.transaction_id]
+    assert any("ghost" in item for item in damaged.unexpected)
+
+
+# $1: a payout to forget; $2: a payout to credit a second time. Then a credit nobody asked for.
+DAMAGE = (
+    "DELETE FROM ledger_entries WHERE payout_id = "
+    "(SELECT payout_id FROM payouts WHERE transaction_id = $1 AND $2 <> '')",
+    "DELETE FROM payouts WHERE transaction_id = $1 AND $2 <> ''",
+    "INSERT INTO ledger_entries (payout_id, account_id, amount) "
+    "SELECT e.payout_id, e.account_id, e.amount FROM ledger_entries e JOIN payouts p "
+    "USING (payout_id) WHERE p.transaction_id = $2 AND $1 <> ''",
+    "INSERT INTO payouts (provider_instance, transaction_id, event_id, protocol, user_id, amount, "
+    "currency, signature, create_account, status, outcome, answer_code, raw_request, received_at, "
+    "credited_at) SELECT 'offerwall', 'ghost', gen_random_uuid(), 'offerwall_md5', 'x', 1, 'COIN', "
+    "'ghost-sign', true, 'credited', 'credited', '200', '{}', now(), now() WHERE $1 <> $2",
+)
