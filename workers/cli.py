@@ -227,6 +227,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     _ensure_own_schema_package()
+    from schema.broker import BrokerUnavailable
     from schema.logs import configure_logging
     from schema.settings import ConfigError
 
@@ -239,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ServiceUnreachable as error:
         print(f"payouts: cannot reach {error}", file=sys.stderr)
+        return 3
+    except BrokerUnavailable as error:
+        print(f"payouts: cannot reach {error}; {RABBITMQ_HINT}", file=sys.stderr)
         return 3
     except BrokenPipeError:
         # Output piped into `head` and the like: stop quietly, as other command-line tools do.

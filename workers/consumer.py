@@ -51,6 +51,8 @@ FIRST_RETRY_DELAY_SECONDS = 0.1
 MAX_RETRY_DELAY_SECONDS = 2.0
 WATCHDOG_INTERVAL_SECONDS = 1.0
 CANCEL_TIMEOUT_SECONDS = 5.0
+# Before returning a message we could not route, so it cannot bounce back at once.
+RETURN_PAUSE_SECONDS = 1.0
 # Recording a dead letter in Postgres is for review; it must not hold up the queue when the
 # database is the reason for the failure.
 RECORD_TIMEOUT_SECONDS = 2.0
@@ -132,6 +134,15 @@ class Worker:
         self._in_flight.add(task)
         try:
             await self._handle(message)
+        except Exception:
+            # The last line of defence (a header nothing can encode, say): never leave a delivery
+            # unsettled, which would hold its prefetch slot until the consumer timeout.
+            logger.exception(
+                "could not route a failed message; returning it to the queue",
+                extra={"payouts_fields": {"message_id": message.message_id}},
+            )
+            await asyncio.sleep(RETURN_PAUSE_SECONDS)
+            await _settle(message.nack(requeue=True), message)
         finally:
             self._in_flight.discard(task)
 
@@ -146,6 +157,9 @@ class Worker:
             result = await self._apply_in_place(event)
         except Exception as error:
             failure = failure_of(error)
+            if failure.kind is FailureKind.POISON:
+                await self._dead_letter(message, failure, event)
+                return
             if failure.kind is FailureKind.UNEXPECTED:
                 logger.exception(
                     "unexpected error while crediting", extra={"payouts_fields": _fields(event)}
@@ -274,6 +288,9 @@ class Worker:
                 message_id=original.message_id,
                 error=str(error),
             )
+            # Paused, so a broker that refuses the copy does not see the original bounce back
+            # at once, again and again, until the delivery limit dead-letters it without history.
+            await asyncio.sleep(RETURN_PAUSE_SECONDS)
             await _settle(original.nack(requeue=True), original)
             return False
         await _settle(original.ack(), original)

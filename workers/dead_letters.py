@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import aio_pika
 
-from schema.broker import BrokerUnavailable, ConfirmedPublisher, connect_when_available
+from schema.broker import BrokerUnavailable, ConfirmedPublisher, connection_name
 from schema.events import ContractError, decode_event
+from schema.logs import redacted_url
 from schema.topology import Topology, declare
 from workers import failures as names
 
@@ -59,18 +61,26 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)  # Decimal and whatever else a producer put in a header
 
 
 def _time(value: Any) -> datetime | None:
+    """An aware time; naive ones (another producer, a hand edit) are taken as UTC."""
+    parsed: datetime | None = None
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if isinstance(value, str):
+        parsed = value
+    elif isinstance(value, str):
         with contextlib.suppress(ValueError):
-            return datetime.fromisoformat(value)
-    return None
+            parsed = datetime.fromisoformat(value)
+    if parsed is not None and parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
 
 
 @dataclass(frozen=True)
@@ -155,7 +165,7 @@ class DeadLetter:
     def details(self) -> dict[str, Any]:
         try:
             body: Any = json.loads(self.body)
-        except ValueError:
+        except (ValueError, RecursionError):
             body = self.body.decode("utf-8", "replace")
         return {
             "dead_letter_id": self.dead_letter_id,
@@ -175,11 +185,14 @@ class DeadLetter:
         }
 
     def to_jsonl(self) -> str:
+        # The id goes into the headers too, so an imported copy keeps its identity (and its
+        # record) even where the id was derived from broker headers that do not survive JSON.
+        headers = {**_jsonable(self.headers), names.DEAD_LETTER_ID: self.dead_letter_id}
         return json.dumps(
             {
                 "dead_letter_id": self.dead_letter_id,
                 "message_id": self.message_id,
-                "headers": _jsonable(self.headers),
+                "headers": headers,
                 "body_base64": base64.b64encode(self.body).decode(),
             }
         )
@@ -255,9 +268,19 @@ class DeadLetterQueue:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(cls, settings: BrokerSettings) -> AsyncIterator[DeadLetterQueue]:
+        """A plain connection: if it drops, the run ends (run it again) instead of reconnecting
+        and fetching the messages it already holds a second time."""
         dlq = cls(settings)
+        try:
+            connection = await aio_pika.connect(
+                settings.url,
+                timeout=settings.publish_timeout_seconds,
+                client_properties={"connection_name": connection_name("dlq", settings)},
+            )
+        except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as error:
+            where = redacted_url(settings.url)
+            raise BrokerUnavailable(f"RabbitMQ at {where}: {error!r}") from None
         dlq._publisher.start()
-        connection = await connect_when_available(settings, "dlq")
         try:
             channel = await connection.channel()
             await declare(channel, dlq._topology)
@@ -290,9 +313,9 @@ class DeadLetterQueue:
         entry = fetched.entry
         await record_dead_letter(conn, entry.body, entry.headers, entry.message_id)
         headers = {
-            k: v
-            for k, v in entry.headers.items()
-            if k not in names.FAILURE_HEADERS and k != "x-death"
+            key: value
+            for key, value in names.carried_headers(entry.headers).items()
+            if key not in names.FAILURE_HEADERS
         }
         headers[REPLAY_OF] = entry.dead_letter_id
         await self._publisher.publish(
@@ -309,30 +332,57 @@ class DeadLetterQueue:
         await fetched.delivery.ack()
 
     async def purge(self, fetched: Fetched, conn: Connection) -> None:
-        """Record (so the incident can still be reviewed), mark purged, then ack."""
+        """Record (so the incident can still be reviewed), ack, then mark it purged."""
         entry = fetched.entry
         await record_dead_letter(conn, entry.body, entry.headers, entry.message_id)
-        await conn.execute(MARK, entry.dead_letter_id, "purged")
         await fetched.delivery.ack()
+        await conn.execute(MARK, entry.dead_letter_id, "purged")
 
-    async def add(self, line: str) -> DeadLetter:
-        """Put one exported JSONL line back into the dead-letter queue, confirmed."""
-        data = json.loads(line)
-        body = base64.b64decode(data["body_base64"], validate=True)
-        headers = data.get("headers") or {}
-        if not isinstance(headers, dict):
-            raise ValueError("headers must be an object")
+    async def add(self, exported: Exported) -> None:
+        """Put one exported message back into the dead-letter queue, confirmed."""
         await self._publisher.publish(
             aio_pika.Message(
-                body,
-                headers=headers,
-                message_id=data.get("message_id"),
+                exported.body,
+                headers=exported.headers,
+                message_id=exported.message_id,
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             ),
             exchange=self._topology.dead_letter_exchange,
             routing_key="",
         )
-        return DeadLetter.from_parts(headers, body, data.get("message_id"))
 
 
-__all__ += ["BrokerUnavailable", "Fetched"]
+@dataclass(frozen=True)
+class Exported:
+    """One line of `payouts dlq export`, checked whole before anything is published."""
+
+    body: bytes
+    headers: dict[str, Any]
+    message_id: str | None
+
+    @classmethod
+    def parse(cls, line: str) -> Exported:
+        """ValueError says what is wrong with the line."""
+        try:
+            data = json.loads(line)
+        except (ValueError, RecursionError):
+            raise ValueError("not a JSON object") from None
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        encoded = data.get("body_base64")
+        headers = data.get("headers", {})
+        message_id = data.get("message_id")
+        if not isinstance(encoded, str):
+            raise ValueError("body_base64 must be a string")
+        if not isinstance(headers, dict):
+            raise ValueError("headers must be an object")
+        if message_id is not None and (not isinstance(message_id, str) or len(message_id) > 255):
+            raise ValueError("message_id must be a string of at most 255 characters")
+        try:
+            body = base64.b64decode(encoded, validate=True)
+        except ValueError:
+            raise ValueError("body_base64 is not base64") from None
+        return cls(body, names.carried_headers(headers), message_id)
+
+
+__all__ += ["BrokerUnavailable", "Exported", "Fetched"]

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aio_pika
+
 from workers.console import add_command, load_checked_settings, print_data, with_connection
 
 if TYPE_CHECKING:
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["register_dlq_commands"]
 
+MIN_ID_LENGTH = 8
 _DURATION = re.compile(r"(\d+)([smhd])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _TABLE_COLUMNS = (
@@ -100,6 +103,20 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_ids(args: argparse.Namespace, selected: list[Fetched]) -> None:
+    """Each id names one message: an exact message id, or a prefix of one dead-letter id."""
+    for wanted in getattr(args, "ids", None) or ():
+        matches = {
+            item.entry.dead_letter_id
+            for item in selected
+            if item.entry.dead_letter_id.startswith(wanted) or item.entry.message_id == wanted
+        }
+        if len(matches) > 1 and not any(item.entry.message_id == wanted for item in selected):
+            raise SystemExit(
+                f"payouts dlq: {wanted!r} matches {len(matches)} dead letters; give more of the id"
+            )
+
+
 def _require_selection(args: argparse.Namespace) -> None:
     chosen = args.ids or args.provider or args.reason or args.transaction or args.older_than
     if not chosen and not args.all:
@@ -134,6 +151,8 @@ def _run_on_each(
     from schema.broker import BrokerUnavailable
 
     _require_selection(args)
+    if any(len(wanted.strip()) < MIN_ID_LENGTH for wanted in getattr(args, "ids", None) or ()):
+        raise SystemExit(f"payouts dlq: ids must have at least {MIN_ID_LENGTH} characters")
     dry_run = getattr(args, "dry_run", False)
     interval = 1 / args.rate if getattr(args, "rate", None) else 0.0
 
@@ -145,7 +164,8 @@ def _run_on_each(
             "failed": 0,
             "dry_run": dry_run,
         }
-        if dry_run or not selected or not _confirmed(args, verb, len(selected)):
+        _check_ids(args, selected)
+        if dry_run or not selected or not await _confirmed(args, verb, len(selected)):
             summary["ids"] = [item.entry.dead_letter_id for item in selected]
             return summary
         progress = _Progress(len(selected), verb)
@@ -158,6 +178,12 @@ def _run_on_each(
                 except BrokerUnavailable as error:
                     summary["failed"] += 1
                     print(f"{item.entry.dead_letter_id}: not {verb}: {error}", file=sys.stderr)
+                except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
+                    # The session's connection is gone: every message it held is back in the
+                    # queue (a replayed one may come back as a duplicate, which changes nothing).
+                    summary["failed"] += 1
+                    summary["stopped"] = f"lost the broker connection ({error!r}); run it again"
+                    return
                 progress.step()
                 await asyncio.sleep(interval)
 
@@ -169,12 +195,15 @@ def _run_on_each(
     return 1 if summary["failed"] else 0
 
 
-def _confirmed(args: argparse.Namespace, verb: str, count: int) -> bool:
+async def _confirmed(args: argparse.Namespace, verb: str, count: int) -> bool:
     if not getattr(args, "confirm", False) or args.yes:
         return True
     if not sys.stdin.isatty():
         raise SystemExit(f"payouts dlq: refusing to purge {count} messages without --yes")
-    answer = input(f"{verb.rstrip('d')} {count} dead-lettered messages for good? [y/N] ")
+    # In a thread: the event loop must keep the broker connection's heartbeats going meanwhile.
+    answer = await asyncio.to_thread(
+        input, f"{verb.rstrip('d')} {count} dead-lettered messages for good? [y/N] "
+    )
     return answer.strip().lower() in ("y", "yes")
 
 
@@ -207,15 +236,23 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    lines = [line for line in Path(args.file).read_text(encoding="utf-8").splitlines() if line]
+    from workers.dead_letters import Exported
+
+    lines = Path(args.file).read_text(encoding="utf-8").splitlines()
+    messages = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            messages.append(Exported.parse(line))
+        except ValueError as error:
+            # Nothing is published unless every line is good, so a fixed file can be re-run.
+            raise SystemExit(f"payouts dlq import: {args.file}:{number}: {error}") from None
 
     async def work(dlq: DeadLetterQueue, _: Any) -> int:
-        for number, line in enumerate(lines, start=1):
-            try:
-                await dlq.add(line)
-            except (ValueError, KeyError) as error:
-                raise SystemExit(f"payouts dlq import: {args.file}:{number}: {error}") from None
-        return len(lines)
+        for message in messages:
+            await dlq.add(message)
+        return len(messages)
 
     count = asyncio.run(_session(args, work))
     print_data({"imported": count, "file": args.file}, args.json)

@@ -10,6 +10,7 @@ travel in our own `x-payouts-*` headers: the broker ignores client-set `x-death`
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import socket
@@ -27,6 +28,7 @@ __all__ = [
     "TRANSIENT_ERRORS",
     "Failure",
     "FailureKind",
+    "carried_headers",
     "dead_letter_headers",
     "failure_of",
     "retry_delay_ms",
@@ -98,8 +100,46 @@ class Failure:
 
 
 def failure_of(error: BaseException) -> Failure:
-    kind = FailureKind.TRANSIENT if isinstance(error, TRANSIENT_ERRORS) else FailureKind.UNEXPECTED
+    if isinstance(error, TRANSIENT_ERRORS):
+        kind = FailureKind.TRANSIENT
+    elif isinstance(error, asyncpg.exceptions.DataError):
+        kind = FailureKind.POISON  # the database refuses a value: no retry will change that
+    else:
+        kind = FailureKind.UNEXPECTED
     return Failure(kind, type(error).__name__, str(error)[:MAX_ERROR_MESSAGE])
+
+
+# Headers the broker owns; copying them onto a new message would be wrong (and x-death carries
+# values a re-publish cannot always encode).
+_BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
+
+
+def _encodable(value: Any) -> Any:
+    """A header value AMQP can carry again: text for bytes, decimals, times and odd floats."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [_encodable(item) for item in value if item is not None]
+    if isinstance(value, dict):
+        return carried_headers(value)
+    return str(value)
+
+
+def carried_headers(headers: Any) -> dict[str, Any]:
+    """The headers of a message we re-publish: ours and the producer's, never the broker's."""
+    if not isinstance(headers, dict):
+        return {}
+    return {
+        str(key): _encodable(value)
+        for key, value in headers.items()
+        if value is not None and not str(key).startswith(_BROKER_HEADERS)
+    }
 
 
 def _attempts(headers: dict[str, Any]) -> int:
@@ -116,7 +156,7 @@ def retry_headers(
     entries = [str(item) for item in history] if isinstance(history, list) else []
     entries.append(f"{at} {WORKER_ID} {failure.kind} {failure.error_type}: {failure.message}")
     return {
-        **headers,
+        **carried_headers(headers),
         ATTEMPTS: _attempts(headers) + 1,
         FIRST_FAILURE: headers.get(FIRST_FAILURE) or at,
         LAST_FAILURE: at,

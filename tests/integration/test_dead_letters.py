@@ -23,7 +23,7 @@ import pytest
 from schema.broker import ConfirmedPublisher
 from schema.events import PayoutEvent, RawRequest
 from schema.settings import BrokerSettings, DatabaseSettings, Settings, WorkerSettings
-from schema.topology import ROUTING_KEY, Topology
+from schema.topology import DELIVERY_LIMIT, ROUTING_KEY, Topology
 from tests.books import assert_books_balance, wallet_balance
 from tests.polling import wait_until
 from tests.tcp_proxy import TcpProxy
@@ -236,6 +236,8 @@ async def test_business_failure_fixed_then_replayed_is_credited_once(scene: Scen
 
         await wait_until(credited, "held payout credited after the replay")
     assert await scene.fetchval("SELECT balance FROM accounts WHERE owner = 'hank'") == Decimal(7)
+    assert await scene.depth(scene.topology.dead_letter_queue) == 0
+    assert await scene.fetchval("SELECT status FROM dead_letters") == "replayed"
 
 
 async def test_interrupted_replay_run_again_and_a_queue_replayed_twice_credit_once(
@@ -283,20 +285,41 @@ async def test_interrupted_replay_run_again_and_a_queue_replayed_twice_credit_on
         await wait_until(some_replayed, "the slow replay under way")
         slow.send_signal(signal.SIGINT)
         await asyncio.wait_for(slow.wait(), 30)
-        remaining = await scene.depth(scene.topology.dead_letter_queue)
-        assert 0 < remaining < 40, "the interruption came too late or too early to prove anything"
+        replayed = int(
+            await scene.fetchval("SELECT count(*) FROM dead_letters WHERE status = 'replayed'")
+        )
+        # What the interrupted run did not ack returns to the queue once its connection closed.
+        await wait_for_depth(
+            scene,
+            scene.topology.dead_letter_queue,
+            40 - replayed,
+            "the interrupted run's unacked messages back in the queue",
+        )
+        assert 0 < replayed < 40, "the interruption came too late or too early to prove anything"
+        assert scene.dlq_json("replay", "--all")["replayed"] == 40 - replayed
 
-        assert scene.dlq_json("replay", "--all")["replayed"] == remaining
-        assert scene.dlq_json("import", str(export))["imported"] == 40
-        assert scene.dlq_json("replay", "--all")["replayed"] == 40  # the same queue, replayed again
-
-        async def settled() -> bool:
+        async def all_credited() -> bool:
             credited = await scene.fetchval(
                 "SELECT count(*) FROM payouts WHERE status = 'credited'"
             )
             return int(credited) == 40 and await scene.depth(scene.topology.work_queue) == 0
 
-        await wait_until(settled, "every payout processed")
+        await wait_until(all_credited, "every payout credited after the second run")
+        assert await scene.depth(scene.topology.dead_letter_queue) == 0
+        assert (
+            await scene.fetchval("SELECT count(*) FROM dead_letters WHERE status = 'replayed'")
+            == 40
+        )
+
+        # The same dead-letter queue, brought back from its export and replayed a second time.
+        assert scene.dlq_json("import", str(export))["imported"] == 40
+        assert scene.dlq_json("replay", "--all")["replayed"] == 40
+
+        async def drained() -> bool:
+            duplicates = await scene.fetchval("SELECT sum(duplicate_deliveries) FROM payouts")
+            return int(duplicates or 0) >= 40 and await scene.depth(scene.topology.work_queue) == 0
+
+        await wait_until(drained, "the second replay processed")
     assert await scene.fetchval("SELECT balance FROM accounts WHERE owner = 'ivy'") == Decimal(80)
     assert await scene.fetchval("SELECT count(*) FROM ledger_entries") == 80
 
@@ -327,3 +350,28 @@ async def test_poison_is_dead_lettered_and_purge_needs_confirmation(scene: Scene
         )
         == 2
     )
+
+
+async def test_a_message_the_broker_dead_lettered_itself_can_be_listed_and_replayed(
+    scene: Scene,
+) -> None:
+    """A consumer that keeps returning a message exhausts the work queue's delivery limit; the
+    broker dead-letters it with only x-death. The tool still shows and replays it."""
+    event = payout("jack", amount=4)
+    await scene.publish([event])
+    connection = await aio_pika.connect(scene.broker.url)
+    async with connection:
+        queue = await (await connection.channel()).get_queue(scene.topology.work_queue)
+        for _ in range(DELIVERY_LIMIT + 1):
+            delivery = await queue.get(timeout=10)
+            await delivery.nack(requeue=True)
+    await wait_for_depth(scene, scene.topology.dead_letter_queue, 1, "dead-lettered by the broker")
+    (row,) = scene.dlq_json("list", "--reason", "broker:delivery_limit")
+    assert (row["transaction_id"], row["provider_instance"]) == (event.transaction_id, "ow")
+    async with worker(scene.settings()):
+        assert scene.dlq_json("replay", row["dead_letter_id"][:12])["replayed"] == 1
+
+        async def credited() -> bool:
+            return bool(await scene.fetchval("SELECT status FROM payouts") == "credited")
+
+        await wait_until(credited, "the broker's dead letter credited after the replay")

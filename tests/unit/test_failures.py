@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import asyncpg
 import pytest
 
 from workers import failures
-from workers.dead_letters import DeadLetter, Selection
-from workers.failures import Failure, FailureKind, failure_of, retry_delay_ms, retry_headers
+from workers.dead_letters import DeadLetter, Exported, Selection
+from workers.failures import (
+    Failure,
+    FailureKind,
+    carried_headers,
+    failure_of,
+    retry_delay_ms,
+    retry_headers,
+)
 
 BOOM = Failure(FailureKind.TRANSIENT, "ConnectionDoesNotExistError", "connection lost")
 
@@ -81,3 +89,71 @@ def test_a_message_the_broker_dead_lettered_itself_is_described_from_x_death() -
     assert DeadLetter.from_parts(headers, b"{", "m-1").dead_letter_id == entry.dead_letter_id
     assert Selection(reason="broker:delivery_limit").matches(entry, when)
     assert not Selection(provider="other").matches(entry, when)
+
+
+def test_database_refusing_a_value_is_poison_not_worth_retrying() -> None:
+    error = asyncpg.exceptions.CharacterNotInRepertoireError("invalid byte sequence")
+    assert failure_of(error).kind is FailureKind.POISON
+
+
+def test_carried_headers_drop_the_brokers_and_make_the_rest_encodable() -> None:
+    headers = {
+        "x-death": [{"count": 1}],
+        "x-first-death-queue": "q",
+        "x-delivery-count": 3,
+        "raw": b"\xff\xfe",
+        "buffer": bytearray(b"ok"),
+        "money": Decimal("1.50"),
+        "when": datetime(2026, 1, 1, tzinfo=UTC),
+        "odd": float("nan"),
+        "nothing": None,
+        "nested": {"deeper": [b"x", None, 1]},
+    }
+    assert carried_headers(headers) == {
+        "raw": "\ufffd\ufffd",
+        "buffer": "ok",
+        "money": "1.50",
+        "when": "2026-01-01T00:00:00+00:00",
+        "odd": "nan",
+        "nested": {"deeper": ["x", 1]},
+    }
+    assert carried_headers(["not", "a", "dict"]) == {}
+
+
+def test_naive_times_in_headers_are_read_as_utc() -> None:
+    entry = DeadLetter.from_parts(
+        {failures.DEAD_LETTER_ID: "d-1", failures.LAST_FAILURE: "2026-11-01T00:00:00"}, b"{", None
+    )
+    assert entry.age_seconds(datetime(2026, 11, 1, 0, 1, tzinfo=UTC)) == 60
+    assert Selection(older_than_seconds=30).matches(entry, datetime(2026, 11, 1, 0, 1, tzinfo=UTC))
+
+
+def test_an_exported_line_keeps_its_id_when_imported() -> None:
+    when = datetime(2026, 11, 1, tzinfo=UTC)
+    original = DeadLetter.from_parts({"x-death": [{"reason": "expired", "time": when}]}, b"{}", "m")
+    imported = Exported.parse(original.to_jsonl())
+    again = DeadLetter.from_parts(imported.headers, imported.body, imported.message_id)
+    assert again.dead_letter_id == original.dead_letter_id
+    assert again.body == b"{}"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "[1]",
+        "null",
+        "{",
+        '{"body_base64": 5}',
+        '{"body_base64": "!!"}',
+        '{"body_base64": "", "headers": []}',
+        '{"body_base64": "", "message_id": 7}',
+    ],
+)
+def test_malformed_export_lines_are_refused_with_a_reason(line: str) -> None:
+    with pytest.raises(ValueError, match=r"must be|not a JSON object|not base64"):
+        Exported.parse(line)
+
+
+def test_deeply_nested_poison_is_shown_as_text() -> None:
+    entry = DeadLetter.from_parts({}, b"[" * 100_000, None)
+    assert entry.details()["body"].startswith("[[[")
