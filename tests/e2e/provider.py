@@ -92,17 +92,20 @@ class ProviderSimulator:
         self.payouts: list[Payout] = []
         self.tampered_answers: Counter[int | str] = Counter()
 
-    async def run(self, count: int, concurrency: int = 8) -> None:
+    async def run(self, count: int, spread_seconds: float = 0.0, concurrency: int = 8) -> None:
+        """`count` payouts, their first sends spread evenly over `spread_seconds`, as real
+        traffic arrives, so a fault injected meanwhile meets requests in flight."""
         limit = asyncio.Semaphore(concurrency)
         async with httpx.AsyncClient(base_url=self._stack.base_url, timeout=10) as client:
 
-            async def deliver(payout: Payout) -> None:
+            async def deliver(index: int, payout: Payout) -> None:
+                await asyncio.sleep(spread_seconds * index / count)
                 async with limit:
                     await self._deliver(client, payout)
 
             batch = [make_payout(self._rng, self._users) for _ in range(count)]
             self.payouts.extend(batch)
-            await asyncio.gather(*(deliver(payout) for payout in batch))
+            await asyncio.gather(*(deliver(i, payout) for i, payout in enumerate(batch)))
 
     async def _send(self, client: httpx.AsyncClient, path: str) -> int | str:
         try:

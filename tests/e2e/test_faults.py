@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from tests.e2e.stack import Process, Stack
 
 PAYOUTS_PER_RUN = 300
+# Traffic lasts this long; every fault must be over before it ends (checked), so each fault
+# meets live traffic instead of an idle pipeline.
+TRAFFIC_SECONDS = 12.0
 SETTLE_SECONDS = 120.0
 
 
@@ -61,8 +64,9 @@ async def run_under_fault(
         for _ in range(workers)
     ]
     provider = ProviderSimulator(stack, seed)
-    traffic = asyncio.create_task(provider.run(PAYOUTS_PER_RUN))
+    traffic = asyncio.create_task(provider.run(PAYOUTS_PER_RUN, TRAFFIC_SECONDS))
     await fault(running)
+    assert not traffic.done(), "the fault outlasted the traffic: it proved nothing under load"
     await traffic
     await settle(stack)
     result = await reconcile(stack, provider.payouts)
@@ -128,6 +132,7 @@ async def test_connection_reset_between_publish_and_confirm(stack: Stack) -> Non
     finally:
         await proxy.close()
     result.assert_clean()
+    assert 503 in result.details["answers"], "no reset ever reached a provider"
 
 
 async def test_database_cut_off_then_postgres_killed_and_restarted(stack: Stack) -> None:
@@ -138,11 +143,11 @@ async def test_database_cut_off_then_postgres_killed_and_restarted(stack: Stack)
     async def cut_then_crash(_: list[Process]) -> None:
         await asyncio.sleep(1)
         await proxy.cut()
-        await asyncio.sleep(4)  # longer than the in-place retries: deliveries go to the tiers
+        await asyncio.sleep(3)  # longer than the in-place retries: deliveries go to the tiers
         await proxy.restore()
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1)
         async with postgres_killed():
-            await asyncio.sleep(2)
+            await asyncio.sleep(1.5)
 
     try:
         result = await run_under_fault(
@@ -151,6 +156,28 @@ async def test_database_cut_off_then_postgres_killed_and_restarted(stack: Stack)
     finally:
         await proxy.close()
     result.assert_clean()
+    assert any("delivery failed; retrying later" in p.log() for p in stack.processes)
+
+
+async def test_database_backends_terminated_mid_load(stack: Stack) -> None:
+    database = urlsplit(stack.database_url).path.lstrip("/")
+
+    async def terminate_for_three_seconds(_: list[Process]) -> None:
+        await asyncio.sleep(1)
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            for _round in range(60):
+                await conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    database,
+                )
+                await asyncio.sleep(0.05)
+        finally:
+            await conn.close()
+
+    (await run_under_fault(stack, terminate_for_three_seconds, seed=10)).assert_clean()
+    assert any("transient failure" in p.log() for p in stack.processes)
 
 
 async def test_poison_in_the_middle_of_good_traffic(stack: Stack) -> None:

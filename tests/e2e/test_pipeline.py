@@ -77,6 +77,11 @@ async def send_all(stack: Stack, paths: list[str], concurrency: int = 24) -> lis
         return await asyncio.gather(*(send(path) for path in paths))
 
 
+async def send_one(stack: Stack, path: str) -> int:
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as client:
+        return (await client.get(path)).status_code
+
+
 async def processed_deliveries(stack: Stack) -> int:
     value = await stack.fetchval("SELECT coalesce(sum(1 + duplicate_deliveries), 0) FROM payouts")
     return int(value)
@@ -236,3 +241,39 @@ async def test_worker_killed_mid_stream_leaves_every_payout_credited_once(stack:
     await wait_until(drained, "every accepted payout processed", DRAIN_TIMEOUT_SECONDS)
     await assert_wallets_exactly(stack, expected)
     assert await stack.fetchval("SELECT count(*) FROM ledger_entries") == 2400
+
+
+async def test_sigterm_lets_each_process_finish_its_work_and_exit_zero(stack: Stack) -> None:
+    ingress = await stack.start_ingress()
+    worker = await stack.start_worker()
+    paths, expected = mixed_traffic(400, seed=11)
+    sending = asyncio.create_task(send_all(stack, paths, concurrency=16))
+
+    async def some_credited() -> bool:
+        return int(await stack.fetchval("SELECT count(*) FROM payouts")) >= 50
+
+    await wait_until(some_credited, "first credits")
+    assert worker.stop() == 0  # SIGTERM: in-flight payouts finish, the rest stays queued
+    responses = await sending
+    assert {r.status_code for r in responses} == {200}
+
+    in_flight = [asyncio.create_task(send_one(stack, path)) for path in paths[:40]]
+    await asyncio.sleep(0.05)
+    # SIGTERM: uvicorn stops accepting, answers what is in flight, shuts the app down (closing
+    # the broker connection), then ends by re-raising the signal, as is its convention.
+    assert ingress.stop() == -signal.SIGTERM
+    assert "Application shutdown complete." in ingress.log()
+    answers = await asyncio.gather(*in_flight, return_exceptions=True)
+    # A request is answered 200 (and was published) or gets no answer, which providers retry;
+    # never an error status and never a broken 200.
+    assert all(isinstance(a, httpx.TransportError) or a == 200 for a in answers), answers
+    assert "worker stopped" in worker.log()
+    assert '"exit_code": 0' in worker.log()
+
+    await stack.start_worker()
+
+    async def drained() -> bool:
+        return int(await stack.fetchval("SELECT count(*) FROM payouts")) == 400
+
+    await wait_until(drained, "the rest credited by the next worker", DRAIN_TIMEOUT_SECONDS)
+    await assert_wallets_exactly(stack, expected)

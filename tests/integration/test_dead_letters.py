@@ -186,6 +186,9 @@ async def test_transient_failures_walk_the_tiers_then_dead_letter_with_their_his
             assert details["body"]["transaction_id"] in {e.transaction_id for e in events}
 
             await proxy.restore()
+            dry = scene.dlq_json("replay", "--all", "--dry-run")
+            assert (dry["selected"], dry["replayed"], len(dry["ids"])) == (5, 0, 5)
+            await wait_for_depth(scene, scene.topology.dead_letter_queue, 5, "dry run kept all")
             summary = scene.dlq_json("replay", "--all")
             assert (summary["replayed"], summary["failed"]) == (5, 0)
 

@@ -17,7 +17,7 @@ import pytest
 from ingress.app import create_app
 from schema.events import decode_event
 from schema.settings import BrokerSettings, DatabaseSettings, IngressSettings, Settings
-from schema.topology import Topology
+from schema.topology import ROUTING_KEY, Topology
 from tests.broker_admin import close_connections
 from tests.factories import provider
 from tests.polling import wait_until
@@ -228,12 +228,18 @@ async def test_ingress_recovers_after_its_broker_connection_is_closed(
 
 
 async def test_unroutable_publish_is_not_accepted(services: Services, namespace: str) -> None:
+    """The work queue unbound: the broker returns the message, and the provider hears 503."""
+    topology = Topology(namespace)
     async with running(settings_for(services.rabbitmq_url, namespace)) as client:
         connection = await aio_pika.connect(services.rabbitmq_url)
         async with connection:
-            await (await connection.channel()).queue_delete(Topology(namespace).work_queue)
-        response = await client.get(f"{CALLBACK}?{signed()}")
+            channel = await connection.channel()
+            queue = await channel.get_queue(topology.work_queue)
+            await queue.unbind(topology.exchange, ROUTING_KEY)
+            response = await client.get(f"{CALLBACK}?{signed()}")
+            await queue.bind(topology.exchange, ROUTING_KEY)
     assert (response.status_code, response.json()["error"]) == (503, "try_again")
+    assert await queued_messages(services.rabbitmq_url, namespace) == []
 
 
 async def raw_request(app: Starlette, method: str, path: str, query: bytes) -> tuple[int, bytes]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from decimal import Decimal
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingress import fields
+from ingress.client_ip import client_address, is_allowed
 from ingress.protocols.adjoe import Adjoe
 from ingress.protocols.offerwall_md5 import OfferwallMd5
 from ingress.querystring import parse_query
@@ -232,3 +234,20 @@ def test_amounts_in_plain_notation_are_kept_exactly(value: str, expected: str) -
 def test_signed_urlencoded_request_round_trips_through_the_parser() -> None:
     params = {"user_id": "ü & = + %", "amount": "1", "trans_id": "t", "send_time": "1"}
     assert parse_query(urlencode(params).encode()) == params
+
+
+@PROPERTY_SETTINGS
+@given(peer=st.one_of(st.none(), texts), forwarded=st.one_of(st.none(), st.text(max_size=200)))
+def test_any_forwarding_header_gives_an_address_or_none(
+    peer: str | None, forwarded: str | None
+) -> None:
+    proxies = (ip_network("10.0.0.0/8"), ip_network("::1/128"))
+    address = client_address(peer, forwarded, proxies)
+    assert address is None or isinstance(address, IPv4Address | IPv6Address)
+    try:
+        direct = ip_address(peer.strip()) if peer else None
+    except ValueError:
+        direct = None
+    if direct is not None and not any(direct in proxy for proxy in proxies):
+        assert address == direct  # no header lets a direct caller pose as someone else
+    assert not is_allowed(address, ())  # an empty allowlist admits nobody
