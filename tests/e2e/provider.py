@@ -44,9 +44,9 @@ class Payout:
         return 200 in self.answers
 
 
-def make_payout(rng: random.Random, users: list[str]) -> Payout:
+def make_payout(rng: random.Random, users: list[str], offerwall: str = "offerwall") -> Payout:
     user, amount = rng.choice(users), rng.randint(1, 300)
-    if rng.random() < 0.5:
+    if rng.random() < 0.5 or offerwall != "offerwall":
         transaction = uuid.uuid4().hex
         params = {
             "user_id": user,
@@ -55,9 +55,9 @@ def make_payout(rng: random.Random, users: list[str]) -> Payout:
             "send_time": "1763800000",
         }
         query = offerwall_query(params, OFFERWALL_KEY)
-        path = f"/callbacks/offerwall?{query}"
+        path = f"/callbacks/{offerwall}?{query}"
         return Payout(
-            "offerwall",
+            offerwall,
             transaction,
             user,
             "COIN",
@@ -85,10 +85,12 @@ def make_payout(rng: random.Random, users: list[str]) -> Payout:
 
 
 class ProviderSimulator:
-    def __init__(self, stack: Stack, seed: int) -> None:
+    def __init__(self, stack: Stack, seed: int, offerwall: str = "offerwall") -> None:
+        """`offerwall` picks the instance: "offerwall-strict" requires wallets to exist."""
         self._stack = stack
         self._rng = random.Random(seed)
         self._users = [f"player-{n}" for n in range(40)]
+        self._offerwall = offerwall
         self.payouts: list[Payout] = []
         self.tampered_answers: Counter[int | str] = Counter()
 
@@ -103,7 +105,7 @@ class ProviderSimulator:
                 async with limit:
                     await self._deliver(client, payout)
 
-            batch = [make_payout(self._rng, self._users) for _ in range(count)]
+            batch = [make_payout(self._rng, self._users, self._offerwall) for _ in range(count)]
             self.payouts.extend(batch)
             await asyncio.gather(*(deliver(i, payout) for i, payout in enumerate(batch)))
 
@@ -203,6 +205,7 @@ async def reconcile(stack: Stack, payouts: list[Payout]) -> Reconciliation:
     }
     if wrong_wallets or books != 0:
         unexpected.append(f"wallets off: {wrong_wallets}, books sum {books}")
+    credited_count = sum(1 for row in rows.values() if row["status"] == "credited")
     return Reconciliation(
         payouts,
         lost,
@@ -212,6 +215,7 @@ async def reconcile(stack: Stack, payouts: list[Payout]) -> Reconciliation:
         never,
         {
             "payouts": len(payouts),
+            "credited": credited_count,
             "answers": Counter(a for p in payouts for a in p.answers),
         },
     )

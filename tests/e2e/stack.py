@@ -53,6 +53,15 @@ max_amount = "100000"
 account_policy = "create"
 
 [[providers]]
+name = "offerwall-strict"
+protocol = "offerwall_md5"
+route = "/callbacks/offerwall-strict"
+secret_env = "E2E_OFFERWALL_KEY"
+default_currency = "COIN"
+max_amount = "100000"
+account_policy = "require_existing"
+
+[[providers]]
 name = "adjoe"
 protocol = "adjoe"
 route = "/callbacks/adjoe"

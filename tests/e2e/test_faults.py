@@ -4,6 +4,7 @@ what every provider was told against the books. Lost, duplicated and unexpected 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import signal
 from typing import TYPE_CHECKING
@@ -232,6 +233,46 @@ async def test_worker_paused_past_the_consumer_timeout(stack: Stack) -> None:
         await settle(stack)
         result = await reconcile(stack, result.payouts)
     result.assert_clean()
+
+
+async def test_business_failure_fixed_and_replayed_through_the_real_pipeline(stack: Stack) -> None:
+    """Payouts for users whose wallets do not exist yet are accepted, held and dead-lettered;
+    the game creates the wallets; an engineer replays; every payout is credited exactly once."""
+    await stack.start_ingress()
+    await stack.start_worker()
+    provider = ProviderSimulator(stack, seed=12, offerwall="offerwall-strict")
+    await provider.run(60)
+    users = {payout.user_id for payout in provider.payouts}
+    dead_letter_queue = Topology(stack.namespace, RETRY_TIERS).dead_letter_queue
+
+    async def all_dead_lettered() -> bool:
+        # Re-sent callbacks of a held payout add entries of their own: count transactions.
+        distinct = await stack.fetchval("SELECT count(DISTINCT transaction_id) FROM dead_letters")
+        return int(distinct) == 60 and await stack.pending() == 0
+
+    await wait_until(all_dead_lettered, "every held payout dead-lettered")
+    entries = await stack.queue_depth(dead_letter_queue)
+    held = await reconcile(stack, provider.payouts)
+    held.assert_clean()  # held is recorded, not lost
+    assert held.details["credited"] == 0
+
+    conn = await asyncpg.connect(stack.database_url)
+    try:  # the fix: the game creates its users' wallets, crediting nothing itself
+        await conn.executemany(
+            "INSERT INTO accounts (kind, owner, currency) VALUES ('wallet', $1, 'COIN')",
+            [(user,) for user in users],
+        )
+    finally:
+        await conn.close()
+    replay = await asyncio.to_thread(
+        stack.run, "dlq", "replay", "--reason", "business", "--rate", "200", "--json"
+    )
+    assert json.loads(replay.stdout)["replayed"] == entries, replay.stderr
+    await settle(stack)
+    replayed = await reconcile(stack, provider.payouts)
+    replayed.assert_clean()
+    assert replayed.details["credited"] == 60
+    assert await stack.queue_depth(dead_letter_queue) == 0
 
 
 async def test_the_checker_reports_lost_duplicated_and_unexpected_credits(stack: Stack) -> None:
