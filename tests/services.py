@@ -144,3 +144,12 @@ async def delete_topology(connection: aio_pika.abc.AbstractConnection, topology:
         await channel.queue_delete(queue["name"])
     for exchange in definitions["exchanges"]:
         await channel.exchange_delete(exchange["name"])
+
+
+async def fetch_value(database_url: str, query: str, *args: Any) -> Any:
+    """One value from a short-lived connection: what a test asks the database between steps."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetchval(query, *args)
+    finally:
+        await conn.close()

@@ -4,11 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from urllib.parse import urlsplit, urlunsplit
 
 
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to a target; `cut()` drops every connection and refuses new ones
     until `restore()`, as a network partition would."""
+
+    @classmethod
+    async def in_front_of(cls, url: str) -> TcpProxy:
+        """A started proxy to the service a URL names (postgresql://…, amqp://…)."""
+        parts = urlsplit(url)
+        proxy = cls(parts.hostname or "127.0.0.1", parts.port or 0)
+        await proxy.start()
+        return proxy
+
+    def url_through(self, url: str) -> str:
+        """The same URL, credentials and all, pointed at this proxy."""
+        parts = urlsplit(url)
+        credentials = parts.netloc.rpartition("@")[0]
+        return urlunsplit(parts._replace(netloc=f"{credentials}@127.0.0.1:{self.port}"))
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self._target = (target_host, target_port)

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
-import asyncpg
 import httpx
 
 from schema.topology import Topology
 from tests.polling import wait_until
+from tests.services import fetch_value
 
 OFFERWALL_KEY = "e2e-offerwall-pub-key"
 ADJOE_TOKEN = "e2e-adjoe-token"
@@ -207,11 +207,7 @@ class Stack:
         return sum([await self.queue_depth(name) for name in names])
 
     async def fetchval(self, query: str, *args: Any) -> Any:
-        conn = await asyncpg.connect(self.database_url)
-        try:
-            return await conn.fetchval(query, *args)
-        finally:
-            await conn.close()
+        return await fetch_value(self.database_url, query, *args)
 
     def stop_all(self) -> None:
         for process in self.processes:

@@ -8,7 +8,7 @@ import json
 import random
 import signal
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aio_pika
 import asyncpg
@@ -75,12 +75,6 @@ async def run_under_fault(
     return result
 
 
-def proxied(url: str, proxy: TcpProxy) -> str:
-    parts = urlsplit(url)
-    credentials = parts.netloc.rpartition("@")[0]
-    return urlunsplit(parts._replace(netloc=f"{credentials}@127.0.0.1:{proxy.port}"))
-
-
 async def test_workers_killed_repeatedly_under_load(stack: Stack) -> None:
     rng = random.Random(7)
 
@@ -115,9 +109,7 @@ async def test_broker_stopped_and_started_mid_load(stack: Stack) -> None:
 
 
 async def test_connection_reset_between_publish_and_confirm(stack: Stack) -> None:
-    broker = urlsplit(stack.broker_url)
-    proxy = TcpProxy(broker.hostname or "127.0.0.1", broker.port or 5672)
-    await proxy.start()
+    proxy = await TcpProxy.in_front_of(stack.broker_url)
 
     async def reset_repeatedly(_: list[Process]) -> None:
         for _round in range(4):
@@ -128,7 +120,7 @@ async def test_connection_reset_between_publish_and_confirm(stack: Stack) -> Non
 
     try:
         result = await run_under_fault(
-            stack, reset_repeatedly, seed=4, ingress_broker_url=proxied(stack.broker_url, proxy)
+            stack, reset_repeatedly, seed=4, ingress_broker_url=proxy.url_through(stack.broker_url)
         )
     finally:
         await proxy.close()
@@ -137,9 +129,7 @@ async def test_connection_reset_between_publish_and_confirm(stack: Stack) -> Non
 
 
 async def test_database_cut_off_then_postgres_killed_and_restarted(stack: Stack) -> None:
-    database = urlsplit(stack.database_url)
-    proxy = TcpProxy(database.hostname or "127.0.0.1", database.port or 5432)
-    await proxy.start()
+    proxy = await TcpProxy.in_front_of(stack.database_url)
 
     async def cut_then_crash(_: list[Process]) -> None:
         await asyncio.sleep(1)
@@ -152,7 +142,7 @@ async def test_database_cut_off_then_postgres_killed_and_restarted(stack: Stack)
 
     try:
         result = await run_under_fault(
-            stack, cut_then_crash, seed=5, worker_database_url=proxied(stack.database_url, proxy)
+            stack, cut_then_crash, seed=5, worker_database_url=proxy.url_through(stack.database_url)
         )
     finally:
         await proxy.close()

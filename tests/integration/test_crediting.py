@@ -4,41 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from schema.events import PayoutEvent, RawRequest
 from schema.outcomes import Outcome
 from tests.books import assert_books_balance, wallet_balance
+from tests.factories import payout_event
 from workers.accounts import create_wallet
 from workers.crediting import CreditResult, apply_payout
 
 if TYPE_CHECKING:
     import asyncpg
 
+    from schema.events import PayoutEvent
+
 
 def payout(**overrides: Any) -> PayoutEvent:
-    values: dict[str, Any] = {
-        "event_id": uuid.uuid4(),
-        "provider_instance": "ow",
-        "protocol": "offerwall_md5",
-        "transaction_id": f"tx-{uuid.uuid4().hex[:8]}",
-        "user_id": "alice",
-        "amount": Decimal("10.5"),
-        "currency": "COIN",
-        "create_account": True,
-        "answer_code": "200",
-        "received_at": datetime.now(UTC),
-        "raw_request": RawRequest(
-            method="GET", path="/cb", query_string="q", client_ip="127.0.0.1"
-        ),
-    }
-    values.update(overrides)
-    values.setdefault("signature", uuid.uuid4().hex)
-    return PayoutEvent.model_validate(values)
+    return payout_event(**overrides)
 
 
 def redelivered(event: PayoutEvent, **changes: Any) -> PayoutEvent:

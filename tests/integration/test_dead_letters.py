@@ -8,24 +8,22 @@ import json
 import signal
 import subprocess
 import sys
-import uuid
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import asyncpg
 import pytest
 
 from schema.broker import ConfirmedPublisher
-from schema.events import PayoutEvent, RawRequest
 from schema.settings import BrokerSettings, DatabaseSettings, Settings, WorkerSettings
 from schema.topology import DELIVERY_LIMIT, ROUTING_KEY, Topology
 from tests.books import assert_books_balance, wallet_balance
+from tests.factories import payout_event
 from tests.polling import wait_until
+from tests.services import fetch_value
 from tests.tcp_proxy import TcpProxy
 from workers.consumer import Worker
 from workers.database import create_pool_when_available
@@ -33,6 +31,7 @@ from workers.database import create_pool_when_available
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from schema.events import PayoutEvent
     from tests.services import Services
 
 TIERS = (1, 2)
@@ -102,11 +101,7 @@ class Scene:
             return int(declared.declaration_result.message_count or 0)
 
     async def fetchval(self, query: str, *args: Any) -> Any:
-        conn = await asyncpg.connect(self.database_url)
-        try:
-            return await conn.fetchval(query, *args)
-        finally:
-            await conn.close()
+        return await fetch_value(self.database_url, query, *args)
 
     async def publish(self, events: list[PayoutEvent]) -> None:
         publisher = ConfirmedPublisher(self.broker, "test")
@@ -137,20 +132,7 @@ async def worker(settings: Settings) -> AsyncIterator[None]:
 
 
 def payout(user: str, amount: int = 5, create_account: bool = True) -> PayoutEvent:
-    return PayoutEvent(
-        event_id=uuid.uuid4(),
-        provider_instance="ow",
-        protocol="offerwall_md5",
-        transaction_id=uuid.uuid4().hex,
-        user_id=user,
-        amount=Decimal(amount),
-        currency="COIN",
-        signature=uuid.uuid4().hex,
-        create_account=create_account,
-        answer_code="200",
-        received_at=datetime.now(UTC),
-        raw_request=RawRequest(method="GET", path="/cb", query_string="q", client_ip="127.0.0.1"),
-    )
+    return payout_event(user_id=user, amount=Decimal(amount), create_account=create_account)
 
 
 async def wait_for_depth(scene: Scene, queue: str, expected: int, what: str) -> None:
@@ -163,10 +145,8 @@ async def wait_for_depth(scene: Scene, queue: str, expected: int, what: str) -> 
 async def test_transient_failures_walk_the_tiers_then_dead_letter_with_their_history(
     scene: Scene,
 ) -> None:
-    parts = urlsplit(scene.database_url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    await proxy.start()
-    through_proxy = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+    proxy = await TcpProxy.in_front_of(scene.database_url)
+    through_proxy = proxy.url_through(scene.database_url)
     events = [payout("gina") for _ in range(5)]
     try:
         async with worker(scene.settings(through_proxy)):

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aio_pika
 import asyncpg
 import pytest
 
 from schema.broker import ConfirmedPublisher
-from schema.events import PayoutEvent, RawRequest
 from schema.settings import BrokerSettings, DatabaseSettings, Settings, WorkerSettings
 from schema.topology import ROUTING_KEY, Topology
 from tests.books import assert_books_balance
 from tests.broker_admin import close_connections
+from tests.factories import payout_event
 from tests.polling import wait_until
 from tests.tcp_proxy import TcpProxy
 from workers.consumer import Worker
@@ -29,6 +27,7 @@ from workers.database import create_pool_when_available
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
+    from schema.events import PayoutEvent
     from tests.services import Services
 
 OBSERVER = "payouts-test-observer"
@@ -78,20 +77,7 @@ async def worker_running(settings: Settings) -> AsyncIterator[asyncio.Task[int]]
 
 
 def event(user: str, amount: int) -> PayoutEvent:
-    return PayoutEvent(
-        event_id=uuid.uuid4(),
-        provider_instance="ow",
-        protocol="offerwall_md5",
-        transaction_id=uuid.uuid4().hex,
-        user_id=user,
-        amount=Decimal(amount),
-        currency="COIN",
-        signature=uuid.uuid4().hex,
-        create_account=True,
-        answer_code="200",
-        received_at=datetime.now(UTC),
-        raw_request=RawRequest(method="GET", path="/cb", query_string="q", client_ip="127.0.0.1"),
-    )
+    return payout_event(user_id=user, amount=Decimal(amount))
 
 
 async def observer(database_url: str) -> asyncpg.Connection:
@@ -247,10 +233,8 @@ async def test_stop_finishes_in_flight_work_and_leaves_the_rest_queued(
 async def test_worker_exits_for_a_restart_when_it_cannot_hold_a_consumer(
     settings: Settings,
 ) -> None:
-    broker = urlsplit(settings.broker.url)
-    proxy = TcpProxy(broker.hostname or "127.0.0.1", broker.port or 5672)
-    await proxy.start()
-    through_proxy = urlunsplit(broker._replace(netloc=f"guest:guest@127.0.0.1:{proxy.port}"))
+    proxy = await TcpProxy.in_front_of(settings.broker.url)
+    through_proxy = proxy.url_through(settings.broker.url)
     cut_off = settings.model_copy(
         update={
             "broker": settings.broker.model_copy(update={"url": through_proxy}),
