@@ -232,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     from schema.settings import ConfigError
 
     args = _parser().parse_args(argv)
-    configure_logging(os.environ.get("PAYOUTS_LOG_LEVEL", "INFO"))
+    # The long-running parts log every request and payout; one-shot commands only what is wrong.
+    default_level = "INFO" if args.command in ("ingress", "worker") else "WARNING"
+    configure_logging(os.environ.get("PAYOUTS_LOG_LEVEL", default_level))
     try:
         code: int = args.handler(args)
     except ConfigError as error:
