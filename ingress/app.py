@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -24,7 +25,7 @@ from schema.settings import AccountPolicy
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
-    from starlette.requests import Request
+    from starlette.types import Receive, Scope, Send
 
     from ingress.protocols import Claim, ProviderProtocol
     from schema.settings import IngressSettings, Settings
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
-ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 class CallbackEndpoint:
@@ -44,6 +44,12 @@ class CallbackEndpoint:
         self._protocol = protocol
         self._publisher = publisher
         self._settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A plain ASGI app, so the route matches every method and even TRACE or PROPFIND get
+        # an answer in the provider's format rather than Starlette's plain-text 405.
+        response = await self.handle(Request(scope, receive))
+        await response(scope, receive, send)
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -143,7 +149,7 @@ def create_app(settings: Settings, environ: Mapping[str, str]) -> Starlette:
     for instance in settings.providers:
         protocol = protocol_class(instance.protocol)(instance, instance.read_secret(environ))
         endpoint = CallbackEndpoint(protocol, publisher, settings.ingress)
-        routes.append(Route(instance.route, endpoint.handle, methods=ALL_METHODS))
+        routes.append(Route(instance.route, endpoint))
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

@@ -173,10 +173,18 @@ async def test_two_instances_of_one_protocol_work_side_by_side(
     assert {e.transaction_id for e in published} == {trans_uuid}
 
 
-async def test_wrong_method_is_refused(services: Services, namespace: str) -> None:
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PROPFIND"])
+async def test_wrong_method_is_refused_in_the_providers_format(
+    services: Services, namespace: str, method: str
+) -> None:
     async with running(settings_for(services.rabbitmq_url, namespace)) as client:
-        response = await client.post(f"{CALLBACK}?{signed()}")
-    assert (response.status_code, response.json()["error"]) == (405, "method_not_allowed")
+        response = await client.request(method, f"{CALLBACK}?{signed()}")
+    assert response.status_code == 405
+    assert response.json() == {
+        "is_valid": False,
+        "error": "method_not_allowed",
+        "detail": "callbacks are HTTP GET requests",
+    }
 
 
 async def test_ip_allowlist_and_trusted_proxy(services: Services, namespace: str) -> None:
