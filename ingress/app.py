@@ -55,9 +55,10 @@ class CallbackEndpoint:
         started = time.perf_counter()
         event_id = uuid.uuid4()
         transaction_id: str | None = None
+        secret_name: str | None = None
         try:
             claim, raw_request = await self._read(request)
-            transaction_id = claim.transaction_id
+            transaction_id, secret_name = claim.transaction_id, claim.secret_name
             event = PayoutEvent(
                 event_id=event_id,
                 provider_instance=self._protocol.instance.name,
@@ -99,6 +100,7 @@ class CallbackEndpoint:
             event_id=str(event_id) if verdict is Verdict.ACCEPTED else None,
             provider_instance=self._protocol.instance.name,
             transaction_id=transaction_id,
+            secret=secret_name,  # which configured variable matched, never its value
             verdict=verdict.value,
             detail=detail or None,
             answer_code=response.status_code,
@@ -147,7 +149,7 @@ def create_app(settings: Settings, environ: Mapping[str, str]) -> Starlette:
     ]
     validate_providers(settings.providers)
     for instance in settings.providers:
-        protocol = protocol_class(instance.protocol)(instance, instance.read_secret(environ))
+        protocol = protocol_class(instance.protocol)(instance, instance.read_secrets(environ))
         endpoint = CallbackEndpoint(protocol, publisher, settings.ingress)
         routes.append(Route(instance.route, endpoint))
 

@@ -54,6 +54,10 @@ def _decimal_not_float(value: object) -> object:
     return value
 
 
+def _names(value: object) -> object:
+    return (value,) if isinstance(value, str) else value
+
+
 def _network(value: object) -> object:
     if isinstance(value, str):
         return ip_network(value, strict=False)
@@ -130,7 +134,11 @@ class ProviderInstance(_Section):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     protocol: str
     route: str = Field(pattern=r"^/[A-Za-z0-9/_.-]*$")
-    secret_env: str
+    # One variable name, or several while a secret is being rotated (current and next): a
+    # request signed with any of them verifies, and the log names the one that matched.
+    secret_env: Annotated[tuple[str, ...], BeforeValidator(_names)] = Field(
+        min_length=1, max_length=3
+    )
     parameters: dict[str, str] = Field(default_factory=dict)
     default_currency: str | None = Field(default=None, min_length=1, max_length=32)
     allowed_currencies: tuple[str, ...] | None = None
@@ -141,19 +149,23 @@ class ProviderInstance(_Section):
 
     @field_validator("secret_env")
     @classmethod
-    def _env_name(cls, value: str) -> str:
-        if not _ENV_NAME.match(value):
-            raise ValueError("must be the name of an environment variable, not the secret itself")
-        return value
+    def _env_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        if not all(_ENV_NAME.match(name) for name in names):
+            raise ValueError("must name environment variables, not hold the secret itself")
+        if len(set(names)) != len(names):
+            raise ValueError("names the same environment variable twice")
+        return names
 
-    def read_secret(self, environ: Mapping[str, str]) -> str:
-        secret = environ.get(self.secret_env, "")
-        if not secret:
-            raise ConfigError(
-                f"provider instance {self.name!r}: environment variable {self.secret_env} "
-                "is not set or empty; export it with the secret the provider gave you"
-            )
-        return secret
+    def read_secrets(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """Each named variable's secret, in the order configured; every one must be set."""
+        secrets = {name: environ.get(name, "") for name in self.secret_env}
+        for name, secret in secrets.items():
+            if not secret:
+                raise ConfigError(
+                    f"provider instance {self.name!r}: environment variable {name} is not set "
+                    "or empty; export it with the secret the provider gave you"
+                )
+        return secrets
 
 
 class Settings(_Section):

@@ -8,7 +8,7 @@ import hashlib
 from typing import TYPE_CHECKING
 
 from ingress import fields
-from ingress.protocols.base import Claim, QueryCallbackProtocol, signatures_match
+from ingress.protocols.base import Claim, QueryCallbackProtocol
 from ingress.verdicts import Rejection, Verdict
 from schema.settings import ConfigError
 
@@ -67,7 +67,8 @@ class Adjoe(QueryCallbackProtocol):
             for spec in self.renamable_parameters
             if self.sent_name(spec) in params
         }
-        if not signatures_match(sid(by_spec_name, self._secret), received):
+        secret_name = self.matching_secret(lambda token: sid(by_spec_name, token), received)
+        if secret_name is None:
             raise Rejection(Verdict.BAD_SIGNATURE, "sid does not match the parameters")
 
         currency_name = self.sent_name("currency")
@@ -105,6 +106,7 @@ class Adjoe(QueryCallbackProtocol):
             ),
             currency=currency,
             signature=received.lower(),
+            secret_name=secret_name,
             attributes=attributes,
         )
 

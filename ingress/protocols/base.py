@@ -14,6 +14,7 @@ from ingress.verdicts import Rejection, Verdict
 from schema.settings import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
     from decimal import Decimal
 
     from starlette.requests import Request
@@ -32,6 +33,8 @@ class Claim:
     amount: Decimal
     currency: str
     signature: str
+    # The environment variable whose secret verified the request (never the secret itself).
+    secret_name: str = ""
     attributes: dict[str, str] = field(default_factory=dict)
 
 
@@ -49,10 +52,18 @@ class ProviderProtocol(ABC):
     # Names the spec fixes; a renamed parameter must not take one of them.
     fixed_parameters: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, instance: ProviderInstance, secret: str) -> None:
+    def __init__(self, instance: ProviderInstance, secrets: Mapping[str, str]) -> None:
+        """`secrets` maps each environment variable's name to its secret, in configured order."""
         self.instance = instance
-        self._secret = secret
+        self._secrets = dict(secrets)
         self.names = self.validate(instance)
+
+    def matching_secret(self, expected_for: Callable[[str], str], received: str) -> str | None:
+        """The name of the secret under which `received` is the expected signature, if any."""
+        for name, secret in self._secrets.items():
+            if signatures_match(expected_for(secret), received):
+                return name
+        return None
 
     @classmethod
     def validate(cls, instance: ProviderInstance) -> dict[str, str]:

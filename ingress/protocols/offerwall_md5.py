@@ -10,7 +10,7 @@ import hashlib
 from typing import TYPE_CHECKING
 
 from ingress import fields
-from ingress.protocols.base import Claim, QueryCallbackProtocol, signatures_match
+from ingress.protocols.base import Claim, QueryCallbackProtocol
 from ingress.verdicts import Rejection, Verdict
 from schema.settings import ConfigError
 
@@ -56,7 +56,8 @@ class OfferwallMd5(QueryCallbackProtocol):
         if not received:
             raise Rejection(Verdict.MALFORMED, "parameter 'sign' is missing")
         signed = {name: value for name, value in params.items() if name != "sign"}
-        if not signatures_match(sign(signed, self._secret), received):
+        secret_name = self.matching_secret(lambda pub_key: sign(signed, pub_key), received)
+        if secret_name is None:
             raise Rejection(Verdict.BAD_SIGNATURE, "sign does not match the parameters")
 
         send_time = self.required(params, "send_time")
@@ -90,6 +91,7 @@ class OfferwallMd5(QueryCallbackProtocol):
             ),
             currency=self.instance.default_currency,
             signature=received.lower(),
+            secret_name=secret_name,
             attributes=attributes,
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import uuid
 from contextlib import asynccontextmanager
@@ -171,6 +172,34 @@ async def test_two_instances_of_one_protocol_work_side_by_side(
     ]
     assert sorted(e.provider_instance for e in published) == ["adjoe-puzzle", "adjoe-racing"]
     assert {e.transaction_id for e in published} == {trans_uuid}
+
+
+async def test_secret_rotated_step_by_step_rejects_no_callback(
+    services: Services, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The documented procedure: add the next secret, let the provider switch, retire the old
+    one. Each step is a restart with new settings; no correctly signed callback gets a 403."""
+    caplog.set_level(logging.INFO)
+    steps = [
+        (("OW_CURRENT",), ["old"]),
+        (("OW_CURRENT", "OW_NEXT"), ["old", "new", "old", "new"]),  # the provider switches
+        (("OW_NEXT",), ["new"]),
+    ]
+    secrets = {"OW_CURRENT": "old", "OW_NEXT": "new", "TEST_SECRET": SECRET}
+    statuses = []
+    for names, keys in steps:
+        settings = settings_for(services.rabbitmq_url, namespace, secret_env=names)
+        async with running(settings, environ=secrets) as client:
+            for key in keys * 10:
+                params = {"user_id": "u", "amount": "1", "trans_id": uuid.uuid4().hex}
+                query = offerwall_query({**params, "send_time": "1"}, key)
+                statuses.append((await client.get(f"{CALLBACK}?{query}")).status_code)
+            retired = await client.get(f"{CALLBACK}?{offerwall_query(params, 'old')}")
+    assert set(statuses) == {200}
+    assert retired.status_code == 403  # after the last step the old secret no longer verifies
+    matched = {getattr(r, "payouts_fields", {}).get("secret") for r in caplog.records}
+    assert {"OW_CURRENT", "OW_NEXT"} <= matched
+    assert not {"old", "new"} & matched  # the log names variables, never secrets
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PROPFIND"])

@@ -26,7 +26,7 @@ MANDATORY = {
 
 
 def protocol(**overrides: object) -> Adjoe:
-    return Adjoe(provider("adjoe", **overrides), TOKEN)
+    return Adjoe(provider("adjoe", **overrides), {"TEST_SECRET": TOKEN})
 
 
 def verdict_of(query: str, proto: Adjoe | None = None) -> Verdict:
@@ -142,3 +142,10 @@ def test_missing_sid_is_malformed() -> None:
 def test_default_currency_is_a_config_error_for_adjoe() -> None:
     with pytest.raises(ConfigError, match="allowed_currencies"):
         protocol(default_currency="COIN")
+
+
+def test_during_a_rotation_either_token_verifies_and_the_claim_names_which() -> None:
+    rotating = Adjoe(provider("adjoe"), {"ADJOE_CURRENT": "old", "ADJOE_NEXT": "new"})
+    for token, name in (("old", "ADJOE_CURRENT"), ("new", "ADJOE_NEXT")):
+        claim = rotating.verify(parse_query(adjoe_query(MANDATORY, token).encode()))
+        assert claim.secret_name == name

@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 KEY = "hostile-key"
 MAX_AMOUNT = Decimal(100000)
-OFFERWALL = OfferwallMd5(provider("offerwall_md5", amount_decimal_places=2), KEY)
-ADJOE = Adjoe(provider("adjoe"), KEY)
+OFFERWALL = OfferwallMd5(provider("offerwall_md5", amount_decimal_places=2), {"TEST_SECRET": KEY})
+ADJOE = Adjoe(provider("adjoe"), {"TEST_SECRET": KEY})
 PROPERTY_SETTINGS = settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )

@@ -28,7 +28,7 @@ MANDATORY = {
 
 
 def protocol(pub_key: str = PUB_KEY, **overrides: object) -> OfferwallMd5:
-    return OfferwallMd5(provider("offerwall_md5", **overrides), pub_key)
+    return OfferwallMd5(provider("offerwall_md5", **overrides), {"TEST_SECRET": pub_key})
 
 
 def verdict_of(query: str, proto: OfferwallMd5 | None = None) -> Verdict:
@@ -184,3 +184,13 @@ def test_renaming_onto_a_fixed_name_is_a_config_error() -> None:
 def test_renaming_an_unknown_parameter_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="cannot be renamed"):
         protocol(parameters={"coins": "c"})
+
+
+def test_during_a_rotation_either_secret_verifies_and_the_claim_names_which() -> None:
+    secrets = {"OW_CURRENT": "old-key", "OW_NEXT": "new-key"}
+    rotating = OfferwallMd5(provider("offerwall_md5"), secrets)
+    for key, name in (("old-key", "OW_CURRENT"), ("new-key", "OW_NEXT")):
+        claim = rotating.verify(parse_query(offerwall_query(MANDATORY, key).encode()))
+        assert claim.secret_name == name
+    with pytest.raises(Rejection):
+        rotating.verify(parse_query(offerwall_query(MANDATORY, "retired-key").encode()))

@@ -64,11 +64,14 @@ def test_environment_overrides_the_service_urls(tmp_path: Path) -> None:
         ),
         ('max_amount = "500.50"', 'max_amount = "-1"', r"providers\[0\]\.max_amount"),
         ('route = "/cb/ow"', 'route = "cb"', r"providers\[0\]\.route"),
+        ('secret_env = "OW_KEY"', 'secret_env = "hunter2 secret"', "must name environment"),
+        ('secret_env = "OW_KEY"', 'secret_env = ["OW_KEY", "OW_KEY"]', "same environment variable"),
         (
             'secret_env = "OW_KEY"',
-            'secret_env = "hunter2 secret"',
-            "name of an environment variable",
+            'secret_env = ["A", "B", "C", "D"]',
+            r"providers\[0\]\.secret_env",
         ),
+        ('secret_env = "OW_KEY"', "secret_env = []", r"providers\[0\]\.secret_env"),
         ('account_policy = "require_existing"', 'account_policy = "maybe"', "account_policy"),
         ('ip_allowlist = ["198.51.100.0/24"]', 'ip_allowlist = ["nope"]', "ip_allowlist"),
         ('name = "ow"', 'name = "ow"\nsurprise = 1', r"providers\[0\]\.surprise: Extra inputs"),
@@ -106,3 +109,12 @@ def test_unknown_protocol_lists_the_known_ones(tmp_path: Path) -> None:
     path = write(tmp_path, VALID_PROVIDER.replace('"offerwall_md5"', '"carrier_pigeon"'))
     with pytest.raises(ConfigError, match="known protocols: adjoe, offerwall_md5"):
         create_app(load_settings(path, environ={}), environ={"OW_KEY": "k"})
+
+
+def test_several_secrets_each_must_be_set(tmp_path: Path) -> None:
+    rotating = VALID_PROVIDER.replace('secret_env = "OW_KEY"', 'secret_env = ["OW_KEY", "OW_NEXT"]')
+    settings = load_settings(write(tmp_path, rotating), environ={})
+    assert settings.providers[0].secret_env == ("OW_KEY", "OW_NEXT")
+    with pytest.raises(ConfigError, match="OW_NEXT is not set"):
+        create_app(settings, environ={"OW_KEY": "k"})
+    assert create_app(settings, environ={"OW_KEY": "k", "OW_NEXT": "n"}) is not None
