@@ -172,10 +172,12 @@ def cmd_account_create(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from schema.settings import CONFIG_PATH_ENV
+
     parser = argparse.ArgumentParser(prog="payouts", description=__doc__)
     parser.add_argument(
         "--config",
-        default=os.environ.get("PAYOUTS_CONFIG", DEFAULT_CONFIG),
+        default=os.environ.get(CONFIG_PATH_ENV, DEFAULT_CONFIG),
         help="configuration file (default: $PAYOUTS_CONFIG or ./payouts.toml)",
     )
     commands = parser.add_subparsers(dest="command", required=True)

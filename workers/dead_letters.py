@@ -34,7 +34,14 @@ if TYPE_CHECKING:
     from schema.settings import BrokerSettings
     from workers.database import Connection
 
-__all__ = ["DeadLetter", "DeadLetterQueue", "Selection", "record_dead_letter"]
+__all__ = [
+    "DeadLetter",
+    "DeadLetterQueue",
+    "Exported",
+    "Fetched",
+    "Selection",
+    "record_dead_letter",
+]
 
 RECORD = """
 INSERT INTO dead_letters (dead_letter_id, message_id, provider_instance, transaction_id, kind,
@@ -383,6 +390,3 @@ class Exported:
         except ValueError:
             raise ValueError("body_base64 is not base64") from None
         return cls(body, names.carried_headers(headers), message_id)
-
-
-__all__ += ["BrokerUnavailable", "Exported", "Fetched"]
