@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aio_pika
 from pamqp.commands import Basic
@@ -19,7 +19,13 @@ if TYPE_CHECKING:
 
     from schema.settings import BrokerSettings
 
-__all__ = ["BrokerUnavailable", "ConfirmedPublisher", "connect_when_available", "event_message"]
+__all__ = [
+    "BrokerUnavailable",
+    "ConfirmedPublisher",
+    "connect_when_available",
+    "event_message",
+    "persistent_message",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +60,15 @@ async def connect_when_available(settings: BrokerSettings, role: str) -> Abstrac
             await asyncio.sleep(settings.reconnect_interval_seconds)
 
 
+def persistent_message(body: bytes, **properties: Any) -> aio_pika.Message:
+    """Every message we publish carries money or its history: it must survive a broker restart,
+    and aio-pika's default is transient."""
+    return aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **properties)
+
+
 def event_message(event: PayoutEvent) -> aio_pika.Message:
-    return aio_pika.Message(
+    return persistent_message(
         encode_event(event),
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         content_type="application/json",
         message_id=str(event.event_id),
         timestamp=event.received_at,

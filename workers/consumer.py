@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import aio_pika
 
-from schema.broker import BrokerUnavailable, ConfirmedPublisher, connect_when_available
+from schema.broker import (
+    BrokerUnavailable,
+    ConfirmedPublisher,
+    connect_when_available,
+    persistent_message,
+)
 from schema.events import ContractError, PayoutEvent, decode_event
 from schema.logs import log
 from schema.outcomes import Outcome
@@ -37,7 +42,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable
 
     import asyncpg
-    from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+    from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
     from schema.settings import Settings
 
@@ -91,7 +96,9 @@ class Worker:
         log(logger, logging.INFO, "worker stopped", exit_code=exit_code)
         return exit_code
 
-    async def _watch(self, stop: asyncio.Event, connection: Any, queue: AbstractQueue) -> int:
+    async def _watch(
+        self, stop: asyncio.Event, connection: AbstractRobustConnection, queue: AbstractQueue
+    ) -> int:
         """Wait for `stop`; give up (1) after `no_consumer_exit_seconds` without a live consumer."""
         limit = self._settings.worker.no_consumer_exit_seconds
         since: float | None = None
@@ -300,10 +307,9 @@ class Worker:
 def _copy(
     message: AbstractIncomingMessage, headers: dict[str, Any], expiration_ms: int | None = None
 ) -> aio_pika.Message:
-    return aio_pika.Message(
+    return persistent_message(
         message.body,
         headers=headers,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         content_type=message.content_type,
         message_id=message.message_id,
         timestamp=message.timestamp,

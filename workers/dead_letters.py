@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 import aio_pika
 
-from schema.broker import BrokerUnavailable, ConfirmedPublisher, connection_name
+from schema.broker import (
+    BrokerUnavailable,
+    ConfirmedPublisher,
+    connection_name,
+    persistent_message,
+)
 from schema.events import ContractError, decode_event
 from schema.logs import redacted_url
 from schema.topology import Topology, declare
@@ -326,10 +331,9 @@ class DeadLetterQueue:
         }
         headers[REPLAY_OF] = entry.dead_letter_id
         await self._publisher.publish(
-            aio_pika.Message(
+            persistent_message(
                 entry.body,
                 headers=headers,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 content_type=fetched.delivery.content_type,
                 message_id=entry.message_id,
                 type=fetched.delivery.type,
@@ -348,11 +352,8 @@ class DeadLetterQueue:
     async def add(self, exported: Exported) -> None:
         """Put one exported message back into the dead-letter queue, confirmed."""
         await self._publisher.publish(
-            aio_pika.Message(
-                exported.body,
-                headers=exported.headers,
-                message_id=exported.message_id,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            persistent_message(
+                exported.body, headers=exported.headers, message_id=exported.message_id
             ),
             exchange=self._topology.dead_letter_exchange,
             routing_key="",

@@ -115,6 +115,7 @@ async def test_poison_message_is_dead_lettered_and_the_queue_keeps_flowing(
             dead = [await dead_queue.get(no_ack=True, timeout=5) for _ in range(2)]
             await conn.close()
     assert sorted(m.body for m in dead) == [b"not json at all", b'{"contract_version": 99}']
+    assert {m.delivery_mode for m in dead} == {aio_pika.DeliveryMode.PERSISTENT}
 
 
 async def test_killed_database_connections_are_retried_without_double_credit(
