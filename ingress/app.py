@@ -1,7 +1,9 @@
-"""The ingress application: one route per configured provider instance, plus health checks."""
+"""The ingress application: one route per configured provider instance, the proof and internal
+order APIs when configured, and health checks."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -14,7 +16,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ingress.bodies import read_body
 from ingress.client_ip import client_address, is_allowed
+from ingress.database import IngressDatabase
+from ingress.orders_api import order_routes
+from ingress.outcomes import OutcomeListener, OutcomeUnavailable
+from ingress.proof_api import ProofEndpoint
 from ingress.protocols import protocol_class, validate_providers
 from ingress.verdicts import Rejection, Verdict
 from schema.broker import BrokerUnavailable, ConfirmedPublisher
@@ -39,11 +46,18 @@ class CallbackEndpoint:
     """Resolve, check, verify, publish, and only then answer: one provider instance's route."""
 
     def __init__(
-        self, protocol: ProviderProtocol, publisher: ConfirmedPublisher, settings: IngressSettings
+        self,
+        protocol: ProviderProtocol,
+        publisher: ConfirmedPublisher,
+        settings: IngressSettings,
+        outcomes: OutcomeListener | None,
     ) -> None:
         self._protocol = protocol
         self._publisher = publisher
         self._settings = settings
+        self._outcomes = outcomes
+        if protocol.waits_for_outcome and outcomes is None:
+            raise ValueError(f"protocol {protocol.name} waits for outcomes: give it a listener")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A plain ASGI app, so the route matches every method and even TRACE or PROPFIND get
@@ -56,25 +70,16 @@ class CallbackEndpoint:
         event_id = uuid.uuid4()
         transaction_id: str | None = None
         secret_name: str | None = None
+        outcome: str | None = None
         try:
             claim, raw_request = await self._read(request)
             transaction_id, secret_name = claim.transaction_id, claim.secret_name
-            event = PayoutEvent(
-                event_id=event_id,
-                provider_instance=self._protocol.instance.name,
-                protocol=self._protocol.name,
-                transaction_id=claim.transaction_id,
-                user_id=claim.user_id,
-                amount=claim.amount,
-                currency=claim.currency,
-                signature=claim.signature,
-                create_account=self._protocol.instance.account_policy is AccountPolicy.CREATE,
-                answer_code=self._protocol.accepted_answer_code,
-                received_at=datetime.now(UTC),
-                attributes=claim.attributes,
-                raw_request=raw_request,
-            )
-            await self._publisher.publish_event(event)
+            event = self._event(event_id, claim, raw_request)
+            if self._protocol.waits_for_outcome:
+                response, outcome = await self._publish_and_wait(event, claim)
+            else:
+                await self._publisher.publish_event(event)
+                response = self._protocol.answer(Verdict.ACCEPTED)
             verdict, detail = Verdict.ACCEPTED, ""
         except Rejection as rejection:
             verdict, detail = rejection.verdict, rejection.detail
@@ -92,7 +97,8 @@ class CallbackEndpoint:
             # Never a 500: whatever went wrong, nothing was confirmed, so the provider retries.
             logger.exception("unexpected error handling a callback")
             verdict, detail = Verdict.TRY_AGAIN, "temporarily unable to accept; retry later"
-        response = self._protocol.answer(verdict, detail)
+        if verdict is not Verdict.ACCEPTED:
+            response = self._protocol.answer(verdict, detail)
         log(
             logger,
             logging.INFO,
@@ -102,11 +108,59 @@ class CallbackEndpoint:
             transaction_id=transaction_id,
             secret=secret_name,  # which configured variable matched, never its value
             verdict=verdict.value,
+            outcome=outcome,
             detail=detail or None,
-            answer_code=response.status_code,
+            answer_code=_answer_code(response),
             latency_ms=round((time.perf_counter() - started) * 1000, 2),
         )
         return response
+
+    def _event(self, event_id: uuid.UUID, claim: Claim, raw_request: RawRequest) -> PayoutEvent:
+        instance = self._protocol.instance
+        return PayoutEvent(
+            event_id=event_id,
+            provider_instance=instance.name,
+            protocol=self._protocol.name,
+            transaction_id=claim.transaction_id,
+            user_id=claim.user_id,
+            amount=claim.amount,
+            currency=claim.currency,
+            items=claim.items,
+            price=claim.price,
+            order_id=claim.order_id,
+            verify_order=instance.verify_orders,
+            may_record_new=claim.may_record_new,
+            report_outcome=self._protocol.waits_for_outcome,
+            signature=claim.signature,
+            create_account=instance.account_policy is AccountPolicy.CREATE,
+            answer_code=self._protocol.accepted_answer_code,
+            received_at=datetime.now(UTC),
+            attributes=claim.attributes,
+            raw_request=raw_request,
+        )
+
+    async def _publish_and_wait(self, event: PayoutEvent, claim: Claim) -> tuple[Response, str]:
+        """Publish, then answer with the committed outcome, or "try again" if it is late: the
+        provider's retry is then answered from the record."""
+        assert self._outcomes is not None  # checked in __init__
+        with self._outcomes.expecting(event.event_id) as future:
+            await self._publisher.publish_event(event)
+            try:
+                report = await self._outcomes.wait(
+                    future, self._protocol.instance.outcome_timeout_seconds
+                )
+            except OutcomeUnavailable as error:
+                log(
+                    logger,
+                    logging.WARNING,
+                    "published, but no outcome to answer with",
+                    event_id=str(event.event_id),
+                    provider_instance=event.provider_instance,
+                    transaction_id=event.transaction_id,
+                    error=str(error),
+                )
+                return self._protocol.answer(Verdict.TRY_AGAIN), "unknown"
+        return self._protocol.answer_outcome(claim, report), report.outcome.value
 
     async def _read(self, request: Request) -> tuple[Claim, RawRequest]:
         peer = request.client.host if request.client else None
@@ -122,15 +176,36 @@ class CallbackEndpoint:
             )
         if _declared_length(request.headers) > self._settings.max_body_bytes:
             raise Rejection(Verdict.TOO_LARGE, f"body over {self._settings.max_body_bytes} bytes")
-        claim = await self._protocol.read_claim(request)
+        if request.method != self._protocol.method:
+            raise Rejection(
+                Verdict.METHOD_NOT_ALLOWED, f"callbacks are HTTP {self._protocol.method} requests"
+            )
+        body = b""
+        if self._protocol.method == "POST":
+            body = await read_body(request, self._settings.max_body_bytes)
+        claim = await self._protocol.read_claim(request, body)
         raw_request = RawRequest(
             method=request.method,
             path=request.url.path,
             query_string=request.scope["query_string"].decode("latin-1"),
             client_ip=str(address),
             user_agent=request.headers.get("user-agent"),
+            # Verified above, so valid UTF-8 JSON.
+            body=body.decode() if body else None,
         )
         return claim, raw_request
+
+
+def _answer_code(response: Response) -> int | str:
+    """The code the provider reads: the HTTP status, or the code in a JSON body that has one."""
+    try:
+        body = json.loads(bytes(response.body))
+    except ValueError:
+        return response.status_code
+    for key in ("code", "resultCode"):
+        if isinstance(body, dict) and key in body:
+            return str(body[key])
+    return response.status_code
 
 
 def _declared_length(headers: Mapping[str, str]) -> int:
@@ -142,32 +217,67 @@ def _declared_length(headers: Mapping[str, str]) -> int:
 
 def create_app(settings: Settings, environ: Mapping[str, str]) -> Starlette:
     """Build the app; raises ConfigError for a provider it cannot serve (before any traffic)."""
+    validate_providers(settings.providers)
     publisher = ConfirmedPublisher(settings.broker, "ingress")
+    protocols = [
+        protocol_class(instance.protocol)(instance, instance.read_secrets(environ))
+        for instance in settings.providers
+    ]
+    outcomes = (
+        OutcomeListener(settings.database)
+        if any(protocol.waits_for_outcome for protocol in protocols)
+        else None
+    )
+    serves_apis = bool(settings.partners) or bool(settings.internal_api.token_env)
+    database = IngressDatabase(settings.database) if serves_apis else None
     routes = [
         Route("/healthz", lambda _: JSONResponse({"status": "alive"}), methods=["GET"]),
-        Route("/readyz", _readiness(publisher), methods=["GET"]),
+        Route("/readyz", _readiness(publisher, outcomes, database), methods=["GET"]),
     ]
-    validate_providers(settings.providers)
-    for instance in settings.providers:
-        protocol = protocol_class(instance.protocol)(instance, instance.read_secrets(environ))
-        endpoint = CallbackEndpoint(protocol, publisher, settings.ingress)
-        routes.append(Route(instance.route, endpoint))
+    for protocol in protocols:
+        endpoint = CallbackEndpoint(protocol, publisher, settings.ingress, outcomes)
+        routes.append(Route(protocol.instance.route, endpoint))
+    if database is not None and settings.partners:
+        routes.append(Route(settings.proof_api.route, ProofEndpoint(settings, database, environ)))
+    if database is not None and settings.internal_api.token_env:
+        routes.extend(order_routes(settings, database, environ))
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         publisher.start()
+        if outcomes is not None:
+            outcomes.start()
+        if database is not None:
+            await database.open()
         try:
             yield
         finally:
             await publisher.close()
+            if outcomes is not None:
+                await outcomes.close()
+            if database is not None:
+                await database.close()
 
     return Starlette(routes=routes, lifespan=lifespan)
 
 
-def _readiness(publisher: ConfirmedPublisher) -> Callable[[Request], Awaitable[Response]]:
+def _readiness(
+    publisher: ConfirmedPublisher,
+    outcomes: OutcomeListener | None,
+    database: IngressDatabase | None,
+) -> Callable[[Request], Awaitable[Response]]:
+    """Ready means callbacks can be accepted: the broker. The rest is reported, not required, so
+    a database outage does not take the callback endpoints out of rotation."""
+
     async def readyz(_: Request) -> Response:
-        if publisher.ready:
-            return JSONResponse({"status": "ready", "broker": "connected"})
-        return JSONResponse({"status": "not ready", "broker": "disconnected"}, status_code=503)
+        report: dict[str, str] = {
+            "status": "ready" if publisher.ready else "not ready",
+            "broker": "connected" if publisher.ready else "disconnected",
+        }
+        if outcomes is not None:
+            report["outcomes"] = "listening" if outcomes.listening else "not listening"
+        if database is not None:
+            report["database"] = "reachable" if await database.reachable() else "unreachable"
+        return JSONResponse(report, status_code=200 if publisher.ready else 503)
 
     return readyz

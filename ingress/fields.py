@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from ingress.verdicts import Rejection, Verdict
 
-__all__ = ["amount", "positive_integer", "text", "uuid_v4"]
+__all__ = ["amount", "positive_integer", "text", "unsigned_integer", "uuid_v4"]
 
 _UUID_V4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 # Plain decimal notation: no sign, no exponent, no leading zeros, no surrounding junk.
@@ -37,19 +37,26 @@ def text(name: str, value: str, *, max_length: int, required: bool = True) -> st
     return value
 
 
-def positive_integer(name: str, value: str) -> int:
+def unsigned_integer(name: str, value: str) -> int:
     if not _UNSIGNED_INTEGER.fullmatch(value) or len(value) > MAX_INTEGER_DIGITS:
         raise _malformed(
             name, f"must be an unsigned integer of at most {MAX_INTEGER_DIGITS} digits"
         )
-    number = int(value)
+    return int(value)
+
+
+def positive_integer(name: str, value: str) -> int:
+    number = unsigned_integer(name, value)
     if number == 0:
         raise _malformed(name, "must be greater than zero")
     return number
 
 
-def amount(name: str, value: str, *, decimal_places: int, maximum: Decimal) -> Decimal:
-    """A positive amount in plain notation with at most `decimal_places` fractional digits."""
+def amount(
+    name: str, value: str, *, decimal_places: int, maximum: Decimal, allow_zero: bool = False
+) -> Decimal:
+    """An amount in plain notation with at most `decimal_places` fractional digits; positive,
+    or zero where the protocol settles payouts of nothing (a lost bet)."""
     whole, dot, fraction = value.partition(".")
     if decimal_places == 0 and dot:
         raise _malformed(name, "must be a whole number")
@@ -60,7 +67,7 @@ def amount(name: str, value: str, *, decimal_places: int, maximum: Decimal) -> D
     if not _UNSIGNED_INTEGER.fullmatch(whole) or len(whole) > MAX_INTEGER_DIGITS:
         raise _malformed(name, "must be an unsigned number in plain notation")
     parsed = Decimal(value)
-    if parsed <= 0:
+    if parsed == 0 and not allow_zero:
         raise _malformed(name, "must be greater than zero")
     if parsed > maximum:
         raise _malformed(name, f"exceeds this instance's maximum payout of {maximum}")

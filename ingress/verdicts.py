@@ -14,6 +14,7 @@ class Verdict(StrEnum):
     IP_NOT_ALLOWED = "ip_not_allowed"
     TOO_LARGE = "too_large"
     METHOD_NOT_ALLOWED = "method_not_allowed"
+    UNKNOWN_CURRENCY = "unknown_currency"
     TRY_AGAIN = "try_again"
 
     @property
@@ -28,6 +29,7 @@ _HTTP_STATUS = {
     Verdict.IP_NOT_ALLOWED: 403,
     Verdict.TOO_LARGE: 413,
     Verdict.METHOD_NOT_ALLOWED: 405,
+    Verdict.UNKNOWN_CURRENCY: 400,
     Verdict.TRY_AGAIN: 503,
 }
 

@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    model_validator,
 )
 
 __all__ = [
@@ -53,8 +54,10 @@ Amount = Annotated[
     Decimal,
     BeforeValidator(_amount_not_a_number),
     PlainSerializer(decimal_text, return_type=str),
-    Field(gt=0, allow_inf_nan=False),
+    # Zero is a real payout: a lost bet settled with no winnings, or items bought and paid for.
+    Field(ge=0, allow_inf_nan=False),
 ]
+ItemId = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 class _Frozen(BaseModel):
@@ -69,6 +72,8 @@ class RawRequest(_Frozen):
     query_string: str
     client_ip: str
     user_agent: str | None = None
+    # The decoded body of a POST callback, as text.
+    body: str | None = None
 
 
 class PayoutEvent(_Frozen):
@@ -78,8 +83,21 @@ class PayoutEvent(_Frozen):
     protocol: str = Field(min_length=1, max_length=64)
     transaction_id: str = Field(min_length=1, max_length=128)
     user_id: str = Field(min_length=1, max_length=128)
+    # Credited to the user's wallet in `currency`.
     amount: Amount
     currency: str = Field(min_length=1, max_length=64)
+    # Items granted to the user's inventory, one of each, and what the user paid for them (in
+    # `currency`; recorded, never credited).
+    items: tuple[ItemId, ...] = ()
+    price: Amount | None = None
+    # The game's own pending order this payout must match and consume (docs/orders.md).
+    order_id: str | None = Field(default=None, min_length=1, max_length=128)
+    verify_order: bool = False
+    # False when the request came too late to start a transaction: only a transaction already
+    # recorded is answered, nothing new is recorded.
+    may_record_new: bool = True
+    # The ingress waits for this event's outcome (docs/outcomes.md): report it on commit.
+    report_outcome: bool = False
     # The provider's signature over the request. Two different requests carrying one signature are
     # a field-boundary shift (see docs/security.md), so the worker keeps it unique per instance.
     signature: str = Field(min_length=1, max_length=128)
@@ -89,6 +107,12 @@ class PayoutEvent(_Frozen):
     received_at: AwareDatetime
     attributes: dict[str, str] = Field(default_factory=dict)
     raw_request: RawRequest
+
+    @model_validator(mode="after")
+    def _order_to_verify(self) -> PayoutEvent:
+        if self.verify_order and self.order_id is None:
+            raise ValueError("verify_order needs an order_id")
+        return self
 
 
 def encode_event(event: PayoutEvent) -> bytes:

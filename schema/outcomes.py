@@ -1,18 +1,72 @@
-"""What a worker decides about one payout event; stored, logged, and shown to operators."""
+"""What a worker decides about one payout event; stored, logged, shown to operators, and reported
+to an ingress waiting to answer the provider (Postgres NOTIFY on `OUTCOME_CHANNEL`)."""
 
+from __future__ import annotations
+
+from decimal import Decimal
 from enum import StrEnum
+from typing import Annotated
+from uuid import UUID
 
-__all__ = ["Outcome"]
+from pydantic import BaseModel, ConfigDict, PlainSerializer, TypeAdapter, ValidationError
+
+__all__ = [
+    "MAX_REPORT_BYTES",
+    "OUTCOME_CHANNEL",
+    "Outcome",
+    "OutcomeReport",
+    "decode_reports",
+    "encode_reports",
+]
+
+OUTCOME_CHANNEL = "payout_outcomes"
+# Postgres refuses a NOTIFY payload of 8000 bytes or more.
+MAX_REPORT_BYTES = 7900
 
 
 class Outcome(StrEnum):
     CREDITED = "credited"
-    """The wallet was credited and the ledger written, in this delivery."""
+    """The wallet was credited (and items granted) and the ledger written, in this delivery."""
     DUPLICATE = "duplicate"
-    """The transaction was already recorded with the same user, amount and currency."""
+    """The transaction was already recorded with the same content."""
     HELD_UNKNOWN_ACCOUNT = "held_unknown_account"
     """The wallet does not exist and the instance requires it to; credited once it exists."""
     CONFLICT = "conflict"
-    """The transaction id reappeared with a different user, amount or currency: never credited."""
+    """The transaction id reappeared with different content: never credited."""
     SIGNATURE_REUSED = "signature_reused"
     """Another transaction already carried this signature (a field-boundary shift)."""
+    ORDER_NOT_FOUND = "order_not_found"
+    """Order verification is on and no pending order has this id (unknown, used or cancelled)."""
+    ORDER_MISMATCH = "order_mismatch"
+    """The pending order names another user, other items or another amount."""
+    EXPIRED = "expired"
+    """The request was too old to start a transaction and none was recorded: nothing changed."""
+
+
+class OutcomeReport(BaseModel):
+    """One event's outcome, as the worker committed it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: UUID
+    outcome: Outcome
+    # The wallet's balance right after this transaction was credited (the first time, for a
+    # duplicate), when there is one.
+    balance: Annotated[Decimal, PlainSerializer(lambda value: format(value, "f"), str)] | None = (
+        None
+    )
+
+
+_REPORTS = TypeAdapter(list[OutcomeReport])
+
+
+def encode_reports(reports: list[OutcomeReport]) -> str:
+    return _REPORTS.dump_json(reports).decode()
+
+
+def decode_reports(payload: str) -> list[OutcomeReport]:
+    """Raises ValueError for a payload that is not a list of reports."""
+    try:
+        return _REPORTS.validate_json(payload)
+    except ValidationError as error:
+        raise ValueError(f"not an outcome report list: {error}") from None

@@ -11,6 +11,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -30,6 +31,9 @@ __all__ = [
     "ConfigError",
     "DatabaseSettings",
     "IngressSettings",
+    "InternalApiSettings",
+    "Partner",
+    "ProofApiSettings",
     "ProviderInstance",
     "Settings",
     "WorkerSettings",
@@ -130,15 +134,25 @@ class AccountPolicy(StrEnum):
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def _env_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    if not all(_ENV_NAME.match(name) for name in names):
+        raise ValueError("must name environment variables, not hold the secret itself")
+    if len(set(names)) != len(names):
+        raise ValueError("names the same environment variable twice")
+    return names
+
+
+# One variable name, or several while a secret is being rotated (current and next).
+EnvNames = Annotated[tuple[str, ...], BeforeValidator(_names), AfterValidator(_env_names)]
+
+
 class ProviderInstance(_Section):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     protocol: str
     route: str = Field(pattern=r"^/[A-Za-z0-9/_.-]*$")
     # One variable name, or several while a secret is being rotated (current and next): a
     # request signed with any of them verifies, and the log names the one that matched.
-    secret_env: Annotated[tuple[str, ...], BeforeValidator(_names)] = Field(
-        min_length=1, max_length=3
-    )
+    secret_env: EnvNames = Field(min_length=1, max_length=3)
     parameters: dict[str, str] = Field(default_factory=dict)
     default_currency: str | None = Field(default=None, min_length=1, max_length=32)
     allowed_currencies: tuple[str, ...] | None = None
@@ -146,26 +160,56 @@ class ProviderInstance(_Section):
     max_amount: ExactDecimal = Field(gt=0)
     amount_decimal_places: int = Field(default=0, ge=0, le=8)
     account_policy: AccountPolicy
-
-    @field_validator("secret_env")
-    @classmethod
-    def _env_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
-        if not all(_ENV_NAME.match(name) for name in names):
-            raise ValueError("must name environment variables, not hold the secret itself")
-        if len(set(names)) != len(names):
-            raise ValueError("names the same environment variable twice")
-        return names
+    # Protocol-specific; each protocol refuses the ones it does not use (docs/protocols.md).
+    signature_scheme: str | None = None
+    verify_orders: bool = False
+    # Protocols that answer with the outcome wait this long for it, then say "try again".
+    outcome_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    request_max_age_seconds: int = Field(default=600, ge=1, le=86_400)
 
     def read_secrets(self, environ: Mapping[str, str]) -> dict[str, str]:
         """Each named variable's secret, in the order configured; every one must be set."""
-        secrets = {name: environ.get(name, "") for name in self.secret_env}
-        for name, secret in secrets.items():
-            if not secret:
-                raise ConfigError(
-                    f"provider instance {self.name!r}: environment variable {name} is not set "
-                    "or empty; export it with the secret the provider gave you"
-                )
-        return secrets
+        return read_secrets(
+            environ, self.secret_env, f"provider instance {self.name!r}", "the provider gave you"
+        )
+
+
+def read_secrets(
+    environ: Mapping[str, str], names: tuple[str, ...], owner: str, source: str
+) -> dict[str, str]:
+    """`names` mapped to their values in `environ`; a missing or empty one is a ConfigError."""
+    secrets = {name: environ.get(name, "") for name in names}
+    for name, secret in secrets.items():
+        if not secret:
+            raise ConfigError(
+                f"{owner}: environment variable {name} is not set or empty; "
+                f"export it with the secret {source}"
+            )
+    return secrets
+
+
+class Partner(_Section):
+    """A partner of the Payout Proof API (spec 002) and the instances whose payouts it may see."""
+
+    pid: str = Field(min_length=1, max_length=128)
+    # Several names while a key or secret is rotated, as for provider secrets.
+    api_key_env: EnvNames = Field(min_length=1, max_length=3)
+    secret_env: EnvNames = Field(min_length=1, max_length=3)
+    provider_instances: tuple[str, ...] = Field(min_length=1)
+
+
+class ProofApiSettings(_Section):
+    route: str = Field(default="/payout/api/proof/get_data.php", pattern=r"^/[A-Za-z0-9/_.-]*$")
+    # Attached proof images larger than this are refused by `payouts payout attach-proof`.
+    max_image_bytes: int = Field(default=1_048_576, ge=1024, le=16_777_216)
+
+
+class InternalApiSettings(_Section):
+    """The game server's authenticated API (pending orders); off unless `token_env` is set."""
+
+    route_prefix: str = Field(default="/internal", pattern=r"^/[A-Za-z0-9/_.-]*[A-Za-z0-9_.-]$")
+    token_env: EnvNames = Field(default=(), max_length=3)
+    ip_allowlist: tuple[Network, ...] | None = None
 
 
 class Settings(_Section):
@@ -174,6 +218,9 @@ class Settings(_Section):
     ingress: IngressSettings = IngressSettings()
     worker: WorkerSettings = WorkerSettings()
     providers: tuple[ProviderInstance, ...] = ()
+    proof_api: ProofApiSettings = ProofApiSettings()
+    partners: tuple[Partner, ...] = ()
+    internal_api: InternalApiSettings = InternalApiSettings()
 
     @model_validator(mode="after")
     def _unique_names_and_routes(self) -> Settings:
@@ -184,6 +231,31 @@ class Settings(_Section):
                 if value in seen:
                     raise ValueError(f"two provider instances share the {attribute} {value!r}")
                 seen.add(value)
+        routes = {provider.route for provider in self.providers}
+        if self.partners and self.proof_api.route in routes:
+            raise ValueError(f"proof_api.route {self.proof_api.route!r} is a provider's route")
+        if self.internal_api.token_env and any(
+            route.startswith(self.internal_api.route_prefix + "/") for route in routes
+        ):
+            raise ValueError(
+                f"internal_api.route_prefix {self.internal_api.route_prefix!r} covers a "
+                "provider's route"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _partners_see_known_instances(self) -> Settings:
+        names = {provider.name for provider in self.providers}
+        pids: set[str] = set()
+        for partner in self.partners:
+            if partner.pid in pids:
+                raise ValueError(f"two partners share the pid {partner.pid!r}")
+            pids.add(partner.pid)
+            unknown = sorted(set(partner.provider_instances) - names)
+            if unknown:
+                raise ValueError(
+                    f"partner {partner.pid!r} names unknown provider instances: {unknown}"
+                )
         return self
 
 

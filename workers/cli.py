@@ -171,6 +171,83 @@ def cmd_account_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_payout_attach_proof(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ingress.proof_images import ProofImageError, validated_media_type
+    from workers.proofs import NoSuchPayout, attach_proof
+
+    settings = load_checked_settings(args)
+    data = Path(args.file).read_bytes()
+    try:
+        media_type = validated_media_type(data, max_bytes=settings.proof_api.max_image_bytes)
+    except ProofImageError as error:
+        print(f"payouts: {args.file}: {error}", file=sys.stderr)
+        return 1
+
+    async def attach(conn: asyncpg.Connection) -> Any:
+        return await attach_proof(conn, args.provider, args.transaction, media_type, data)
+
+    try:
+        image_id = asyncio.run(with_connection(settings, attach))
+    except NoSuchPayout as error:
+        print(f"payouts: {error}", file=sys.stderr)
+        return 1
+    print_data(
+        {"image_id": image_id, "media_type": media_type, "already_attached": image_id is None},
+        args.json,
+    )
+    return 0
+
+
+def cmd_order_register(args: argparse.Namespace) -> int:
+    from ingress.order_terms import OrderRefused, checked_order
+    from workers.orders import RegisterResult, register_order
+
+    settings = load_checked_settings(args)
+    try:
+        order = checked_order(
+            settings, args.provider, args.order_id, args.user, args.item, args.amount
+        )
+    except OrderRefused as error:
+        print(f"payouts: {error}", file=sys.stderr)
+        return 1
+
+    async def register(conn: asyncpg.Connection) -> Any:
+        return await register_order(conn, order)
+
+    result, stored = asyncio.run(with_connection(settings, register))
+    print_data({"result": result.value, "order": vars(stored)}, args.json)
+    return 1 if result is RegisterResult.CONFLICT else 0
+
+
+def cmd_order_show(args: argparse.Namespace) -> int:
+    from workers.orders import find_order
+
+    async def show(conn: asyncpg.Connection) -> Any:
+        return await find_order(conn, args.provider, args.order_id)
+
+    order = asyncio.run(with_connection(load_checked_settings(args), show))
+    if order is None:
+        print(f"no order {args.order_id!r} for {args.provider!r}", file=sys.stderr)
+        return 1
+    print_data(vars(order), args.json)
+    return 0
+
+
+def cmd_order_cancel(args: argparse.Namespace) -> int:
+    from workers.orders import cancel_order
+
+    async def cancel(conn: asyncpg.Connection) -> Any:
+        return await cancel_order(conn, args.provider, args.order_id)
+
+    if not asyncio.run(with_connection(load_checked_settings(args), cancel)):
+        print(f"no pending order {args.order_id!r} for {args.provider!r}", file=sys.stderr)
+        return 1
+    print_data({"cancelled": args.order_id}, args.json)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     from schema.settings import CONFIG_PATH_ENV
 
@@ -208,10 +285,42 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--provider", required=True, help="provider instance name")
     show.add_argument("--transaction", required=True, help="the provider's transaction id")
 
-    balance = commands.add_parser("balance", help="inspect balances").add_subparsers(required=True)
-    command("show", cmd_balance_show, "a user's wallets and held payouts", balance).add_argument(
-        "--user", required=True
+    attach = command(
+        "attach-proof",
+        cmd_payout_attach_proof,
+        "attach a PNG, JPEG or WebP image to a payout as proof for the Payout Proof API",
+        payout,
     )
+    attach.add_argument("--provider", required=True, help="provider instance name")
+    attach.add_argument("--transaction", required=True, help="the provider's transaction id")
+    attach.add_argument("--file", required=True, help="the image file")
+
+    balance = commands.add_parser("balance", help="inspect balances").add_subparsers(required=True)
+    command(
+        "show", cmd_balance_show, "a user's wallets, held payouts and inventory", balance
+    ).add_argument("--user", required=True)
+
+    order = commands.add_parser("order", help="the game's pending orders").add_subparsers(
+        required=True
+    )
+    register = command(
+        "register",
+        cmd_order_register,
+        "register a pending order that a provider's payout must match (docs/orders.md)",
+        order,
+    )
+    for sub in (
+        register,
+        command("show", cmd_order_show, "one order and its status", order),
+        command("cancel", cmd_order_cancel, "cancel a pending order", order),
+    ):
+        sub.add_argument("--provider", required=True, help="provider instance name")
+        sub.add_argument("--order-id", required=True, help="the game's order id")
+    register.add_argument("--user", required=True, help="the user the order is for")
+    register.add_argument(
+        "--item", action="append", help="an item id the order grants (repeat for several)"
+    )
+    register.add_argument("--amount", help="the order's price, as a decimal")
 
     account = commands.add_parser("account", help="manage accounts").add_subparsers(required=True)
     create = command(

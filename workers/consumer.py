@@ -24,7 +24,7 @@ from schema.broker import (
 )
 from schema.events import ContractError, PayoutEvent, decode_event
 from schema.logs import log
-from schema.outcomes import Outcome
+from schema.outcomes import Outcome, OutcomeReport
 from schema.topology import Topology, declare
 from workers.crediting import CreditResult, apply_payout
 from workers.dead_letters import record_dead_letter
@@ -37,6 +37,7 @@ from workers.failures import (
     retry_delay_ms,
     retry_headers,
 )
+from workers.outcome_reports import send_reports
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -184,8 +185,9 @@ class Worker:
             lag_ms=round((datetime.now(UTC) - event.received_at).total_seconds() * 1000, 1),
             redelivered=message.redelivered,
         )
-        if result.outcome is Outcome.HELD_UNKNOWN_ACCOUNT:
+        if result.outcome is Outcome.HELD_UNKNOWN_ACCOUNT and result.own_record:
             # Recorded; the dead-letter entry lets an engineer replay it once the wallet exists.
+            # A provider's re-send of a held payout is acked: its first delivery is already there.
             failure = Failure(
                 FailureKind.BUSINESS, result.outcome.value, "the user's wallet does not exist"
             )
@@ -201,7 +203,15 @@ class Worker:
         while True:
             try:
                 async with self._pool.acquire(timeout=timeout) as conn, conn.transaction():
-                    return await apply_payout(conn, event)
+                    result = await apply_payout(conn, event)
+                    if event.report_outcome:
+                        report = OutcomeReport(
+                            event_id=event.event_id,
+                            outcome=result.outcome,
+                            balance=result.balance_after,
+                        )
+                        await send_reports(conn, [report])
+                    return result
             except TRANSIENT_ERRORS as error:
                 if time.monotonic() + delay > deadline:
                     raise

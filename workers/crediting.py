@@ -1,9 +1,9 @@
 """Apply one payout event inside the caller's Postgres transaction, exactly once.
 
 The (provider instance, transaction id) unique key is claimed first, so every later statement runs
-only for the one delivery that owns the transaction; the wallet row is the only row locked for a
-credit, so concurrent workers cannot deadlock, and the funding account is append-only in the ledger,
-so it never becomes a hot row.
+only for the one delivery that owns the transaction. Rows are then locked in one order (pending
+order, then wallet), so concurrent workers cannot deadlock, and the funding account is append-only
+in the ledger, so it never becomes a hot row.
 """
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from schema.outcomes import Outcome
+from workers.orders import consume_order
 
 if TYPE_CHECKING:
     from decimal import Decimal
+
+    import asyncpg
 
     from schema.events import PayoutEvent
     from workers.database import Connection
@@ -40,15 +43,21 @@ SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))
 CLAIM_TRANSACTION = """
 INSERT INTO payouts (provider_instance, transaction_id, event_id, protocol, user_id, amount,
                      currency, signature, create_account, status, outcome, answer_code,
-                     attributes, raw_request, received_at)
+                     attributes, raw_request, received_at, items, price, order_id)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'held', 'held_unknown_account', $10,
-        $11::jsonb, $12::jsonb, $13)
+        $11::jsonb, $12::jsonb, $13, $14::jsonb, $15, $16)
 ON CONFLICT DO NOTHING
 RETURNING payout_id
 """
 
+# A claim whose pending order refused it is taken back, so the callback changes nothing.
+RELEASE_CLAIM = """
+DELETE FROM payouts WHERE payout_id = $1
+"""
+
 LOCK_EXISTING_TRANSACTION = """
-SELECT payout_id, user_id, amount, currency, status, create_account
+SELECT payout_id, event_id, user_id, amount, currency, items, price, order_id, status,
+       create_account
 FROM payouts WHERE provider_instance = $1 AND transaction_id = $2
 FOR UPDATE
 """
@@ -64,8 +73,9 @@ RETURNING balance_after
 
 RECORD_REFUSED_DELIVERY = """
 INSERT INTO payout_conflicts (provider_instance, transaction_id, event_id, outcome, user_id,
-                              amount, currency, signature, raw_request, received_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10)
+                              amount, currency, signature, raw_request, received_at, items,
+                              price, order_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11::jsonb, $12, $13)
 ON CONFLICT (event_id) DO NOTHING
 """
 
@@ -95,6 +105,11 @@ INSERT INTO ledger_entries (payout_id, account_id, amount)
 VALUES ($1, $2, $4), ($1, $3, -$4::numeric)
 """
 
+GRANT_ITEMS = """
+INSERT INTO inventory_entries (payout_id, user_id, item_id, quantity)
+SELECT $1, $2, item_id, 1 FROM unnest($3::text[]) AS item_id
+"""
+
 MARK_CREDITED = """
 UPDATE payouts SET status = 'credited', outcome = 'credited', balance_after = $2,
                    credited_at = now()
@@ -102,7 +117,7 @@ WHERE payout_id = $1
 """
 
 LOCK_HELD_FOR_WALLET = """
-SELECT payout_id, provider_instance, amount
+SELECT payout_id, provider_instance, amount, items
 FROM payouts WHERE user_id = $1 AND currency = $2 AND status = 'held'
 ORDER BY payout_id
 FOR UPDATE
@@ -114,6 +129,9 @@ class CreditResult:
     outcome: Outcome
     payout_id: int | None
     balance_after: Decimal | None
+    # True when the payout's record was written by this very event (not by an earlier delivery
+    # of the same transaction): a held payout is dead-lettered for review once, not per re-send.
+    own_record: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,12 +141,52 @@ class HeldPayout:
     payout_id: int
     provider_instance: str
     amount: Decimal
+    items: tuple[str, ...] = ()
 
 
 async def apply_payout(conn: Connection, event: PayoutEvent) -> CreditResult:
     """Record and credit `event`; the caller owns the transaction and commits before acking."""
     if not event.create_account:
         await conn.execute(LOCK_WALLET_CREATION, event.user_id, event.currency)
+    if event.may_record_new:
+        payout_id = await _claim(conn, event)
+        if payout_id is not None:
+            return await _apply_claimed(conn, payout_id, event)
+
+    existing = await conn.fetchrow(
+        LOCK_EXISTING_TRANSACTION, event.provider_instance, event.transaction_id
+    )
+    if existing is None:
+        if not event.may_record_new:
+            return CreditResult(Outcome.EXPIRED, None, None)
+        owner = await conn.fetchval(
+            TRANSACTION_WITH_SIGNATURE, event.provider_instance, event.signature
+        )
+        if owner is None:
+            # Neither key matched although the insert conflicted: only possible if rows were
+            # deleted underneath us. Fail loudly; the message is retried, nothing is credited.
+            raise RuntimeError(
+                f"{event.provider_instance}/{event.transaction_id}: insert conflicted but no "
+                "payout holds its transaction id or signature"
+            )
+        await _record_refused(conn, event, Outcome.SIGNATURE_REUSED)
+        return CreditResult(Outcome.SIGNATURE_REUSED, None, None)
+
+    if not _same_payout(existing, event):
+        await _record_refused(conn, event, Outcome.CONFLICT)
+        return CreditResult(Outcome.CONFLICT, existing["payout_id"], None)
+    own_record = existing["event_id"] == event.event_id
+    if existing["status"] == "held":
+        result = await _credit_new_or_held(
+            conn, existing["payout_id"], event, existing["create_account"]
+        )
+        return CreditResult(result.outcome, result.payout_id, result.balance_after, own_record)
+    balance_after = await conn.fetchval(COUNT_DUPLICATE_DELIVERY, existing["payout_id"])
+    return CreditResult(Outcome.DUPLICATE, existing["payout_id"], balance_after, own_record)
+
+
+async def _claim(conn: Connection, event: PayoutEvent) -> int | None:
+    """Insert the payout as held; None if its transaction id or signature is already taken."""
     payout_id: int | None = await conn.fetchval(
         CLAIM_TRANSACTION,
         event.provider_instance,
@@ -144,41 +202,34 @@ async def apply_payout(conn: Connection, event: PayoutEvent) -> CreditResult:
         json.dumps(event.attributes),
         event.raw_request.model_dump_json(),
         event.received_at,
+        json.dumps(list(event.items)),
+        event.price,
+        event.order_id,
     )
-    if payout_id is not None:
-        return await _credit_new_or_held(conn, payout_id, event, event.create_account)
+    return payout_id
 
-    existing = await conn.fetchrow(
-        LOCK_EXISTING_TRANSACTION, event.provider_instance, event.transaction_id
-    )
-    if existing is None:
-        owner = await conn.fetchval(
-            TRANSACTION_WITH_SIGNATURE, event.provider_instance, event.signature
-        )
-        if owner is None:
-            # Neither key matched although the insert conflicted: only possible if rows were
-            # deleted underneath us. Fail loudly; the message is retried, nothing is credited.
-            raise RuntimeError(
-                f"{event.provider_instance}/{event.transaction_id}: insert conflicted but no "
-                "payout holds its transaction id or signature"
-            )
-        await _record_refused(conn, event, Outcome.SIGNATURE_REUSED)
-        return CreditResult(Outcome.SIGNATURE_REUSED, None, None)
 
-    same_payout = (
+async def _apply_claimed(conn: Connection, payout_id: int, event: PayoutEvent) -> CreditResult:
+    if event.verify_order:
+        refusal = await consume_order(conn, event, payout_id)
+        if refusal is not None:
+            await conn.execute(RELEASE_CLAIM, payout_id)
+            await _record_refused(conn, event, refusal)
+            return CreditResult(refusal, None, None)
+    result = await _credit_new_or_held(conn, payout_id, event, event.create_account)
+    return CreditResult(result.outcome, result.payout_id, result.balance_after, own_record=True)
+
+
+def _same_payout(existing: asyncpg.Record, event: PayoutEvent) -> bool:
+    same: bool = (
         existing["user_id"] == event.user_id
         and existing["amount"] == event.amount
         and existing["currency"] == event.currency
+        and json.loads(existing["items"]) == list(event.items)
+        and existing["price"] == event.price
+        and existing["order_id"] == event.order_id
     )
-    if not same_payout:
-        await _record_refused(conn, event, Outcome.CONFLICT)
-        return CreditResult(Outcome.CONFLICT, existing["payout_id"], None)
-    if existing["status"] == "held":
-        return await _credit_new_or_held(
-            conn, existing["payout_id"], event, existing["create_account"]
-        )
-    balance_after = await conn.fetchval(COUNT_DUPLICATE_DELIVERY, existing["payout_id"])
-    return CreditResult(Outcome.DUPLICATE, existing["payout_id"], balance_after)
+    return same
 
 
 async def _credit_new_or_held(
@@ -187,7 +238,10 @@ async def _credit_new_or_held(
     if create_account:
         await conn.execute(CREATE_WALLET, event.user_id, event.currency)
     balance = await _credit(
-        conn, payout_id, event.provider_instance, event.user_id, event.currency, event.amount
+        conn,
+        HeldPayout(payout_id, event.provider_instance, event.amount, event.items),
+        event.user_id,
+        event.currency,
     )
     if balance is None:
         return CreditResult(Outcome.HELD_UNKNOWN_ACCOUNT, payout_id, None)
@@ -195,22 +249,25 @@ async def _credit_new_or_held(
 
 
 async def _credit(
-    conn: Connection,
-    payout_id: int,
-    provider_instance: str,
-    user_id: str,
-    currency: str,
-    amount: Decimal,
+    conn: Connection, payout: HeldPayout, user_id: str, currency: str
 ) -> Decimal | None:
-    """Move `amount` from the instance's funding account to the wallet; None if no wallet."""
-    wallet = await conn.fetchrow(CREDIT_WALLET, user_id, currency, amount)
+    """Move the amount from the instance's funding account to the wallet and grant the items;
+    None if the wallet does not exist. A zero amount still needs the wallet (the user exists)."""
+    wallet = await conn.fetchrow(CREDIT_WALLET, user_id, currency, payout.amount)
     if wallet is None:
         return None
-    await conn.execute(CREATE_FUNDING_ACCOUNT, provider_instance, currency)
-    funding_account_id = await conn.fetchval(FUNDING_ACCOUNT_ID, provider_instance, currency)
-    await conn.execute(WRITE_LEDGER, payout_id, wallet["account_id"], funding_account_id, amount)
+    if payout.amount:
+        await conn.execute(CREATE_FUNDING_ACCOUNT, payout.provider_instance, currency)
+        funding_account_id = await conn.fetchval(
+            FUNDING_ACCOUNT_ID, payout.provider_instance, currency
+        )
+        await conn.execute(
+            WRITE_LEDGER, payout.payout_id, wallet["account_id"], funding_account_id, payout.amount
+        )
+    if payout.items:
+        await conn.execute(GRANT_ITEMS, payout.payout_id, user_id, list(payout.items))
     balance: Decimal = wallet["balance"]
-    await conn.execute(MARK_CREDITED, payout_id, balance)
+    await conn.execute(MARK_CREDITED, payout.payout_id, balance)
     return balance
 
 
@@ -227,6 +284,9 @@ async def _record_refused(conn: Connection, event: PayoutEvent, outcome: Outcome
         event.signature,
         event.raw_request.model_dump_json(),
         event.received_at,
+        json.dumps(list(event.items)),
+        event.price,
+        event.order_id,
     )
 
 
@@ -234,10 +294,13 @@ async def credit_held_payouts(conn: Connection, user_id: str, currency: str) -> 
     """Credit the payouts held for this wallet, oldest first, in the caller's transaction."""
     credited: list[HeldPayout] = []
     for row in await conn.fetch(LOCK_HELD_FOR_WALLET, user_id, currency):
-        payout = HeldPayout(row["payout_id"], row["provider_instance"], row["amount"])
-        balance = await _credit(
-            conn, payout.payout_id, payout.provider_instance, user_id, currency, payout.amount
+        payout = HeldPayout(
+            row["payout_id"],
+            row["provider_instance"],
+            row["amount"],
+            tuple(json.loads(row["items"])),
         )
+        balance = await _credit(conn, payout, user_id, currency)
         if balance is None:
             break
         credited.append(payout)

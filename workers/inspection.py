@@ -1,4 +1,4 @@
-"""Read-only views for operators: one payout with its ledger, one user's balances."""
+"""Read-only views for operators: one payout with its ledger, one user's balances and items."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ __all__ = ["payout_details", "user_balances"]
 
 PAYOUT = """
 SELECT payout_id, provider_instance, transaction_id, event_id, protocol, user_id, amount,
-       currency, status, outcome, answer_code, balance_after, duplicate_deliveries, attributes,
-       raw_request, received_at, recorded_at, credited_at
+       currency, items, price, order_id, status, outcome, answer_code, balance_after,
+       duplicate_deliveries, attributes, raw_request, received_at, recorded_at, credited_at
 FROM payouts WHERE provider_instance = $1 AND transaction_id = $2
 """
 
@@ -25,8 +25,19 @@ FROM ledger_entries e JOIN accounts a USING (account_id)
 WHERE e.payout_id = $1 ORDER BY e.entry_id
 """
 
+ITEMS_OF_PAYOUT = """
+SELECT entry_id, item_id, quantity, created_at FROM inventory_entries
+WHERE payout_id = $1 ORDER BY entry_id
+"""
+
+ATTACHED_PROOFS = """
+SELECT image_id, media_type, length(data) AS bytes, sha256, attached_at FROM proof_images
+WHERE payout_id = $1 ORDER BY image_id
+"""
+
 REFUSED_DELIVERIES = """
-SELECT event_id, outcome, user_id, amount, currency, raw_request, received_at, recorded_at
+SELECT event_id, outcome, user_id, amount, currency, items, price, order_id, raw_request,
+       received_at, recorded_at
 FROM payout_conflicts WHERE provider_instance = $1 AND transaction_id = $2
 ORDER BY conflict_id
 """
@@ -37,14 +48,18 @@ WHERE kind = 'wallet' AND owner = $1 ORDER BY currency
 """
 
 HELD_FOR_USER = """
-SELECT provider_instance, transaction_id, amount, currency, received_at FROM payouts
+SELECT provider_instance, transaction_id, amount, currency, items, received_at FROM payouts
 WHERE user_id = $1 AND status = 'held' ORDER BY payout_id
+"""
+
+INVENTORY_OF_USER = """
+SELECT item_id, quantity FROM inventories WHERE user_id = $1 ORDER BY item_id
 """
 
 
 def _plain(row: asyncpg.Record) -> dict[str, Any]:
     record = dict(row)
-    for key in ("attributes", "raw_request"):
+    for key in ("attributes", "raw_request", "items"):
         if isinstance(record.get(key), str):
             record[key] = json.loads(record[key])
     return record
@@ -62,11 +77,14 @@ async def payout_details(
     if payout is None and not refused:
         return None
     details: dict[str, Any] = {"payout": _plain(payout) if payout else None, "refused": refused}
-    details["ledger"] = (
-        [dict(row) for row in await conn.fetch(LEDGER_OF_PAYOUT, payout["payout_id"])]
-        if payout
-        else []
-    )
+    for key, query in (
+        ("ledger", LEDGER_OF_PAYOUT),
+        ("items_granted", ITEMS_OF_PAYOUT),
+        ("proof_images", ATTACHED_PROOFS),
+    ):
+        details[key] = (
+            [dict(row) for row in await conn.fetch(query, payout["payout_id"])] if payout else []
+        )
     return details
 
 
@@ -74,5 +92,6 @@ async def user_balances(conn: Connection, user_id: str) -> dict[str, Any]:
     return {
         "user_id": user_id,
         "wallets": [dict(row) for row in await conn.fetch(WALLETS_OF_USER, user_id)],
-        "held_payouts": [dict(row) for row in await conn.fetch(HELD_FOR_USER, user_id)],
+        "held_payouts": [_plain(row) for row in await conn.fetch(HELD_FOR_USER, user_id)],
+        "inventory": [dict(row) for row in await conn.fetch(INVENTORY_OF_USER, user_id)],
     }

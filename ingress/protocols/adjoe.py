@@ -78,7 +78,7 @@ class Adjoe(QueryCallbackProtocol):
         allowed = self.instance.allowed_currencies
         if allowed is not None and currency not in allowed:
             raise Rejection(
-                Verdict.MALFORMED,
+                Verdict.UNKNOWN_CURRENCY,
                 f"parameter {currency_name!r}: currency {currency!r} is not accepted",
             )
         attributes = {}

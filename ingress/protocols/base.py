@@ -1,4 +1,5 @@
-"""What every provider protocol provides, and the shared shape of GET query-string callbacks."""
+"""What every provider protocol provides, and the two shapes callbacks come in: GET query strings
+answered at once, and POSTed JSON objects answered with the worker's outcome."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from starlette.responses import JSONResponse, Response
 
+from ingress.bodies import parse_json_object
 from ingress.querystring import parse_query
 from ingress.verdicts import Rejection, Verdict
 from schema.settings import ConfigError
@@ -19,9 +21,18 @@ if TYPE_CHECKING:
 
     from starlette.requests import Request
 
+    from ingress.bodies import JsonObject
+    from schema.outcomes import OutcomeReport
     from schema.settings import ProviderInstance
 
-__all__ = ["Claim", "ProviderProtocol", "QueryCallbackProtocol", "signatures_match"]
+__all__ = [
+    "Claim",
+    "JsonCallbackProtocol",
+    "ProviderProtocol",
+    "QueryCallbackProtocol",
+    "signatures_match",
+    "signed_text",
+]
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,12 @@ class Claim:
     # The environment variable whose secret verified the request (never the secret itself).
     secret_name: str = ""
     attributes: dict[str, str] = field(default_factory=dict)
+    items: tuple[str, ...] = ()
+    price: Decimal | None = None
+    # The game's pending order the payout must match, where the protocol names one.
+    order_id: str | None = None
+    # False for a request too old to start a transaction (it may still settle a recorded one).
+    may_record_new: bool = True
 
 
 def signatures_match(expected_hex: str, received: str) -> bool:
@@ -47,10 +64,20 @@ class ProviderProtocol(ABC):
     """One configured provider instance speaking one protocol."""
 
     name: ClassVar[str]
+    method: ClassVar[str]
     # The spec's parameter names that the integrator may rename, in the spec's own words.
-    renamable_parameters: ClassVar[tuple[str, ...]]
+    renamable_parameters: ClassVar[tuple[str, ...]] = ()
     # Names the spec fixes; a renamed parameter must not take one of them.
     fixed_parameters: ClassVar[tuple[str, ...]] = ()
+    # The answer depends on what the worker decides: the ingress waits for the outcome.
+    waits_for_outcome: ClassVar[bool] = False
+    # What a pending order registered for this protocol holds besides its user (docs/orders.md);
+    # None: the protocol names no order, so `verify_orders` cannot be turned on.
+    order_terms: ClassVar[frozenset[str] | None] = None
+    # The request carries its own send time, checked against `request_max_age_seconds`.
+    checks_request_age: ClassVar[bool] = False
+    # Values `signature_scheme` may take; the first is the default.
+    signature_schemes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, instance: ProviderInstance, secrets: Mapping[str, str]) -> None:
         """`secrets` maps each environment variable's name to its secret, in configured order."""
@@ -82,20 +109,49 @@ class ProviderProtocol(ABC):
         clashes = sorted({name for name in taken if taken.count(name) > 1})
         if clashes or not all(names.values()):
             raise ConfigError(f"parameters: names must be non-empty and distinct: {clashes}")
+        cls._check_optional_settings(instance)
         cls.check_settings(instance)
         return names
+
+    @classmethod
+    def _check_optional_settings(cls, instance: ProviderInstance) -> None:
+        unused = {
+            "verify_orders": instance.verify_orders and cls.order_terms is None,
+            "signature_scheme": instance.signature_scheme is not None and not cls.signature_schemes,
+            "outcome_timeout_seconds": not cls.waits_for_outcome,
+            "request_max_age_seconds": not cls.checks_request_age,
+        }
+        for key, refused in unused.items():
+            if refused and key in instance.model_fields_set:
+                raise ConfigError(f"{key} is not used by protocol {cls.name}")
+        scheme = instance.signature_scheme
+        if scheme is not None and cls.signature_schemes and scheme not in cls.signature_schemes:
+            raise ConfigError(
+                f"signature_scheme {scheme!r} is unknown to protocol {cls.name}; "
+                f"known: {', '.join(cls.signature_schemes)}"
+            )
+
+    @property
+    def scheme(self) -> str:
+        """The configured signature scheme, or the protocol's default."""
+        return self.instance.signature_scheme or self.signature_schemes[0]
 
     @classmethod  # noqa: B027 - an optional hook, empty by default on purpose
     def check_settings(cls, instance: ProviderInstance) -> None:
         """Refuse settings this protocol cannot honour, naming the key."""
 
     @abstractmethod
-    async def read_claim(self, request: Request) -> Claim:
-        """Parse and verify the request; raise `Rejection` for anything that is not a payout."""
+    async def read_claim(self, request: Request, body: bytes) -> Claim:
+        """Parse and verify the request (its method already checked, its body read and
+        decompressed); raise `Rejection` for anything that is not a payout."""
 
     @abstractmethod
     def answer(self, verdict: Verdict, detail: str = "") -> Response:
         """The response in the provider's own format."""
+
+    def answer_outcome(self, claim: Claim, report: OutcomeReport) -> Response:
+        """The answer to a request whose outcome the ingress waited for."""
+        raise NotImplementedError(f"protocol {self.name} does not wait for outcomes")
 
     @property
     def accepted_answer_code(self) -> str:
@@ -106,9 +162,9 @@ class ProviderProtocol(ABC):
 class QueryCallbackProtocol(ProviderProtocol):
     """Providers that call `GET ?name=value...` and read only the HTTP status and a JSON body."""
 
-    async def read_claim(self, request: Request) -> Claim:
-        if request.method != "GET":
-            raise Rejection(Verdict.METHOD_NOT_ALLOWED, "callbacks are HTTP GET requests")
+    method = "GET"
+
+    async def read_claim(self, request: Request, body: bytes) -> Claim:
         return self.verify(parse_query(request.scope["query_string"]))
 
     @abstractmethod
@@ -137,3 +193,28 @@ class QueryCallbackProtocol(ProviderProtocol):
         if name not in params or params[name] == "":
             raise Rejection(Verdict.MALFORMED, f"parameter {name!r} is missing")
         return params[name]
+
+
+class JsonCallbackProtocol(ProviderProtocol):
+    """Providers that POST one JSON object and read the code in the answer's body, which
+    depends on the outcome: always HTTP 200, so no proxy mistakes an answer for an outage."""
+
+    method = "POST"
+    waits_for_outcome = True
+
+    async def read_claim(self, request: Request, body: bytes) -> Claim:
+        return self.verify(parse_json_object(body))
+
+    @abstractmethod
+    def verify(self, fields: JsonObject) -> Claim:
+        """Check the signature and every field of the decoded object."""
+
+
+def signed_text(name: str, value: object) -> str:
+    """A JSON field as the provider signed it: a string as decoded, a number as its text, null
+    as the empty string; anything else cannot be signed unambiguously and is refused."""
+    if value is None:
+        return ""
+    if isinstance(value, str):  # JsonNumber is a str: its text as sent
+        return value
+    raise Rejection(Verdict.MALFORMED, f"field {name!r} must be a string or a number")

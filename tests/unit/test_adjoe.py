@@ -126,13 +126,19 @@ def test_wrong_token_is_rejected() -> None:
         ("coin_amount", "1.0"),
         ("coin_amount", "-3"),
         ("coin_amount", "0"),
-        ("currency", "gems"),
         ("user_uuid", "a\u202eb"),
     ],
 )
 def test_correctly_signed_but_malformed_fields_are_refused(field: str, value: str) -> None:
     proto = protocol(allowed_currencies=("coins",))
     assert verdict_of(adjoe_query({**MANDATORY, field: value}, TOKEN), proto) is Verdict.MALFORMED
+
+
+def test_a_currency_outside_allowed_currencies_is_refused_as_unknown() -> None:
+    proto = protocol(allowed_currencies=("coins",))
+    query = adjoe_query({**MANDATORY, "currency": "gems"}, TOKEN)
+    assert verdict_of(query, proto) is Verdict.UNKNOWN_CURRENCY
+    assert proto.answer(Verdict.UNKNOWN_CURRENCY).status_code == 400
 
 
 def test_missing_sid_is_malformed() -> None:

@@ -107,7 +107,9 @@ def test_missing_secret_names_the_variable_and_the_instance(tmp_path: Path) -> N
 
 def test_unknown_protocol_lists_the_known_ones(tmp_path: Path) -> None:
     path = write(tmp_path, VALID_PROVIDER.replace('"offerwall_md5"', '"carrier_pigeon"'))
-    with pytest.raises(ConfigError, match="known protocols: adjoe, offerwall_md5"):
+    with pytest.raises(
+        ConfigError, match="known protocols: adjoe, aigame_payout, offerwall_md5, wallet_billing"
+    ):
         create_app(load_settings(path, environ={}), environ={"OW_KEY": "k"})
 
 

@@ -1,0 +1,131 @@
+"""Wait for the worker's outcome of an event: one Postgres connection LISTENs on the outcome
+channel and wakes the request waiting for each reported event.
+
+Postgres delivers a NOTIFY only when the crediting transaction commits, so an answer built from a
+report is never ahead of the record. Notifications sent while this connection is down are lost:
+those requests time out and answer "try again", and the provider's retry is answered from the
+record, which is why nothing here needs to be durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+from schema.logs import log, redacted_url
+from schema.outcomes import OUTCOME_CHANNEL, decode_reports
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from uuid import UUID
+
+    from schema.outcomes import OutcomeReport
+    from schema.settings import DatabaseSettings
+
+__all__ = ["OutcomeListener", "OutcomeUnavailable"]
+
+logger = logging.getLogger(__name__)
+
+RECONNECT_SECONDS = 2.0
+# A silently dead connection (a cut network) reports nothing: ask it something this often.
+PING_SECONDS = 5.0
+PING_TIMEOUT_SECONDS = 3.0
+
+
+class OutcomeUnavailable(Exception):
+    """No outcome will arrive for this request (not listening, or the wait ran out)."""
+
+
+class OutcomeListener:
+    def __init__(self, settings: DatabaseSettings) -> None:
+        self._settings = settings
+        self._waiting: dict[UUID, asyncio.Future[OutcomeReport]] = {}
+        self._listening = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def listening(self) -> bool:
+        return self._listening.is_set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._listen_forever(), name="outcome-listener")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @contextlib.contextmanager
+    def expecting(self, event_id: UUID) -> Iterator[asyncio.Future[OutcomeReport]]:
+        """Register interest before publishing: the outcome can be committed before the publish
+        call returns."""
+        future: asyncio.Future[OutcomeReport] = asyncio.get_running_loop().create_future()
+        self._waiting[event_id] = future
+        try:
+            yield future
+        finally:
+            self._waiting.pop(event_id, None)
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved: an unawaited failure is not worth a warning
+
+    async def wait(
+        self, future: asyncio.Future[OutcomeReport], within_seconds: float
+    ) -> OutcomeReport:
+        if not self.listening and not future.done():
+            raise OutcomeUnavailable("not listening for outcomes: the database is unreachable")
+        try:
+            return await asyncio.wait_for(future, within_seconds)
+        except TimeoutError:
+            raise OutcomeUnavailable(f"no outcome within {within_seconds} s") from None
+
+    async def _listen_forever(self) -> None:
+        while True:
+            try:
+                await self._listen_once()
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                log(
+                    logger,
+                    logging.WARNING,
+                    "not listening for outcomes; reconnecting",
+                    database=redacted_url(self._settings.url),
+                    error=repr(error),
+                    retry_in_seconds=RECONNECT_SECONDS,
+                )
+            finally:
+                self._lost()
+            await asyncio.sleep(RECONNECT_SECONDS)
+
+    async def _listen_once(self) -> None:
+        conn = await asyncpg.connect(self._settings.url, timeout=PING_TIMEOUT_SECONDS)
+        try:
+            await conn.add_listener(OUTCOME_CHANNEL, self._on_notification)
+            self._listening.set()
+            log(logger, logging.INFO, "listening for outcomes", channel=OUTCOME_CHANNEL)
+            while True:
+                await asyncio.sleep(PING_SECONDS)
+                await conn.fetchval("SELECT 1", timeout=PING_TIMEOUT_SECONDS)
+        finally:
+            conn.terminate()
+
+    def _lost(self) -> None:
+        self._listening.clear()
+        # Answer at once rather than at the timeout: nothing will wake these requests now.
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(OutcomeUnavailable("stopped listening for outcomes"))
+
+    def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        try:
+            reports = decode_reports(str(payload))
+        except ValueError as error:
+            log(logger, logging.ERROR, "unreadable outcome notification", error=str(error))
+            return
+        for report in reports:
+            future = self._waiting.get(report.event_id)
+            if future is not None and not future.done():
+                future.set_result(report)
