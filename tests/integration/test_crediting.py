@@ -14,6 +14,7 @@ from tests.books import assert_books_balance, wallet_balance
 from tests.factories import payout_event
 from workers.accounts import create_wallet
 from workers.crediting import CreditResult, apply_payout
+from workers.orders import Order, register_order
 
 if TYPE_CHECKING:
     import asyncpg
@@ -255,3 +256,68 @@ async def test_concurrent_payouts_to_hot_wallets_are_exact_and_never_deadlock(
             )
             assert row["balance"] == -spent
         await assert_books_balance(conn)
+
+
+async def register(pool: asyncpg.Pool, order: Order) -> None:
+    async with pool.acquire() as conn:
+        await register_order(conn, order)
+
+
+def purchase(**overrides: Any) -> PayoutEvent:
+    values: dict[str, Any] = {
+        "provider_instance": "billing",
+        "amount": Decimal(0),
+        "items": ("sword",),
+        "price": Decimal(300),
+        "order_id": "APP-1",
+        "verify_order": True,
+    }
+    return payout(**{**values, **overrides})
+
+
+async def test_a_held_item_purchase_grants_its_items_when_the_wallet_is_created(
+    pool: asyncpg.Pool,
+) -> None:
+    event = purchase(user_id="late", create_account=False, verify_order=False)
+    assert (await apply(pool, event)).outcome is Outcome.HELD_UNKNOWN_ACCOUNT
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM inventory_entries") == 0
+        _, credited = await create_wallet(conn, "late", "COIN")
+        assert [payout.items for payout in credited] == [("sword",)]
+        assert await conn.fetchval("SELECT quantity FROM inventories WHERE user_id = 'late'") == 1
+        assert await wallet_balance(conn, "late", "COIN") == 0
+        await assert_books_balance(conn)
+
+
+async def test_a_zero_amount_payout_writes_no_ledger_entries(pool: asyncpg.Pool) -> None:
+    result = await apply(pool, payout(amount=Decimal(0)))
+    assert (result.outcome, result.balance_after) == (Outcome.CREDITED, Decimal(0))
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM ledger_entries") == 0
+
+
+async def test_two_transactions_racing_for_one_order_consume_it_once(pool: asyncpg.Pool) -> None:
+    await register(pool, Order("billing", "APP-1", "alice", ("sword",), Decimal(300)))
+    results = await asyncio.gather(*(apply(pool, purchase()) for _ in range(6)))
+    outcomes = sorted(result.outcome.value for result in results)
+    assert outcomes == ["credited"] + ["order_not_found"] * 5
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM payouts") == 1
+        assert await conn.fetchval("SELECT count(*) FROM payout_conflicts") == 5
+        assert await conn.fetchval("SELECT sum(quantity) FROM inventory_entries") == 1
+
+
+async def test_a_stale_request_settles_only_a_recorded_transaction(pool: asyncpg.Pool) -> None:
+    event = payout()
+    assert (await apply(pool, redelivered(event, may_record_new=False))).outcome is Outcome.EXPIRED
+    assert (await apply(pool, event)).outcome is Outcome.CREDITED
+    late = await apply(pool, redelivered(event, may_record_new=False))
+    assert (late.outcome, late.balance_after) == (Outcome.DUPLICATE, Decimal("10.5"))
+
+
+async def test_a_held_payout_belongs_to_its_first_delivery_only(pool: asyncpg.Pool) -> None:
+    event = payout(user_id="nobody", create_account=False)
+    assert (await apply(pool, event)).own_record
+    again = await apply(pool, redelivered(event))
+    assert (again.outcome, again.own_record) == (Outcome.HELD_UNKNOWN_ACCOUNT, False)
+    assert (await apply(pool, event)).own_record  # a replay of the first delivery
