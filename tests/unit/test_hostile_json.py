@@ -1,0 +1,174 @@
+"""Property-based, for the JSON protocols (specs 001 and 004): whatever body arrives, the answer
+is a Rejection or a correctly signed Claim that makes a valid payout event. Never another
+exception (which the ingress would turn into "try again" for ever), never an unsigned claim."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ingress.bodies import parse_json_object
+from ingress.protocols.aigame_payout import AigamePayout
+from ingress.protocols.wallet_billing import WalletBilling
+from ingress.verdicts import Rejection, Verdict
+from schema.events import PayoutEvent, RawRequest
+from tests.factories import provider
+from tests.signing import aigame_payout_body, wallet_billing_body
+
+if TYPE_CHECKING:
+    from ingress.protocols.base import Claim
+
+KEY = "hostile-key"
+MAX_AMOUNT = Decimal(100000)
+AIGAME = AigamePayout(
+    provider("aigame_payout", amount_decimal_places=2, verify_orders=True),
+    {"TEST_SECRET": KEY},
+)
+BILLING = WalletBilling(
+    provider("wallet_billing", default_currency="VND", verify_orders=True),
+    {"TEST_SECRET": KEY},
+)
+PROPERTY_SETTINGS = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40)
+    | st.sampled_from(["0", "1", "1.5", "-1", "1e3", "007", " 5", "100.00", "\u0000"])
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner),
+    max_leaves=8,
+)
+
+
+def attempt(protocol: AigamePayout | WalletBilling, body: bytes) -> Claim | Rejection:
+    """The claim, or the Rejection raised; any other exception fails the test."""
+    try:
+        return protocol.verify(parse_json_object(body))
+    except Rejection as rejection:
+        return rejection
+
+
+def event_from(claim: Claim) -> PayoutEvent:
+    """What the ingress publishes for a claim: it must always validate."""
+    return PayoutEvent(
+        event_id=uuid.uuid4(),
+        provider_instance="hostile",
+        protocol="any",
+        transaction_id=claim.transaction_id,
+        user_id=claim.user_id,
+        amount=claim.amount,
+        currency=claim.currency,
+        items=claim.items,
+        price=claim.price,
+        order_id=claim.order_id,
+        verify_order=True,
+        signature=claim.signature,
+        create_account=True,
+        answer_code="200",
+        received_at=datetime.now(UTC),
+        attributes=claim.attributes,
+        raw_request=RawRequest(method="POST", path="/", query_string="", client_ip="::1"),
+    )
+
+
+def as_sent(value: object) -> str:
+    """A field's text as the provider signed it: strings as they are, numbers as JSON text."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def assert_sane(claim: Claim) -> None:
+    for amount in (claim.amount, claim.price):
+        if amount is not None:
+            assert amount.is_finite()
+            assert Decimal(0) <= amount <= MAX_AMOUNT
+    event_from(claim)
+
+
+@PROPERTY_SETTINGS
+@given(st.binary(max_size=300))
+def test_any_bytes_parse_to_an_object_or_are_malformed(raw: bytes) -> None:
+    outcome: object
+    try:
+        outcome = parse_json_object(raw)
+    except Rejection as rejection:
+        outcome = rejection.verdict
+    assert outcome is Verdict.MALFORMED or isinstance(outcome, dict)
+
+
+@PROPERTY_SETTINGS
+@given(st.dictionaries(st.text(max_size=12), json_values, max_size=14))
+def test_unsigned_bodies_are_never_claims(body: dict[str, Any]) -> None:
+    for protocol in (AIGAME, BILLING):
+        assert isinstance(attempt(protocol, json.dumps(body).encode()), Rejection)
+
+
+# Mostly plausible values, so that many examples get past the signature and into the checks.
+plausible_text = st.text(max_size=20) | st.integers(min_value=0, max_value=10**6)
+plausible_integer = st.integers(min_value=-5, max_value=10**20) | st.text(max_size=8)
+plausible_amount = (
+    st.decimals(min_value=-10, max_value=10**6, allow_nan=False, places=3).map(str) | scalars
+)
+aigame_fields = st.fixed_dictionaries(
+    {
+        **{
+            name: plausible_text | json_values
+            for name in ("agent_id", "user_id", "game_id", "inst_id", "bet_txn_id", "currency")
+        },
+        **{
+            name: plausible_integer | json_values
+            for name in ("shoe_id", "round_id", "pay_out_time", "timestamp")
+        },
+        "win_amount": plausible_amount,
+    },
+    optional={"extra": json_values},
+)
+
+
+@PROPERTY_SETTINGS
+@given(aigame_fields)
+def test_aigame_correctly_signed_hostile_values(fields: dict[str, Any]) -> None:
+    try:
+        body = json.dumps(aigame_payout_body(fields, KEY)).encode()
+    except (TypeError, ValueError):
+        return  # the platform could not have signed nested values either
+    outcome = attempt(AIGAME, body)
+    if isinstance(outcome, Rejection):
+        assert outcome.verdict in (Verdict.MALFORMED, Verdict.BAD_SIGNATURE)
+        return
+    assert outcome.transaction_id == as_sent(fields["bet_txn_id"])
+    assert outcome.amount == Decimal(as_sent(fields["win_amount"]))
+    assert_sane(outcome)
+
+
+billing_fields = st.fixed_dictionaries(
+    {
+        **{name: plausible_text | json_values for name in ("txnid", "userid", "items", "apptxnid")},
+        "amount": plausible_amount,
+    },
+    optional={name: plausible_text | json_values for name in ("gameid", "serverid", "addinfo")},
+)
+
+
+@PROPERTY_SETTINGS
+@given(billing_fields)
+def test_billing_correctly_signed_hostile_values(fields: dict[str, Any]) -> None:
+    outcome = attempt(BILLING, json.dumps(wallet_billing_body(fields, KEY)).encode())
+    if isinstance(outcome, Rejection):
+        assert outcome.verdict in (Verdict.MALFORMED, Verdict.BAD_SIGNATURE)
+        return
+    assert outcome.transaction_id == as_sent(fields["txnid"])
+    assert outcome.items == (as_sent(fields["items"]),)
+    assert_sane(outcome)
