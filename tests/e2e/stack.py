@@ -20,6 +20,7 @@ from tests.services import fetch_value
 
 OFFERWALL_KEY = "e2e-offerwall-pub-key"
 ADJOE_TOKEN = "e2e-adjoe-token"
+AIGAME_KEY = "e2e-aigame-key"
 # Short tiers, so a payout that failed during a fault is retried within the test's patience.
 RETRY_TIERS = (1, 2, 5, 10, 30)
 
@@ -68,6 +69,17 @@ route = "/callbacks/adjoe"
 secret_env = "E2E_ADJOE_TOKEN"
 max_amount = "100000"
 account_policy = "create"
+
+[[providers]]
+name = "aigame"
+protocol = "aigame_payout"
+route = "/aigame/v1/wallet/payout"
+secret_env = "E2E_AIGAME_KEY"
+allowed_currencies = ["VND2"]
+amount_decimal_places = 2
+max_amount = "100000"
+account_policy = "create"
+outcome_timeout_seconds = 10
 """
 
 
@@ -136,6 +148,7 @@ class Stack:
             **os.environ,
             "E2E_OFFERWALL_KEY": OFFERWALL_KEY,
             "E2E_ADJOE_TOKEN": ADJOE_TOKEN,
+            "E2E_AIGAME_KEY": AIGAME_KEY,
             "PAYOUTS_DATABASE_URL": database_url or "",
             "PAYOUTS_BROKER_URL": broker_url or "",
         }

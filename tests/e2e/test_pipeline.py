@@ -6,6 +6,7 @@ import asyncio
 import json
 import random
 import signal
+import time
 import uuid
 from collections import Counter
 from decimal import Decimal
@@ -15,11 +16,13 @@ import asyncpg
 import httpx
 
 from tests.books import assert_books_balance
-from tests.e2e.stack import ADJOE_TOKEN, OFFERWALL_KEY
+from tests.e2e.stack import ADJOE_TOKEN, AIGAME_KEY, OFFERWALL_KEY
 from tests.polling import wait_until
-from tests.signing import adjoe_query, offerwall_query
+from tests.signing import adjoe_query, aigame_payout_body, offerwall_query
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from tests.e2e.stack import Stack
 
 DRAIN_TIMEOUT_SECONDS = 120.0
@@ -87,7 +90,9 @@ async def processed_deliveries(stack: Stack) -> int:
     return int(value)
 
 
-async def assert_wallets_exactly(stack: Stack, expected: Wallets) -> None:
+async def assert_wallets_exactly(
+    stack: Stack, expected: Mapping[tuple[str, str], int | Decimal]
+) -> None:
     conn = await asyncpg.connect(stack.database_url)
     try:
         rows = await conn.fetch(
@@ -277,3 +282,89 @@ async def test_sigterm_lets_each_process_finish_its_work_and_exit_zero(stack: St
 
     await wait_until(drained, "the rest credited by the next worker", DRAIN_TIMEOUT_SECONDS)
     await assert_wallets_exactly(stack, expected)
+
+
+async def settle_like_the_platform(
+    client: httpx.AsyncClient, fields: dict[str, object]
+) -> list[dict[str, Any]]:
+    """Spec 001's FAQ: re-send (with a fresh timestamp) until the answer is success."""
+    answers = []
+    for _ in range(30):
+        body = aigame_payout_body({**fields, "timestamp": int(time.time() * 1000)}, AIGAME_KEY)
+        response = await client.post("/aigame/v1/wallet/payout", json=body, timeout=30)
+        assert response.status_code == 200
+        answers.append(response.json())
+        if answers[-1]["code"] == 200:
+            return answers
+        assert answers[-1]["code"] == 800100, answers[-1]  # only "try again" is retried
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"never settled: {answers}")
+
+
+async def test_wallet_payouts_answer_consistent_balances_through_a_worker_crash(
+    stack: Stack,
+) -> None:
+    await stack.start_ingress()
+    doomed = await stack.start_worker()
+    await stack.start_worker()
+    rng = random.Random(7)
+    payouts = [
+        {
+            "agent_id": "agent001",
+            "user_id": f"player-{rng.randrange(10)}",
+            "game_id": "101",
+            "inst_id": "000002",
+            "shoe_id": 1,
+            "round_id": n,
+            "bet_txn_id": f"bet-{n:05d}",
+            "win_amount": f"{rng.randint(0, 5000)}.{rng.randint(0, 99):02d}",
+            "pay_out_time": 1763800000000,
+            "currency": "VND2",
+        }
+        for n in range(150)
+    ]
+    limit = asyncio.Semaphore(12)
+
+    async def settle(fields: dict[str, object]) -> list[dict[str, Any]]:
+        async with limit:
+            return await settle_like_the_platform(client, fields)
+
+    async with httpx.AsyncClient(base_url=stack.base_url) as client:
+        # Every payout sent twice at once: the platform's retry racing its first attempt.
+        sending = asyncio.gather(*(settle(fields) for fields in payouts for _ in range(2)))
+
+        async def some_credited() -> bool:
+            return int(await stack.fetchval("SELECT count(*) FROM payouts")) >= 30
+
+        await wait_until(some_credited, "first credits", DRAIN_TIMEOUT_SECONDS)
+        doomed.signal(signal.SIGKILL)
+        assert doomed.popen.wait(10) == -signal.SIGKILL
+        assert int(await stack.fetchval("SELECT count(*) FROM payouts")) < 150, "killed too late"
+        settled = await sending
+        an_hour_ago = int((time.time() - 3600) * 1000)
+        late = await client.post(
+            "/aigame/v1/wallet/payout",
+            json=aigame_payout_body({**payouts[0], "timestamp": an_hour_ago}, AIGAME_KEY),
+        )
+
+    balances: dict[str, set[str]] = {}
+    for index, answers in enumerate(settled):
+        balances.setdefault(str(payouts[index // 2]["bet_txn_id"]), set()).add(
+            json.dumps(answers[-1]["data"])
+        )
+    assert all(len(seen) == 1 for seen in balances.values()), "one transaction, one balance"
+    assert late.json()["data"] == json.loads(next(iter(balances["bet-00000"])))
+
+    expected: dict[tuple[str, str], Decimal] = {}
+    for fields in payouts:
+        key = (str(fields["user_id"]), "VND2")
+        expected[key] = expected.get(key, Decimal(0)) + Decimal(str(fields["win_amount"]))
+    await assert_wallets_exactly(stack, expected)
+    for (user, _), total in expected.items():
+        answered = {
+            Decimal(json.loads(text)["balance"])
+            for index, fields in enumerate(payouts)
+            if fields["user_id"] == user
+            for text in balances[str(fields["bet_txn_id"])]
+        }
+        assert max(answered) == total, f"{user}: the last credit's balance is the total"
