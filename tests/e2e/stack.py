@@ -21,6 +21,7 @@ from tests.services import fetch_value
 OFFERWALL_KEY = "e2e-offerwall-pub-key"
 ADJOE_TOKEN = "e2e-adjoe-token"
 AIGAME_KEY = "e2e-aigame-key"
+BILLING_SECRET = "e2e-billing-secret"
 # Short tiers, so a payout that failed during a fault is retried within the test's patience.
 RETRY_TIERS = (1, 2, 5, 10, 30)
 
@@ -80,6 +81,16 @@ amount_decimal_places = 2
 max_amount = "100000"
 account_policy = "create"
 outcome_timeout_seconds = 10
+
+[[providers]]
+name = "billing"
+protocol = "wallet_billing"
+route = "/callbacks/billing"
+secret_env = "E2E_BILLING_SECRET"
+default_currency = "VND"
+max_amount = "100000"
+account_policy = "create"
+verify_orders = true
 """
 
 
@@ -149,6 +160,7 @@ class Stack:
             "E2E_OFFERWALL_KEY": OFFERWALL_KEY,
             "E2E_ADJOE_TOKEN": ADJOE_TOKEN,
             "E2E_AIGAME_KEY": AIGAME_KEY,
+            "E2E_BILLING_SECRET": BILLING_SECRET,
             "PAYOUTS_DATABASE_URL": database_url or "",
             "PAYOUTS_BROKER_URL": broker_url or "",
         }

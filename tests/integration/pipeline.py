@@ -38,6 +38,8 @@ PARTNERS = {
     # pid: (api key, secret)
     "partner-a": ("key-a", "secret-a"),
     "partner-b": ("key-b", "secret-b"),
+    # The values of spec 002's own examples.
+    "your_provided_pid": ("your_provided_api_key", "your_provided_secret_key"),
 }
 ENVIRON = {
     "AIGAME_KEY": AIGAME_KEY,
@@ -108,6 +110,12 @@ def pipeline_settings(services: Services, database_url: str, **database: Any) ->
                 api_key_env="PARTNER_B_KEY",
                 secret_env="PARTNER_B_SECRET",
                 provider_instances=("offerwall",),
+            ),
+            Partner(
+                pid="your_provided_pid",
+                api_key_env="YOUR_PROVIDED_PID_KEY",
+                secret_env="YOUR_PROVIDED_PID_SECRET",
+                provider_instances=("aigame",),
             ),
         ),
         internal_api=InternalApiSettings(token_env="INTERNAL_TOKEN"),

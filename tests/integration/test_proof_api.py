@@ -4,7 +4,9 @@ partners isolated from each other, and a receipt that shows the right transactio
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
+import json
 import time
 import uuid
 from decimal import Decimal
@@ -48,9 +50,11 @@ async def running(services: Services, database_url: str) -> AsyncIterator[Pipeli
         yield started
 
 
-async def credited_payout(running: Pipeline, user: str = "member-p", win: str = "42.5") -> str:
+async def credited_payout(
+    running: Pipeline, user: str = "member-p", win: str = "42.5", order_id: str | None = None
+) -> str:
     await running.create_member(user, "VND2")
-    order_id = uuid.uuid4().hex[:24]
+    order_id = order_id or uuid.uuid4().hex[:24]
     now = int(time.time() * 1000)
     fields = {
         "agent_id": "agent001",
@@ -249,3 +253,30 @@ async def test_a_transaction_only_ever_refused_is_rejected(running: Pipeline) ->
     assert answer.json()["resultCode"] == 5
     _, body = await ask(running, **proof_request("W-refused-1"))
     assert (body["transaction_status"], body["proof_images"]) == ("Rejected", [])
+
+
+async def test_the_spec_example_request_gets_the_spec_example_response_shape(
+    running: Pipeline,
+) -> None:
+    order_id = "ORDER_123456"
+    await credited_payout(running, order_id=order_id)
+    # The spec's PHP example: hash('sha256', $pid . $secret_key . $order_id).
+    signature = hashlib.sha256(
+        b"your_provided_pid" + b"your_provided_secret_key" + b"ORDER_123456"
+    ).hexdigest()
+    response = await running.client.post(
+        PROOF,
+        content=json.dumps(
+            {"pid": "your_provided_pid", "order_id": order_id, "signature": signature}
+        ),
+        headers={"Content-Type": "application/json", "X-API-KEY": "your_provided_api_key"},
+    )
+    body = response.json()
+    assert response.status_code == 200
+    assert list(body) == ["status", "order_id", "transaction_status", "proof_images"]
+    assert (body["status"], body["order_id"], body["transaction_status"]) == (
+        "success",
+        "ORDER_123456",
+        "Approved",
+    )
+    assert all(uri.startswith("data:image/") for uri in body["proof_images"])
