@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ingress.bodies import read_body
-from ingress.client_ip import client_address, is_allowed
+from ingress.client_ip import is_allowed, request_address
 from ingress.database import IngressDatabase
 from ingress.orders_api import order_routes
 from ingress.outcomes import OutcomeListener, OutcomeUnavailable
@@ -144,8 +144,12 @@ class CallbackEndpoint:
         provider's retry is then answered from the record."""
         assert self._outcomes is not None  # checked in __init__
         with self._outcomes.expecting(event.event_id) as future:
-            await self._publisher.publish_event(event)
             try:
+                if not self._outcomes.listening:
+                    # Nothing could tell us the outcome, and some providers take "try again" as a
+                    # final failure: publish nothing, so that answer stays true.
+                    raise OutcomeUnavailable("not listening for outcomes; nothing published")
+                await self._publisher.publish_event(event)
                 report = await self._outcomes.wait(
                     future, self._protocol.instance.outcome_timeout_seconds
                 )
@@ -153,7 +157,7 @@ class CallbackEndpoint:
                 log(
                     logger,
                     logging.WARNING,
-                    "published, but no outcome to answer with",
+                    "no outcome to answer with",
                     event_id=str(event.event_id),
                     provider_instance=event.provider_instance,
                     transaction_id=event.transaction_id,
@@ -163,11 +167,7 @@ class CallbackEndpoint:
         return self._protocol.answer_outcome(claim, report), report.outcome.value
 
     async def _read(self, request: Request) -> tuple[Claim, RawRequest]:
-        peer = request.client.host if request.client else None
-        # Every X-Forwarded-For line, in order: proxies may add a line instead of extending one,
-        # and reading only the first would let a caller's forged line decide the address.
-        forwarded_for = ", ".join(request.headers.getlist("x-forwarded-for"))
-        address = client_address(peer, forwarded_for, self._settings.trusted_proxies)
+        address = request_address(request, self._settings.trusted_proxies)
         if not is_allowed(address, self._protocol.instance.ip_allowlist):
             raise Rejection(Verdict.IP_NOT_ALLOWED, f"address {address} is not allowed")
         if len(request.scope["query_string"]) > self._settings.max_query_bytes:

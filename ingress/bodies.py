@@ -101,4 +101,10 @@ def parse_json_object(body: bytes) -> JsonObject:
         raise Rejection(Verdict.MALFORMED, f"body is not valid JSON: {error}") from None
     if not isinstance(parsed, dict):
         raise Rejection(Verdict.MALFORMED, "body must be a JSON object")
+    try:
+        # A `\ud800` escape decodes to a lone surrogate, which no UTF-8 text (so no signature
+        # and no database) can hold: refuse it here rather than fail later.
+        json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise Rejection(Verdict.MALFORMED, "body escapes a lone surrogate") from None
     return parsed

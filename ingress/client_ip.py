@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from starlette.requests import Request
+
     from schema.settings import IPNetwork
 
-__all__ = ["IPAddress", "client_address", "is_allowed"]
+__all__ = ["IPAddress", "client_address", "is_allowed", "request_address"]
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -52,3 +54,12 @@ def is_allowed(address: IPAddress | None, allowlist: Sequence[IPNetwork] | None)
     if allowlist is None:
         return True
     return address is not None and any(address in network for network in allowlist)
+
+
+def request_address(request: Request, trusted_proxies: Sequence[IPNetwork]) -> IPAddress | None:
+    """`client_address` of a request, reading every X-Forwarded-For line in order: proxies may
+    add a line instead of extending one, and reading only the first would let a caller's forged
+    line decide the address."""
+    peer = request.client.host if request.client else None
+    forwarded_for = ", ".join(request.headers.getlist("x-forwarded-for"))
+    return client_address(peer, forwarded_for, trusted_proxies)

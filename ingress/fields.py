@@ -11,13 +11,23 @@ from decimal import Decimal
 
 from ingress.verdicts import Rejection, Verdict
 
-__all__ = ["amount", "positive_integer", "text", "unsigned_integer", "uuid_v4"]
+__all__ = [
+    "MAX_ID_LENGTH",
+    "amount",
+    "is_storable_id",
+    "positive_integer",
+    "text",
+    "unsigned_integer",
+    "uuid_v4",
+]
 
 _UUID_V4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 # Plain decimal notation: no sign, no exponent, no leading zeros, no surrounding junk.
 # Always used with fullmatch: `$` would let a trailing newline through.
 _UNSIGNED_INTEGER = re.compile(r"0|[1-9][0-9]*")
 MAX_INTEGER_DIGITS = 18
+# The longest id any protocol records (the payout event's limit).
+MAX_ID_LENGTH = 128
 
 
 def _malformed(name: str, problem: str) -> Rejection:
@@ -30,7 +40,7 @@ def text(name: str, value: str, *, max_length: int, required: bool = True) -> st
         raise _malformed(name, "is empty")
     if len(value) > max_length:
         raise _malformed(name, f"is longer than {max_length} characters")
-    if any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in value):
+    if any(unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp") for char in value):
         raise _malformed(name, "contains control characters")
     if value != value.strip():
         raise _malformed(name, "has leading or trailing whitespace")
@@ -43,6 +53,15 @@ def unsigned_integer(name: str, value: str) -> int:
             name, f"must be an unsigned integer of at most {MAX_INTEGER_DIGITS} digits"
         )
     return int(value)
+
+
+def is_storable_id(value: str) -> bool:
+    """Whether `text` would accept this as an id: a lookup of anything else can find nothing."""
+    try:
+        text("id", value, max_length=MAX_ID_LENGTH)
+    except Rejection:
+        return False
+    return True
 
 
 def positive_integer(name: str, value: str) -> int:

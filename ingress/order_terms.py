@@ -15,9 +15,6 @@ if TYPE_CHECKING:
 
 __all__ = ["OrderRefused", "checked_order"]
 
-MAX_ID_LENGTH = 128
-MAX_ITEMS = 100
-
 
 class OrderRefused(ValueError):
     """The order cannot be registered for that instance; the message says why."""
@@ -34,7 +31,8 @@ def checked_order(
     instance = next((p for p in settings.providers if p.name == provider_instance), None)
     if instance is None:
         raise OrderRefused(f"no provider instance named {provider_instance!r}")
-    terms = protocol_class(instance.protocol).order_terms
+    protocol = protocol_class(instance.protocol)
+    terms = protocol.order_terms
     if terms is None or not instance.verify_orders:
         raise OrderRefused(f"provider instance {provider_instance!r} does not verify orders")
     for term, value in (("items", items), ("amount", amount)):
@@ -46,9 +44,9 @@ def checked_order(
     try:
         return Order(
             provider_instance=provider_instance,
-            order_id=fields.text("order_id", order_id, max_length=MAX_ID_LENGTH),
-            user_id=fields.text("user_id", user_id, max_length=MAX_ID_LENGTH),
-            items=_items(items),
+            order_id=fields.text("order_id", order_id, max_length=fields.MAX_ID_LENGTH),
+            user_id=fields.text("user_id", user_id, max_length=fields.MAX_ID_LENGTH),
+            items=_items(items, protocol.items_per_order),
             amount=(
                 fields.amount(
                     "amount",
@@ -65,9 +63,9 @@ def checked_order(
         raise OrderRefused(rejection.detail) from None
 
 
-def _items(items: list[str] | None) -> tuple[str, ...] | None:
+def _items(items: list[str] | None, limit: int) -> tuple[str, ...] | None:
     if items is None:
         return None
-    if not 1 <= len(items) <= MAX_ITEMS:
-        raise OrderRefused(f"items must list 1 to {MAX_ITEMS} item ids")
-    return tuple(fields.text("items", item, max_length=MAX_ID_LENGTH) for item in items)
+    if not 1 <= len(items) <= limit:
+        raise OrderRefused(f"items must list 1 to {limit} item ids")
+    return tuple(fields.text("items", item, max_length=fields.MAX_ID_LENGTH) for item in items)

@@ -11,11 +11,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ingress.bodies import parse_json_object, read_body
-from ingress.client_ip import client_address, is_allowed
+from ingress.client_ip import is_allowed, request_address
 from ingress.database import DatabaseUnavailable
+from ingress.fields import is_storable_id
 from ingress.order_terms import OrderRefused, checked_order
-from ingress.protocols.base import signatures_match
+from ingress.protocols.base import same_secret
 from ingress.verdicts import Rejection
+from schema.events import decimal_text
 from schema.logs import log
 from schema.settings import read_secrets
 from workers.orders import RegisterResult, cancel_order, find_order, register_order
@@ -52,7 +54,7 @@ def _order_json(order: Order) -> dict[str, object]:
         "order_id": order.order_id,
         "user_id": order.user_id,
         "items": list(order.items) if order.items is not None else None,
-        "amount": format(order.amount, "f") if order.amount is not None else None,
+        "amount": decimal_text(order.amount) if order.amount is not None else None,
         "status": order.status.value,
         "registered_at": order.registered_at.isoformat() if order.registered_at else None,
         "consumed_by_payout": order.consumed_by,
@@ -74,14 +76,12 @@ class OrdersApi:
         )
 
     def _refusal(self, request: Request) -> Response | None:
-        peer = request.client.host if request.client else None
-        forwarded_for = ", ".join(request.headers.getlist("x-forwarded-for"))
-        address = client_address(peer, forwarded_for, self._settings.ingress.trusted_proxies)
+        address = request_address(request, self._settings.ingress.trusted_proxies)
         if not is_allowed(address, self._settings.internal_api.ip_allowlist):
             return _error(403, "forbidden", f"address {address} is not allowed")
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         valid = scheme.lower() == "bearer" and any(
-            signatures_match(known, token) for known in self._tokens.values()
+            same_secret(known, token) for known in self._tokens.values()
         )
         if not valid:
             return _error(401, "unauthorized", "send Authorization: Bearer <token>")
@@ -133,6 +133,8 @@ class OrdersApi:
         if (refusal := self._refusal(request)) is not None:
             return refusal
         instance, order_id = request.path_params["instance"], request.path_params["order_id"]
+        if not (is_storable_id(instance) and is_storable_id(order_id)):
+            return _error(404, "not_found", "no order can have that id")
         try:
             async with self._database.connection() as conn:
                 order = await find_order(conn, instance, order_id)
@@ -146,6 +148,8 @@ class OrdersApi:
         if (refusal := self._refusal(request)) is not None:
             return refusal
         instance, order_id = request.path_params["instance"], request.path_params["order_id"]
+        if not (is_storable_id(instance) and is_storable_id(order_id)):
+            return _error(404, "not_found", "no order can have that id")
         try:
             async with self._database.connection() as conn, conn.transaction():
                 cancelled = await cancel_order(conn, instance, order_id)
@@ -175,7 +179,8 @@ def order_routes(
 ) -> list[Route]:
     api = OrdersApi(settings, database, environ)
     prefix = settings.internal_api.route_prefix
-    one = prefix + "/orders/{instance}/{order_id}"
+    # `path`: an order id may contain a slash.
+    one = prefix + "/orders/{instance}/{order_id:path}"
     return [
         Route(prefix + "/orders", api.register, methods=["POST"]),
         Route(one, api.show, methods=["GET"]),

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from schema.outcomes import OutcomeReport
     from schema.settings import DatabaseSettings
 
-__all__ = ["OutcomeListener", "OutcomeUnavailable"]
+__all__ = ["LISTENER_APPLICATION_NAME", "OutcomeListener", "OutcomeUnavailable"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ RECONNECT_SECONDS = 2.0
 # A silently dead connection (a cut network) reports nothing: ask it something this often.
 PING_SECONDS = 5.0
 PING_TIMEOUT_SECONDS = 3.0
+# How an operator (or a test) finds these connections in pg_stat_activity.
+LISTENER_APPLICATION_NAME = "payouts-outcome-listener"
 
 
 class OutcomeUnavailable(Exception):
@@ -87,7 +89,7 @@ class OutcomeListener:
         while True:
             try:
                 await self._listen_once()
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            except Exception as error:  # whatever broke the connection, listen again
                 log(
                     logger,
                     logging.WARNING,
@@ -101,7 +103,11 @@ class OutcomeListener:
             await asyncio.sleep(RECONNECT_SECONDS)
 
     async def _listen_once(self) -> None:
-        conn = await asyncpg.connect(self._settings.url, timeout=PING_TIMEOUT_SECONDS)
+        conn = await asyncpg.connect(
+            self._settings.url,
+            timeout=PING_TIMEOUT_SECONDS,
+            server_settings={"application_name": LISTENER_APPLICATION_NAME},
+        )
         try:
             await conn.add_listener(OUTCOME_CHANNEL, self._on_notification)
             self._listening.set()

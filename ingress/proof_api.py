@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import json
 import logging
 from dataclasses import dataclass
@@ -21,7 +20,8 @@ from starlette.responses import JSONResponse
 
 from ingress.bodies import parse_json_object, read_body
 from ingress.database import DatabaseUnavailable
-from ingress.protocols.base import signatures_match
+from ingress.fields import is_storable_id
+from ingress.protocols.base import same_secret, signatures_match
 from ingress.receipts import Receipt, data_uri, render_receipt
 from ingress.verdicts import Rejection
 from schema.logs import log
@@ -42,6 +42,8 @@ __all__ = ["ProofEndpoint"]
 logger = logging.getLogger(__name__)
 
 REQUIRED_FIELDS = ("pid", "order_id", "signature")
+NOT_FOUND = "Transaction not found"
+UNAVAILABLE = "Service temporarily unavailable"
 
 FIND_PAYOUT = """
 SELECT p.payout_id, p.provider_instance, p.transaction_id, p.user_id, p.amount, p.currency,
@@ -79,7 +81,7 @@ class _Partner:
     pid: str
     api_keys: tuple[str, ...]
     secrets: tuple[str, ...]
-    provider_instances: list[str]
+    provider_instances: tuple[str, ...]
 
     @classmethod
     def from_settings(cls, partner: Partner, environ: Mapping[str, str]) -> _Partner:
@@ -91,11 +93,11 @@ class _Partner:
             pid=partner.pid,
             api_keys=values(partner.api_key_env),
             secrets=values(partner.secret_env),
-            provider_instances=list(partner.provider_instances),
+            provider_instances=partner.provider_instances,
         )
 
     def holds_key(self, api_key: str) -> bool:
-        return any(_same(known, api_key) for known in self.api_keys)
+        return any(same_secret(known, api_key) for known in self.api_keys)
 
     def signed(self, order_id: str, signature: str) -> bool:
         return any(
@@ -104,10 +106,6 @@ class _Partner:
             )
             for secret in self.secrets
         )
-
-
-def _same(known: str, given: str) -> bool:
-    return hmac.compare_digest(known.encode(), given.encode())
 
 
 class _Refused(Exception):
@@ -136,6 +134,14 @@ class ProofEndpoint:
         await response(scope, receive, send)
 
     async def handle(self, request: Request) -> Response:
+        try:
+            return await self._answer(request)
+        except Exception:
+            # Never a 500, and never a traceback for the partner: the spec's format, "retry".
+            logger.exception("unexpected error answering a proof request")
+            return _error(503, UNAVAILABLE)
+
+    async def _answer(self, request: Request) -> Response:
         if request.method != "POST":
             return _error(405, "Method not allowed")
         try:
@@ -143,12 +149,14 @@ class ProofEndpoint:
         except _Refused as refused:
             log(logger, logging.INFO, "proof request refused", reason=refused.message)
             return _error(refused.status, refused.message)
+        if not is_storable_id(order_id):
+            return _error(200, NOT_FOUND)  # nothing we record can have this id
         try:
             async with self._database.connection() as conn:
                 found = await self._lookup(conn, partner, order_id)
         except DatabaseUnavailable as error:
             log(logger, logging.WARNING, "proof API: database unavailable", error=str(error))
-            return _error(503, "Service temporarily unavailable")
+            return _error(503, UNAVAILABLE)
         log(
             logger,
             logging.INFO,
@@ -158,7 +166,7 @@ class ProofEndpoint:
             transaction_status=found[0] if found else None,
         )
         if found is None:
-            return _error(200, "Transaction not found")
+            return _error(200, NOT_FOUND)
         transaction_status, images = found
         return JSONResponse(
             {
@@ -200,7 +208,7 @@ class ProofEndpoint:
     async def _lookup(
         self, conn: asyncpg.pool.PoolConnectionProxy, partner: _Partner, order_id: str
     ) -> tuple[str, list[str]] | None:
-        instances = partner.provider_instances
+        instances = list(partner.provider_instances)
         row = await conn.fetchrow(FIND_PAYOUT, order_id, instances)
         if row is None:
             if await conn.fetchval(WAS_REFUSED, order_id, instances):

@@ -10,8 +10,9 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, PlainSerializer, TypeAdapter, ValidationError
 
+from schema.events import decimal_text
+
 __all__ = [
-    "MAX_REPORT_BYTES",
     "OUTCOME_CHANNEL",
     "Outcome",
     "OutcomeReport",
@@ -20,8 +21,6 @@ __all__ = [
 ]
 
 OUTCOME_CHANNEL = "payout_outcomes"
-# Postgres refuses a NOTIFY payload of 8000 bytes or more.
-MAX_REPORT_BYTES = 7900
 
 
 class Outcome(StrEnum):
@@ -52,9 +51,7 @@ class OutcomeReport(BaseModel):
     outcome: Outcome
     # The wallet's balance right after this transaction was credited (the first time, for a
     # duplicate), when there is one.
-    balance: Annotated[Decimal, PlainSerializer(lambda value: format(value, "f"), str)] | None = (
-        None
-    )
+    balance: Annotated[Decimal, PlainSerializer(decimal_text, str)] | None = None
 
 
 _REPORTS = TypeAdapter(list[OutcomeReport])

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from workers.crediting import (
     CREATE_WALLET,
     LOCK_WALLET_CREATION,
-    HeldPayout,
+    PayoutToCredit,
     credit_held_payouts,
 )
 
@@ -19,7 +19,7 @@ __all__ = ["create_wallet"]
 
 async def create_wallet(
     conn: Connection, user_id: str, currency: str
-) -> tuple[bool, list[HeldPayout]]:
+) -> tuple[bool, list[PayoutToCredit]]:
     """Create the wallet if missing and credit the payouts held for it, in one transaction.
 
     Returns whether the wallet was new, and the held payouts now credited.

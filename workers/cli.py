@@ -174,13 +174,20 @@ def cmd_account_create(args: argparse.Namespace) -> int:
 def cmd_payout_attach_proof(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ingress.proof_images import ProofImageError, validated_media_type
+    from workers.proof_images import ProofImageError, validated_media_type
     from workers.proofs import NoSuchPayout, attach_proof
 
     settings = load_checked_settings(args)
-    data = Path(args.file).read_bytes()
+    limit = settings.proof_api.max_image_bytes
     try:
-        media_type = validated_media_type(data, max_bytes=settings.proof_api.max_image_bytes)
+        path = Path(args.file)
+        if path.stat().st_size > limit:
+            raise ProofImageError(f"the file is over proof_api.max_image_bytes ({limit} bytes)")
+        data = path.read_bytes()
+        media_type = validated_media_type(data, max_bytes=limit)
+    except OSError as error:
+        print(f"payouts: cannot read {args.file}: {error.strerror}", file=sys.stderr)
+        return 1
     except ProofImageError as error:
         print(f"payouts: {args.file}: {error}", file=sys.stderr)
         return 1

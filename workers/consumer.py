@@ -37,7 +37,7 @@ from workers.failures import (
     retry_delay_ms,
     retry_headers,
 )
-from workers.outcome_reports import send_reports
+from workers.outcome_reports import send_report
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -210,7 +210,7 @@ class Worker:
                             outcome=result.outcome,
                             balance=result.balance_after,
                         )
-                        await send_reports(conn, [report])
+                        await send_report(conn, report)
                     return result
             except TRANSIENT_ERRORS as error:
                 if time.monotonic() + delay > deadline:

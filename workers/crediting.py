@@ -27,7 +27,7 @@ __all__ = [
     "CREATE_WALLET",
     "LOCK_WALLET_CREATION",
     "CreditResult",
-    "HeldPayout",
+    "PayoutToCredit",
     "apply_payout",
     "credit_held_payouts",
 ]
@@ -57,7 +57,7 @@ DELETE FROM payouts WHERE payout_id = $1
 
 LOCK_EXISTING_TRANSACTION = """
 SELECT payout_id, event_id, user_id, amount, currency, items, price, order_id, status,
-       create_account
+       create_account, balance_after
 FROM payouts WHERE provider_instance = $1 AND transaction_id = $2
 FOR UPDATE
 """
@@ -135,8 +135,8 @@ class CreditResult:
 
 
 @dataclass(frozen=True)
-class HeldPayout:
-    """A payout waiting for its wallet, as `payouts account create` credits it."""
+class PayoutToCredit:
+    """What crediting a payout moves: its amount and items (a held one, or one just claimed)."""
 
     payout_id: int
     provider_instance: str
@@ -174,7 +174,9 @@ async def apply_payout(conn: Connection, event: PayoutEvent) -> CreditResult:
 
     if not _same_payout(existing, event):
         await _record_refused(conn, event, Outcome.CONFLICT)
-        return CreditResult(Outcome.CONFLICT, existing["payout_id"], None)
+        # With the balance the recorded payout earned: a protocol may answer that the
+        # transaction is settled (spec 001's FAQ) while the conflict waits for an operator.
+        return CreditResult(Outcome.CONFLICT, existing["payout_id"], existing["balance_after"])
     own_record = existing["event_id"] == event.event_id
     if existing["status"] == "held":
         result = await _credit_new_or_held(
@@ -239,7 +241,7 @@ async def _credit_new_or_held(
         await conn.execute(CREATE_WALLET, event.user_id, event.currency)
     balance = await _credit(
         conn,
-        HeldPayout(payout_id, event.provider_instance, event.amount, event.items),
+        PayoutToCredit(payout_id, event.provider_instance, event.amount, event.items),
         event.user_id,
         event.currency,
     )
@@ -249,7 +251,7 @@ async def _credit_new_or_held(
 
 
 async def _credit(
-    conn: Connection, payout: HeldPayout, user_id: str, currency: str
+    conn: Connection, payout: PayoutToCredit, user_id: str, currency: str
 ) -> Decimal | None:
     """Move the amount from the instance's funding account to the wallet and grant the items;
     None if the wallet does not exist. A zero amount still needs the wallet (the user exists)."""
@@ -290,11 +292,13 @@ async def _record_refused(conn: Connection, event: PayoutEvent, outcome: Outcome
     )
 
 
-async def credit_held_payouts(conn: Connection, user_id: str, currency: str) -> list[HeldPayout]:
+async def credit_held_payouts(
+    conn: Connection, user_id: str, currency: str
+) -> list[PayoutToCredit]:
     """Credit the payouts held for this wallet, oldest first, in the caller's transaction."""
-    credited: list[HeldPayout] = []
+    credited: list[PayoutToCredit] = []
     for row in await conn.fetch(LOCK_HELD_FOR_WALLET, user_id, currency):
-        payout = HeldPayout(
+        payout = PayoutToCredit(
             row["payout_id"],
             row["provider_instance"],
             row["amount"],

@@ -9,11 +9,14 @@ ensure_venv
 [ -n "${PAYOUTS_DATABASE_URL:-}${PAYOUTS_BROKER_URL:-}" ] || ensure_local_services
 
 export PAYOUTS_CONFIG=${PAYOUTS_CONFIG:-deploy/payouts.example.toml}
-if [ -z "${PAYOUTS_OFFERWALL_PUB_KEY:-}" ] || [ -z "${PAYOUTS_ADJOE_S2S_TOKEN:-}" ]; then
-    echo "using the example secrets; export PAYOUTS_OFFERWALL_PUB_KEY and PAYOUTS_ADJOE_S2S_TOKEN for real ones"
-    export PAYOUTS_OFFERWALL_PUB_KEY=${PAYOUTS_OFFERWALL_PUB_KEY:-example-pub-key}
-    export PAYOUTS_ADJOE_S2S_TOKEN=${PAYOUTS_ADJOE_S2S_TOKEN:-example-s2s-token}
-fi
+# Each secret the example config names: yours if exported, else the example's, said out loud.
+while IFS='=' read -r name value; do
+    case $name in ''|'#'*) continue ;; esac
+    if [ -z "${!name:-}" ]; then
+        echo "using the example value of $name; export it for real use"
+        export "$name=$value"
+    fi
+done < deploy/local/example-secrets.env
 
 "$VENV/bin/payouts" migrate --create-database
 

@@ -28,7 +28,6 @@ OPTIONAL_PARAMETERS = (
     "reward_level",
     "reward_type",
 )
-MAX_ID_LENGTH = 128
 MAX_CURRENCY_LENGTH = 64
 MAX_OPTIONAL_LENGTH = 256
 
@@ -96,7 +95,7 @@ class Adjoe(QueryCallbackProtocol):
             user_id=fields.text(
                 self.sent_name("user_uuid"),
                 self.required(params, "user_uuid"),
-                max_length=MAX_ID_LENGTH,
+                max_length=fields.MAX_ID_LENGTH,
             ),
             amount=fields.amount(
                 self.sent_name("coin_amount"),

@@ -21,12 +21,14 @@ from ingress.protocols.base import Claim, JsonCallbackProtocol, signed_text
 from ingress.verdicts import Rejection, Verdict
 from schema.events import decimal_text
 from schema.outcomes import Outcome
+from schema.settings import ConfigError
 
 if TYPE_CHECKING:
     from starlette.responses import Response
 
     from ingress.bodies import JsonObject
     from schema.outcomes import OutcomeReport
+    from schema.settings import ProviderInstance
 
 __all__ = ["AigamePayout", "sign"]
 
@@ -60,13 +62,14 @@ VERDICT_CODES = {
     Verdict.IP_NOT_ALLOWED: SIGNATURE_ERROR,
     Verdict.UNKNOWN_CURRENCY: CURRENCY_NOT_FOUND,
     Verdict.TRY_AGAIN: SERVICE_EXCEPTION,
-    Verdict.ACCEPTED: SERVICE_EXCEPTION,  # never answered: the outcome decides
 }
 
 OUTCOME_CODES = {
     Outcome.CREDITED: SUCCESS,
     Outcome.DUPLICATE: SUCCESS,
     Outcome.HELD_UNKNOWN_ACCOUNT: MEMBER_NOT_FOUND,
+    # A settled order re-sent with other content is answered as settled (below); a conflict
+    # with a payout that is not settled is a failure.
     Outcome.CONFLICT: PAYOUT_FAILURE,
     Outcome.SIGNATURE_REUSED: PAYOUT_FAILURE,
     Outcome.ORDER_NOT_FOUND: ORDER_NOT_FOUND,
@@ -77,7 +80,6 @@ OUTCOME_CODES = {
 TEXT_FIELDS = ("agent_id", "user_id", "game_id", "inst_id", "bet_txn_id", "currency")
 INTEGER_FIELDS = ("shoe_id", "round_id", "pay_out_time", "timestamp")
 REQUIRED = (*TEXT_FIELDS, *INTEGER_FIELDS, "win_amount", "sign")
-MAX_TEXT_LENGTH = 128
 MAX_CURRENCY_LENGTH = 32
 
 
@@ -98,6 +100,14 @@ class AigamePayout(JsonCallbackProtocol):
     checks_request_age = True
     signature_schemes = ("key_first", "key_param_last")
 
+    @classmethod
+    def check_settings(cls, instance: ProviderInstance) -> None:
+        if instance.default_currency is not None:
+            raise ConfigError(
+                "default_currency is not used: aigame_payout sends the currency; "
+                "restrict it with allowed_currencies instead"
+            )
+
     def verify(self, body: JsonObject) -> Claim:
         for name in REQUIRED:
             if body.get(name) in (None, ""):
@@ -112,7 +122,7 @@ class AigamePayout(JsonCallbackProtocol):
             name: fields.text(
                 name,
                 signed[name],
-                max_length=MAX_CURRENCY_LENGTH if name == "currency" else MAX_TEXT_LENGTH,
+                max_length=MAX_CURRENCY_LENGTH if name == "currency" else fields.MAX_ID_LENGTH,
             )
             for name in TEXT_FIELDS
         }
@@ -154,11 +164,24 @@ class AigamePayout(JsonCallbackProtocol):
 
     def answer_outcome(self, claim: Claim, report: OutcomeReport) -> Response:
         code = OUTCOME_CODES[report.outcome]
+        if report.outcome is Outcome.CONFLICT and report.balance is not None:
+            # The FAQ: an order already settled is answered with success, whatever the re-send
+            # says; the differing content is recorded for an operator, never credited.
+            code = SUCCESS
         if code != SUCCESS or report.balance is None:
             return _answer(code)
+        return _answer(
+            code, {"balance": self._balance_text(report.balance), "currency": claim.currency}
+        )
+
+    def _balance_text(self, balance: Decimal) -> str:
+        """At least the instance's decimal places, padded, never rounded: a wallet shared with
+        another instance may hold finer amounts, and a balance must be exact."""
         places = self.instance.amount_decimal_places
-        balance = decimal_text(report.balance.quantize(Decimal(1).scaleb(-places)))
-        return _answer(code, {"balance": balance, "currency": claim.currency})
+        exponent = balance.as_tuple().exponent
+        if isinstance(exponent, int) and -exponent < places:
+            balance = balance.quantize(Decimal(1).scaleb(-places))
+        return decimal_text(balance)
 
 
 def _answer(code: int, data: dict[str, str] | None = None) -> Response:

@@ -30,6 +30,7 @@ __all__ = [
     "JsonCallbackProtocol",
     "ProviderProtocol",
     "QueryCallbackProtocol",
+    "same_secret",
     "signatures_match",
     "signed_text",
 ]
@@ -60,6 +61,11 @@ def signatures_match(expected_hex: str, received: str) -> bool:
     return hmac.compare_digest(expected_hex.encode(), received.lower().encode())
 
 
+def same_secret(known: str, received: str) -> bool:
+    """Constant-time and exact: an API key or token, unlike a hex digest, is case-sensitive."""
+    return hmac.compare_digest(known.encode(), received.encode())
+
+
 class ProviderProtocol(ABC):
     """One configured provider instance speaking one protocol."""
 
@@ -74,6 +80,8 @@ class ProviderProtocol(ABC):
     # What a pending order registered for this protocol holds besides its user (docs/orders.md);
     # None: the protocol names no order, so `verify_orders` cannot be turned on.
     order_terms: ClassVar[frozenset[str] | None] = None
+    # How many items an order registered for this protocol may list.
+    items_per_order: ClassVar[int] = 100
     # The request carries its own send time, checked against `request_max_age_seconds`.
     checks_request_age: ClassVar[bool] = False
     # Values `signature_scheme` may take; the first is the default.
@@ -155,7 +163,7 @@ class ProviderProtocol(ABC):
 
     @property
     def accepted_answer_code(self) -> str:
-        """What an accepted callback (and every retry of it) is answered: stored with the payout."""
+        """The code of this protocol's success answer, stored with the payout it accepted."""
         return str(Verdict.ACCEPTED.http_status)
 
 

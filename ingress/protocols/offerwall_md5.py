@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
 __all__ = ["OfferwallMd5"]
 
-MAX_ID_LENGTH = 128
 OPTIONAL_DEVICE_PARAMETERS = ("gaid", "mac", "imei", "android_id")
 
 
@@ -68,7 +67,7 @@ class OfferwallMd5(QueryCallbackProtocol):
         for spec_name in OPTIONAL_DEVICE_PARAMETERS:
             sent = self.sent_name(spec_name)
             value = fields.text(
-                sent, params.get(sent, ""), max_length=MAX_ID_LENGTH, required=False
+                sent, params.get(sent, ""), max_length=fields.MAX_ID_LENGTH, required=False
             )
             if value:
                 attributes[spec_name] = value
@@ -76,12 +75,12 @@ class OfferwallMd5(QueryCallbackProtocol):
             transaction_id=fields.text(
                 self.sent_name("trans_id"),
                 self.required(params, "trans_id"),
-                max_length=MAX_ID_LENGTH,
+                max_length=fields.MAX_ID_LENGTH,
             ),
             user_id=fields.text(
                 self.sent_name("user_id"),
                 self.required(params, "user_id"),
-                max_length=MAX_ID_LENGTH,
+                max_length=fields.MAX_ID_LENGTH,
             ),
             amount=fields.amount(
                 amount_name,

@@ -19,7 +19,7 @@ from ingress import fields
 from ingress.protocols.base import Claim, JsonCallbackProtocol, signed_text
 from ingress.verdicts import Rejection, Verdict
 from schema.outcomes import Outcome
-from schema.settings import ConfigError
+from schema.settings import AccountPolicy, ConfigError
 
 if TYPE_CHECKING:
     from starlette.responses import Response
@@ -41,7 +41,6 @@ SIGNED_IN_ORDER = (
     "addinfo",
 )
 REQUIRED = ("txnid", "userid", "items", "amount", "sig")
-MAX_ID_LENGTH = 128
 MAX_ADDINFO_LENGTH = 1024
 # The user bought items: the wallet is not credited, the price is recorded.
 NOTHING_CREDITED = Decimal(0)
@@ -78,7 +77,6 @@ VERDICT_CODES = {
     Verdict.BAD_SIGNATURE: BAD_SIGNATURE,
     Verdict.IP_NOT_ALLOWED: CALLER_NOT_ALLOWED,
     Verdict.TRY_AGAIN: TRY_AGAIN,
-    Verdict.ACCEPTED: TRY_AGAIN,  # never answered: the outcome decides
 }
 
 OUTCOME_CODES = {
@@ -102,6 +100,11 @@ def sig(values: dict[str, str], secret_key: str) -> str:
 class WalletBilling(JsonCallbackProtocol):
     name = "wallet_billing"
     order_terms: ClassVar[frozenset[str] | None] = frozenset({"items", "amount"})
+    items_per_order = 1  # a callback carries one package id
+
+    @property
+    def accepted_answer_code(self) -> str:
+        return str(SUCCESS)
 
     @classmethod
     def check_settings(cls, instance: ProviderInstance) -> None:
@@ -112,6 +115,11 @@ class WalletBilling(JsonCallbackProtocol):
             )
         if instance.allowed_currencies is not None:
             raise ConfigError("allowed_currencies is not used: wallet_billing sends no currency")
+        if instance.account_policy is not AccountPolicy.CREATE:
+            raise ConfigError(
+                'account_policy must be "create": the wallet takes every answer but 1 and 2 as '
+                "a final failure, so a purchase cannot wait for its user to be created"
+            )
 
     def verify(self, body: JsonObject) -> Claim:
         for name in REQUIRED:
@@ -129,7 +137,7 @@ class WalletBilling(JsonCallbackProtocol):
             name: fields.text(
                 name,
                 signed[name],
-                max_length=MAX_ADDINFO_LENGTH if name == "addinfo" else MAX_ID_LENGTH,
+                max_length=MAX_ADDINFO_LENGTH if name == "addinfo" else fields.MAX_ID_LENGTH,
                 required=name in REQUIRED,
             )
             for name in SIGNED_IN_ORDER

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 AIGAME_KEY = "aigame-key"
 BILLING_SECRET = "billing-secret"
-INTERNAL_TOKEN = "internal-token-1"
+INTERNAL_TOKEN = "Internal-Token-1"  # capitals: a token is compared exactly
 PARTNERS = {
     # pid: (api key, secret)
     "partner-a": ("key-a", "secret-a"),

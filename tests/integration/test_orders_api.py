@@ -36,8 +36,13 @@ async def post(running: Pipeline, body: Any, headers: dict[str, str] | None = No
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {INTERNAL_TOKEN}"}],
-    ids=["none", "wrong-token", "wrong-scheme"],
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {INTERNAL_TOKEN}"},
+        {"Authorization": f"Bearer {INTERNAL_TOKEN.lower()}"},
+    ],
+    ids=["none", "wrong-token", "wrong-scheme", "wrong-case"],
 )
 async def test_requests_without_the_token_are_refused(
     running: Pipeline, headers: dict[str, str]
@@ -81,6 +86,7 @@ async def test_an_order_is_shown_and_cancelled_once(running: Pipeline) -> None:
         ({**ORDER, "amount": "-1"}, "amount"),
         ({**ORDER, "amount": 1.5}, "whole number"),
         ({**ORDER, "surprise": 1}, "surprise"),
+        ({**ORDER, "items": ["a", "b"]}, "1 to 1 item ids"),
         ({**ORDER, "user_id": ""}, "empty"),
     ],
 )
@@ -90,3 +96,16 @@ async def test_orders_that_cannot_match_a_callback_are_refused(
     response = await post(running, body)
     assert response.status_code == 400
     assert problem in response.json()["detail"]
+
+
+async def test_ids_no_order_can_have_are_not_found_without_asking_the_database(
+    running: Pipeline,
+) -> None:
+    response = await running.client.get("/internal/orders/billing/a%00b", headers=AUTH)
+    assert response.status_code == 404
+
+
+async def test_an_order_id_may_contain_a_slash(running: Pipeline) -> None:
+    await post(running, {**ORDER, "order_id": "shop/APP-2"})
+    shown = await running.client.get("/internal/orders/billing/shop/APP-2", headers=AUTH)
+    assert shown.json()["order"]["order_id"] == "shop/APP-2"

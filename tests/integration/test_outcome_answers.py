@@ -10,19 +10,27 @@ import uuid
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import aio_pika
+import httpx
 import pytest
 
+from ingress.app import create_app
+from ingress.outcomes import LISTENER_APPLICATION_NAME
+from schema.settings import DatabaseSettings
+from schema.topology import Topology
 from tests.integration.pipeline import (
     AIGAME,
     AIGAME_KEY,
     AIGAME_ORDERS,
     BILLING,
     BILLING_SECRET,
+    ENVIRON,
     INTERNAL_TOKEN,
     Pipeline,
     pipeline,
     pipeline_settings,
 )
+from tests.polling import wait_until
 from tests.signing import aigame_payout_body, wallet_billing_body
 
 if TYPE_CHECKING:
@@ -148,14 +156,25 @@ async def test_a_currency_not_enabled_is_refused_and_records_nothing(running: Pi
     assert await running.value("SELECT count(*) FROM payouts") == 0
 
 
-async def test_a_transaction_id_reused_with_another_amount_is_a_payout_failure(
+async def test_a_settled_order_resent_with_another_amount_is_answered_as_settled(
     running: Pipeline,
 ) -> None:
     await running.create_member("member-6", "VND2")
     fields = payout(user="member-6", win="5")
-    await send(running, fields)
-    assert (await send(running, {**fields, "win_amount": "500"}))["code"] == 800109
+    settled = await send(running, fields)
+    recalculated = await send(running, {**fields, "win_amount": "500"})
+    assert recalculated == settled  # the FAQ: an order already settled gets success again
     assert await balance(running, "member-6") == Decimal(5)
+    recorded = await running.value("SELECT amount FROM payout_conflicts WHERE outcome = 'conflict'")
+    assert recorded == Decimal(500)  # for an operator to review
+
+
+async def test_an_unsettled_order_resent_with_another_amount_is_a_payout_failure(
+    running: Pipeline,
+) -> None:
+    fields = payout(user="not-yet-a-member", win="5")
+    assert (await send(running, fields))["code"] == 800101
+    assert (await send(running, {**fields, "win_amount": "6"}))["code"] == 800109
 
 
 async def test_refusals_are_answered_in_the_spec_format_with_http_200(running: Pipeline) -> None:
@@ -309,3 +328,64 @@ async def test_a_bad_billing_signature_is_code_3_and_changes_nothing(running: Pi
     response = await running.client.post(BILLING, json=body)
     assert response.json() == {"resultCode": 3, "resultMessage": "Invalid signature"}
     assert await running.value("SELECT count(*) FROM payouts") == 0
+
+
+async def test_without_the_database_json_callbacks_answer_try_again_and_publish_nothing(
+    services: Services, database_url: str
+) -> None:
+    settings = pipeline_settings(services, database_url)
+    unreachable = settings.model_copy(
+        update={
+            "database": DatabaseSettings(url="postgresql://nobody@127.0.0.1:1/none"),
+            "partners": (),
+        }
+    )
+    app = create_app(unreachable, ENVIRON)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as client:
+
+            async def broker_connected() -> bool:
+                report: dict[str, str] = (await client.get("/readyz")).json()
+                return report["broker"] == "connected"
+
+            await wait_until(broker_connected, "ingress connected to the broker")
+            ready = (await client.get("/readyz")).json()
+            assert ready["outcomes"] == "not listening"
+            aigame = await client.post(AIGAME, json=aigame_payout_body(payout(), AIGAME_KEY))
+            billing = await client.post(
+                BILLING, json=wallet_billing_body(purchase(), BILLING_SECRET)
+            )
+    assert aigame.json() == {"code": 800100, "message": "Service exception", "data": {}}
+    assert billing.json() == {
+        "resultCode": 9,
+        "resultMessage": "Temporarily unavailable, retry later",
+    }
+    connection = await aio_pika.connect(services.rabbitmq_url)
+    async with connection:
+        queue = await (await connection.channel()).declare_queue(
+            Topology(settings.broker.namespace).work_queue, passive=True
+        )
+        assert queue.declaration_result.message_count == 0
+
+
+async def test_the_outcome_listener_reconnects_after_its_connection_is_killed(
+    running: Pipeline,
+) -> None:
+    killed = await running.value(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+        LISTENER_APPLICATION_NAME,
+    )
+    assert killed == 1
+
+    async def listening_again() -> bool:
+        report: dict[str, str] = (await running.client.get("/readyz")).json()
+        connections = await running.value(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            LISTENER_APPLICATION_NAME,
+        )
+        return bool(report["outcomes"] == "listening" and connections == 1)
+
+    await wait_until(listening_again, "the listener back", limit_seconds=20)
+    await running.create_member("member-9", "VND2")
+    assert (await send(running, payout(user="member-9", win="3")))["data"]["balance"] == "3.00"

@@ -280,3 +280,10 @@ async def test_the_spec_example_request_gets_the_spec_example_response_shape(
         "Approved",
     )
     assert all(uri.startswith("data:image/") for uri in body["proof_images"])
+
+
+async def test_an_order_id_no_payout_can_have_is_not_found(running: Pipeline) -> None:
+    assert await ask(running, **proof_request("bad\u0000id")) == (
+        200,
+        {"status": "error", "message": "Transaction not found"},
+    )

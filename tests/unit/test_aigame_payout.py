@@ -232,3 +232,26 @@ def test_try_again_is_service_exception() -> None:
 def test_settings_it_does_not_use_are_refused() -> None:
     with pytest.raises(ConfigError, match="signature_scheme 'sha1'"):
         protocol(signature_scheme="sha1")
+
+
+def test_a_balance_finer_than_the_instance_places_is_written_exactly() -> None:
+    proto = protocol()
+    claim = verify(aigame_payout_body(fresh(), KEY), proto)
+    answer = answer_json(proto.answer_outcome(claim, report(Outcome.CREDITED, "1282.665")))
+    assert answer["data"]["balance"] == "1282.665"
+
+
+def test_a_settled_order_resent_with_other_content_is_answered_as_settled() -> None:
+    proto = protocol()
+    claim = verify(aigame_payout_body(fresh(), KEY), proto)
+    answer = answer_json(proto.answer_outcome(claim, report(Outcome.CONFLICT, "70")))
+    assert answer == {
+        "code": 200,
+        "message": "success",
+        "data": {"balance": "70.00", "currency": "VND2"},
+    }
+
+
+def test_default_currency_is_refused_because_the_platform_sends_one() -> None:
+    with pytest.raises(ConfigError, match="default_currency is not used"):
+        protocol(default_currency="VND2")

@@ -88,6 +88,8 @@ def test_numbers_keep_their_text() -> None:
         b"\xff\xfe",
         b'{"a": ' * 100_000,
         b"",
+        b'{"a": "\\ud800"}',
+        b'{"\\udfff": 1}',
     ],
 )
 def test_anything_but_one_unambiguous_object_is_malformed(body: bytes) -> None:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -44,7 +45,8 @@ scalars = (
     | st.integers(min_value=-(10**30), max_value=10**30)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=40)
-    | st.sampled_from(["0", "1", "1.5", "-1", "1e3", "007", " 5", "100.00", "\u0000"])
+    | st.text(st.characters(codec=None, categories=["Cs", "Cc", "Lo"]), max_size=4)
+    | st.sampled_from(["0", "1", "1.5", "-1", "1e3", "007", " 5", "100.00", "\u0000", "\ud800"])
 )
 json_values = st.recursive(
     scalars,
@@ -82,6 +84,10 @@ def event_from(claim: Claim) -> PayoutEvent:
         attributes=claim.attributes,
         raw_request=RawRequest(method="POST", path="/", query_string="", client_ip="::1"),
     )
+
+
+def verdict_of(outcome: Claim | Rejection) -> Verdict | None:
+    return outcome.verdict if isinstance(outcome, Rejection) else None
 
 
 def as_sent(value: object) -> str:
@@ -165,10 +171,60 @@ billing_fields = st.fixed_dictionaries(
 @PROPERTY_SETTINGS
 @given(billing_fields)
 def test_billing_correctly_signed_hostile_values(fields: dict[str, Any]) -> None:
-    outcome = attempt(BILLING, json.dumps(wallet_billing_body(fields, KEY)).encode())
+    try:
+        body = json.dumps(wallet_billing_body(fields, KEY)).encode()
+    except ValueError:
+        return  # a lone surrogate: the wallet could not have signed it either
+    outcome = attempt(BILLING, body)
     if isinstance(outcome, Rejection):
         assert outcome.verdict in (Verdict.MALFORMED, Verdict.BAD_SIGNATURE)
         return
     assert outcome.transaction_id == as_sent(fields["txnid"])
     assert outcome.items == (as_sent(fields["items"]),)
     assert_sane(outcome)
+
+
+VALID_AIGAME = aigame_payout_body(
+    {
+        "agent_id": "a",
+        "user_id": "u",
+        "game_id": "101",
+        "inst_id": "1",
+        "shoe_id": 1,
+        "round_id": 1,
+        "bet_txn_id": "b",
+        "win_amount": "1",
+        "pay_out_time": 1,
+        "currency": "VND2",
+        "timestamp": 1,
+    },
+    KEY,
+)
+VALID_BILLING = wallet_billing_body(
+    {"txnid": "t", "userid": "u", "items": "i", "amount": 1, "apptxnid": "o"}, KEY
+)
+
+
+@PROPERTY_SETTINGS
+@given(st.data())
+def test_any_field_of_a_well_formed_body_replaced_by_anything_is_refused_or_a_claim(
+    data: st.DataObject,
+) -> None:
+    for protocol, valid in ((AIGAME, VALID_AIGAME), (BILLING, VALID_BILLING)):
+        name = data.draw(st.sampled_from([*valid, "extra"]))
+        body = {**valid, name: data.draw(json_values)}
+        outcome = attempt(protocol, json.dumps(body).encode())
+        if not isinstance(outcome, Rejection):
+            assert_sane(outcome)
+
+
+@pytest.mark.parametrize("name", [*VALID_AIGAME, "extra"])
+def test_a_lone_surrogate_in_any_aigame_field_is_malformed(name: str) -> None:
+    body = json.dumps({**VALID_AIGAME, name: "x\ud800"}).encode()
+    assert verdict_of(attempt(AIGAME, body)) is Verdict.MALFORMED
+
+
+@pytest.mark.parametrize("name", [*VALID_BILLING, "addinfo"])
+def test_a_lone_surrogate_in_any_billing_field_is_malformed(name: str) -> None:
+    body = json.dumps({**VALID_BILLING, name: "x\ud800"}).encode()
+    assert verdict_of(attempt(BILLING, body)) is Verdict.MALFORMED

@@ -36,8 +36,14 @@ def test_example_config_loads_and_builds_the_app() -> None:
     from pathlib import Path
 
     settings = load_settings(Path("deploy/payouts.example.toml"), environ={})
-    assert {p.protocol for p in settings.providers} == {"offerwall_md5", "adjoe"}
-    env = {"PAYOUTS_OFFERWALL_PUB_KEY": "k1", "PAYOUTS_ADJOE_S2S_TOKEN": "k2"}
+    assert {p.protocol for p in settings.providers} == {
+        "offerwall_md5",
+        "adjoe",
+        "aigame_payout",
+        "wallet_billing",
+    }
+    lines = Path("deploy/local/example-secrets.env").read_text().splitlines()
+    env = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
     assert create_app(settings, env) is not None
 
 

@@ -157,3 +157,12 @@ def test_try_again_has_its_own_code() -> None:
 def test_default_currency_is_required() -> None:
     with pytest.raises(ConfigError, match="default_currency is required"):
         WalletBilling(provider("wallet_billing"), {"TEST_SECRET": SECRET})
+
+
+def test_a_purchase_cannot_wait_for_its_user_so_require_existing_is_refused() -> None:
+    with pytest.raises(ConfigError, match='account_policy must be "create"'):
+        protocol(account_policy="require_existing")
+
+
+def test_the_stored_success_code_is_this_protocols_own() -> None:
+    assert protocol().accepted_answer_code == "1"
