@@ -325,7 +325,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--order-id", required=True, help="the game's order id")
     register.add_argument("--user", required=True, help="the user the order is for")
     register.add_argument(
-        "--item", action="append", help="an item id the order grants (repeat for several)"
+        "--item", action="append", help="an item id the order grants (wallet_billing: exactly one)"
     )
     register.add_argument("--amount", help="the order's price, as a decimal")
 

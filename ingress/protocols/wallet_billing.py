@@ -111,7 +111,7 @@ class WalletBilling(JsonCallbackProtocol):
         if instance.default_currency is None:
             raise ConfigError(
                 "default_currency is required: wallet_billing sends no currency; it is the "
-                "currency of `amount` and of the wallet a user must hold under require_existing"
+                "currency of `amount`, the price the user paid"
             )
         if instance.allowed_currencies is not None:
             raise ConfigError("allowed_currencies is not used: wallet_billing sends no currency")
