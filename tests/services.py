@@ -124,6 +124,15 @@ class Services:
         self._topologies.append(Topology(namespace, delays))
         return namespace
 
+    async def release_namespace(self, namespace: str) -> None:
+        """Delete one namespace's queues and exchanges now, not at the end of the run: hundreds
+        of idle quorum queues are enough to make a small broker stop accepting connections."""
+        topology = next(t for t in self._topologies if t.namespace == namespace)
+        connection = await aio_pika.connect(self.rabbitmq_url)
+        async with connection:
+            await delete_topology(connection, topology)
+        self._topologies.remove(topology)
+
     async def clean_up(self) -> None:
         admin = await asyncpg.connect(self.postgres_admin_url)
         try:

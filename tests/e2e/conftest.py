@@ -27,3 +27,4 @@ async def stack(services: Services, tmp_path: Path) -> AsyncIterator[Stack]:
         yield built
     finally:
         built.stop_all()
+        await services.release_namespace(built.namespace)

@@ -159,7 +159,18 @@ class Pipeline:
 
 
 @contextlib.asynccontextmanager
-async def pipeline(settings: Settings, with_worker: bool = True) -> AsyncIterator[Pipeline]:
+async def pipeline(
+    settings: Settings, services: Services, with_worker: bool = True
+) -> AsyncIterator[Pipeline]:
+    try:
+        async with _running(settings, with_worker) as started:
+            yield started
+    finally:
+        await services.release_namespace(settings.broker.namespace)
+
+
+@contextlib.asynccontextmanager
+async def _running(settings: Settings, with_worker: bool) -> AsyncIterator[Pipeline]:
     app = create_app(settings, ENVIRON)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))

@@ -88,8 +88,10 @@ async def queued_messages(
 
 
 @pytest.fixture
-def namespace(services: Services) -> str:
-    return services.new_namespace()
+async def namespace(services: Services) -> AsyncIterator[str]:
+    created = services.new_namespace()
+    yield created
+    await services.release_namespace(created)
 
 
 async def test_accepted_callback_is_published_persistent_and_then_answered(

@@ -26,7 +26,8 @@ ORDER = {
 
 @pytest.fixture
 async def running(services: Services, database_url: str) -> AsyncIterator[Pipeline]:
-    async with pipeline(pipeline_settings(services, database_url), with_worker=False) as started:
+    settings = pipeline_settings(services, database_url)
+    async with pipeline(settings, services, with_worker=False) as started:
         yield started
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from ingress.app import create_app
 from ingress.outcomes import LISTENER_APPLICATION_NAME
-from schema.settings import DatabaseSettings
+from schema.settings import DatabaseSettings, Settings
 from schema.topology import Topology
 from tests.integration.pipeline import (
     AIGAME,
@@ -43,7 +43,7 @@ AUTH = {"Authorization": f"Bearer {INTERNAL_TOKEN}"}
 
 @pytest.fixture
 async def running(services: Services, database_url: str) -> AsyncIterator[Pipeline]:
-    async with pipeline(pipeline_settings(services, database_url)) as started:
+    async with pipeline(pipeline_settings(services, database_url), services) as started:
         yield started
 
 
@@ -205,7 +205,7 @@ async def test_without_an_outcome_in_time_the_answer_is_try_again_and_the_resend
     settings = pipeline_settings(services, database_url)
     quick = settings.providers[0].model_copy(update={"outcome_timeout_seconds": 0.5})
     settings = settings.model_copy(update={"providers": (quick, *settings.providers[1:])})
-    async with pipeline(settings, with_worker=False) as running:
+    async with pipeline(settings, services, with_worker=False) as running:
         await running.create_member("member-8", "VND2")
         fields = payout(user="member-8", win="12")
         assert await send(running, fields) == {
@@ -340,7 +340,14 @@ async def test_without_the_database_json_callbacks_answer_try_again_and_publish_
             "partners": (),
         }
     )
-    app = create_app(unreachable, ENVIRON)
+    try:
+        await assert_try_again_and_nothing_published(services, unreachable)
+    finally:
+        await services.release_namespace(settings.broker.namespace)
+
+
+async def assert_try_again_and_nothing_published(services: Services, settings: Settings) -> None:
+    app = create_app(settings, ENVIRON)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as client:

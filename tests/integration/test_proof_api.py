@@ -46,7 +46,7 @@ PROOF = "/payout/api/proof/get_data.php"
 
 @pytest.fixture
 async def running(services: Services, database_url: str) -> AsyncIterator[Pipeline]:
-    async with pipeline(pipeline_settings(services, database_url)) as started:
+    async with pipeline(pipeline_settings(services, database_url), services) as started:
         yield started
 
 
@@ -224,7 +224,7 @@ async def test_without_the_database_the_proof_api_says_so_and_callbacks_still_wo
             "partners": settings.partners[1:],
         }
     )
-    async with pipeline(offerwall_only, with_worker=False) as running:
+    async with pipeline(offerwall_only, services, with_worker=False) as running:
         status, body = await ask(running, **proof_request("any", pid="partner-b"))
         assert (status, body) == (
             503,

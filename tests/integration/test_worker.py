@@ -36,8 +36,8 @@ TEST_TIERS = (1, 2, 4, 8)
 
 
 @pytest.fixture
-async def settings(services: Services, database_url: str) -> Settings:
-    return Settings(
+async def settings(services: Services, database_url: str) -> AsyncIterator[Settings]:
+    built = Settings(
         database=DatabaseSettings(url=database_url, pool_max_size=8, acquire_timeout_seconds=5),
         broker=BrokerSettings(
             url=services.rabbitmq_url,
@@ -46,6 +46,8 @@ async def settings(services: Services, database_url: str) -> Settings:
         ),
         worker=WorkerSettings(prefetch=8, in_place_retry_seconds=0.5, shutdown_grace_seconds=5),
     )
+    yield built
+    await services.release_namespace(built.broker.namespace)
 
 
 @asynccontextmanager
