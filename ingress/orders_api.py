@@ -129,12 +129,20 @@ class OrdersApi:
             {"status": result.value, "order": _order_json(stored)}, status_code=status
         )
 
-    async def show(self, request: Request) -> Response:
+    def _order_key(self, request: Request) -> tuple[str, str] | Response:
+        """The order a GET or DELETE names, or the answer that refuses the request."""
         if (refusal := self._refusal(request)) is not None:
             return refusal
         instance, order_id = request.path_params["instance"], request.path_params["order_id"]
         if not (is_storable_id(instance) and is_storable_id(order_id)):
             return _error(404, "not_found", "no order can have that id")
+        return instance, order_id
+
+    async def show(self, request: Request) -> Response:
+        key = self._order_key(request)
+        if not isinstance(key, tuple):
+            return key
+        instance, order_id = key
         try:
             async with self._database.connection() as conn:
                 order = await find_order(conn, instance, order_id)
@@ -145,11 +153,10 @@ class OrdersApi:
         return JSONResponse({"order": _order_json(order)})
 
     async def cancel(self, request: Request) -> Response:
-        if (refusal := self._refusal(request)) is not None:
-            return refusal
-        instance, order_id = request.path_params["instance"], request.path_params["order_id"]
-        if not (is_storable_id(instance) and is_storable_id(order_id)):
-            return _error(404, "not_found", "no order can have that id")
+        key = self._order_key(request)
+        if not isinstance(key, tuple):
+            return key
+        instance, order_id = key
         try:
             async with self._database.connection() as conn, conn.transaction():
                 cancelled = await cancel_order(conn, instance, order_id)

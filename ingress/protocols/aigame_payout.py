@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, ClassVar
 from starlette.responses import JSONResponse
 
 from ingress import fields
-from ingress.protocols.base import Claim, JsonCallbackProtocol, signed_text
+from ingress.protocols.base import Claim, JsonCallbackProtocol, require_fields, signed_text
 from ingress.verdicts import Rejection, Verdict
 from schema.events import decimal_text
 from schema.outcomes import Outcome
@@ -109,9 +109,7 @@ class AigamePayout(JsonCallbackProtocol):
             )
 
     def verify(self, body: JsonObject) -> Claim:
-        for name in REQUIRED:
-            if body.get(name) in (None, ""):
-                raise Rejection(Verdict.MALFORMED, f"field {name!r} is missing")
+        require_fields(body, REQUIRED)
         signed = {name: signed_text(name, value) for name, value in body.items() if name != "sign"}
         received = signed_text("sign", body["sign"])
         secret_name = self.matching_secret(lambda key: sign(signed, key, self.scheme), received)

@@ -16,7 +16,7 @@ from ingress.verdicts import Rejection, Verdict
 from schema.settings import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
     from decimal import Decimal
 
     from starlette.requests import Request
@@ -30,6 +30,7 @@ __all__ = [
     "JsonCallbackProtocol",
     "ProviderProtocol",
     "QueryCallbackProtocol",
+    "require_fields",
     "same_secret",
     "signatures_match",
     "signed_text",
@@ -216,6 +217,13 @@ class JsonCallbackProtocol(ProviderProtocol):
     @abstractmethod
     def verify(self, fields: JsonObject) -> Claim:
         """Check the signature and every field of the decoded object."""
+
+
+def require_fields(body: JsonObject, names: Iterable[str]) -> None:
+    """Each of `names` present and not empty, else the request is malformed."""
+    for name in names:
+        if body.get(name) in (None, ""):
+            raise Rejection(Verdict.MALFORMED, f"field {name!r} is missing")
 
 
 def signed_text(name: str, value: object) -> str:

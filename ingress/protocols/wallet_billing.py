@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 from starlette.responses import JSONResponse
 
 from ingress import fields
-from ingress.protocols.base import Claim, JsonCallbackProtocol, signed_text
+from ingress.protocols.base import Claim, JsonCallbackProtocol, require_fields, signed_text
 from ingress.verdicts import Rejection, Verdict
 from schema.outcomes import Outcome
 from schema.settings import AccountPolicy, ConfigError
@@ -122,11 +122,9 @@ class WalletBilling(JsonCallbackProtocol):
             )
 
     def verify(self, body: JsonObject) -> Claim:
-        for name in REQUIRED:
-            if body.get(name) in (None, ""):
-                raise Rejection(Verdict.MALFORMED, f"field {name!r} is missing")
-        if self.instance.verify_orders and body.get("apptxnid") in (None, ""):
-            raise Rejection(Verdict.MALFORMED, "field 'apptxnid' is missing")
+        require_fields(body, REQUIRED)
+        if self.instance.verify_orders:
+            require_fields(body, ("apptxnid",))
         signed = {name: signed_text(name, body.get(name)) for name in SIGNED_IN_ORDER}
         received = signed_text("sig", body["sig"])
         secret_name = self.matching_secret(lambda key: sig(signed, key), received)

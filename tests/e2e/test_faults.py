@@ -137,7 +137,7 @@ async def test_database_cut_off_then_postgres_killed_and_restarted(stack: Stack)
         await asyncio.sleep(3)  # longer than the in-place retries: deliveries go to the tiers
         await proxy.restore()
         await asyncio.sleep(1)
-        async with postgres_killed():
+        async with postgres_killed(stack.database_url):
             await asyncio.sleep(1.5)
 
     try:
