@@ -66,9 +66,9 @@ class Adjoe(QueryCallbackProtocol):
             for spec in self.renamable_parameters
             if self.sent_name(spec) in params
         }
-        secret_name = self.matching_secret(lambda token: sid(by_spec_name, token), received)
-        if secret_name is None:
-            raise Rejection(Verdict.BAD_SIGNATURE, "sid does not match the parameters")
+        secret_name = self.matching_secret(
+            lambda token: sid(by_spec_name, token), received, "sid does not match the parameters"
+        )
 
         currency_name = self.sent_name("currency")
         currency = fields.text(

@@ -112,9 +112,9 @@ class AigamePayout(JsonCallbackProtocol):
         require_fields(body, REQUIRED)
         signed = {name: signed_text(name, value) for name, value in body.items() if name != "sign"}
         received = signed_text("sign", body["sign"])
-        secret_name = self.matching_secret(lambda key: sign(signed, key, self.scheme), received)
-        if secret_name is None:
-            raise Rejection(Verdict.BAD_SIGNATURE, "sign does not match the fields")
+        secret_name = self.matching_secret(
+            lambda key: sign(signed, key, self.scheme), received, "sign does not match the fields"
+        )
 
         text = {
             name: fields.text(

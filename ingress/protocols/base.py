@@ -94,12 +94,15 @@ class ProviderProtocol(ABC):
         self._secrets = dict(secrets)
         self.names = self.validate(instance)
 
-    def matching_secret(self, expected_for: Callable[[str], str], received: str) -> str | None:
-        """The name of the secret under which `received` is the expected signature, if any."""
+    def matching_secret(
+        self, expected_for: Callable[[str], str], received: str, mismatch: str
+    ) -> str:
+        """The name of the secret under which `received` is the expected signature; if there is
+        none, the request is refused with `mismatch` as the detail."""
         for name, secret in self._secrets.items():
             if signatures_match(expected_for(secret), received):
                 return name
-        return None
+        raise Rejection(Verdict.BAD_SIGNATURE, mismatch)
 
     @classmethod
     def validate(cls, instance: ProviderInstance) -> dict[str, str]:

@@ -55,9 +55,9 @@ class OfferwallMd5(QueryCallbackProtocol):
         if not received:
             raise Rejection(Verdict.MALFORMED, "parameter 'sign' is missing")
         signed = {name: value for name, value in params.items() if name != "sign"}
-        secret_name = self.matching_secret(lambda pub_key: sign(signed, pub_key), received)
-        if secret_name is None:
-            raise Rejection(Verdict.BAD_SIGNATURE, "sign does not match the parameters")
+        secret_name = self.matching_secret(
+            lambda pub_key: sign(signed, pub_key), received, "sign does not match the parameters"
+        )
 
         send_time = self.required(params, "send_time")
         fields.positive_integer("send_time", send_time)

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse
 
 from ingress import fields
 from ingress.protocols.base import Claim, JsonCallbackProtocol, require_fields, signed_text
-from ingress.verdicts import Rejection, Verdict
+from ingress.verdicts import Verdict
 from schema.outcomes import Outcome
 from schema.settings import AccountPolicy, ConfigError
 
@@ -127,9 +127,9 @@ class WalletBilling(JsonCallbackProtocol):
             require_fields(body, ("apptxnid",))
         signed = {name: signed_text(name, body.get(name)) for name in SIGNED_IN_ORDER}
         received = signed_text("sig", body["sig"])
-        secret_name = self.matching_secret(lambda key: sig(signed, key), received)
-        if secret_name is None:
-            raise Rejection(Verdict.BAD_SIGNATURE, "sig does not match the fields")
+        secret_name = self.matching_secret(
+            lambda key: sig(signed, key), received, "sig does not match the fields"
+        )
 
         checked = {
             name: fields.text(
