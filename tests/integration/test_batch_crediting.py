@@ -1,0 +1,273 @@
+"""Many payouts in one transaction, each with the outcome it would have had alone: compared with
+one transaction per payout on a second database, and checked on hot wallets, overlapping
+concurrent batches and the failures a batch must isolate."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import pytest
+
+from schema.outcomes import Outcome
+from tests.books import assert_books_balance, wallet_balance
+from tests.factories import payout_event
+from workers.accounts import create_wallet
+from workers.batch_crediting import apply_batch
+from workers.crediting import CreditResult, apply_payout
+from workers.orders import Order, register_order
+
+if TYPE_CHECKING:
+    from schema.events import PayoutEvent
+    from tests.services import Services
+
+
+async def batch(pool: asyncpg.Pool, events: list[PayoutEvent]) -> list[CreditResult]:
+    async with pool.acquire() as conn, conn.transaction():
+        return await apply_batch(conn, events)
+
+
+@dataclass(frozen=True)
+class Books:
+    """Everything a payout can change, in a form two databases can be compared by."""
+
+    wallets: list[tuple[str, str, Decimal]]
+    payouts: list[tuple[str, str, str, str, Decimal | None, int]]
+    refused: list[tuple[str, str, str]]
+    ledger: list[tuple[str, str, Decimal]]
+    inventory: list[tuple[str, str, int]]
+
+
+async def books(conn: asyncpg.Connection) -> Books:
+    async def rows(query: str) -> list[Any]:
+        return [tuple(row) for row in await conn.fetch(query)]
+
+    return Books(
+        wallets=await rows(
+            "SELECT owner, currency, balance FROM accounts WHERE kind = 'wallet' ORDER BY 1, 2"
+        ),
+        payouts=await rows(
+            "SELECT provider_instance, transaction_id, status, outcome, balance_after,"
+            " duplicate_deliveries FROM payouts ORDER BY 1, 2"
+        ),
+        refused=await rows(
+            "SELECT provider_instance, transaction_id, outcome FROM payout_conflicts"
+            " ORDER BY 1, 2, 3"
+        ),
+        ledger=await rows(
+            "SELECT a.kind, a.owner, sum(e.amount) FROM ledger_entries e"
+            " JOIN accounts a USING (account_id) GROUP BY 1, 2 ORDER BY 1, 2"
+        ),
+        inventory=await rows(
+            "SELECT user_id, item_id, count(*)::int FROM inventory_entries GROUP BY 1, 2"
+            " ORDER BY 1, 2"
+        ),
+    )
+
+
+def mixed_traffic(rng: random.Random, count: int) -> list[PayoutEvent]:
+    """New payouts over a few hot and many cold wallets, exact re-sends, conflicting re-sends,
+    reused signatures, zero amounts, items, old requests, and users who must exist already.
+    Users who must exist and users created on demand are kept apart, so that one transaction per
+    payout in this order is a fair reference for any order the batch applies them in."""
+    hot = ["hot-1", "hot-2", "hot-3"]
+    cold = [f"cold-{n}" for n in range(30)]
+    events: list[PayoutEvent] = []
+    for _ in range(count):
+        roll = rng.random()
+        if events and roll < 0.15:  # a provider's retry: same transaction, new event id
+            events.append(rng.choice(events).model_copy(update={"event_id": uuid.uuid4()}))
+            continue
+        if events and roll < 0.2:  # the same transaction id with another amount
+            original = rng.choice(events)
+            events.append(
+                original.model_copy(
+                    update={"event_id": uuid.uuid4(), "amount": original.amount + 1}
+                )
+            )
+            continue
+        if events and roll < 0.23:  # another transaction carrying an earlier signature
+            original = rng.choice(events)
+            events.append(
+                payout_event(
+                    provider_instance=original.provider_instance, signature=original.signature
+                )
+            )
+            continue
+        members = roll < 0.33
+        user = rng.choice(["member-1", "member-2", "stranger"] if members else hot * 5 + cold)
+        events.append(
+            payout_event(
+                provider_instance=rng.choice(["ow", "adjoe"]),
+                user_id=user,
+                currency=rng.choice(["COIN", "GEM"]),
+                amount=Decimal(rng.choice(["0", "1", "2.5", "10", "0.01", "999.99"])),
+                items=tuple(rng.sample(["sword", "shield", "gem"], rng.randint(0, 2))),
+                create_account=not members,
+                may_record_new=rng.random() > 0.05,
+            )
+        )
+    return events
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_a_batch_ends_as_one_transaction_per_payout_would(
+    services: Services, seed: int
+) -> None:
+    events = mixed_traffic(random.Random(seed), 120)
+    batched_url, serial_url = await services.new_database(), await services.new_database()
+    batched = await asyncpg.connect(batched_url)
+    serial = await asyncpg.connect(serial_url)
+    try:
+        for conn in (batched, serial):
+            for currency in ("COIN", "GEM"):
+                await create_wallet(conn, "member-1", currency)
+                await create_wallet(conn, "member-2", currency)
+        async with batched.transaction():
+            results = await apply_batch(batched, events)
+        expected = []
+        for event in events:
+            async with serial.transaction():
+                expected.append(await apply_payout(serial, event))
+        assert [(r.outcome, r.balance_after) for r in results] == [
+            (r.outcome, r.balance_after) for r in expected
+        ]
+        assert [r.own_record for r in results] == [r.own_record for r in expected]
+        assert await books(batched) == await books(serial)
+        await assert_books_balance(batched)
+        outcomes = {result.outcome for result in results}
+        assert {
+            Outcome.CREDITED,
+            Outcome.DUPLICATE,
+            Outcome.CONFLICT,
+            Outcome.HELD_UNKNOWN_ACCOUNT,
+        } <= outcomes, "the traffic did not exercise the cases it is meant to"
+    finally:
+        await batched.close()
+        await serial.close()
+
+
+async def test_hot_wallets_get_each_payouts_balance_in_batch_order(pool: asyncpg.Pool) -> None:
+    rng = random.Random(7)
+    events = [
+        payout_event(user_id=f"hot-{rng.randrange(3)}", amount=Decimal(rng.randint(1, 50)))
+        for _ in range(200)
+    ]
+    results = await batch(pool, events)
+    running: dict[str, Decimal] = {}
+    for event, result in zip(events, results, strict=True):
+        running[event.user_id] = running.get(event.user_id, Decimal(0)) + event.amount
+        assert (result.outcome, result.balance_after) == (
+            Outcome.CREDITED,
+            running[event.user_id],
+        )
+    async with pool.acquire() as conn:
+        for user, total in running.items():
+            assert await wallet_balance(conn, user, "COIN") == total
+        assert await conn.fetchval("SELECT count(*) FROM ledger_entries") == 400
+        funding = await conn.fetchval(
+            "SELECT balance FROM account_balances WHERE kind = 'funding' AND owner = 'ow'"
+        )
+        assert funding == -sum(running.values())
+        await assert_books_balance(conn)
+
+
+async def test_a_conflict_and_an_unknown_member_amid_a_batch_leave_the_others_credited(
+    pool: asyncpg.Pool,
+) -> None:
+    first = payout_event(user_id="ann", amount=Decimal(5))
+    await batch(pool, [first])
+    events = [
+        payout_event(user_id="bob", amount=Decimal(1)),
+        first.model_copy(update={"event_id": uuid.uuid4(), "amount": Decimal(6)}),
+        payout_event(user_id="nobody", amount=Decimal(3), create_account=False),
+        payout_event(user_id="bob", amount=Decimal(2)),
+    ]
+    results = await batch(pool, events)
+    assert [(r.outcome, r.balance_after) for r in results] == [
+        (Outcome.CREDITED, Decimal(1)),
+        (Outcome.CONFLICT, Decimal(5)),
+        (Outcome.HELD_UNKNOWN_ACCOUNT, None),
+        (Outcome.CREDITED, Decimal(3)),
+    ]
+    assert results[2].own_record
+
+
+async def test_duplicates_inside_one_batch_and_across_batches_credit_once(
+    pool: asyncpg.Pool,
+) -> None:
+    event = payout_event(user_id="cara", amount=Decimal(4))
+    resend = event.model_copy(update={"event_id": uuid.uuid4()})
+    inside = await batch(pool, [event, resend, event])
+    across = await batch(pool, [resend, payout_event(user_id="cara", amount=Decimal(1))])
+    assert [r.outcome for r in inside] == [Outcome.CREDITED, Outcome.DUPLICATE, Outcome.DUPLICATE]
+    assert [r.balance_after for r in inside] == [Decimal(4)] * 3
+    assert [(r.outcome, r.balance_after) for r in across] == [
+        (Outcome.DUPLICATE, Decimal(4)),
+        (Outcome.CREDITED, Decimal(5)),
+    ]
+    async with pool.acquire() as conn:
+        assert await wallet_balance(conn, "cara", "COIN") == Decimal(5)
+        assert await conn.fetchval("SELECT duplicate_deliveries FROM payouts WHERE amount = 4") == 3
+
+
+async def test_orders_are_matched_and_consumed_inside_a_batch(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await register_order(
+            conn, Order("shop", "order-1", "dora", items=("gem",), amount=Decimal(20))
+        )
+    ordered = {
+        "provider_instance": "shop",
+        "user_id": "dora",
+        "amount": Decimal(0),
+        "items": ("gem",),
+        "price": Decimal(20),
+        "verify_order": True,
+    }
+    events = [
+        payout_event(order_id="order-1", **ordered),
+        payout_event(user_id="eve", amount=Decimal(2)),
+        payout_event(order_id="order-1", **ordered),  # another transaction, the same order
+        payout_event(order_id="order-unknown", **ordered),
+    ]
+    results = await batch(pool, events)
+    assert [r.outcome for r in results] == [
+        Outcome.CREDITED,
+        Outcome.CREDITED,
+        Outcome.ORDER_NOT_FOUND,
+        Outcome.ORDER_NOT_FOUND,
+    ]
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM inventory_entries") == 1
+
+
+async def test_overlapping_batches_in_parallel_never_deadlock(pool: asyncpg.Pool) -> None:
+    """Eight batches at once over the same five wallets, each listing them in its own order."""
+    users = [f"shared-{n}" for n in range(5)]
+    batches = []
+    for index in range(8):
+        order = users[index % 5 :] + users[: index % 5]
+        if index % 2:
+            order.reverse()
+        batches.append([payout_event(user_id=u, amount=Decimal(1)) for u in order * 10])
+    outcomes = await asyncio.gather(*(batch(pool, events) for events in batches))
+    assert all(r.outcome is Outcome.CREDITED for results in outcomes for r in results)
+    async with pool.acquire() as conn:
+        for user in users:
+            assert await wallet_balance(conn, user, "COIN") == Decimal(80)
+        await assert_books_balance(conn)
+
+
+async def test_a_failing_batch_applies_nothing(pool: asyncpg.Pool) -> None:
+    good = payout_event(user_id="finn", amount=Decimal(3))
+    bad = payout_event(user_id="gus\x00", amount=Decimal(1))  # Postgres text refuses NUL
+    with pytest.raises(asyncpg.exceptions.DataError):
+        await batch(pool, [good, bad])
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM payouts") == 0
+        assert await conn.fetchval("SELECT count(*) FROM accounts") == 0
