@@ -16,9 +16,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ingress import metrics
+from ingress.abuse import FailedVerificationLimiter
 from ingress.bodies import read_body
 from ingress.client_ip import is_allowed, request_address
 from ingress.database import IngressDatabase
+from ingress.device_ids import mask, masked_query
 from ingress.orders_api import order_routes
 from ingress.outcomes import OutcomeListener, OutcomeUnavailable
 from ingress.proof_api import ProofEndpoint
@@ -27,6 +30,7 @@ from ingress.verdicts import Rejection, Verdict
 from schema.broker import BrokerUnavailable, ConfirmedPublisher
 from schema.events import PayoutEvent, RawRequest
 from schema.logs import log
+from schema.metrics import CONTENT_TYPE_LATEST, exposition
 from schema.settings import AccountPolicy
 
 if TYPE_CHECKING:
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
 
     from starlette.types import Receive, Scope, Send
 
+    from ingress.client_ip import IPAddress
     from ingress.protocols import Claim, ProviderProtocol
     from schema.settings import IngressSettings, Settings
 
@@ -56,6 +61,7 @@ class CallbackEndpoint:
         self._publisher = publisher
         self._settings = settings
         self._outcomes = outcomes
+        self._limiter = FailedVerificationLimiter(protocol.instance.failed_verifications_per_minute)
         if protocol.waits_for_outcome and outcomes is None:
             raise ValueError(f"protocol {protocol.name} waits for outcomes: give it a listener")
 
@@ -67,22 +73,31 @@ class CallbackEndpoint:
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
+        instance = self._protocol.instance.name
         event_id = uuid.uuid4()
         transaction_id: str | None = None
         secret_name: str | None = None
         outcome: str | None = None
+        # Set once an event exists: a publish whose confirm was lost may still be credited, so
+        # the callback line must name the event even when the provider is told to retry.
+        built_event_id: str | None = None
+        address = request_address(request, self._settings.trusted_proxies)
         try:
-            claim, raw_request = await self._read(request)
+            claim, raw_request = await self._read(request, address)
             transaction_id, secret_name = claim.transaction_id, claim.secret_name
+            metrics.SECRET_MATCHES.labels(instance, secret_name).inc()
             event = self._event(event_id, claim, raw_request)
+            built_event_id = str(event_id)
             if self._protocol.waits_for_outcome:
                 response, outcome = await self._publish_and_wait(event, claim)
             else:
-                await self._publisher.publish_event(event)
+                await self._publish(event)
                 response = self._protocol.answer(Verdict.ACCEPTED)
             verdict, detail = Verdict.ACCEPTED, ""
         except Rejection as rejection:
             verdict, detail = rejection.verdict, rejection.detail
+            self._limiter.count(address, verdict)
+            metrics.VERIFICATION_FAILURES.labels(instance, verdict.value).inc()
         except BrokerUnavailable as error:
             verdict, detail = Verdict.TRY_AGAIN, "temporarily unable to accept; retry later"
             log(
@@ -99,24 +114,50 @@ class CallbackEndpoint:
             verdict, detail = Verdict.TRY_AGAIN, "temporarily unable to accept; retry later"
         if verdict is not Verdict.ACCEPTED:
             response = self._protocol.answer(verdict, detail)
+        answer_code = _answer_code(response)
+        elapsed = time.perf_counter() - started
+        metrics.REQUESTS.labels(instance, verdict.value, answer_code).inc()
+        metrics.REQUEST_SECONDS.labels(instance).observe(elapsed)
         log(
             logger,
             logging.INFO,
             "callback answered",
-            event_id=str(event_id) if verdict is Verdict.ACCEPTED else None,
-            provider_instance=self._protocol.instance.name,
+            event_id=built_event_id,
+            provider_instance=instance,
             transaction_id=transaction_id,
             secret=secret_name,  # which configured variable matched, never its value
             verdict=verdict.value,
             outcome=outcome,
             detail=detail or None,
-            answer_code=_answer_code(response),
-            latency_ms=round((time.perf_counter() - started) * 1000, 2),
+            answer_code=answer_code,
+            latency_ms=round(elapsed * 1000, 2),
         )
         return response
 
+    async def _publish(self, event: PayoutEvent) -> None:
+        started = time.perf_counter()
+        try:
+            await self._publisher.publish_event(event)
+        except BrokerUnavailable:
+            metrics.PUBLISH_FAILURES.inc()
+            raise
+        metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+
     def _event(self, event_id: uuid.UUID, claim: Claim, raw_request: RawRequest) -> PayoutEvent:
         instance = self._protocol.instance
+        attributes = claim.attributes
+        if not instance.store_device_ids:
+            hashed = self._protocol.device_parameters
+            attributes = {
+                name: mask(value) if name in hashed else value for name, value in attributes.items()
+            }
+            raw_request = raw_request.model_copy(
+                update={
+                    "query_string": masked_query(
+                        raw_request.query_string, self._protocol.sent_device_parameters
+                    )
+                }
+            )
         return PayoutEvent(
             event_id=event_id,
             provider_instance=instance.name,
@@ -135,7 +176,7 @@ class CallbackEndpoint:
             create_account=instance.account_policy is AccountPolicy.CREATE,
             answer_code=self._protocol.accepted_answer_code,
             received_at=datetime.now(UTC),
-            attributes=claim.attributes,
+            attributes=attributes,
             raw_request=raw_request,
         )
 
@@ -148,12 +189,16 @@ class CallbackEndpoint:
                 if not self._outcomes.listening:
                     # Nothing could tell us the outcome, and some providers take "try again" as a
                     # final failure: publish nothing, so that answer stays true.
-                    raise OutcomeUnavailable("not listening for outcomes; nothing published")
-                await self._publisher.publish_event(event)
+                    raise OutcomeUnavailable(
+                        OutcomeUnavailable.NOT_LISTENING,
+                        "not listening for outcomes; nothing published",
+                    )
+                await self._publish(event)
                 report = await self._outcomes.wait(
                     future, self._protocol.instance.outcome_timeout_seconds
                 )
             except OutcomeUnavailable as error:
+                metrics.OUTCOME_UNAVAILABLE.labels(event.provider_instance, error.reason).inc()
                 log(
                     logger,
                     logging.WARNING,
@@ -166,10 +211,14 @@ class CallbackEndpoint:
                 return self._protocol.answer(Verdict.TRY_AGAIN), "unknown"
         return self._protocol.answer_outcome(claim, report), report.outcome.value
 
-    async def _read(self, request: Request) -> tuple[Claim, RawRequest]:
-        address = request_address(request, self._settings.trusted_proxies)
+    async def _read(self, request: Request, address: IPAddress | None) -> tuple[Claim, RawRequest]:
         if not is_allowed(address, self._protocol.instance.ip_allowlist):
             raise Rejection(Verdict.IP_NOT_ALLOWED, f"address {address} is not allowed")
+        if self._limiter.limited(address):
+            raise Rejection(
+                Verdict.RATE_LIMITED,
+                f"too many requests from {address} failed verification; retry in a minute",
+            )
         if len(request.scope["query_string"]) > self._settings.max_query_bytes:
             raise Rejection(
                 Verdict.TOO_LARGE, f"query string over {self._settings.max_query_bytes} bytes"
@@ -233,6 +282,7 @@ def create_app(settings: Settings, environ: Mapping[str, str]) -> Starlette:
     routes = [
         Route("/healthz", lambda _: JSONResponse({"status": "alive"}), methods=["GET"]),
         Route("/readyz", _readiness(publisher, outcomes, database), methods=["GET"]),
+        Route("/metrics", _metrics(settings.ingress, publisher, outcomes), methods=["GET"]),
     ]
     for protocol in protocols:
         endpoint = CallbackEndpoint(protocol, publisher, settings.ingress, outcomes)
@@ -281,3 +331,21 @@ def _readiness(
         return JSONResponse(report, status_code=200 if publisher.ready else 503)
 
     return readyz
+
+
+def _metrics(
+    settings: IngressSettings, publisher: ConfirmedPublisher, outcomes: OutcomeListener | None
+) -> Callable[[Request], Awaitable[Response]]:
+    """Prometheus's view, for the networks in `metrics_allowlist` only: the callback port faces
+    the providers, who have no business reading our traffic."""
+
+    async def serve_metrics(request: Request) -> Response:
+        address = request_address(request, settings.trusted_proxies)
+        if not is_allowed(address, settings.metrics_allowlist):
+            return JSONResponse({"error": "forbidden"}, status_code=403)
+        metrics.BROKER_CONNECTED.set(publisher.ready)
+        if outcomes is not None:
+            metrics.OUTCOMES_LISTENING.set(outcomes.listening)
+        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    return serve_metrics

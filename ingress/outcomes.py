@@ -39,7 +39,16 @@ LISTENER_APPLICATION_NAME = "payouts-outcome-listener"
 
 
 class OutcomeUnavailable(Exception):
-    """No outcome will arrive for this request (not listening, or the wait ran out)."""
+    """No outcome will arrive for this request; `reason` is one of NOT_LISTENING, TIMED_OUT and
+    LISTENER_LOST, fit for a metric label."""
+
+    NOT_LISTENING = "not_listening"
+    TIMED_OUT = "timed_out"
+    LISTENER_LOST = "listener_lost"
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 class OutcomeListener:
@@ -79,11 +88,16 @@ class OutcomeListener:
         self, future: asyncio.Future[OutcomeReport], within_seconds: float
     ) -> OutcomeReport:
         if not self.listening and not future.done():
-            raise OutcomeUnavailable("not listening for outcomes: the database is unreachable")
+            raise OutcomeUnavailable(
+                OutcomeUnavailable.NOT_LISTENING,
+                "not listening for outcomes: the database is unreachable",
+            )
         try:
             return await asyncio.wait_for(future, within_seconds)
         except TimeoutError:
-            raise OutcomeUnavailable(f"no outcome within {within_seconds} s") from None
+            raise OutcomeUnavailable(
+                OutcomeUnavailable.TIMED_OUT, f"no outcome within {within_seconds} s"
+            ) from None
 
     async def _listen_forever(self) -> None:
         while True:
@@ -123,7 +137,11 @@ class OutcomeListener:
         # Answer at once rather than at the timeout: nothing will wake these requests now.
         for future in self._waiting.values():
             if not future.done():
-                future.set_exception(OutcomeUnavailable("stopped listening for outcomes"))
+                future.set_exception(
+                    OutcomeUnavailable(
+                        OutcomeUnavailable.LISTENER_LOST, "stopped listening for outcomes"
+                    )
+                )
 
     def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         try:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from ingress import metrics
 from ingress.bodies import parse_json_object, read_body
 from ingress.database import DatabaseUnavailable
 from ingress.fields import is_storable_id
@@ -79,15 +80,16 @@ PAYOUT_STATUS = {"credited": APPROVED, "held": PENDING}
 @dataclass(frozen=True)
 class _Partner:
     pid: str
-    api_keys: tuple[str, ...]
-    secrets: tuple[str, ...]
+    # Environment variable name -> value, several while one is rotated.
+    api_keys: dict[str, str]
+    secrets: dict[str, str]
     provider_instances: tuple[str, ...]
 
     @classmethod
     def from_settings(cls, partner: Partner, environ: Mapping[str, str]) -> _Partner:
-        def values(names: tuple[str, ...]) -> tuple[str, ...]:
+        def values(names: tuple[str, ...]) -> dict[str, str]:
             owner = f"partner {partner.pid!r}"
-            return tuple(read_secrets(environ, names, owner, "you gave the partner").values())
+            return read_secrets(environ, names, owner, "you gave the partner")
 
         return cls(
             pid=partner.pid,
@@ -96,16 +98,20 @@ class _Partner:
             provider_instances=partner.provider_instances,
         )
 
-    def holds_key(self, api_key: str) -> bool:
-        return any(same_secret(known, api_key) for known in self.api_keys)
+    def key_holding(self, api_key: str) -> str | None:
+        """The name of the API key that `api_key` is, if any."""
+        for name, known in self.api_keys.items():
+            if same_secret(known, api_key):
+                return name
+        return None
 
-    def signed(self, order_id: str, signature: str) -> bool:
-        return any(
-            signatures_match(
-                hashlib.sha256(f"{self.pid}{secret}{order_id}".encode()).hexdigest(), signature
-            )
-            for secret in self.secrets
-        )
+    def secret_signing(self, order_id: str, signature: str) -> str | None:
+        """The name of the secret under which `signature` signs `order_id`, if any."""
+        for name, secret in self.secrets.items():
+            expected = hashlib.sha256(f"{self.pid}{secret}{order_id}".encode()).hexdigest()
+            if signatures_match(expected, signature):
+                return name
+        return None
 
 
 class _Refused(Exception):
@@ -135,11 +141,13 @@ class ProofEndpoint:
 
     async def handle(self, request: Request) -> Response:
         try:
-            return await self._answer(request)
+            response = await self._answer(request)
         except Exception:
             # Never a 500, and never a traceback for the partner: the spec's format, "retry".
             logger.exception("unexpected error answering a proof request")
-            return _error(503, UNAVAILABLE)
+            response = _error(503, UNAVAILABLE)
+        metrics.PROOF_API_REQUESTS.labels(str(response.status_code)).inc()
+        return response
 
     async def _answer(self, request: Request) -> Response:
         if request.method != "POST":
@@ -193,16 +201,18 @@ class ProofEndpoint:
         api_key = request.headers.get("x-api-key", "")
         if not api_key:
             raise _Refused(401, "API key not provided")
-        key_holders = [partner for partner in self._partners if partner.holds_key(api_key)]
-        if not key_holders:
+        if not any(partner.key_holding(api_key) for partner in self._partners):
             raise _Refused(401, "Invalid API key")
         partner = next((p for p in self._partners if p.pid == values["pid"]), None)
         if partner is None:
             raise _Refused(200, "Invalid user")
-        if partner not in key_holders:
+        key_name = partner.key_holding(api_key)
+        if key_name is None:
             raise _Refused(401, "Invalid API key")
-        if not partner.signed(values["order_id"], values["signature"]):
+        secret_name = partner.secret_signing(values["order_id"], values["signature"])
+        if secret_name is None:
             raise _Refused(401, "Verification failed")
+        metrics.PROOF_API_KEY_MATCHES.labels(partner.pid, key_name, secret_name).inc()
         return partner, values["order_id"]
 
     async def _lookup(

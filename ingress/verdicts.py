@@ -15,6 +15,8 @@ class Verdict(StrEnum):
     TOO_LARGE = "too_large"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     UNKNOWN_CURRENCY = "unknown_currency"
+    # Too many requests from this address failed verification (ingress/abuse.py).
+    RATE_LIMITED = "rate_limited"
     TRY_AGAIN = "try_again"
 
     @property
@@ -30,6 +32,7 @@ _HTTP_STATUS = {
     Verdict.TOO_LARGE: 413,
     Verdict.METHOD_NOT_ALLOWED: 405,
     Verdict.UNKNOWN_CURRENCY: 400,
+    Verdict.RATE_LIMITED: 429,
     Verdict.TRY_AGAIN: 503,
 }
 

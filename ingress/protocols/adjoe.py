@@ -48,6 +48,7 @@ class Adjoe(QueryCallbackProtocol):
         "trans_uuid",
         *OPTIONAL_PARAMETERS,
     )
+    device_parameters = ("device_id",)
 
     @classmethod
     def check_settings(cls, instance: ProviderInstance) -> None:

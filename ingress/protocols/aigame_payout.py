@@ -61,6 +61,7 @@ VERDICT_CODES = {
     # Not a signature in the strict sense, but the same answer: this caller is not trusted.
     Verdict.IP_NOT_ALLOWED: SIGNATURE_ERROR,
     Verdict.UNKNOWN_CURRENCY: CURRENCY_NOT_FOUND,
+    Verdict.RATE_LIMITED: SERVICE_EXCEPTION,  # the spec's only "retry later"
     Verdict.TRY_AGAIN: SERVICE_EXCEPTION,
 }
 

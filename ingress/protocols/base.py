@@ -87,6 +87,9 @@ class ProviderProtocol(ABC):
     checks_request_age: ClassVar[bool] = False
     # Values `signature_scheme` may take; the first is the default.
     signature_schemes: ClassVar[tuple[str, ...]] = ()
+    # The spec's names of parameters that identify a device, hashed before they are stored
+    # unless the instance sets `store_device_ids` (ingress/device_ids.py).
+    device_parameters: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, instance: ProviderInstance, secrets: Mapping[str, str]) -> None:
         """`secrets` maps each environment variable's name to its secret, in configured order."""
@@ -142,6 +145,11 @@ class ProviderProtocol(ABC):
                 f"signature_scheme {scheme!r} is unknown to protocol {cls.name}; "
                 f"known: {', '.join(cls.signature_schemes)}"
             )
+
+    @property
+    def sent_device_parameters(self) -> frozenset[str]:
+        """`device_parameters` under the names this instance's provider sends them."""
+        return frozenset(self.names.get(name, name) for name in self.device_parameters)
 
     @property
     def scheme(self) -> str:

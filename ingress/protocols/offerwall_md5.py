@@ -31,6 +31,7 @@ def sign(params: dict[str, str], pub_key: str) -> str:
 class OfferwallMd5(QueryCallbackProtocol):
     name = "offerwall_md5"
     renamable_parameters = ("user_id", "amount", "trans_id", *OPTIONAL_DEVICE_PARAMETERS)
+    device_parameters = OPTIONAL_DEVICE_PARAMETERS
     fixed_parameters = ("sign", "send_time")
 
     @classmethod

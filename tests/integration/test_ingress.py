@@ -240,13 +240,21 @@ async def test_ip_allowlist_and_trusted_proxy(services: Services, namespace: str
     assert decode_event(message.body).raw_request.client_ip == "198.51.100.7"
 
 
-async def test_unreachable_broker_means_try_again_never_accepted(namespace: str) -> None:
+async def test_unreachable_broker_means_try_again_never_accepted(
+    namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     settings = settings_for("amqp://guest:guest@127.0.0.1:1/", namespace)
     async with running(settings, wait_ready=False) as client:
         ready = await client.get("/readyz")
         response = await client.get(f"{CALLBACK}?{signed()}")
     assert ready.status_code == 503
     assert (response.status_code, response.json()["error"]) == (503, "try_again")
+    # An unconfirmed publish may still have reached a queue: its callback line names the event.
+    fields = {r.getMessage(): getattr(r, "payouts_fields", {}) for r in caplog.records}
+    event_id = fields["publish not confirmed"]["event_id"]
+    assert event_id
+    assert fields["callback answered"]["event_id"] == event_id
 
 
 async def test_ingress_recovers_after_its_broker_connection_is_closed(
@@ -341,7 +349,11 @@ async def test_no_input_makes_the_ingress_answer_500(services: Services, namespa
         "\x00",
         "x" * 200,
     ]
-    settings = settings_for(services.rabbitmq_url, namespace)
+    # Uncapped: past the failed-verification cap the rest would be answered 429 unparsed, and
+    # the parsers are what this test is about (the cap has tests of its own).
+    settings = settings_for(
+        services.rabbitmq_url, namespace, failed_verifications_per_minute=1_000_000
+    )
     app = create_app(settings, {"TEST_SECRET": SECRET})
     accepted = 0
     async with app.router.lifespan_context(app):

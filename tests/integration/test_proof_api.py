@@ -23,11 +23,13 @@ from tests.integration.pipeline import (
     AIGAME_KEY,
     BILLING,
     BILLING_SECRET,
+    ENVIRON,
     PARTNERS,
     Pipeline,
     pipeline,
     pipeline_settings,
 )
+from tests.metrics_reading import sample_value
 from tests.signing import (
     aigame_payout_body,
     offerwall_query,
@@ -287,3 +289,37 @@ async def test_an_order_id_no_payout_can_have_is_not_found(running: Pipeline) ->
         200,
         {"status": "error", "message": "Transaction not found"},
     )
+
+
+async def test_during_a_rotation_both_keys_work_and_the_metrics_say_which_matched(
+    services: Services, database_url: str
+) -> None:
+    settings = pipeline_settings(services, database_url)
+    rotating = settings.partners[0].model_copy(
+        update={
+            "api_key_env": ("PARTNER_A_KEY", "PARTNER_A_NEXT_KEY"),
+            "secret_env": ("PARTNER_A_SECRET", "PARTNER_A_NEXT_SECRET"),
+        }
+    )
+    settings = settings.model_copy(update={"partners": (rotating, *settings.partners[1:])})
+    async with pipeline(settings, services) as running:
+        order_id = await credited_payout(running)
+        before = (await running.client.get("/metrics")).text
+        old = proof_request(order_id)
+        new = proof_request(order_id, api_key=ENVIRON["PARTNER_A_NEXT_KEY"])
+        new["json"]["signature"] = proof_signature(
+            "partner-a", ENVIRON["PARTNER_A_NEXT_SECRET"], order_id
+        )
+        answers = [(await ask(running, **request))[1]["status"] for request in (old, new, new)]
+        after = (await running.client.get("/metrics")).text
+    assert answers == ["success"] * 3
+
+    def grew(name: str, **labels: str) -> float:
+        return sample_value(after, name, **labels) - sample_value(before, name, **labels)
+
+    matches = "payouts_proof_api_key_matches_total"
+    current = {"api_key": "PARTNER_A_KEY", "secret": "PARTNER_A_SECRET"}
+    following = {"api_key": "PARTNER_A_NEXT_KEY", "secret": "PARTNER_A_NEXT_SECRET"}
+    assert grew(matches, pid="partner-a", **current) == 1
+    assert grew(matches, pid="partner-a", **following) == 2
+    assert grew("payouts_proof_api_requests_total", status="200") == 3

@@ -1,0 +1,66 @@
+"""A cap on requests that fail verification, per provider instance and client address.
+
+Payment gateways count and cap unverified webhooks: past the cap an address is answered "try
+again later" without its signature being computed, so a flood of forged callbacks costs little and
+shows in the metrics. Verified requests are never counted. The window is a fixed minute per
+process; with several ingress processes each keeps its own count (docs/security.md).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from ingress.verdicts import Verdict
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ingress.client_ip import IPAddress
+
+__all__ = ["COUNTED_VERDICTS", "FailedVerificationLimiter"]
+
+# Refusals that say the caller could not prove it is the provider. A refusal after a good
+# signature (an unknown currency, say) is the provider's business mistake, not abuse.
+COUNTED_VERDICTS = frozenset(
+    {Verdict.BAD_SIGNATURE, Verdict.MALFORMED, Verdict.TOO_LARGE, Verdict.METHOD_NOT_ALLOWED}
+)
+WINDOW_SECONDS = 60
+# Addresses tracked per window. Past this, new addresses share one count, so a flood from many
+# addresses cannot grow memory without bound; it may then limit them together.
+MAX_TRACKED_ADDRESSES = 100_000
+SHARED_KEY = "(many addresses)"
+
+
+class FailedVerificationLimiter:
+    """Counts one instance's verification failures per address in the current minute."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._per_minute = per_minute
+        self._clock = clock
+        self._window = -1
+        self._failures: dict[str, int] = {}
+
+    def limited(self, address: IPAddress | None) -> bool:
+        """True when `address` has used up its failures for this minute."""
+        self._roll()
+        return self._failures.get(self._key(address), 0) >= self._per_minute
+
+    def count(self, address: IPAddress | None, verdict: Verdict) -> None:
+        if verdict not in COUNTED_VERDICTS:
+            return
+        self._roll()
+        key = self._key(address)
+        self._failures[key] = self._failures.get(key, 0) + 1
+
+    def _key(self, address: IPAddress | None) -> str:
+        key = str(address) if address is not None else "(unknown)"
+        if key not in self._failures and len(self._failures) >= MAX_TRACKED_ADDRESSES:
+            return SHARED_KEY
+        return key
+
+    def _roll(self) -> None:
+        window = int(self._clock() // WINDOW_SECONDS)
+        if window != self._window:
+            self._window = window
+            self._failures.clear()

@@ -1,0 +1,36 @@
+"""Device identifiers (IMEI, MAC, advertising ids) hashed before they are stored or logged.
+
+A payout needs none of them to be credited; they are kept for fraud review, where equality is what
+matters, so a truncated SHA-256 keeps them comparable without keeping them. A hash of a value with
+few possibilities (an IMEI) can be reversed by trying them all: it is a pseudonym, not anonymity,
+and the stored rows stay personal data (docs/security.md). `store_device_ids = true` keeps them as
+sent, for operators whose audit needs the raw request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from urllib.parse import quote_plus, unquote_plus
+
+__all__ = ["mask", "masked_query"]
+
+PREFIX = "sha256:"
+
+
+def mask(value: str) -> str:
+    """A stable, short stand-in for `value`; an empty value stays empty."""
+    if not value:
+        return value
+    return PREFIX + hashlib.sha256(value.encode()).hexdigest()[:16]
+
+
+def masked_query(query: str, names: frozenset[str]) -> str:
+    """`query` with the values of the parameters in `names` masked; everything else, including
+    the order and the encoding of other parameters, is kept as sent."""
+    pairs = []
+    for pair in query.split("&"):
+        name, separator, value = pair.partition("=")
+        if separator and unquote_plus(name) in names and value:
+            pair = f"{name}={quote_plus(mask(unquote_plus(value)))}"
+        pairs.append(pair)
+    return "&".join(pairs)
