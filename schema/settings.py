@@ -45,6 +45,14 @@ BROKER_URL_ENV = "PAYOUTS_BROKER_URL"
 CONFIG_PATH_ENV = "PAYOUTS_CONFIG"
 
 IPNetwork = IPv4Network | IPv6Network
+# Served by the ingress itself: health checks and metrics.
+RESERVED_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+PRIVATE_NETWORKS: tuple[IPNetwork, ...] = tuple(
+    ip_network(network)
+    for network in (
+        "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7",
+    )
+)  # fmt: skip
 
 
 class ConfigError(Exception):
@@ -112,18 +120,33 @@ class IngressSettings(_Section):
     max_query_bytes: int = Field(default=4096, ge=256)
     max_body_bytes: int = Field(default=65536, ge=0)
     trusted_proxies: tuple[Network, ...] = ()
+    # Who may read /metrics on the callback port: loopback and private networks, where
+    # Prometheus lives, and not the providers on the internet.
+    metrics_allowlist: tuple[Network, ...] = PRIVATE_NETWORKS
 
 
 class WorkerSettings(_Section):
-    # Deliveries in flight per worker; more than the database pool only makes them queue for a
-    # connection.
-    prefetch: int = Field(default=10, ge=1, le=1000)
+    # Deliveries in flight per worker: room for about two batches, one filling while the other
+    # commits.
+    prefetch: int = Field(default=200, ge=1, le=10_000)
+    # Payouts credited per database transaction, at most; a batch starts when it is full or
+    # `batch_linger_seconds` after its first delivery, whichever comes first.
+    batch_size: int = Field(default=100, ge=1, le=1000)
+    batch_linger_seconds: float = Field(default=0.005, ge=0, le=1)
+    # Batches committing at once per worker; while they do, the next batch keeps growing.
+    concurrent_batches: int = Field(default=2, ge=1, le=100)
     # How long one delivery retries a transient failure in place before it moves to the next
     # retry tier; short, so a delivery never holds a slot (or nears the consumer timeout) for long.
     in_place_retry_seconds: float = Field(default=2.0, ge=0, le=600)
     # A worker that has held no consumer for this long exits, so its supervisor restarts it.
     no_consumer_exit_seconds: float = Field(default=120.0, gt=0)
     shutdown_grace_seconds: float = Field(default=20.0, gt=0)
+    # /metrics, /healthz and /readyz of one worker process. Several processes on one host need
+    # one port each (docs/operations.md, "Metrics").
+    status_host: str = "127.0.0.1"
+    status_port: int = Field(default=9101, ge=0, le=65535)
+    # How often the queue depths are read from the broker for payouts_queue_messages.
+    queue_sample_seconds: float = Field(default=15.0, ge=1, le=3600)
 
 
 class AccountPolicy(StrEnum):
@@ -166,6 +189,11 @@ class ProviderInstance(_Section):
     # Protocols that answer with the outcome wait this long for it, then say "try again".
     outcome_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     request_max_age_seconds: int = Field(default=600, ge=1, le=86_400)
+    # Requests from one address that fail verification, per minute, before that address is
+    # answered "try again later" without being verified (docs/security.md, "Abuse controls").
+    failed_verifications_per_minute: int = Field(default=60, ge=1, le=1_000_000)
+    # Device identifiers (IMEI, MAC, advertising ids) are stored hashed unless this is true.
+    store_device_ids: bool = False
 
     def read_secrets(self, environ: Mapping[str, str]) -> dict[str, str]:
         """Each named variable's secret, in the order configured; every one must be set."""
@@ -232,6 +260,9 @@ class Settings(_Section):
                     raise ValueError(f"two provider instances share the {attribute} {value!r}")
                 seen.add(value)
         routes = {provider.route for provider in self.providers}
+        reserved = sorted(routes & RESERVED_ROUTES)
+        if reserved:
+            raise ValueError(f"provider routes {reserved} are the ingress's own; choose others")
         if self.partners and self.proof_api.route in routes:
             raise ValueError(f"proof_api.route {self.proof_api.route!r} is a provider's route")
         if self.internal_api.token_env and any(

@@ -99,23 +99,52 @@ def cmd_topology(args: argparse.Namespace) -> int:
 def cmd_ingress(args: argparse.Namespace) -> int:
     from ingress.server import serve
 
-    settings = load_checked_settings(args)
-    overrides = {
-        key: getattr(args, key) for key in ("host", "port") if getattr(args, key) is not None
-    }
-    if overrides:
-        settings = settings.model_copy(
-            update={"ingress": settings.ingress.model_copy(update=overrides)}
-        )
+    settings = _overridden(load_checked_settings(args), "ingress", args, host="host", port="port")
     serve(settings, os.environ)
     return 0
+
+
+def _overridden(
+    settings: Settings, section: str, args: argparse.Namespace, **keys: str
+) -> Settings:
+    """`settings` with `section`'s keys replaced by the command-line options given (key=option)."""
+    overrides = {
+        key: getattr(args, option)
+        for key, option in keys.items()
+        if getattr(args, option) is not None
+    }
+    if not overrides:
+        return settings
+    from pydantic import ValidationError
+
+    from schema.settings import ConfigError
+
+    current = getattr(settings, section)
+    try:
+        updated = type(current).model_validate({**current.model_dump(), **overrides})
+    except ValidationError as error:
+        problems = "; ".join(
+            f"--{keys[str(item['loc'][0])].replace('_', '-')}: {item['msg']}"
+            for item in error.errors()
+        )
+        raise ConfigError(problems) from None
+    return settings.model_copy(update={section: updated})
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from workers.consumer import Worker
     from workers.database import create_pool_when_available
 
-    settings = load_checked_settings(args)
+    settings = _overridden(
+        load_checked_settings(args),
+        "worker",
+        args,
+        status_host="status_host",
+        status_port="status_port",
+    )
+
+    if args.processes > 1:
+        return _supervise(args, settings)
 
     async def run() -> int:
         stop = _stop_on_signals()
@@ -124,6 +153,25 @@ def cmd_worker(args: argparse.Namespace) -> int:
             return await Worker(settings, pool).run(stop)
         finally:
             await pool.close()
+
+    return asyncio.run(run())
+
+
+def _supervise(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.supervisor import Supervisor, child_command
+
+    worker = settings.worker
+    commands = [
+        child_command(args.config, index, worker.status_host, worker.status_port)
+        for index in range(args.processes)
+    ]
+
+    async def run() -> int:
+        supervisor = Supervisor(commands, worker.shutdown_grace_seconds)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, supervisor.stop)
+        return await supervisor.run()
 
     return asyncio.run(run())
 
@@ -285,7 +333,24 @@ def _parser() -> argparse.ArgumentParser:
     ingress.add_argument(
         "--port", type=int, help="listen port (default: ingress.port in the config)"
     )
-    command("worker", cmd_worker, "consume payout events and credit them")
+    worker = command("worker", cmd_worker, "consume payout events and credit them")
+    worker.add_argument(
+        "--status-host", help="metrics and health address (default: worker.status_host)"
+    )
+    worker.add_argument(
+        "--status-port",
+        type=int,
+        help="metrics and health port, one per process on a host (default: worker.status_port)",
+    )
+    worker.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        choices=range(1, 65),
+        metavar="N",
+        help="run N worker processes, restarting any that dies; process i serves its status on "
+        "status port + i (default: 1)",
+    )
 
     payout = commands.add_parser("payout", help="inspect payouts").add_subparsers(required=True)
     show = command("show", cmd_payout_show, "one payout: outcome, ledger, raw request", payout)

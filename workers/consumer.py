@@ -26,7 +26,8 @@ from schema.events import ContractError, PayoutEvent, decode_event
 from schema.logs import log
 from schema.outcomes import Outcome, OutcomeReport
 from schema.topology import Topology, declare
-from workers.crediting import CreditResult, apply_payout
+from workers import metrics
+from workers.batch_crediting import apply_batch
 from workers.dead_letters import record_dead_letter
 from workers.failures import (
     TRANSIENT_ERRORS,
@@ -37,7 +38,8 @@ from workers.failures import (
     retry_delay_ms,
     retry_headers,
 )
-from workers.outcome_reports import send_report
+from workers.outcome_reports import send_reports
+from workers.status_server import Readiness, StatusServer
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
     from schema.settings import Settings
+    from workers.crediting import CreditResult
 
 __all__ = ["Worker"]
 
@@ -62,6 +65,8 @@ RETURN_PAUSE_SECONDS = 1.0
 # Recording a dead letter in Postgres is for review; it must not hold up the queue when the
 # database is the reason for the failure.
 RECORD_TIMEOUT_SECONDS = 2.0
+# A readiness probe's look at the database: short, it only reports.
+DATABASE_CHECK_SECONDS = 1.0
 
 
 class Worker:
@@ -72,19 +77,30 @@ class Worker:
         self._pool = pool
         self._topology = Topology.from_settings(settings.broker)
         self._in_flight: set[asyncio.Task[None]] = set()
+        # Deliveries waiting for their batch to start, and the timer that starts a short one.
+        self._collecting: list[AbstractIncomingMessage] = []
+        self._linger: asyncio.TimerHandle | None = None
         # Its own connection: flow control on a publishing connection must not delay our acks.
         self._publisher = ConfirmedPublisher(settings.broker, "worker-publisher")
+        self._consuming = False
+        self.status = StatusServer(
+            settings.worker.status_host, settings.worker.status_port, self._readiness
+        )
 
     async def run(self, stop: asyncio.Event) -> int:
         """Consume until `stop` is set (exit code 0) or no consumer was held for too long (1)."""
+        await self.status.start()
         self._publisher.start()
         connection = await connect_when_available(self._settings.broker, "worker")
+        sampler: asyncio.Task[None] | None = None
         try:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=self._settings.worker.prefetch)
             queue = (await declare(channel, self._topology)).work_queue
             consumer_tag = await queue.consume(self._on_message)
+            self._set_consuming(True)
             log(logger, logging.INFO, "worker consuming", queue=self._topology.work_queue)
+            sampler = asyncio.create_task(self._sample_queues(connection), name="queue-sampler")
             exit_code = await self._watch(stop, connection, queue)
             # Stop taking work, let what is in flight finish within the bound, then close.
             # Bounded: on a dead connection the cancel would wait for a reconnect.
@@ -92,8 +108,14 @@ class Worker:
                 await asyncio.wait_for(queue.cancel(consumer_tag), CANCEL_TIMEOUT_SECONDS)
             await self._drain(self._settings.worker.shutdown_grace_seconds)
         finally:
+            self._set_consuming(False)
+            if sampler is not None:
+                sampler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sampler
             await connection.close()
             await self._publisher.close()
+            await self.status.close()
         log(logger, logging.INFO, "worker stopped", exit_code=exit_code)
         return exit_code
 
@@ -107,6 +129,7 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), WATCHDOG_INTERVAL_SECONDS)
             consuming = connection.connected.is_set() and not queue.channel.is_closed
+            self._set_consuming(consuming)
             if consuming:
                 since = None
             elif since is None:
@@ -121,7 +144,50 @@ class Worker:
                 return 1
         return 0
 
+    def _set_consuming(self, consuming: bool) -> None:
+        self._consuming = consuming
+        metrics.CONSUMING.set(consuming)
+
+    async def _readiness(self) -> Readiness:
+        """Ready while consuming. The database is reported, not required: without it the worker
+        still takes deliveries and moves them to the retry tiers."""
+        try:
+            async with asyncio.timeout(DATABASE_CHECK_SECONDS), self._pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+            database = "reachable"
+        except Exception:  # any failure to answer in time is "unreachable" to the operator
+            database = "unreachable"
+        return self._consuming, {
+            "broker": "consuming" if self._consuming else "not consuming",
+            "database": database,
+        }
+
+    async def _sample_queues(self, connection: AbstractRobustConnection) -> None:
+        """Read each queue's depth every `queue_sample_seconds` for payouts_queue_messages."""
+        names = [
+            self._topology.work_queue,
+            *map(self._topology.retry_queue, self._topology.retry_delays_seconds),
+            self._topology.dead_letter_queue,
+        ]
+        channel: aio_pika.abc.AbstractChannel | None = None
+        while True:
+            try:
+                if channel is None or channel.is_closed:
+                    channel = await connection.channel()
+                for name in names:
+                    declared = await channel.declare_queue(name, passive=True)
+                    assert declared.declaration_result.message_count is not None
+                    metrics.QUEUE_MESSAGES.labels(name).set(
+                        declared.declaration_result.message_count
+                    )
+            except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
+                # A broker outage shows in the other signals; the depths resume with it.
+                log(logger, logging.DEBUG, "queue depths not sampled", error=repr(error))
+            await asyncio.sleep(self._settings.worker.queue_sample_seconds)
+
     async def _drain(self, grace_seconds: float) -> None:
+        while self._collecting:  # credited now, not left waiting for a batch to finish
+            self._flush(draining=True)
         if not self._in_flight:
             return
         _, unfinished = await asyncio.wait(self._in_flight, timeout=grace_seconds)
@@ -137,32 +203,83 @@ class Worker:
             )
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+        """Collect the delivery into the next batch; the batch's task settles it."""
+        self._collecting.append(message)
+        if len(self._collecting) >= self._settings.worker.batch_size:
+            self._flush()
+        elif self._linger is None:
+            linger = self._settings.worker.batch_linger_seconds
+            self._linger = asyncio.get_running_loop().call_later(linger, self._flush)
+
+    def _flush(self, *, draining: bool = False) -> None:
+        """Start crediting what has been collected, as one batch, unless `concurrent_batches`
+        are committing already: then the next one to finish starts it, and meanwhile it grows.
+        Under load batches fill up; when idle, a payout waits no longer than the linger."""
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        busy = len(self._in_flight) >= self._settings.worker.concurrent_batches
+        if not self._collecting or (busy and not draining):
+            return
+        batch = self._collecting[: self._settings.worker.batch_size]
+        self._collecting = self._collecting[len(batch) :]
+        task = asyncio.create_task(self._settle_batch(batch))
         self._in_flight.add(task)
+        task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._flush()
+
+    async def _settle_batch(self, batch: list[AbstractIncomingMessage]) -> None:
         try:
-            await self._handle(message)
+            await self._handle(batch)
         except Exception:
             # The last line of defence (a header nothing can encode, say): never leave a delivery
             # unsettled, which would hold its prefetch slot until the consumer timeout.
+            unsettled = [message for message in batch if not message.processed]
             logger.exception(
-                "could not route a failed message; returning it to the queue",
-                extra={"payouts_fields": {"message_id": message.message_id}},
+                "could not route failed messages; returning them to the queue",
+                extra={"payouts_fields": {"message_ids": [m.message_id for m in unsettled]}},
             )
             await asyncio.sleep(RETURN_PAUSE_SECONDS)
-            await _settle(message.nack(requeue=True), message)
-        finally:
-            self._in_flight.discard(task)
+            for message in unsettled:
+                await _settle(message.nack(requeue=True), message)
 
-    async def _handle(self, message: AbstractIncomingMessage) -> None:
-        try:
-            event = decode_event(message.body)
-        except ContractError as error:
-            failure = Failure(FailureKind.POISON, "ContractError", str(error)[:500])
-            await self._dead_letter(message, failure, None)
+    async def _handle(self, batch: list[AbstractIncomingMessage]) -> None:
+        decoded: list[tuple[AbstractIncomingMessage, PayoutEvent]] = []
+        for message in batch:
+            try:
+                decoded.append((message, decode_event(message.body)))
+            except ContractError as error:
+                failure = Failure(FailureKind.POISON, "ContractError", str(error)[:500])
+                await self._dead_letter(message, failure, None)
+        if len(decoded) == 1:
+            await self._handle_one(*decoded[0])
+            return
+        if not decoded:
             return
         try:
-            result = await self._apply_in_place(event)
+            results = await self._apply_in_place([event for _, event in decoded])
+        except Exception as error:
+            # One payout the database refuses, or a failure that outlasted the in-place retries:
+            # credit each on its own, so that the others are not held back and every failure is
+            # routed on its own merits.
+            log(
+                logger,
+                logging.WARNING,
+                "batch failed; crediting its payouts one by one",
+                size=len(decoded),
+                error=repr(error),
+            )
+            await asyncio.gather(*(self._handle_one(m, event) for m, event in decoded))
+            return
+        for (message, event), result in zip(decoded, results, strict=True):
+            await self._settle_result(message, event, result)
+
+    async def _handle_one(self, message: AbstractIncomingMessage, event: PayoutEvent) -> None:
+        try:
+            (result,) = await self._apply_in_place([event])
         except Exception as error:
             failure = failure_of(error)
             if failure.kind is FailureKind.POISON:
@@ -174,6 +291,15 @@ class Worker:
                 )
             await self._retry_later(message, failure, event)
             return
+        await self._settle_result(message, event, result)
+
+    async def _settle_result(
+        self, message: AbstractIncomingMessage, event: PayoutEvent, result: CreditResult
+    ) -> None:
+        """Log and count a committed outcome, then ack (or dead-letter a newly held payout)."""
+        lag_seconds = (datetime.now(UTC) - event.received_at).total_seconds()
+        metrics.PAYOUTS.labels(event.provider_instance, result.outcome.value).inc()
+        metrics.LAG_SECONDS.labels(event.provider_instance).observe(max(lag_seconds, 0.0))
         log(
             logger,
             logging.INFO if result.outcome in QUIET_OUTCOMES else logging.WARNING,
@@ -182,7 +308,7 @@ class Worker:
             outcome=result.outcome.value,
             answer_code=event.answer_code,
             balance_after=str(result.balance_after) if result.balance_after is not None else None,
-            lag_ms=round((datetime.now(UTC) - event.received_at).total_seconds() * 1000, 1),
+            lag_ms=round(lag_seconds * 1000, 1),
             redelivered=message.redelivered,
         )
         if result.outcome is Outcome.HELD_UNKNOWN_ACCOUNT and result.own_record:
@@ -195,31 +321,42 @@ class Worker:
             return
         await _settle(message.ack(), message)
 
-    async def _apply_in_place(self, event: PayoutEvent) -> CreditResult:
-        """Retry transient failures briefly, holding the delivery; then let the caller decide."""
+    async def _apply_in_place(self, events: list[PayoutEvent]) -> list[CreditResult]:
+        """Credit `events` in one transaction, retrying transient failures briefly while holding
+        the deliveries; then let the caller decide."""
         deadline = time.monotonic() + self._settings.worker.in_place_retry_seconds
         delay = FIRST_RETRY_DELAY_SECONDS
         timeout = self._settings.database.acquire_timeout_seconds
         while True:
             try:
-                async with self._pool.acquire(timeout=timeout) as conn, conn.transaction():
-                    result = await apply_payout(conn, event)
-                    if event.report_outcome:
-                        report = OutcomeReport(
-                            event_id=event.event_id,
-                            outcome=result.outcome,
-                            balance=result.balance_after,
+                async with self._pool.acquire(timeout=timeout) as conn:
+                    started = time.perf_counter()
+                    async with conn.transaction():
+                        results = await apply_batch(conn, events)
+                        await send_reports(
+                            conn,
+                            [
+                                OutcomeReport(
+                                    event_id=event.event_id,
+                                    outcome=result.outcome,
+                                    balance=result.balance_after,
+                                )
+                                for event, result in zip(events, results, strict=True)
+                                if event.report_outcome
+                            ],
                         )
-                        await send_report(conn, report)
-                    return result
+                    metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+                    metrics.BATCH_SIZE.observe(len(events))
+                    return results
             except TRANSIENT_ERRORS as error:
                 if time.monotonic() + delay > deadline:
                     raise
+                metrics.RETRIES.labels("in_place").inc()
                 log(
                     logger,
                     logging.WARNING,
                     "transient failure, retrying in place",
-                    **_fields(event),
+                    **(_fields(events[0]) if len(events) == 1 else {"batch_size": len(events)}),
                     error=repr(error),
                     retry_in_seconds=round(delay, 2),
                 )
@@ -240,6 +377,7 @@ class Worker:
             await self._dead_letter(message, failure, event, headers)
             return
         tier, wait_ms = step
+        metrics.RETRIES.labels(str(tier)).inc()
         log(
             logger,
             logging.WARNING,
@@ -278,6 +416,7 @@ class Worker:
             attempts=final["x-payouts-attempts"],
         )
         if await self._republish(message, copy, self._topology.dead_letter_exchange, ""):
+            metrics.DEAD_LETTERED.labels(failure.kind.value, failure.error_type).inc()
             try:
                 async with asyncio.timeout(RECORD_TIMEOUT_SECONDS), self._pool.acquire() as conn:
                     await record_dead_letter(conn, copy.body, final, copy.message_id)

@@ -8,6 +8,7 @@ mixes in tampered copies that must never be credited. It logs every answer.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import uuid
 from collections import Counter
@@ -44,6 +45,16 @@ class Payout:
         return 200 in self.answers
 
 
+def device_ids(user: str) -> dict[str, str]:
+    """The user's phone, as the offerwall reports it: values that must never reach a log."""
+    number = int(hashlib.sha256(user.encode()).hexdigest()[:12], 16)
+    return {
+        "imei": f"35{number % 10**13:013d}",
+        "mac": ":".join(f"{(number >> shift) & 0xFF:02x}" for shift in range(0, 48, 8)),
+        "gaid": str(uuid.UUID(int=number)),
+    }
+
+
 def make_payout(rng: random.Random, users: list[str], offerwall: str = "offerwall") -> Payout:
     user, amount = rng.choice(users), rng.randint(1, 300)
     if rng.random() < 0.5 or offerwall != "offerwall":
@@ -53,6 +64,7 @@ def make_payout(rng: random.Random, users: list[str], offerwall: str = "offerwal
             "amount": str(amount),
             "trans_id": transaction,
             "send_time": "1763800000",
+            **device_ids(user),
         }
         query = offerwall_query(params, OFFERWALL_KEY)
         path = f"/callbacks/{offerwall}?{query}"
@@ -71,6 +83,7 @@ def make_payout(rng: random.Random, users: list[str], offerwall: str = "offerwal
         "coin_amount": str(amount),
         "currency": "coins",
         "trans_uuid": transaction,
+        "device_id": device_ids(user)["gaid"],
     }
     path = f"/callbacks/adjoe?{adjoe_query(params, ADJOE_TOKEN)}"
     return Payout(

@@ -111,6 +111,8 @@ class Process:
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    # A worker's metrics and health port.
+    status_port: int | None = None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -206,7 +208,9 @@ class Stack:
         self, database_url: str | None = None, broker_url: str | None = None
     ) -> Process:
         env = self.env(database_url=database_url, broker_url=broker_url)
-        process = self._start("worker", "worker", env=env)
+        status_port = _free_port()
+        process = self._start("worker", "worker", "--status-port", str(status_port), env=env)
+        process.status_port = status_port
 
         async def consuming() -> bool:
             assert process.popen.poll() is None, process.log()
@@ -214,6 +218,17 @@ class Stack:
 
         await wait_until(consuming, "worker consuming")
         return process
+
+    def start_worker_processes(self, processes: int, base_status_port: int) -> Process:
+        """`payouts worker --processes N`: the supervisor; its children log through it."""
+        return self._start(
+            "workers",
+            "worker",
+            "--processes",
+            str(processes),
+            "--status-port",
+            str(base_status_port),
+        )
 
     async def queue_depth(self, queue_name: str | None = None) -> int:
         connection = await aio_pika.connect(self.broker_url)

@@ -46,6 +46,9 @@ ENVIRON = {
     "BILLING_SECRET": BILLING_SECRET,
     "TEST_SECRET": "pub-key-1",
     "INTERNAL_TOKEN": INTERNAL_TOKEN,
+    # partner-a's next key and secret, for the tests of a rotation.
+    "PARTNER_A_NEXT_KEY": "key-a-next",
+    "PARTNER_A_NEXT_SECRET": "secret-a-next",
     **{f"{pid.upper().replace('-', '_')}_KEY": key for pid, (key, _) in PARTNERS.items()},
     **{f"{pid.upper().replace('-', '_')}_SECRET": secret for pid, (_, secret) in PARTNERS.items()},
 }
@@ -64,7 +67,9 @@ def pipeline_settings(services: Services, database_url: str, **database: Any) ->
             retry_delays_seconds=(1, 2),
             publish_timeout_seconds=3,
         ),
-        worker=WorkerSettings(prefetch=8, in_place_retry_seconds=0.5, shutdown_grace_seconds=5),
+        worker=WorkerSettings(
+            prefetch=8, in_place_retry_seconds=0.5, shutdown_grace_seconds=5, status_port=0
+        ),
         providers=(
             provider(
                 "aigame_payout",
@@ -129,11 +134,13 @@ class Pipeline:
         self.settings = settings
         self.client = client
         self._worker: tuple[asyncio.Event, asyncio.Task[int], asyncpg.Pool] | None = None
+        self.worker: Worker | None = None
 
     async def start_worker(self) -> None:
         stop = asyncio.Event()
         pool = await create_pool_when_available(self.settings.database)
-        self._worker = (stop, asyncio.create_task(Worker(self.settings, pool).run(stop)), pool)
+        self.worker = Worker(self.settings, pool)
+        self._worker = (stop, asyncio.create_task(self.worker.run(stop)), pool)
 
     async def stop_worker(self) -> None:
         if self._worker is not None:

@@ -74,7 +74,9 @@ class Scene:
                 url=database_url or self.database_url, pool_max_size=4, acquire_timeout_seconds=2
             ),
             broker=self.broker,
-            worker=WorkerSettings(prefetch=4, in_place_retry_seconds=0.2, shutdown_grace_seconds=5),
+            worker=WorkerSettings(
+                prefetch=4, in_place_retry_seconds=0.2, shutdown_grace_seconds=5, status_port=0
+            ),
         )
 
     def dlq(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

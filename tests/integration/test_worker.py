@@ -44,7 +44,9 @@ async def settings(services: Services, database_url: str) -> AsyncIterator[Setti
             namespace=services.new_namespace(TEST_TIERS),
             retry_delays_seconds=TEST_TIERS,
         ),
-        worker=WorkerSettings(prefetch=8, in_place_retry_seconds=0.5, shutdown_grace_seconds=5),
+        worker=WorkerSettings(
+            prefetch=8, in_place_retry_seconds=0.5, shutdown_grace_seconds=5, status_port=0
+        ),
     )
     yield built
     await services.release_namespace(built.broker.namespace)
@@ -118,6 +120,43 @@ async def test_poison_message_is_dead_lettered_and_the_queue_keeps_flowing(
             await conn.close()
     assert sorted(m.body for m in dead) == [b"not json at all", b'{"contract_version": 99}']
     assert {m.delivery_mode for m in dead} == {aio_pika.DeliveryMode.PERSISTENT}
+
+
+async def test_a_payout_the_database_refuses_amid_a_batch_is_dead_lettered_alone(
+    settings: Settings, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The whole batch rolls back; its payouts are then credited one by one, so the refused one
+    goes to the dead-letter queue and the others are credited, once each."""
+    caplog.set_level(logging.INFO)
+    topology = Topology.from_settings(settings.broker)
+    events = [event(f"user-{i % 3}", i + 1) for i in range(7)]
+    refused = event("nul\x00user", 5)  # Postgres text cannot hold NUL: a DataError
+    async with publisher_for(settings) as publisher:
+        for published in [*events[:3], refused, *events[3:]]:
+            await publisher.publish_event(published)
+        conn = await observer(database_url)
+        async with worker_running(settings):
+
+            async def credited() -> bool:
+                return await count(conn, "SELECT count(*) FROM payouts") == len(events)
+
+            await wait_until(credited, "the good payouts credited")
+        connection = await aio_pika.connect(settings.broker.url)
+        async with connection:
+            dead_queue = await (await connection.channel()).get_queue(topology.dead_letter_queue)
+            dead = await dead_queue.get(no_ack=True, timeout=5)
+        await assert_books_balance(conn)
+        balances = await conn.fetch("SELECT owner, balance FROM accounts WHERE kind = 'wallet'")
+        await conn.close()
+    assert dead.headers["x-payouts-failure-kind"] == "poison"
+    assert dead.headers["x-payouts-error-type"] == "CharacterNotInRepertoireError"
+    expected: dict[str, Decimal] = {}
+    for credited_event in events:
+        user = credited_event.user_id
+        expected[user] = expected.get(user, Decimal(0)) + credited_event.amount
+    assert {row["owner"]: row["balance"] for row in balances} == expected
+    messages = [record.getMessage() for record in caplog.records]
+    assert "batch failed; crediting its payouts one by one" in messages
 
 
 async def test_killed_database_connections_are_retried_without_double_credit(

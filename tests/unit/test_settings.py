@@ -126,3 +126,43 @@ def test_several_secrets_each_must_be_set(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="OW_NEXT is not set"):
         create_app(settings, environ={"OW_KEY": "k"})
     assert create_app(settings, environ={"OW_KEY": "k", "OW_NEXT": "n"}) is not None
+
+
+@pytest.mark.parametrize("route", ["/healthz", "/readyz", "/metrics"])
+def test_a_provider_cannot_take_the_ingresss_own_routes(tmp_path: Path, route: str) -> None:
+    with pytest.raises(ConfigError, match="the ingress's own"):
+        load_settings(write(tmp_path, VALID_PROVIDER.replace("/cb/ow", route)), environ={})
+
+
+def test_metrics_are_private_by_default_and_the_allowlist_is_configurable(tmp_path: Path) -> None:
+    from ipaddress import ip_address
+
+    default = load_settings(write(tmp_path, VALID_PROVIDER), environ={}).ingress
+    assert any(ip_address("10.2.3.4") in network for network in default.metrics_allowlist)
+    assert not any(ip_address("203.0.113.9") in net for net in default.metrics_allowlist)
+    custom = load_settings(
+        write(tmp_path, '[ingress]\nmetrics_allowlist = ["192.0.2.0/24"]\n' + VALID_PROVIDER),
+        environ={},
+    ).ingress
+    assert [str(network) for network in custom.metrics_allowlist] == ["192.0.2.0/24"]
+
+
+@pytest.mark.parametrize(
+    ("section", "problem"),
+    [
+        ("[worker]\nstatus_port = 70000", "worker.status_port"),
+        ("[worker]\nqueue_sample_seconds = 0", "worker.queue_sample_seconds"),
+        ("[ingress]\nmetrics_allowlist = ['not a network']", "ingress.metrics_allowlist[0]"),
+    ],
+)
+def test_operability_settings_are_validated(tmp_path: Path, section: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem.replace("[", r"\[").replace("]", r"\]")):
+        load_settings(write(tmp_path, section + "\n" + VALID_PROVIDER), environ={})
+
+
+def test_the_failed_verification_cap_is_per_instance(tmp_path: Path) -> None:
+    capped = VALID_PROVIDER + "failed_verifications_per_minute = 5\nstore_device_ids = true\n"
+    (instance,) = load_settings(write(tmp_path, capped), environ={}).providers
+    assert (instance.failed_verifications_per_minute, instance.store_device_ids) == (5, True)
+    with pytest.raises(ConfigError, match="failed_verifications_per_minute"):
+        load_settings(write(tmp_path, VALID_PROVIDER + "failed_verifications_per_minute = 0\n"), {})

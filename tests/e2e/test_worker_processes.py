@@ -1,0 +1,86 @@
+"""`payouts worker --processes N`: N real worker processes, each on its own status port, a dead
+one restarted, all stopped together by one signal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+from typing import TYPE_CHECKING
+
+import httpx
+
+from tests.e2e.provider import ProviderSimulator, reconcile
+from tests.e2e.test_faults import settle
+from tests.polling import wait_until
+
+if TYPE_CHECKING:
+    from tests.e2e.stack import Process, Stack
+
+
+def free_port_pair() -> int:
+    """A port P with P + 1 free as well (checked, then released)."""
+    while True:
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port: int = first.getsockname()[1]
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+                return port
+
+
+def started_pids(supervisor: Process) -> list[int]:
+    return [
+        line["pid"]
+        for line in map(json.loads, filter(None, supervisor.log().splitlines()))
+        if line.get("message") == "worker process started"
+    ]
+
+
+async def ready(port: int) -> bool:
+    async with httpx.AsyncClient() as client:
+        try:
+            return (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
+        except httpx.TransportError:
+            return False
+
+
+async def test_n_processes_are_kept_running_and_stopped_together(stack: Stack) -> None:
+    base = free_port_pair()
+    await stack.start_ingress()
+    supervisor = stack.start_worker_processes(2, base)
+
+    async def both_ready() -> bool:
+        return await ready(base) and await ready(base + 1)
+
+    await wait_until(both_ready, f"two workers ready; log:\n{supervisor.log()}")
+    first, second = started_pids(supervisor)
+    os.kill(first, signal.SIGKILL)
+
+    async def restarted() -> bool:
+        return len(started_pids(supervisor)) == 3 and await ready(base)
+
+    await wait_until(restarted, f"the killed worker restarted; log:\n{supervisor.log()}")
+    provider = ProviderSimulator(stack, seed=41)
+    await provider.run(100, 2.0)
+    await settle(stack)
+    (await reconcile(stack, provider.payouts)).assert_clean()
+
+    assert supervisor.stop() == 0
+    replacement = started_pids(supervisor)[2]
+    for pid in (second, replacement):
+        assert not _running(pid), f"worker {pid} outlived its supervisor"
+    assert not await ready(base)
+    assert not await ready(base + 1)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return not stat.read().split(") ")[1].startswith("Z")  # a zombie has exited
+    except FileNotFoundError:
+        return False
