@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import aio_pika
 import pytest
+from yarl import URL
 
 from schema.settings import load_settings
 from schema.topology import Topology, declare
@@ -30,20 +31,24 @@ def test_shipped_definitions_match_the_example_configuration() -> None:
     )
 
 
-async def test_definitions_load_into_the_broker_and_agree_with_declare(services: Services) -> None:
+async def rabbitmqctl(*arguments: str, stdin: bytes = b"") -> None:
     if shutil.which("rabbitmqctl") is None:
         pytest.skip("rabbitmqctl is not on this machine (broker in a container)")
-    topology = Topology(services.new_namespace())
-    # Through standard input: the broker node, not this process, would read a file path.
-    imported = await asyncio.create_subprocess_exec(
+    command = await asyncio.create_subprocess_exec(
         "rabbitmqctl",
         "-q",
-        "import_definitions",
+        *arguments,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.DEVNULL,
     )
-    await imported.communicate(json.dumps(topology.definitions()).encode())
-    assert imported.returncode == 0
+    await command.communicate(stdin)
+    assert command.returncode == 0, f"rabbitmqctl {' '.join(arguments)} failed"
+
+
+async def test_definitions_load_into_the_broker_and_agree_with_declare(services: Services) -> None:
+    topology = Topology(services.new_namespace())
+    # Through standard input: the broker node, not this process, would read a file path.
+    await rabbitmqctl("import_definitions", stdin=json.dumps(topology.definitions()).encode())
     connection = await aio_pika.connect(services.rabbitmq_url)
     async with connection:
 
@@ -58,3 +63,30 @@ async def test_definitions_load_into_the_broker_and_agree_with_declare(services:
         # Declaring with different arguments would close the channel (PRECONDITION_FAILED).
         declared = await declare(await connection.channel(), topology)
         assert declared.work_queue.name == topology.work_queue
+
+
+async def test_the_compose_brokers_user_definitions_load_and_let_the_stack_log_in(
+    services: Services,
+) -> None:
+    """deploy/compose/rabbitmq/users.json as the compose broker imports it at boot, under a
+    name of this run's own so the machine's users stay as they were."""
+    definitions = json.loads((DEPLOY / "compose" / "rabbitmq" / "users.json").read_text())
+    (user,) = definitions["users"]
+    (permission,) = definitions["permissions"]
+    password = user["name"]  # the development user's password is its name (deploy/compose.yaml)
+    user["name"] = permission["user"] = f"payouts-test-{services.run_id}"
+    await rabbitmqctl("import_definitions", stdin=json.dumps(definitions).encode())
+    try:
+        login = URL(services.rabbitmq_url).with_user(user["name"]).with_password(password)
+
+        async def logged_in() -> bool:
+            try:
+                connection = await aio_pika.connect(str(login))
+            except aio_pika.exceptions.AMQPConnectionError:
+                return False
+            await connection.close()
+            return True
+
+        await wait_until(logged_in, "the imported user to log in")
+    finally:
+        await rabbitmqctl("delete_user", user["name"])
