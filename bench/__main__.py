@@ -1,0 +1,587 @@
+"""`python -m bench`: every measurement of docs/benchmarks.md, in one run, then the report.
+
+Each figure is taken beside the ceiling it is compared with, on the same machine in the same run:
+nothing else of the pipeline runs while one is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import asyncpg
+
+from bench import broker_ceiling, report
+from bench.processes import (
+    CpuMeter,
+    Load,
+    Service,
+    free_port,
+    pgbench,
+    profile,
+    wait_http,
+    wrk,
+)
+from bench.traffic import PROTOCOLS, SECRETS, pick_user, write_requests
+from schema.events import PayoutEvent, RawRequest, encode_event
+from schema.topology import Topology
+
+ROOT = Path(__file__).resolve().parent.parent
+CONNECTIONS = 32  # concurrent requests from the load generator, and publishes for the ceiling
+PGBENCH_CLIENTS = 10  # = the worker's database pool
+MEASURE_SECONDS = 10
+DRAIN_PAYOUTS = 100_000
+HOT_PAYOUTS = 20_000
+HOT_WALLETS = 5
+STEP_SECONDS = 15
+
+CONFIG = """
+[database]
+url = "{database_url}"
+pool_max_size = 10
+
+[broker]
+url = "{broker_url}"
+namespace = "{namespace}"
+
+[ingress]
+host = "127.0.0.1"
+port = {port}
+
+[worker]
+status_port = {status_port}
+
+[[providers]]
+name = "offerwall"
+protocol = "offerwall_md5"
+route = "/callbacks/offerwall"
+secret_env = "BENCH_OFFERWALL_KEY"
+default_currency = "COIN"
+max_amount = "100000"
+account_policy = "create"
+
+[[providers]]
+name = "adjoe"
+protocol = "adjoe"
+route = "/callbacks/adjoe"
+secret_env = "BENCH_ADJOE_TOKEN"
+max_amount = "100000"
+account_policy = "create"
+
+[[providers]]
+name = "aigame"
+protocol = "aigame_payout"
+route = "/aigame/v1/wallet/payout"
+secret_env = "BENCH_AIGAME_KEY"
+allowed_currencies = ["VND2"]
+amount_decimal_places = 2
+max_amount = "100000000"
+account_policy = "create"
+
+[[providers]]
+name = "billing"
+protocol = "wallet_billing"
+route = "/callbacks/billing"
+secret_env = "BENCH_BILLING_SECRET"
+default_currency = "VND"
+max_amount = "10000000"
+account_policy = "create"
+"""
+
+
+class Bench:
+    def __init__(self, admin_url: str, broker_url: str, workdir: Path, soak_seconds: int) -> None:
+        self.admin_url = admin_url
+        self.broker_url = broker_url
+        self.workdir = workdir
+        self.soak_seconds = soak_seconds
+        suffix = uuid.uuid4().hex[:8]
+        self.database = f"payouts_bench_{suffix}"
+        self.database_url = _with_database(admin_url, self.database)
+        self.namespace = f"payouts-bench-{suffix}"
+        self.port = free_port()
+        self.status_port = free_port()
+        self.config = workdir / "payouts.toml"
+        self.results: dict[str, Any] = {"cpu": {}, "profiles": {}}
+        self.steps_run: list[str] = []
+        self.memory: dict[str, list[tuple[float, float]]] = {}
+        self.env = {**os.environ, **SECRETS, "PAYOUTS_CONFIG": str(self.config)}
+
+    # -- set-up and tear-down ------------------------------------------------------------------
+
+    async def set_up(self) -> None:
+        admin = await asyncpg.connect(self.admin_url)
+        try:
+            await admin.execute(f'CREATE DATABASE "{self.database}"')
+        finally:
+            await admin.close()
+        self.config.write_text(
+            CONFIG.format(
+                database_url=self.database_url,
+                broker_url=self.broker_url,
+                namespace=self.namespace,
+                port=self.port,
+                status_port=self.status_port,
+            )
+        )
+        await self._payouts("migrate")
+        for index, (name, make) in enumerate(PROTOCOLS.items()):
+            count = 40_000 if name.startswith(("aigame", "wallet")) else 120_000
+            write_requests(self._requests(name), make, count, seed=index)
+
+    async def tear_down(self) -> None:
+        admin = await asyncpg.connect(self.admin_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+        finally:
+            await admin.close()
+        connection = await aio_pika.connect(self.broker_url)
+        async with connection:
+            channel = await connection.channel()
+            topology = Topology(self.namespace)
+            for spec in topology.definitions()["queues"]:
+                await channel.queue_delete(spec["name"])
+            for spec in topology.definitions()["exchanges"]:
+                await channel.exchange_delete(spec["name"])
+
+    def _requests(self, protocol: str) -> Path:
+        return self.workdir / f"{protocol.split()[0]}.requests"
+
+    async def _payouts(self, *args: str) -> None:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "workers.cli", "--config", str(self.config), *args,
+            env=self.env, stdout=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        if await process.wait() != 0:
+            raise RuntimeError(f"payouts {' '.join(args)} failed")
+
+    def _service(self, name: str, *command: str, env: dict[str, str] | None = None) -> Service:
+        return Service(name, command, env or self.env, self.workdir / f"{name}.log")
+
+    async def _sql(self, query: str, *args: Any) -> Any:
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            return await conn.fetchval(query, *args)
+        finally:
+            await conn.close()
+
+    # -- ceilings and baselines ------------------------------------------------------------------
+
+    async def http_ceiling(self) -> None:
+        load = await self._uvicorn_load("hello", "bench.baselines:hello", {})
+        self.results["http_ceiling"] = _load(load)
+
+    async def naive_handler(self) -> None:
+        env = {**self.env, "BENCH_DATABASE_URL": self.database_url}
+        load = await self._uvicorn_load("naive", "bench.baselines:naive", env)
+        credited = await self._sql("SELECT count(*) FROM payouts WHERE provider_instance = 'naive'")
+        self.results["naive"] = {**_load(load), "credited": credited}
+
+    async def _uvicorn_load(self, name: str, factory: str, env: dict[str, str]) -> Load:
+        port = free_port()
+        service = self._service(
+            name, sys.executable, "-m", "uvicorn", "--factory", factory, "--port", str(port),
+            "--no-access-log", "--log-level", "warning", "--no-server-header",
+            env={**self.env, **env},
+        )  # fmt: skip
+        service.start()
+        try:
+            await wait_http(f"http://127.0.0.1:{port}/healthz", 30)
+            return await wrk(
+                f"http://127.0.0.1:{port}",
+                self._requests("offerwall_md5"),
+                seconds=MEASURE_SECONDS,
+                connections=CONNECTIONS,
+            )
+        finally:
+            await service.stop()
+
+    async def broker_ceiling(self) -> None:
+        body = encode_event(_event("ceiling", "user-1", Decimal(7)))
+        queue = f"{self.namespace}.ceiling"
+        publish = await broker_ceiling.publish_rate(
+            self.broker_url, queue, body, CONNECTIONS, MEASURE_SECONDS
+        )
+        consume = await broker_ceiling.consume_rate(
+            self.broker_url, queue, body, DRAIN_PAYOUTS, prefetch=200
+        )
+        self.results["broker"] = {"publish_per_second": publish, "consume_per_second": consume}
+
+    async def pgbench_baseline(self) -> None:
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            await conn.execute(
+                "INSERT INTO accounts (kind, owner, currency)"
+                " SELECT 'wallet', 'pg-' || n, 'COIN' FROM generate_series(1, 10000) n;"
+                " INSERT INTO accounts (kind, owner, currency)"
+                " VALUES ('funding', 'pgbench', 'COIN')"
+            )
+        finally:
+            await conn.close()
+        script = self.workdir / "pgbench_credit.sql"
+        results = {}
+        for label, users in (("hot", HOT_WALLETS), ("spread", 10_000)):
+            script.write_text(
+                (ROOT / "bench" / "pgbench_credit.sql").read_text().replace(":users", str(users))
+            )
+            results[label] = await pgbench(
+                self.database_url, script, clients=PGBENCH_CLIENTS, seconds=MEASURE_SECONDS
+            )
+        self.results["pgbench"] = results
+
+    # -- the pipeline ----------------------------------------------------------------------------
+
+    def _ingress(self) -> Service:
+        return self._service("ingress", sys.executable, "-m", "workers.cli", "ingress")
+
+    def _workers(self, processes: int, *extra: str) -> Service:
+        return self._service(
+            f"worker-{processes}", sys.executable, "-m", "workers.cli", "worker",
+            "--processes", str(processes), *extra,
+        )  # fmt: skip
+
+    async def ingress_per_protocol(self) -> None:
+        """The query protocols against the ingress alone. The JSON ones wait for a worker's
+        answer: they run with one worker, on an emptied work queue (the query protocols' payouts
+        are not needed), so the answers do not wait behind a backlog."""
+        ingress = self._ingress()
+        ingress.start()
+        worker = None
+        results = {}
+        try:
+            await wait_http(f"http://127.0.0.1:{self.port}/readyz")
+            for name in PROTOCOLS:
+                if name.startswith(("aigame", "wallet")) and worker is None:
+                    await self._purge_work_queue()
+                    worker = self._workers(1)
+                    worker.start()
+                    await wait_http(f"http://127.0.0.1:{self.status_port}/readyz")
+                measured = self._wrk(name, MEASURE_SECONDS)
+                if name.startswith("offerwall"):
+                    assert ingress.popen is not None
+                    load = await self._observed(
+                        "ingress (spec 000)", ingress.popen.pid, measured, MEASURE_SECONDS
+                    )
+                else:
+                    load = await measured
+                results[name] = {**_load(load), "with_worker": worker is not None}
+        finally:
+            await ingress.stop()
+            if worker is not None:
+                await worker.stop()
+        self.results["ingress"] = results
+        self.memory["ingress (protocols)"] = ingress.rss_samples
+
+    def _wrk(self, protocol: str, seconds: int) -> Any:
+        return wrk(
+            f"http://127.0.0.1:{self.port}",
+            self._requests(protocol),
+            seconds=seconds,
+            connections=CONNECTIONS,
+        )
+
+    async def _observed(self, label: str, pid: int, work: Any, seconds: float) -> Any:
+        """Run `work` while measuring who uses the CPU and profiling `pid` for most of it."""
+        meter = CpuMeter({label: [pid]})
+        meter.start()
+        task = asyncio.ensure_future(work)
+        await asyncio.sleep(1)
+        sampled = max(2, int(seconds) - 3)
+        self.results["profiles"][label] = (
+            await profile(pid, sampled, self.workdir / f"{label}.profile")
+        )[:25]
+        result = await task
+        self.results["cpu"][label] = meter.stop()
+        return result
+
+    async def _purge_work_queue(self) -> None:
+        connection = await aio_pika.connect(self.broker_url)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(Topology(self.namespace).work_queue, passive=True)
+            await queue.purge()
+
+    async def worker_drain(self) -> None:
+        drains = {}
+        for processes in (1, 2, 4):
+            drains[f"{processes} process(es)"] = await self._drain(
+                f"drain-{processes}", DRAIN_PAYOUTS, processes, hot=False
+            )
+        drains["5 hot wallets, batched (1 process)"] = await self._drain(
+            "hot-batched", HOT_PAYOUTS, 1, hot=True
+        )
+        drains["5 hot wallets, one payout per transaction (1 process)"] = await self._drain(
+            "hot-single", HOT_PAYOUTS, 1, hot=True, batch_size=1
+        )
+        self.results["drain"] = drains
+
+    async def _drain(
+        self, instance: str, count: int, processes: int, *, hot: bool, batch_size: int = 0
+    ) -> dict[str, float]:
+        rng = random.Random(instance)
+        events = [
+            encode_event(
+                _event(
+                    instance,
+                    f"hot-{rng.randrange(HOT_WALLETS)}" if hot else pick_user(rng),
+                    Decimal(rng.randint(1, 500)),
+                )
+            )
+            for _ in range(count)
+        ]
+        await broker_ceiling.fill(self.broker_url, Topology(self.namespace).work_queue, events)
+        config = self.config
+        if batch_size:
+            config = self.workdir / f"payouts-batch-{batch_size}.toml"
+            config.write_text(
+                self.config.read_text().replace(
+                    "[worker]\n", f"[worker]\nbatch_size = {batch_size}\n"
+                )
+            )
+        service = self._service(
+            f"drain-{instance}", sys.executable, "-m", "workers.cli", "--config", str(config),
+            "worker", "--processes", str(processes),
+        )  # fmt: skip
+        service.start()
+        try:
+            drained = self._until_credited(instance, count)
+            if instance == "drain-1":
+                await asyncio.sleep(2)  # started and consuming
+                assert service.popen is not None
+                await self._observed("worker (1 process)", service.popen.pid, drained, 8)
+            else:
+                await drained
+        finally:
+            await service.stop()
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            seconds = await conn.fetchval(
+                "SELECT extract(epoch FROM max(credited_at) - min(credited_at))"
+                " FROM payouts WHERE provider_instance = $1",
+                instance,
+            )
+        finally:
+            await conn.close()
+        self.memory[f"worker ({instance})"] = service.rss_samples
+        return {
+            "payouts": count,
+            "per_second": count / float(seconds),
+            "peak_rss_mib": service.peak_rss_mib(),
+        }
+
+    async def _until_credited(self, instance: str, count: int) -> None:
+        deadline = time.monotonic() + 600
+        while await self._credited(instance) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{instance}: not drained in 10 minutes")
+            await asyncio.sleep(0.5)
+
+    async def _credited(self, instance: str) -> int:
+        return int(
+            await self._sql(
+                "SELECT count(*) FROM payouts WHERE provider_instance = $1 AND status = 'credited'",
+                instance,
+            )
+        )
+
+    async def end_to_end(self, ceiling: float) -> None:
+        """Stepped steady rates to find the highest the pipeline sustains, then a soak at half of
+        it with the request-to-credit latency measured from the books."""
+        ingress, worker = self._ingress(), self._workers(1)
+        ingress.start()
+        worker.start()
+        steps = []
+        try:
+            await wait_http(f"http://127.0.0.1:{self.port}/readyz")
+            await wait_http(f"http://127.0.0.1:{self.status_port}/readyz")
+            sustained = 0.0
+            for fraction in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
+                step = await self._steady("offerwall_md5", ceiling * fraction, STEP_SECONDS)
+                steps.append(step)
+                if not step["sustained"]:
+                    break
+                sustained = step["achieved_per_second"]
+            # Half the highest sustained rate; half the first step's if none was sustained.
+            half = (sustained or steps[0]["target_per_second"]) / 2
+            soak = await self._steady("adjoe", half, self.soak_seconds)
+            json_answers = await self._steady("aigame_payout", half, STEP_SECONDS)
+        finally:
+            await ingress.stop()
+            await worker.stop()
+        self.results["end_to_end"] = {
+            "ceiling_per_second": ceiling,
+            "steps": steps,
+            "highest_sustained_per_second": sustained,
+            "soak": soak,
+            "json_answers": json_answers,
+        }
+        self.memory["ingress (end to end)"] = ingress.rss_samples
+        self.memory["worker (end to end)"] = worker.rss_samples
+
+    async def _steady(self, protocol: str, rate: float, seconds: int) -> dict[str, Any]:
+        name = next(name for name in PROTOCOLS if name.startswith(protocol))
+        # Fresh transactions for every step (and fresh timestamps for spec 001's window).
+        requests = self.workdir / f"steady-{len(self.steps_run)}.requests"
+        self.steps_run.append(name)
+        write_requests(
+            requests,
+            PROTOCOLS[name],
+            int(rate * seconds * 1.2) + 1000,
+            seed=100 + len(self.steps_run),
+        )
+        started = datetime.now(UTC)
+        load = await wrk(
+            f"http://127.0.0.1:{self.port}",
+            requests,
+            seconds=seconds,
+            connections=CONNECTIONS,
+            rate=rate,
+        )
+        # Sustained: within two seconds of the load ending, the workers have caught up.
+        backlog_deadline = time.monotonic() + 2
+        while time.monotonic() < backlog_deadline:
+            backlog = await self._backlog()
+            if backlog == 0:
+                break
+            await asyncio.sleep(0.2)
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            latency = await conn.fetchrow(
+                "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag) AS p50,"
+                " percentile_cont(0.99) WITHIN GROUP (ORDER BY lag) AS p99, count(*) AS n"
+                " FROM (SELECT extract(epoch FROM credited_at - received_at) * 1000 AS lag"
+                " FROM payouts WHERE received_at >= $1) AS lags",
+                started,
+            )
+        finally:
+            await conn.close()
+        assert latency is not None  # an aggregate always returns its row
+        return {
+            "protocol": name,
+            "target_per_second": rate,
+            "achieved_per_second": load.requests_per_second,
+            "answer_p50_ms": load.p50_ms,
+            "answer_p99_ms": load.p99_ms,
+            "credit_p50_ms": float(latency["p50"] or 0),
+            "credit_p99_ms": float(latency["p99"] or 0),
+            "credited": latency["n"],
+            "non_2xx": load.non_2xx,
+            "errors": load.errors,
+            "sustained": backlog == 0 and load.requests_per_second >= 0.95 * rate,
+            "seconds": seconds,
+        }
+
+    async def _backlog(self) -> int:
+        connection = await aio_pika.connect(self.broker_url)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(Topology(self.namespace).work_queue, passive=True)
+            return int(queue.declaration_result.message_count or 0)
+
+
+def _event(instance: str, user: str, amount: Decimal) -> PayoutEvent:
+    return PayoutEvent(
+        event_id=uuid.uuid4(),
+        provider_instance=instance,
+        protocol="offerwall_md5",
+        transaction_id=uuid.uuid4().hex,
+        user_id=user,
+        amount=amount,
+        currency="COIN",
+        signature=uuid.uuid4().hex,
+        create_account=True,
+        answer_code="200",
+        received_at=datetime.now(UTC),
+        raw_request=RawRequest(
+            method="GET", path="/callbacks/offerwall", query_string="bench", client_ip="127.0.0.1"
+        ),
+    )
+
+
+def _load(load: Load) -> dict[str, float]:
+    return {
+        "per_second": load.requests_per_second,
+        "p50_ms": load.p50_ms,
+        "p99_ms": load.p99_ms,
+        "non_2xx": load.non_2xx,
+        "errors": load.errors,
+    }
+
+
+def _with_database(url: str, database: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{database}"
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--soak-seconds", type=int, default=60, help="the steady run (default 60)")
+    parser.add_argument("--report", default=str(ROOT / "docs" / "benchmarks.md"))
+    args = parser.parse_args()
+    admin_url = os.environ.get(
+        "BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
+    broker_url = os.environ.get("BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="payouts-bench-") as workdir:
+        bench = Bench(admin_url, broker_url, Path(workdir), args.soak_seconds)
+        await bench.set_up()
+        try:
+            for step in (
+                bench.http_ceiling,
+                bench.broker_ceiling,
+                bench.pgbench_baseline,
+                bench.naive_handler,
+                bench.ingress_per_protocol,
+                bench.worker_drain,
+            ):
+                print(f"bench: {step.__name__} ...", flush=True)
+                await step()
+            # The lower of the broker's two ceilings: what the pipeline could at best sustain.
+            ceiling = min(
+                bench.results["broker"]["publish_per_second"],
+                bench.results["broker"]["consume_per_second"],
+            )
+            print("bench: end_to_end ...", flush=True)
+            await bench.end_to_end(ceiling)
+        finally:
+            await bench.tear_down()
+    bench.results["run"] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds": round(time.monotonic() - started),
+        "machine": _machine(),
+        "command": "bench/run.sh"
+        + (f" --soak-seconds {args.soak_seconds}" if args.soak_seconds != 60 else ""),
+    }
+    report.write(Path(args.report), bench.results, bench.memory)
+    print(json.dumps(bench.results, indent=2, default=str))
+    return 0
+
+
+def _machine() -> str:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor(),
+    )  # fmt: skip
+    memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {memory_kib // 1024 // 1024} GiB, {platform.platform()}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

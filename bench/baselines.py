@@ -1,0 +1,99 @@
+"""The two HTTP baselines served beside the ingress, on the same uvicorn settings:
+
+- `hello`: a bare Starlette app, the HTTP ceiling of this machine;
+- `naive`: the callback handler most teams would write: verify spec 000's signature, then credit
+  inside the request, one Postgres transaction each, and answer. No broker, no batching, no
+  outcome records, and it serializes on hot wallets.
+
+Run with `uvicorn --factory bench.baselines:hello` (or `naive`, with BENCH_DATABASE_URL set).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from contextlib import asynccontextmanager
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
+
+import asyncpg
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+
+from bench.traffic import SECRETS
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+__all__ = ["hello", "naive"]
+
+NAIVE_CREDIT = """
+WITH claimed AS (
+    INSERT INTO payouts (provider_instance, transaction_id, event_id, protocol, user_id, amount,
+                         currency, signature, create_account, status, outcome, answer_code,
+                         raw_request, received_at, credited_at)
+    VALUES ('naive', $1, gen_random_uuid(), 'offerwall_md5', $2, $3, 'COIN', $4, true,
+            'credited', 'credited', '200', '{}', now(), now())
+    ON CONFLICT DO NOTHING
+    RETURNING payout_id
+)
+SELECT payout_id FROM claimed
+"""
+NAIVE_WALLET = """
+INSERT INTO accounts (kind, owner, currency, balance) VALUES ('wallet', $1, 'COIN', $2)
+ON CONFLICT (kind, owner, currency) DO UPDATE SET balance = accounts.balance + excluded.balance
+RETURNING account_id
+"""
+NAIVE_LEDGER = """
+INSERT INTO ledger_entries (payout_id, account_id, amount) VALUES ($1, $2, $3)
+"""
+
+
+def hello() -> Starlette:
+    async def answer(_: Request) -> Response:
+        return PlainTextResponse("hello")
+
+    return Starlette(routes=[Route("/{path:path}", answer)])
+
+
+def naive() -> Starlette:
+    state: dict[str, asyncpg.Pool] = {}
+    key = SECRETS["BENCH_OFFERWALL_KEY"]
+
+    async def callback(request: Request) -> Response:
+        params = dict(request.query_params)
+        received = params.pop("sign", "")
+        values = "".join(value for _, value in sorted(params.items()))
+        if hashlib.md5((values + key).encode()).hexdigest() != received:
+            return JSONResponse({"error": "bad signature"}, status_code=403)
+        try:
+            amount = Decimal(params["amount"])
+            user, transaction = params["user_id"], params["trans_id"]
+        except (KeyError, InvalidOperation):
+            return JSONResponse({"error": "malformed"}, status_code=400)
+        async with state["pool"].acquire() as conn, conn.transaction():
+            payout_id = await conn.fetchval(NAIVE_CREDIT, transaction, user, amount, received)
+            if payout_id is not None:
+                wallet = await conn.fetchval(NAIVE_WALLET, user, amount)
+                await conn.execute(NAIVE_LEDGER, payout_id, wallet, amount)
+        return JSONResponse({"status": "ok"})
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        state["pool"] = await asyncpg.create_pool(
+            os.environ["BENCH_DATABASE_URL"], min_size=10, max_size=10
+        )
+        try:
+            yield
+        finally:
+            await state["pool"].close()
+
+    async def alive(_: Request) -> Response:
+        return PlainTextResponse("alive")
+
+    routes = [Route("/callbacks/offerwall", callback), Route("/healthz", alive)]
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,311 @@
+"""Starting the measured processes, sampling their memory, and running the load tools."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = [
+    "CpuMeter",
+    "Load",
+    "Service",
+    "free_port",
+    "parse_wrk",
+    "pgbench",
+    "profile",
+    "wait_http",
+    "wrk",
+]
+
+BENCH_DIR = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def wait_http(url: str, limit_seconds: float = 60) -> None:
+    deadline = time.monotonic() + limit_seconds
+    async with httpx.AsyncClient() as client:
+        while True:
+            try:
+                if (await client.get(url)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} not ready after {limit_seconds} s")
+            await asyncio.sleep(0.2)
+
+
+def _rss_kib(pid: int, field_name: str) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return 0
+    match = re.search(rf"^{field_name}:\s+(\d+) kB", status, re.MULTILINE)
+    return int(match.group(1)) if match else 0
+
+
+def _descendants(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        listed = children.read_text().split()
+    except FileNotFoundError:
+        return [pid]
+    return [pid, *(grandchild for child in listed for grandchild in _descendants(int(child)))]
+
+
+@dataclass
+class Service:
+    """A process under measurement, with its resident memory sampled every second."""
+
+    name: str
+    command: Sequence[str]
+    env: dict[str, str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+    # (seconds since start, resident MiB of the largest process in the tree)
+    rss_samples: list[tuple[float, float]] = field(default_factory=list)
+    _sampler: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.popen = subprocess.Popen(
+                list(self.command), env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        self._sampler = asyncio.get_running_loop().create_task(self._sample())
+
+    async def _sample(self) -> None:
+        assert self.popen is not None
+        started = time.monotonic()
+        while self.popen.poll() is None:
+            pids = _descendants(self.popen.pid)
+            # The supervisor of `--processes N` is tiny; the largest process is what matters.
+            largest = max(_rss_kib(pid, "VmRSS") for pid in pids)
+            self.rss_samples.append((time.monotonic() - started, largest / 1024))
+            await asyncio.sleep(1)
+
+    def peak_rss_mib(self) -> float:
+        return max((mib for _, mib in self.rss_samples), default=0.0)
+
+    async def stop(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(self.popen.wait, 60)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                await asyncio.to_thread(self.popen.wait)
+        if self._sampler is not None:
+            self._sampler.cancel()
+
+
+@dataclass(frozen=True)
+class Load:
+    """What wrk measured."""
+
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    errors: int
+
+
+_DURATION_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if match is None:
+        raise ValueError(f"unreadable wrk duration {text!r}")
+    return float(match.group(1)) * _DURATION_MS[match.group(2)]
+
+
+async def wrk(
+    url: str,
+    requests_file: Path,
+    *,
+    seconds: int,
+    connections: int,
+    threads: int = 1,
+    rate: float = 0,
+) -> Load:
+    """Replay `requests_file` against `url` with wrk; `rate` > 0 paces it (requests/s)."""
+    env = {
+        **os.environ,
+        "REQUESTS": str(requests_file),
+        "THREADS": str(threads),
+        "CONNECTIONS": str(connections),
+        "RATE": str(rate),
+    }
+    command = [
+        "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s",
+        "-s", str(BENCH_DIR / "replay.lua"), url,
+    ]  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    output = (await process.communicate())[0].decode()
+    if process.returncode != 0:
+        raise RuntimeError(f"wrk failed:\n{output}")
+    return parse_wrk(output)
+
+
+def parse_wrk(output: str) -> Load:
+    """The rate, the latency percentiles and the failures of wrk's `--latency` report."""
+    rate_match = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    p50 = re.search(r"^\s+50%\s+(\S+)", output, re.MULTILINE)
+    p99 = re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE)
+    if rate_match is None or p50 is None or p99 is None:
+        raise RuntimeError(f"unreadable wrk output:\n{output}")
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    return Load(
+        requests_per_second=float(rate_match.group(1)),
+        p50_ms=_ms(p50.group(1)),
+        p99_ms=_ms(p99.group(1)),
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        errors=sum(int(n) for n in errors.groups()) if errors else 0,
+    )
+
+
+async def pgbench(database_url: str, script: Path, *, clients: int, seconds: int) -> float:
+    """Transactions per second of `script` (pgbench, `clients` connections, 2 threads)."""
+    command = [
+        "pgbench", "-n", "-f", str(script), "-c", str(clients), "-j", "2", "-T", str(seconds),
+        database_url,
+    ]  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    output = (await process.communicate())[0].decode()
+    match = re.search(r"tps = ([\d.]+) \(without initial connection time\)", output)
+    if process.returncode != 0 or match is None:
+        raise RuntimeError(f"pgbench failed:\n{output}")
+    return float(match.group(1))
+
+
+def _ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    except FileNotFoundError:
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+
+
+def _pids_of(program: str) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if f"({program})" in stat.read_text():
+                found.append(int(stat.parent.name))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
+class CpuMeter:
+    """Cores used by each group of processes between `start` and `stop`: who is busy."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self._groups = {
+            name: [p for pid in pids for p in _descendants(pid)] for name, pids in groups.items()
+        }
+        for program, label in (("beam.smp", "RabbitMQ"), ("postgres", "Postgres"), ("wrk", "wrk")):
+            self._groups.setdefault(label, _pids_of(program))
+        self._before: dict[str, int] = {}
+        self._started = 0.0
+
+    def start(self) -> None:
+        self._before = {name: sum(map(_ticks, pids)) for name, pids in self._groups.items()}
+        self._started = time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        elapsed = time.monotonic() - self._started
+        ticks_per_second = os.sysconf("SC_CLK_TCK")
+        # Processes started meanwhile (wrk, new Postgres backends) count from zero.
+        for program, label in (("postgres", "Postgres"), ("wrk", "wrk")):
+            self._groups[label] = sorted(set(self._groups[label]) | set(_pids_of(program)))
+        return {
+            name: round(
+                (sum(map(_ticks, pids)) - self._before.get(name, 0)) / ticks_per_second / elapsed, 2
+            )
+            for name, pids in self._groups.items()
+        }
+
+
+async def profile(pid: int, seconds: int, output: Path) -> list[tuple[float, str]]:
+    """Where process `pid` spends its time: py-spy samples for `seconds`, the share of samples
+    in which each of our functions, or each library, is on the stack."""
+    process = await asyncio.create_subprocess_exec(
+        "py-spy", "record", "--pid", str(pid), "--duration", str(seconds), "--format", "raw",
+        "--output", str(output), "--rate", "200", "--nonblocking",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    if await process.wait() != 0:
+        return []
+    return _stack_shares(output)
+
+
+def _stack_shares(output: Path) -> list[tuple[float, str]]:
+    if not output.exists():
+        return []
+    total = 0
+    shares: dict[str, int] = {}
+    for line in output.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        total += int(count)
+        seen = set()
+        for frame in stack.split(";"):
+            name = _frame_group(frame)
+            if name and name not in seen:
+                seen.add(name)
+                shares[name] = shares.get(name, 0) + int(count)
+    return sorted(((100 * n / total, name) for name, n in shares.items()), reverse=True)
+
+
+_LIBRARIES = (
+    "asyncpg",
+    "aio_pika",
+    "aiormq",
+    "pamqp",
+    "pydantic",
+    "starlette",
+    "uvicorn",
+    "logging",
+    "prometheus_client",
+    "json",
+)
+
+
+def _frame_group(frame: str) -> str | None:
+    """`ingress/app.py: CallbackEndpoint.handle` for our code, `(asyncpg)` for a library's."""
+    match = re.match(r"(.+) \((.+?):\d+\)$", frame)
+    if match is None:
+        return None
+    function, path = match.groups()
+    package = path.split("/", 1)[0]
+    if package in ("ingress", "workers", "schema"):
+        return f"{path}: {function}"
+    if package in _LIBRARIES:
+        return f"({package})"
+    return None

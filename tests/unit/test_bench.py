@@ -1,0 +1,165 @@
+"""The benchmark harness's own logic: the traffic it replays is what the ingress accepts, and it
+reads its tools' output and writes its report correctly."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from bench import report
+from bench.processes import _frame_group, parse_wrk
+from bench.traffic import PROTOCOLS, SECRETS, Request, write_requests
+from ingress.bodies import parse_json_object
+from ingress.protocols import protocol_class
+from ingress.querystring import parse_query
+from schema.settings import load_settings
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+WRK_OUTPUT = """Running 10s test @ http://127.0.0.1:8080
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    23.10ms    3.20ms  60.00ms   80.00%
+  Latency Distribution
+     50%   23.10ms
+     75%   25.00ms
+     90%   27.00ms
+     99%    1.20s
+  14050 requests in 10.00s, 2.10MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 7
+Requests/sec:   1405.00
+Transfer/sec:    215.00KB
+"""
+
+
+def test_wrk_output_is_read_with_its_units() -> None:
+    load = parse_wrk(WRK_OUTPUT)
+    assert (load.requests_per_second, load.p50_ms, load.p99_ms) == (1405.0, 23.1, 1200.0)
+    assert (load.non_2xx, load.errors) == (7, 3)
+    with pytest.raises(RuntimeError, match="unreadable"):
+        parse_wrk("wrk: connection refused")
+
+
+def test_profile_frames_are_grouped_by_our_function_or_by_library() -> None:
+    assert _frame_group("Worker._handle (workers/consumer.py:240)") == (
+        "workers/consumer.py: Worker._handle"
+    )
+    assert _frame_group("Connection.fetch (asyncpg/connection.py:689)") == "(asyncpg)"
+    assert _frame_group("_run_code (<frozen runpy>:88)") is None
+
+
+def bench_settings(tmp_path: Path) -> Any:
+    from bench.__main__ import CONFIG
+
+    path = tmp_path / "payouts.toml"
+    path.write_text(
+        CONFIG.format(
+            database_url="postgresql://x@db/p",
+            broker_url="amqp://mq/",
+            namespace="bench",
+            port=8080,
+            status_port=9101,
+        )
+    )
+    return load_settings(path, environ={})
+
+
+@pytest.mark.parametrize("name", list(PROTOCOLS))
+async def test_the_generated_traffic_verifies_and_resends_about_five_percent(
+    tmp_path: Path, name: str
+) -> None:
+    settings = bench_settings(tmp_path)
+    path = tmp_path / "requests"
+    write_requests(path, PROTOCOLS[name], 400, seed=3)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 400
+    assert 5 <= len(lines) - len(set(lines)) <= 40, "about 5% exact re-sends"
+    first = lines[0].split("\t")
+    request = Request(*first)
+    instance = next(p for p in settings.providers if request.path.startswith(p.route))
+    protocol = protocol_class(instance.protocol)(instance, instance.read_secrets(SECRETS))
+    verify: Any = protocol.verify  # type: ignore[attr-defined]  # both shapes have one
+    if request.method == "GET":
+        claim = verify(parse_query(urlsplit(request.path).query.encode()))
+    else:
+        claim = verify(parse_json_object(request.body.encode()))
+    assert claim.transaction_id
+    users = {json.dumps(line).count("hot-") > 0 for line in lines}
+    assert users == {True, False}, "a hot subset and the rest"
+
+
+def test_the_report_states_each_target_and_keeps_the_notes(tmp_path: Path) -> None:
+    rng = random.Random(1)
+
+    def load(rate: float) -> dict[str, float]:
+        return {"per_second": rate, "p50_ms": 2.0, "p99_ms": 9.0, "non_2xx": 0, "errors": 0}
+
+    def steady(rate: float, sustained: bool) -> dict[str, Any]:
+        return {
+            "protocol": "offerwall_md5 (000)",
+            "target_per_second": rate,
+            "achieved_per_second": rate,
+            "answer_p50_ms": 3.0,
+            "answer_p99_ms": 50.0,
+            "credit_p50_ms": 10.0,
+            "credit_p99_ms": 120.0,
+            "credited": 100,
+            "non_2xx": 0,
+            "errors": 0,
+            "sustained": sustained,
+            "seconds": 15,
+        }
+
+    drain = {"payouts": 1000, "per_second": 4500.0, "peak_rss_mib": 60.0}
+    results = {
+        "run": {"date": "2026-11-22", "seconds": 600, "machine": "2 cores", "command": "x"},
+        "broker": {"publish_per_second": 5000.0, "consume_per_second": 5500.0},
+        "http_ceiling": load(15000),
+        "naive": load(1800),
+        "pgbench": {"hot": 1700.0, "spread": 1900.0},
+        "ingress": {name: load(1400) for name in PROTOCOLS},
+        "drain": {
+            "1 process(es)": drain,
+            "2 process(es)": drain,
+            "5 hot wallets, batched (1 process)": {**drain, "per_second": 2400.0},
+            "5 hot wallets, one payout per transaction (1 process)": {**drain, "per_second": 400.0},
+        },
+        "end_to_end": {
+            "ceiling_per_second": 5000.0,
+            "steps": [steady(500, True), steady(1000, False)],
+            "highest_sustained_per_second": 500.0,
+            "soak": steady(250, True),
+            "json_answers": steady(250, True),
+        },
+        "cpu": {"ingress (spec 000)": {"ingress (spec 000)": 0.96, "RabbitMQ": 0.33}},
+        "profiles": {"ingress (spec 000)": [(40.0, "(aiormq)")]},
+    }
+    memory = {
+        name: [(float(t), 50 + rng.random()) for t in range(60)]
+        for name in ("ingress (end to end)", "worker (end to end)")
+    }
+    path = tmp_path / "benchmarks.md"
+    report.write(path, results, memory)
+    text = path.read_text()
+    assert (
+        "| worker drain (1 process) / raw broker consumer | 4,500/s | 0.82 | ≥ 0.80 | yes |" in text
+    )
+    assert (
+        "| hot wallets: batched / one transaction per payout | 2,400/s | 6.00 | ≥ 10 | **no** |"
+        in text
+    )
+    assert (
+        "| request-to-credit p99 at half that rate (15 s) | 120 ms |  | ≤ 100 ms | **no** |" in text
+    )
+    assert "| 40% | `(aiormq)` |" in text
+    assert (tmp_path / "benchmarks.svg").read_text().startswith("<svg")
+
+    path.write_text(text + "My analysis of the bottleneck.\n")
+    report.write(path, results, memory)
+    assert path.read_text().endswith("My analysis of the bottleneck.\n")
