@@ -1,24 +1,62 @@
-"""Serving the ingress with uvicorn, configured from the settings file."""
+"""Serving the ingress with uvicorn, configured from the settings file: one process, or several
+sharing the listening socket (uvicorn's workers), their metrics rendered together."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from ingress.app import create_app
+from ingress.protocols import validate_providers
+from schema.metrics import MULTIPROCESS_DIR_ENV
+from schema.settings import CONFIG_PATH_ENV, load_settings
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from starlette.applications import Starlette
+
     from schema.settings import Settings
 
-__all__ = ["serve"]
+__all__ = ["app_from_environment", "serve"]
 
 
-def serve(settings: Settings, environ: Mapping[str, str]) -> None:
-    app = create_app(settings, environ)
-    config = uvicorn.Config(
+def serve(settings: Settings, environ: Mapping[str, str], processes: int = 1) -> None:
+    if processes == 1:
+        uvicorn.Server(_config(create_app(settings, environ), settings)).run()
+        return
+    # Each process is a fresh interpreter importing the app by name: it reads the same file
+    # (PAYOUTS_CONFIG, set by the command) and writes its metrics where all of them can be read.
+    if os.environ.get(MULTIPROCESS_DIR_ENV):
+        _serve_processes(settings, processes)
+        return
+    with tempfile.TemporaryDirectory(prefix="payouts-ingress-metrics-") as directory:
+        os.environ[MULTIPROCESS_DIR_ENV] = directory
+        _serve_processes(settings, processes)
+
+
+def app_from_environment() -> Starlette:
+    """The app of one of several ingress processes (uvicorn imports this by name)."""
+    settings = load_settings(Path(os.environ[CONFIG_PATH_ENV]))
+    validate_providers(settings.providers)
+    return create_app(settings, os.environ)
+
+
+def _serve_processes(settings: Settings, processes: int) -> None:
+    config = _config(
+        "ingress.server:app_from_environment", settings, factory=True, workers=processes
+    )
+    # uvicorn's supervisor: binds once, restarts a process that dies, stops all on SIGTERM.
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
+
+
+def _config(app: Any, settings: Settings, **options: Any) -> uvicorn.Config:
+    return uvicorn.Config(
         app,
         host=settings.ingress.host,
         port=settings.ingress.port,
@@ -29,5 +67,5 @@ def serve(settings: Settings, environ: Mapping[str, str]) -> None:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        **options,
     )
-    uvicorn.Server(config).run()

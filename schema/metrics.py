@@ -1,6 +1,6 @@
 """The Prometheus exposition both sides serve, in single-process or multiprocess mode.
 
-With several processes behind one port (`payouts ingress --workers N`), each process writes its
+With several processes behind one port (`payouts ingress --processes N`), each process writes its
 samples to files in `PROMETHEUS_MULTIPROC_DIR` and any process can render all of them; without that
 variable each process serves its own registry (docs/operations.md, "Metrics").
 """

@@ -97,10 +97,15 @@ def cmd_topology(args: argparse.Namespace) -> int:
 
 
 def cmd_ingress(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ingress.server import serve
+    from schema.settings import CONFIG_PATH_ENV
 
     settings = _overridden(load_checked_settings(args), "ingress", args, host="host", port="port")
-    serve(settings, os.environ)
+    # Further processes read the file themselves, wherever they start.
+    os.environ[CONFIG_PATH_ENV] = str(Path(args.config).resolve())
+    serve(settings, os.environ, args.processes)
     return 0
 
 
@@ -332,6 +337,15 @@ def _parser() -> argparse.ArgumentParser:
     ingress.add_argument("--host", help="listen address (default: ingress.host in the config)")
     ingress.add_argument(
         "--port", type=int, help="listen port (default: ingress.port in the config)"
+    )
+    ingress.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        choices=range(1, 65),
+        metavar="N",
+        help="serve from N processes sharing the port, restarting any that dies; /metrics "
+        "renders all of them (default: 1)",
     )
     worker = command("worker", cmd_worker, "consume payout events and credit them")
     worker.add_argument(

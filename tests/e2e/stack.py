@@ -191,8 +191,10 @@ class Stack:
         self.processes.append(process)
         return process
 
-    async def start_ingress(self, broker_url: str | None = None) -> Process:
-        process = self._start("ingress", "ingress", env=self.env(broker_url=broker_url))
+    async def start_ingress(self, broker_url: str | None = None, processes: int = 1) -> Process:
+        process = self._start(
+            "ingress", "ingress", "--processes", str(processes), env=self.env(broker_url=broker_url)
+        )
         async with httpx.AsyncClient(base_url=self.base_url) as client:
 
             async def ready() -> bool:

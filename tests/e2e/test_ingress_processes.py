@@ -1,0 +1,81 @@
+"""`payouts ingress --processes N`: N real processes sharing the callback port, one killed and
+replaced without the port going dark, and /metrics counting the answers of all of them."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+
+from tests.e2e.provider import ProviderSimulator, reconcile
+from tests.e2e.test_faults import settle
+from tests.metrics_reading import sample_value
+from tests.polling import wait_until
+
+if TYPE_CHECKING:
+    from tests.e2e.stack import Stack
+
+
+def serving_children(parent: int) -> set[int]:
+    """The parent's child processes that serve (multiprocessing's spawned interpreters)."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    serving = set()
+    for child in map(int, children):
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+        except FileNotFoundError:
+            continue  # exited meanwhile
+        if b"multiprocessing.spawn" in command:
+            serving.add(child)
+    return serving
+
+
+async def accepted_answers_counted(stack: Stack) -> float:
+    async with httpx.AsyncClient(base_url=stack.base_url) as client:
+        response = await client.get("/metrics")
+    assert response.status_code == 200, response.text
+    return sample_value(response.text, "payouts_ingress_requests_total", verdict="accepted")
+
+
+async def test_processes_share_the_port_survive_a_kill_and_count_together(stack: Stack) -> None:
+    ingress = await stack.start_ingress(processes=2)
+    first_children = serving_children(ingress.popen.pid)
+    assert len(first_children) == 2, ingress.log()
+    provider = ProviderSimulator(stack, seed=53)
+    await provider.run(60, 1.0)
+
+    os.kill(min(first_children), signal.SIGKILL)
+
+    async def replaced() -> bool:
+        children = serving_children(ingress.popen.pid)
+        return len(children) == 2 and min(first_children) not in children
+
+    await wait_until(replaced, f"the killed process replaced; log:\n{ingress.log()}")
+    await provider.run(60, 1.0)
+    await stack.start_worker()
+    await settle(stack)
+    (await reconcile(stack, provider.payouts)).assert_clean()
+
+    # Every process's answers, the killed one's included, whichever process renders /metrics.
+    answered_ok = sum(payout.answers.count(200) for payout in provider.payouts)
+    assert answered_ok >= 120
+    for _ in range(4):
+        assert await accepted_answers_counted(stack) == answered_ok
+
+    assert ingress.stop() == 0
+    assert not serving_children_alive(first_children - {min(first_children)})
+
+
+def serving_children_alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1]
+        except FileNotFoundError:
+            continue
+        if not state.startswith("Z"):
+            alive.add(pid)
+    return alive
