@@ -8,11 +8,13 @@ size. Everything else in the batch goes through `apply_payout` afterwards, in th
 re-sends and in-batch duplicates (which find the record the set-based path just wrote), payouts
 that need an existing wallet or a pending order, and old requests.
 
-Locks are taken in one order in every batch: the wallet-creation advisory locks sorted by wallet,
-then the payouts' unique keys sorted by transaction, then the wallet rows sorted by wallet. Two
-workers crediting overlapping wallets therefore queue behind each other instead of deadlocking;
-the rare deadlock left (two batches carrying the same transaction at once) is detected by Postgres
-and retried like any transient failure.
+Locks are taken in one order in every batch: first the wallet-creation advisory lock of every
+wallet the batch names, sorted by lock key, so that no other batch creates or credits those
+wallets meanwhile (this covers wallets that do not exist yet, which no row lock can); then the
+payouts' unique keys sorted by transaction; then the wallet rows sorted by wallet. Two workers
+crediting overlapping wallets therefore queue behind each other instead of deadlocking; the rare
+deadlock left (two batches carrying the same transaction, or the same pending orders, at once) is
+detected by Postgres and retried like any transient failure.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import MAX_PREC, Context, Decimal, Inexact, InvalidOperation, localcontext
 from typing import TYPE_CHECKING
 
 from schema.outcomes import Outcome
-from workers.crediting import LOCK_WALLET_CREATION, CreditResult, apply_payout
+from workers.crediting import CreditResult, apply_payout
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -33,6 +35,15 @@ if TYPE_CHECKING:
     from workers.database import Connection
 
 __all__ = ["apply_batch"]
+
+# The advisory locks of crediting.LOCK_WALLET_CREATION, for many wallets in one statement: the
+# aggregate takes them one by one in the sorted subquery's order.
+LOCK_WALLETS_CREATION = """
+SELECT count(pg_advisory_xact_lock(k.owner_key, k.currency_key))
+FROM (SELECT DISTINCT hashtext(t.owner) AS owner_key, hashtext(t.currency) AS currency_key
+      FROM unnest($1::text[], $2::text[]) AS t(owner, currency)
+      ORDER BY 1, 2) AS k
+"""
 
 CLAIM_TRANSACTIONS = """
 INSERT INTO payouts (provider_instance, transaction_id, event_id, protocol, user_id, amount,
@@ -107,6 +118,10 @@ WHERE p.payout_id = t.payout_id
 
 Wallet = tuple[str, str]  # (user id, currency)
 
+# Sums as exact as Postgres's NUMERIC: the default context would round past 28 digits, and a
+# result that still had to be rounded raises instead of crediting a rounded amount.
+EXACT = Context(prec=MAX_PREC, traps=[Inexact, InvalidOperation])
+
 
 @dataclass(frozen=True)
 class _Claimed:
@@ -165,11 +180,12 @@ def _split(events: Sequence[PayoutEvent]) -> tuple[list[int], list[int]]:
 
 
 async def _lock_wallet_creation(conn: Connection, events: Sequence[PayoutEvent]) -> None:
-    """The advisory locks `apply_payout` takes for payouts that need an existing wallet, taken
-    here first and in order (they are re-entrant, so its own calls return at once)."""
-    wallets = sorted({(e.user_id, e.currency) for e in events if not e.create_account})
-    for user_id, currency in wallets:
-        await conn.execute(LOCK_WALLET_CREATION, user_id, currency)
+    """The advisory lock of every wallet in the batch, in one global order. `apply_payout` takes
+    the same locks for payouts that need an existing wallet; they are re-entrant, so its own
+    calls return at once."""
+    await conn.execute(
+        LOCK_WALLETS_CREATION, [e.user_id for e in events], [e.currency for e in events]
+    )
 
 
 async def _claim(
@@ -225,8 +241,9 @@ async def _credit(conn: Connection, claimed: list[_Claimed]) -> list[Decimal]:
     if not claimed:
         return []
     totals: dict[Wallet, Decimal] = defaultdict(Decimal)
-    for item in claimed:
-        totals[item.wallet] += item.event.amount
+    with localcontext(EXACT):
+        for item in claimed:
+            totals[item.wallet] += item.event.amount
     wallets = sorted(totals)
     rows = await conn.fetch(
         CREDIT_WALLETS, *_columns(wallets), [totals[wallet] for wallet in wallets]
@@ -237,11 +254,12 @@ async def _credit(conn: Connection, claimed: list[_Claimed]) -> list[Decimal]:
         # Created above in this transaction: only a row deleted underneath us could be missing.
         raise RuntimeError(f"wallets vanished while crediting: {missing}")
 
-    running = {wallet: updated[wallet]["balance"] - totals[wallet] for wallet in wallets}
     balances: list[Decimal] = []
-    for item in claimed:
-        running[item.wallet] += item.event.amount
-        balances.append(running[item.wallet])
+    with localcontext(EXACT):
+        running = {wallet: updated[wallet]["balance"] - totals[wallet] for wallet in wallets}
+        for item in claimed:
+            running[item.wallet] += item.event.amount
+            balances.append(running[item.wallet])
 
     await _write_ledger(conn, claimed, {w: updated[w]["account_id"] for w in wallets})
     items = [(item.payout_id, item.event.user_id, i) for item in claimed for i in item.event.items]
@@ -268,7 +286,7 @@ async def _write_ledger(
         source = funding_accounts[(item.event.provider_instance, item.event.currency)]
         payout_ids += [item.payout_id, item.payout_id]
         accounts += [wallet_accounts[item.wallet], source]
-        amounts += [item.event.amount, -item.event.amount]
+        amounts += [item.event.amount, item.event.amount.copy_negate()]  # exact, unlike -x
     await conn.execute(WRITE_LEDGER, payout_ids, accounts, amounts)
 
 

@@ -272,10 +272,17 @@ class Worker:
                 size=len(decoded),
                 error=repr(error),
             )
-            await asyncio.gather(*(self._handle_one(m, event) for m, event in decoded))
+        else:
+            for (message, event), result in zip(decoded, results, strict=True):
+                await self._settle_result(message, event, result)
             return
-        for (message, event), result in zip(decoded, results, strict=True):
-            await self._settle_result(message, event, result)
+        outcomes = await asyncio.gather(
+            *(self._handle_one(m, event) for m, event in decoded), return_exceptions=True
+        )
+        # Only once every sibling has settled may the last line of defence requeue the rest.
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _handle_one(self, message: AbstractIncomingMessage, event: PayoutEvent) -> None:
         try:
@@ -434,6 +441,15 @@ class Worker:
     ) -> bool:
         """Publish `copy`, confirmed, then ack `original`; if the broker will not take it, return
         the original instead (it is redelivered; the worst case is a duplicate, never a loss)."""
+        if _channel_closed(original):
+            # The broker has requeued the original already: a copy would be a second live one.
+            log(
+                logger,
+                logging.WARNING,
+                "delivery's channel closed; not re-publishing, the broker redelivers it",
+                message_id=original.message_id,
+            )
+            return False
         try:
             await self._publisher.publish(copy, exchange=exchange, routing_key=key)
         except BrokerUnavailable as error:
@@ -451,6 +467,14 @@ class Worker:
             return False
         await _settle(original.ack(), original)
         return True
+
+
+def _channel_closed(message: AbstractIncomingMessage) -> bool:
+    try:
+        message.channel  # noqa: B018 - aio-pika raises here once the channel is closed
+    except aio_pika.exceptions.ChannelInvalidStateError:
+        return True
+    return False
 
 
 def _copy(

@@ -17,6 +17,7 @@ import pytest
 from schema.outcomes import Outcome
 from tests.books import assert_books_balance, wallet_balance
 from tests.factories import payout_event
+from tests.polling import wait_until
 from workers.accounts import create_wallet
 from workers.batch_crediting import apply_batch
 from workers.crediting import CreditResult, apply_payout
@@ -271,3 +272,67 @@ async def test_a_failing_batch_applies_nothing(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM payouts") == 0
         assert await conn.fetchval("SELECT count(*) FROM accounts") == 0
+
+
+async def test_batches_creating_the_same_new_wallets_in_opposite_orders_never_deadlock(
+    pool: asyncpg.Pool,
+) -> None:
+    """Two batches of order-bound payouts (applied one by one) for the same two new users, in
+    opposite orders. A third transaction holds each batch's second order until both batches are
+    under way: without one lock order covering wallets that do not exist yet, each batch would
+    then wait for the wallet the other had just inserted."""
+    plan = {"a": ("uma", "vic"), "b": ("vic", "uma")}
+    async with pool.acquire() as conn:
+        for name, users in plan.items():
+            for position, user in enumerate(users):
+                order = Order("shop", f"{name}{position}", user, items=("gem",), amount=Decimal(9))
+                await register_order(conn, order)
+    batches = [
+        [
+            payout_event(
+                provider_instance="shop",
+                user_id=user,
+                amount=Decimal(0),
+                items=("gem",),
+                price=Decimal(9),
+                verify_order=True,
+                order_id=f"{name}{position}",
+            )
+            for position, user in enumerate(users)
+        ]
+        for name, users in plan.items()
+    ]
+    async with pool.acquire() as holder:
+        async with holder.transaction():
+            await holder.execute(
+                "SELECT 1 FROM pending_orders WHERE order_id IN ('a1', 'b1') FOR UPDATE"
+            )
+            running = [asyncio.ensure_future(batch(pool, events)) for events in batches]
+
+            async def both_waiting() -> bool:
+                # Inside a transaction the statistics views would keep their first snapshot.
+                await holder.execute("SELECT pg_stat_clear_snapshot()")
+                waiting = await holder.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+                return bool(waiting == 2)
+
+            await wait_until(both_waiting, "both batches waiting on a lock")
+        outcomes = await asyncio.gather(*running)
+    assert [r.outcome for results in outcomes for r in results] == [Outcome.CREDITED] * 4
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM inventory_entries") == 4
+        await assert_books_balance(conn)
+
+
+async def test_sums_past_28_digits_stay_exact(pool: asyncpg.Pool) -> None:
+    """Python's default decimal context rounds at 28 significant digits; NUMERIC does not."""
+    large, tiny = Decimal("123456789012345678901.12345678"), Decimal("0.00000001")
+    events = [payout_event(user_id="wes", amount=amount) for amount in (large, tiny)]
+    results = await batch(pool, events)
+    exact = Decimal("123456789012345678901.12345679")  # 29 significant digits
+    assert [r.balance_after for r in results] == [large, exact]
+    async with pool.acquire() as conn:
+        assert await wallet_balance(conn, "wes", "COIN") == exact
+        await assert_books_balance(conn)

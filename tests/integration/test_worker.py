@@ -22,6 +22,7 @@ from tests.factories import payout_event
 from tests.polling import wait_until
 from tests.tcp_proxy import TcpProxy
 from workers.consumer import Worker
+from workers.consumer import _channel_closed as channel_closed
 from workers.database import create_pool_when_available
 
 if TYPE_CHECKING:
@@ -293,3 +294,17 @@ async def test_worker_exits_for_a_restart_when_it_cannot_hold_a_consumer(
     finally:
         await pool.close()
         await proxy.close()
+
+
+async def test_a_delivery_on_a_closed_channel_is_known_as_returned(services: Services) -> None:
+    """The broker requeues what a closed channel held, so the worker must not publish a retry or
+    dead-letter copy of it as well: it checks the delivery's channel first."""
+    connection = await aio_pika.connect(services.rabbitmq_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(f"{services.new_namespace()}.closing", exclusive=True)
+        await channel.default_exchange.publish(aio_pika.Message(b"x"), routing_key=queue.name)
+        message = await queue.get(timeout=5)
+        assert not channel_closed(message)
+        await channel.close()
+        assert channel_closed(message)
