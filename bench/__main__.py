@@ -244,8 +244,11 @@ class Bench:
 
     # -- the pipeline ----------------------------------------------------------------------------
 
-    def _ingress(self) -> Service:
-        return self._service("ingress", sys.executable, "-m", "workers.cli", "ingress")
+    def _ingress(self, processes: int = 1) -> Service:
+        return self._service(
+            f"ingress-{processes}", sys.executable, "-m", "workers.cli", "ingress",
+            "--processes", str(processes),
+        )  # fmt: skip
 
     def _workers(self, processes: int, *extra: str) -> Service:
         return self._service(
@@ -284,6 +287,21 @@ class Bench:
                 await worker.stop()
         self.results["ingress"] = results
         self.memory["ingress (protocols)"] = ingress.rss_samples
+
+    async def ingress_processes(self) -> None:
+        """Spec 000 against `payouts ingress --processes 2`: what a second process buys."""
+        ingress = self._ingress(processes=2)
+        ingress.start()
+        try:
+            await wait_http(f"http://127.0.0.1:{self.port}/readyz")
+            load = await self._wrk("offerwall_md5", MEASURE_SECONDS)
+        finally:
+            await ingress.stop()
+        await self._purge_work_queue()  # the drains start from an empty queue
+        self.results["ingress"]["offerwall_md5 (000), 2 processes"] = {
+            **_load(load),
+            "with_worker": False,
+        }
 
     def _wrk(self, protocol: str, seconds: int) -> Any:
         return wrk(
@@ -546,6 +564,7 @@ async def main() -> int:
                 bench.pgbench_baseline,
                 bench.naive_handler,
                 bench.ingress_per_protocol,
+                bench.ingress_processes,
                 bench.worker_drain,
             ):
                 print(f"bench: {step.__name__} ...", flush=True)

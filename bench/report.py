@@ -55,6 +55,7 @@ def _markdown(
     http, naive, pg = results["http_ceiling"], results["naive"], results["pgbench"]
     ingress, e2e = results["ingress"], results["end_to_end"]
     offerwall = ingress["offerwall_md5 (000)"]
+    offerwall_2 = ingress["offerwall_md5 (000), 2 processes"]
     one_worker = drain["1 process(es)"]
     hot_batched = drain["5 hot wallets, batched (1 process)"]
     hot_single = drain["5 hot wallets, one payout per transaction (1 process)"]
@@ -78,6 +79,9 @@ def _markdown(
          _rate(offerwall["per_second"]),
          _ratio(offerwall["per_second"], broker["publish_per_second"]), "≥ 0.80",
          offerwall["per_second"] >= 0.8 * broker["publish_per_second"]),
+        ("the same, `payouts ingress --processes 2`", _rate(offerwall_2["per_second"]),
+         _ratio(offerwall_2["per_second"], broker["publish_per_second"]), "≥ 0.80",
+         offerwall_2["per_second"] >= 0.8 * broker["publish_per_second"]),
         ("ingress accepted (spec 000) / bare Starlette", _rate(offerwall["per_second"]),
          _ratio(offerwall["per_second"], http["per_second"]), "≥ 0.20",
          offerwall["per_second"] >= 0.2 * http["per_second"]),
@@ -261,6 +265,10 @@ def _plot(results: dict[str, Any]) -> str:
         ("bare Starlette", results["http_ceiling"]["per_second"]),
         ("broker publish", broker["publish_per_second"]),
         ("ingress (000)", results["ingress"]["offerwall_md5 (000)"]["per_second"]),
+        (
+            "ingress (000), 2 proc.",
+            results["ingress"]["offerwall_md5 (000), 2 processes"]["per_second"],
+        ),
         ("naive handler", results["naive"]["per_second"]),
         ("broker consume", broker["consume_per_second"]),
         ("worker, 1 process", drain["1 process(es)"]["per_second"]),

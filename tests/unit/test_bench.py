@@ -123,7 +123,10 @@ def test_the_report_states_each_target_and_keeps_the_notes(tmp_path: Path) -> No
         "http_ceiling": load(15000),
         "naive": load(1800),
         "pgbench": {"hot": 1700.0, "spread": 1900.0},
-        "ingress": {name: load(1400) for name in PROTOCOLS},
+        "ingress": {
+            **{name: load(1400) for name in PROTOCOLS},
+            "offerwall_md5 (000), 2 processes": load(2100),
+        },
         "drain": {
             "1 process(es)": drain,
             "2 process(es)": drain,
@@ -156,6 +159,9 @@ def test_the_report_states_each_target_and_keeps_the_notes(tmp_path: Path) -> No
     )
     assert (
         "| request-to-credit p99 at half that rate (15 s) | 120 ms |  | ≤ 100 ms | **no** |" in text
+    )
+    assert (
+        "| the same, `payouts ingress --processes 2` | 2,100/s | 0.42 | ≥ 0.80 | **no** |" in text
     )
     assert "| 40% | `(aiormq)` |" in text
     assert (tmp_path / "benchmarks.svg").read_text().startswith("<svg")
