@@ -428,6 +428,11 @@ class Bench:
             sustained = 0.0
             for fraction in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
                 step = await self._steady("offerwall_md5", ceiling * fraction, STEP_SECONDS)
+                if not step["sustained"]:
+                    # One retry: on a shared 2-core machine a single stall (a checkpoint, a
+                    # neighbour) can fail a step the pipeline otherwise sustains. Both are shown.
+                    steps.append(step)
+                    step = await self._steady("offerwall_md5", ceiling * fraction, STEP_SECONDS)
                 steps.append(step)
                 if not step["sustained"]:
                     break
