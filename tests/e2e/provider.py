@@ -55,7 +55,9 @@ def device_ids(user: str) -> dict[str, str]:
     }
 
 
-def make_payout(rng: random.Random, users: list[str], offerwall: str = "offerwall") -> Payout:
+def make_payout(
+    rng: random.Random, users: list[str], offerwall: str = "offerwall", key: str = OFFERWALL_KEY
+) -> Payout:
     user, amount = rng.choice(users), rng.randint(1, 300)
     if rng.random() < 0.5 or offerwall != "offerwall":
         transaction = uuid.uuid4().hex
@@ -66,7 +68,7 @@ def make_payout(rng: random.Random, users: list[str], offerwall: str = "offerwal
             "send_time": "1763800000",
             **device_ids(user),
         }
-        query = offerwall_query(params, OFFERWALL_KEY)
+        query = offerwall_query(params, key)
         path = f"/callbacks/{offerwall}?{query}"
         return Payout(
             offerwall,
@@ -98,12 +100,24 @@ def make_payout(rng: random.Random, users: list[str], offerwall: str = "offerwal
 
 
 class ProviderSimulator:
-    def __init__(self, stack: Stack, seed: int, offerwall: str = "offerwall") -> None:
-        """`offerwall` picks the instance: "offerwall-strict" requires wallets to exist."""
-        self._stack = stack
+    def __init__(
+        self,
+        stack: Stack,
+        seed: int,
+        offerwall: str = "offerwall",
+        base_url: str | None = None,
+        keep_alive: bool = True,
+    ) -> None:
+        """`offerwall` picks the instance: "offerwall-strict" requires wallets to exist.
+        `base_url` sends elsewhere than the stack's ingress (a load balancer in front of several);
+        without `keep_alive` every request opens its own connection."""
         self._rng = random.Random(seed)
         self._users = [f"player-{n}" for n in range(40)]
         self._offerwall = offerwall
+        self._base_url = base_url or stack.base_url
+        self._limits = httpx.Limits() if keep_alive else httpx.Limits(max_keepalive_connections=0)
+        # The offerwall's signing key: a test switches it as a provider does during a rotation.
+        self.offerwall_key = OFFERWALL_KEY
         self.payouts: list[Payout] = []
         self.tampered_answers: Counter[int | str] = Counter()
 
@@ -111,16 +125,19 @@ class ProviderSimulator:
         """`count` payouts, their first sends spread evenly over `spread_seconds`, as real
         traffic arrives, so a fault injected meanwhile meets requests in flight."""
         limit = asyncio.Semaphore(concurrency)
-        async with httpx.AsyncClient(base_url=self._stack.base_url, timeout=10) as client:
+        async with httpx.AsyncClient(
+            base_url=self._base_url, timeout=10, limits=self._limits
+        ) as client:
 
-            async def deliver(index: int, payout: Payout) -> None:
+            async def deliver(index: int) -> None:
                 await asyncio.sleep(spread_seconds * index / count)
+                # Signed when it is due, with the key the provider holds at that moment.
+                payout = make_payout(self._rng, self._users, self._offerwall, self.offerwall_key)
+                self.payouts.append(payout)
                 async with limit:
                     await self._deliver(client, payout)
 
-            batch = [make_payout(self._rng, self._users, self._offerwall) for _ in range(count)]
-            self.payouts.extend(batch)
-            await asyncio.gather(*(deliver(i, payout) for i, payout in enumerate(batch)))
+            await asyncio.gather(*(deliver(i) for i in range(count)))
 
     async def _send(self, client: httpx.AsyncClient, path: str) -> int | str:
         try:

@@ -19,6 +19,7 @@ from tests.polling import wait_until
 from tests.services import fetch_value
 
 OFFERWALL_KEY = "e2e-offerwall-pub-key"
+OFFERWALL_KEY_NEXT = "e2e-offerwall-pub-key-next"  # the secret a rotation brings in
 ADJOE_TOKEN = "e2e-adjoe-token"
 AIGAME_KEY = "e2e-aigame-key"
 BILLING_SECRET = "e2e-billing-secret"
@@ -94,7 +95,7 @@ verify_orders = true
 """
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -136,7 +137,7 @@ class Stack:
     database_url: str
     broker_url: str
     namespace: str
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     processes: list[Process] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -160,6 +161,7 @@ class Stack:
         return {
             **os.environ,
             "E2E_OFFERWALL_KEY": OFFERWALL_KEY,
+            "E2E_OFFERWALL_KEY_NEXT": OFFERWALL_KEY_NEXT,
             "E2E_ADJOE_TOKEN": ADJOE_TOKEN,
             "E2E_AIGAME_KEY": AIGAME_KEY,
             "E2E_BILLING_SECRET": BILLING_SECRET,
@@ -178,11 +180,13 @@ class Stack:
             check=False,
         )
 
-    def _start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Process:
+    def _start(
+        self, name: str, *args: str, env: dict[str, str] | None = None, config: Path | None = None
+    ) -> Process:
         log_path = self.tmp_path / f"{name}-{len(self.processes)}.log"
         with log_path.open("wb") as log:
             popen = subprocess.Popen(
-                [*_payouts_command(), "--config", str(self.config_path), *args],
+                [*_payouts_command(), "--config", str(config or self.config_path), *args],
                 env=env or self.env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -191,11 +195,25 @@ class Stack:
         self.processes.append(process)
         return process
 
-    async def start_ingress(self, broker_url: str | None = None, processes: int = 1) -> Process:
+    async def start_ingress(
+        self,
+        broker_url: str | None = None,
+        processes: int = 1,
+        config: Path | None = None,
+        port: int | None = None,
+    ) -> Process:
+        """`config` and `port` replace the stack's (several ingresses behind a load balancer)."""
         process = self._start(
-            "ingress", "ingress", "--processes", str(processes), env=self.env(broker_url=broker_url)
+            "ingress",
+            "ingress",
+            "--processes",
+            str(processes),
+            *(["--port", str(port)] if port else []),
+            env=self.env(broker_url=broker_url),
+            config=config,
         )
-        async with httpx.AsyncClient(base_url=self.base_url) as client:
+        base_url = f"http://127.0.0.1:{port}" if port else self.base_url
+        async with httpx.AsyncClient(base_url=base_url) as client:
 
             async def ready() -> bool:
                 try:
@@ -210,7 +228,7 @@ class Stack:
         self, database_url: str | None = None, broker_url: str | None = None
     ) -> Process:
         env = self.env(database_url=database_url, broker_url=broker_url)
-        status_port = _free_port()
+        status_port = free_port()
         process = self._start("worker", "worker", "--status-port", str(status_port), env=env)
         process.status_port = status_port
 
