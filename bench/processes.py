@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -226,31 +227,42 @@ def _pids_of(program: str) -> list[int]:
 class CpuMeter:
     """Cores used by each group of processes between `start` and `stop`: who is busy."""
 
+    # The load generator and the profiler run and exit inside the window, so /proc no longer
+    # has them at the end: they are counted from the harness's rusage of its finished children.
+    TOOLS = "wrk + py-spy"
+
     def __init__(self, groups: dict[str, list[int]]) -> None:
         self._groups = {
             name: [p for pid in pids for p in _descendants(pid)] for name, pids in groups.items()
         }
-        for program, label in (("beam.smp", "RabbitMQ"), ("postgres", "Postgres"), ("wrk", "wrk")):
+        for program, label in (("beam.smp", "RabbitMQ"), ("postgres", "Postgres")):
             self._groups.setdefault(label, _pids_of(program))
         self._before: dict[str, int] = {}
+        self._tools_before = 0.0
         self._started = 0.0
 
     def start(self) -> None:
         self._before = {name: sum(map(_ticks, pids)) for name, pids in self._groups.items()}
+        self._tools_before = _finished_children_seconds()
         self._started = time.monotonic()
 
     def stop(self) -> dict[str, float]:
+        """Call once the tools started meanwhile have exited and been waited for."""
         elapsed = time.monotonic() - self._started
         ticks_per_second = os.sysconf("SC_CLK_TCK")
-        # Processes started meanwhile (wrk, new Postgres backends) count from zero.
-        for program, label in (("postgres", "Postgres"), ("wrk", "wrk")):
-            self._groups[label] = sorted(set(self._groups[label]) | set(_pids_of(program)))
-        return {
-            name: round(
-                (sum(map(_ticks, pids)) - self._before.get(name, 0)) / ticks_per_second / elapsed, 2
-            )
+        # Postgres backends started meanwhile count from zero.
+        self._groups["Postgres"] = sorted(set(self._groups["Postgres"]) | set(_pids_of("postgres")))
+        used = {
+            name: (sum(map(_ticks, pids)) - self._before.get(name, 0)) / ticks_per_second
             for name, pids in self._groups.items()
         }
+        used[self.TOOLS] = _finished_children_seconds() - self._tools_before
+        return {name: round(seconds / elapsed, 2) for name, seconds in used.items()}
+
+
+def _finished_children_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def profile(pid: int, seconds: int, output: Path) -> list[tuple[float, str]]:
