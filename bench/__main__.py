@@ -29,7 +29,6 @@ from bench.processes import (
     CpuMeter,
     Load,
     Service,
-    free_port,
     pgbench,
     profile,
     wait_http,
@@ -38,6 +37,7 @@ from bench.processes import (
 from bench.traffic import PROTOCOLS, SECRETS, pick_user, write_requests
 from schema.events import PayoutEvent, RawRequest, encode_event
 from schema.topology import Topology
+from tests.e2e.stack import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS = 32  # concurrent requests from the load generator, and publishes for the ceiling

@@ -7,7 +7,6 @@ import os
 import re
 import resource
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ __all__ = [
     "CpuMeter",
     "Load",
     "Service",
-    "free_port",
     "parse_wrk",
     "pgbench",
     "profile",
@@ -32,13 +30,6 @@ __all__ = [
 ]
 
 BENCH_DIR = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def wait_http(url: str, limit_seconds: float = 60) -> None:

@@ -3,6 +3,7 @@ sharing the listening socket (uvicorn's workers), their metrics rendered togethe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
@@ -33,11 +34,11 @@ def serve(settings: Settings, environ: Mapping[str, str], processes: int = 1) ->
         return
     # Each process is a fresh interpreter importing the app by name: it reads the same file
     # (PAYOUTS_CONFIG, set by the command) and writes its metrics where all of them can be read.
-    if os.environ.get(MULTIPROCESS_DIR_ENV):
-        _serve_processes(settings, processes)
-        return
-    with tempfile.TemporaryDirectory(prefix="payouts-ingress-metrics-") as directory:
-        os.environ[MULTIPROCESS_DIR_ENV] = directory
+    with contextlib.ExitStack() as cleanup:
+        if not os.environ.get(MULTIPROCESS_DIR_ENV):
+            os.environ[MULTIPROCESS_DIR_ENV] = cleanup.enter_context(
+                tempfile.TemporaryDirectory(prefix="payouts-ingress-metrics-")
+            )
         _serve_processes(settings, processes)
 
 

@@ -4,10 +4,10 @@ operator's load balancer lets them: out of rotation, open connections finished, 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter
 
 from tests.polling import wait_until
+from tests.tcp_proxy import splice
 
 
 class RoundRobinBalancer:
@@ -49,22 +49,6 @@ class RoundRobinBalancer:
         self._turn += 1
         self._open[port] += 1
         try:
-            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            self._open[port] -= 1
-            client_writer.close()
-            return
-
-        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.CancelledError):
-                while data := await reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-            writer.close()
-
-        try:
-            await asyncio.gather(
-                pipe(client_reader, upstream_writer), pipe(upstream_reader, client_writer)
-            )
+            await splice(client_reader, client_writer, "127.0.0.1", port)
         finally:
             self._open[port] -= 1

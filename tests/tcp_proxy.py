@@ -38,24 +38,7 @@ class TcpProxy:
     async def _serve(
         self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
     ) -> None:
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
-        except OSError:
-            client_writer.close()
-            return
-        self._writers |= {client_writer, upstream_writer}
-
-        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.CancelledError):
-                while data := await reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-            writer.close()
-
-        await asyncio.gather(
-            pipe(client_reader, upstream_writer), pipe(upstream_reader, client_writer)
-        )
-        self._writers -= {client_writer, upstream_writer}
+        await splice(client_reader, client_writer, *self._target, writers=self._writers)
 
     async def cut(self) -> None:
         server, self._server = self._server, None
@@ -73,3 +56,37 @@ class TcpProxy:
 
     async def close(self) -> None:
         await self.cut()
+
+
+async def splice(
+    client_reader: asyncio.StreamReader,
+    client_writer: asyncio.StreamWriter,
+    host: str,
+    port: int,
+    writers: set[asyncio.StreamWriter] | None = None,
+) -> None:
+    """Connect a client to host:port and copy bytes both ways until both sides close; `writers`
+    holds both ends meanwhile, for whoever must abort them."""
+    try:
+        upstream_reader, upstream_writer = await asyncio.open_connection(host, port)
+    except OSError:
+        client_writer.close()
+        return
+    ends = {client_writer, upstream_writer}
+    if writers is not None:
+        writers |= ends
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    try:
+        await asyncio.gather(
+            pipe(client_reader, upstream_writer), pipe(upstream_reader, client_writer)
+        )
+    finally:
+        if writers is not None:
+            writers -= ends

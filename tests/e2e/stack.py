@@ -102,6 +102,15 @@ def free_port() -> int:
         return port
 
 
+def alive(pid: int) -> bool:
+    """Whether process `pid` is still running (a zombie has exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return not stat.read().split(") ")[1].startswith("Z")
+    except FileNotFoundError:
+        return False
+
+
 def _payouts_command() -> list[str]:
     script = Path(sys.executable).parent / "payouts"
     return [str(script)] if script.exists() else [sys.executable, "-m", "workers.cli"]

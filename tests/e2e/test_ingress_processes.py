@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from tests.e2e.provider import ProviderSimulator, reconcile
+from tests.e2e.stack import alive
 from tests.e2e.test_faults import settle
 from tests.metrics_reading import sample_value
 from tests.polling import wait_until
@@ -66,16 +67,4 @@ async def test_processes_share_the_port_survive_a_kill_and_count_together(stack:
         assert await accepted_answers_counted(stack) == answered_ok
 
     assert ingress.stop() == 0
-    assert not serving_children_alive(first_children - {min(first_children)})
-
-
-def serving_children_alive(pids: set[int]) -> set[int]:
-    alive = set()
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1]
-        except FileNotFoundError:
-            continue
-        if not state.startswith("Z"):
-            alive.add(pid)
-    return alive
+    assert not [pid for pid in first_children if alive(pid)]

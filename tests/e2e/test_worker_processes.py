@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from tests.e2e.provider import ProviderSimulator, reconcile
+from tests.e2e.stack import alive
 from tests.e2e.test_faults import settle
 from tests.polling import wait_until
 
@@ -73,14 +74,6 @@ async def test_n_processes_are_kept_running_and_stopped_together(stack: Stack) -
     assert supervisor.stop() == 0
     replacement = started_pids(supervisor)[2]
     for pid in (second, replacement):
-        assert not _running(pid), f"worker {pid} outlived its supervisor"
+        assert not alive(pid), f"worker {pid} outlived its supervisor"
     assert not await ready(base)
     assert not await ready(base + 1)
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return not stat.read().split(") ")[1].startswith("Z")  # a zombie has exited
-    except FileNotFoundError:
-        return False

@@ -12,14 +12,13 @@ import re
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
-import yaml
 from prometheus_client import Counter, Gauge, Histogram
 
 from ingress import metrics as ingress_metrics
-from schema.settings import Settings, load_settings
-from tests.unit.test_k8s_manifests import EVERY_ADDRESS
+from tests.unit.test_k8s_manifests import EVERY_ADDRESS, k8s_settings, load_documents
 from workers import metrics as worker_metrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -46,7 +45,8 @@ MATCHER = re.compile(r"\b(payouts_[a-z_]+)\{([^}]*)\}")
 
 
 def load_yaml(path: Path) -> Any:
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    (document,) = load_documents(path)
+    return document
 
 
 @cache
@@ -69,11 +69,6 @@ def bind_mounts(name: str) -> dict[str, Path]:
         if source.startswith("."):
             mounts[target] = (COMPOSE_FILE.parent / source).resolve()
     return mounts
-
-
-@cache
-def container_settings() -> Settings:
-    return load_settings(CONTAINER_CONFIG, environ={})
 
 
 def exported_metrics() -> dict[str, Counter | Gauge | Histogram]:
@@ -170,7 +165,7 @@ def test_grafana_finds_the_dashboard_where_compose_mounts_it() -> None:
 
 
 def test_prometheus_scrapes_the_ports_the_processes_listen_on() -> None:
-    settings = container_settings()
+    settings = k8s_settings()
     jobs = {job["job_name"]: job for job in load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]}
     (ingress_target,) = jobs["payouts-ingress"]["static_configs"][0]["targets"]
     assert ingress_target == f"ingress:{settings.ingress.port}"
@@ -227,14 +222,15 @@ def test_the_development_user_has_the_password_the_urls_use() -> None:
     salted = base64.b64decode(user["password_hash"])
     salt, digest = salted[:4], salted[4:]
     url = service("migrate")["environment"]["PAYOUTS_BROKER_URL"]
-    password = url.split("//", 1)[1].split("@", 1)[0].split(":", 1)[1]
-    assert url.startswith(f"amqp://{user['name']}:")
+    login = urlsplit(url)
+    assert (login.scheme, login.username) == ("amqp", user["name"])
+    password = login.password or ""
     assert digest == hashlib.sha256(salt + password.encode()).digest()
 
 
 @pytest.mark.parametrize("name", ["ingress", "worker"])
 def test_healthchecks_ask_the_port_the_process_listens_on(name: str) -> None:
-    settings = container_settings()
+    settings = k8s_settings()
     port = settings.ingress.port if name == "ingress" else settings.worker.status_port
     probe = " ".join(service(name)["healthcheck"]["test"])
     assert f"http://127.0.0.1:{port}/healthz" in probe
@@ -243,7 +239,7 @@ def test_healthchecks_ask_the_port_the_process_listens_on(name: str) -> None:
 def test_workers_get_longer_to_stop_than_their_drain() -> None:
     grace = service("worker")["stop_grace_period"]
     assert grace.endswith("s")
-    assert int(grace.removesuffix("s")) > container_settings().worker.shutdown_grace_seconds + 5
+    assert int(grace.removesuffix("s")) > k8s_settings().worker.shutdown_grace_seconds + 5
 
 
 def test_the_image_carries_the_container_config() -> None:
@@ -251,7 +247,7 @@ def test_the_image_carries_the_container_config() -> None:
     source = CONTAINER_CONFIG.relative_to(DEPLOY.parent)
     assert f"COPY {source} /etc/payouts/payouts.toml" in dockerfile
     assert "PAYOUTS_CONFIG=/etc/payouts/payouts.toml" in dockerfile
-    settings = container_settings()
+    settings = k8s_settings()
     # Reachable from the other containers: Prometheus, and the published port.
     assert settings.ingress.host in EVERY_ADDRESS
     assert settings.worker.status_host in EVERY_ADDRESS
