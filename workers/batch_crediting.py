@@ -63,9 +63,10 @@ ON CONFLICT DO NOTHING
 RETURNING payout_id, event_id
 """
 
-CREATE_WALLETS = """
+# Wallets and funding accounts alike ($1 is the kind), each created once whoever asks first.
+CREATE_ACCOUNTS = """
 INSERT INTO accounts (kind, owner, currency)
-SELECT 'wallet', t.owner, t.currency FROM unnest($1::text[], $2::text[]) AS t(owner, currency)
+SELECT $1, t.owner, t.currency FROM unnest($2::text[], $3::text[]) AS t(owner, currency)
 ORDER BY t.owner, t.currency
 ON CONFLICT (kind, owner, currency) DO NOTHING
 """
@@ -83,13 +84,6 @@ UPDATE accounts a SET balance = a.balance + t.total
 FROM unnest($1::text[], $2::text[], $3::numeric[]) AS t(owner, currency, total)
 WHERE a.kind = 'wallet' AND a.owner = t.owner AND a.currency = t.currency
 RETURNING a.account_id, a.owner, a.currency, a.balance
-"""
-
-CREATE_FUNDING_ACCOUNTS = """
-INSERT INTO accounts (kind, owner, currency)
-SELECT 'funding', t.owner, t.currency FROM unnest($1::text[], $2::text[]) AS t(owner, currency)
-ORDER BY t.owner, t.currency
-ON CONFLICT (kind, owner, currency) DO NOTHING
 """
 
 FUNDING_ACCOUNT_IDS = """
@@ -225,7 +219,7 @@ async def _claim(
 async def _create_wallets(conn: Connection, claimed: list[_Claimed]) -> None:
     wallets = sorted({item.wallet for item in claimed})
     if wallets:
-        await conn.execute(CREATE_WALLETS, *_columns(wallets))
+        await conn.execute(CREATE_ACCOUNTS, "wallet", *_columns(wallets))
 
 
 async def _lock_wallets(conn: Connection, wallets: list[Wallet]) -> None:
@@ -276,7 +270,7 @@ async def _write_ledger(
     if not paying:
         return
     funding = sorted({(item.event.provider_instance, item.event.currency) for item in paying})
-    await conn.execute(CREATE_FUNDING_ACCOUNTS, *_columns(funding))
+    await conn.execute(CREATE_ACCOUNTS, "funding", *_columns(funding))
     rows = await conn.fetch(FUNDING_ACCOUNT_IDS, *_columns(funding))
     funding_accounts = {(row["owner"], row["currency"]): row["account_id"] for row in rows}
     payout_ids: list[int] = []

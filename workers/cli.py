@@ -308,6 +308,17 @@ def cmd_order_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_processes_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        choices=range(1, 65),
+        metavar="N",
+        help=f"{help_text} (default: 1)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     from schema.settings import CONFIG_PATH_ENV
 
@@ -338,14 +349,10 @@ def _parser() -> argparse.ArgumentParser:
     ingress.add_argument(
         "--port", type=int, help="listen port (default: ingress.port in the config)"
     )
-    ingress.add_argument(
-        "--processes",
-        type=int,
-        default=1,
-        choices=range(1, 65),
-        metavar="N",
-        help="serve from N processes sharing the port, restarting any that dies; /metrics "
-        "renders all of them (default: 1)",
+    _add_processes_option(
+        ingress,
+        "serve from N processes sharing the port, restarting any that dies; /metrics renders "
+        "all of them",
     )
     worker = command("worker", cmd_worker, "consume payout events and credit them")
     worker.add_argument(
@@ -356,14 +363,10 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="metrics and health port, one per process on a host (default: worker.status_port)",
     )
-    worker.add_argument(
-        "--processes",
-        type=int,
-        default=1,
-        choices=range(1, 65),
-        metavar="N",
-        help="run N worker processes, restarting any that dies; process i serves its status on "
-        "status port + i (default: 1)",
+    _add_processes_option(
+        worker,
+        "run N worker processes, restarting any that dies; process i serves its status on "
+        "status port + i",
     )
 
     payout = commands.add_parser("payout", help="inspect payouts").add_subparsers(required=True)
