@@ -41,6 +41,7 @@ class IngressDatabase:
             max_size=POOL_MAX_SIZE,
             timeout=ACQUIRE_TIMEOUT_SECONDS,
             command_timeout=STATEMENT_TIMEOUT_SECONDS,
+            server_settings=self._settings.server_settings(),
         )
 
     async def close(self) -> None:

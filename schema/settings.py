@@ -89,6 +89,15 @@ class DatabaseSettings(_Section):
     pool_min_size: int = Field(default=1, ge=1)
     pool_max_size: int = Field(default=10, ge=1)
     acquire_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Postgres ends a transaction of ours left idle this long: a frozen process (a stuck VM,
+    # SIGSTOP) must not hold its row locks, and with them every worker crediting the same
+    # wallets, for good. Our transactions wait on nothing but Postgres: seconds are generous.
+    idle_in_transaction_timeout_seconds: float = Field(default=10.0, ge=1, le=3600)
+
+    def server_settings(self) -> dict[str, str]:
+        """Session settings for every pooled connection of ours."""
+        timeout_ms = round(self.idle_in_transaction_timeout_seconds * 1000)
+        return {"idle_in_transaction_session_timeout": str(timeout_ms)}
 
 
 class BrokerSettings(_Section):

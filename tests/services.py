@@ -162,3 +162,12 @@ async def fetch_value(database_url: str, query: str, *args: Any) -> Any:
         return await conn.fetchval(query, *args)
     finally:
         await conn.close()
+
+
+async def queue_depth(broker_url: str, queue: str) -> int:
+    """Messages ready in `queue` (not those delivered and unacknowledged), over a short-lived
+    connection: what a test asks the broker between steps."""
+    connection = await aio_pika.connect(broker_url)
+    async with connection:
+        declared = await (await connection.channel()).declare_queue(queue, passive=True)
+        return int(declared.declaration_result.message_count or 0)

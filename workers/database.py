@@ -50,6 +50,7 @@ async def create_pool_when_available(settings: DatabaseSettings) -> asyncpg.Pool
                 # A dead server must not hang a worker forever (asyncpg's own default is 60 s).
                 timeout=settings.acquire_timeout_seconds,
                 command_timeout=60,
+                server_settings=settings.server_settings(),
             )
         except (
             OSError,

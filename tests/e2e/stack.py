@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -11,12 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import httpx
 
 from schema.topology import Topology
 from tests.polling import wait_until
-from tests.services import fetch_value
+from tests.services import fetch_value, queue_depth
 
 OFFERWALL_KEY = "e2e-offerwall-pub-key"
 OFFERWALL_KEY_NEXT = "e2e-offerwall-pub-key-next"  # the secret a rotation brings in
@@ -111,6 +111,13 @@ def alive(pid: int) -> bool:
         return False
 
 
+def _above_info(log_line: str) -> bool:
+    try:
+        return json.loads(log_line).get("level") not in {"info", "debug"}
+    except (ValueError, AttributeError):
+        return True  # not a structured line: a traceback, say
+
+
 def _payouts_command() -> list[str]:
     script = Path(sys.executable).parent / "payouts"
     return [str(script)] if script.exists() else [sys.executable, "-m", "workers.cli"]
@@ -126,6 +133,12 @@ class Process:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def troubles(self, last: int = 8) -> str:
+        """Its last log lines above info level, and whether it still runs: for a failure report."""
+        lines = [line for line in self.log().splitlines() if _above_info(line)]
+        state = "running" if self.popen.poll() is None else f"exited {self.popen.returncode}"
+        return "\n".join([f"--- {self.name} ({state})", *(line[:400] for line in lines[-last:])])
 
     def signal(self, signum: int) -> None:
         if self.popen.poll() is None:
@@ -260,14 +273,9 @@ class Stack:
         )
 
     async def queue_depth(self, queue_name: str | None = None) -> int:
-        connection = await aio_pika.connect(self.broker_url)
-        async with connection:
-            channel = await connection.channel()
-            queue = await channel.declare_queue(
-                queue_name or Topology(self.namespace, RETRY_TIERS).work_queue, passive=True
-            )
-            count = queue.declaration_result.message_count
-            return int(count or 0)
+        return await queue_depth(
+            self.broker_url, queue_name or Topology(self.namespace, RETRY_TIERS).work_queue
+        )
 
     async def pending(self) -> int:
         """Messages still to be processed: in the work queue or waiting in a retry tier."""

@@ -46,7 +46,11 @@ async def settle(stack: Stack) -> None:
         quiet = quiet + 1 if await stack.pending() == 0 else 0
         return quiet >= 2
 
-    await wait_until(drained_twice, "work and retry queues drained", SETTLE_SECONDS)
+    try:
+        await wait_until(drained_twice, "work and retry queues drained", SETTLE_SECONDS)
+    except AssertionError as error:
+        troubles = "\n".join(process.troubles() for process in stack.processes)
+        raise AssertionError(f"{error}; {await stack.pending()} pending\n{troubles}") from None
 
 
 async def run_under_fault(
@@ -196,7 +200,9 @@ async def test_worker_paused_past_the_consumer_timeout(stack: Stack) -> None:
     The broker closes a timed-out consumer's channel, but a frozen process never answers the
     close, so its deliveries are released when its connection dies: the AMQP heartbeat (5 s here)
     does that. They are redelivered to the other worker. Resumed, the frozen worker finds its
-    channel gone: its acks fail, which is logged, not fatal, and nothing is credited twice."""
+    channel gone: its acks fail, which is logged, not fatal, and nothing is credited twice.
+    Frozen inside a transaction, it held its wallets' row locks until Postgres's idle-in-transaction
+    timeout (10 s) rolled that transaction back."""
     async with consumer_timeout(3000):
         paused: list[Process] = []
 

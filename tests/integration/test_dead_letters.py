@@ -23,7 +23,7 @@ from schema.topology import DELIVERY_LIMIT, ROUTING_KEY, Topology
 from tests.books import assert_books_balance, wallet_balance
 from tests.factories import payout_event
 from tests.polling import wait_until
-from tests.services import fetch_value
+from tests.services import fetch_value, queue_depth
 from tests.tcp_proxy import TcpProxy
 from workers.consumer import Worker
 from workers.database import create_pool_when_available
@@ -97,10 +97,7 @@ class Scene:
         return json.loads(done.stdout)
 
     async def depth(self, queue: str) -> int:
-        connection = await aio_pika.connect(self.broker.url)
-        async with connection:
-            declared = await (await connection.channel()).declare_queue(queue, passive=True)
-            return int(declared.declaration_result.message_count or 0)
+        return await queue_depth(self.broker.url, queue)
 
     async def fetchval(self, query: str, *args: Any) -> Any:
         return await fetch_value(self.database_url, query, *args)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import aio_pika
@@ -20,6 +20,7 @@ from tests.books import assert_books_balance
 from tests.broker_admin import close_connections
 from tests.factories import payout_event
 from tests.polling import wait_until
+from tests.services import queue_depth
 from tests.tcp_proxy import TcpProxy
 from workers.consumer import Worker
 from workers.consumer import _channel_closed as channel_closed
@@ -85,11 +86,16 @@ def event(user: str, amount: int) -> PayoutEvent:
     return payout_event(user_id=user, amount=Decimal(amount))
 
 
-async def observer(database_url: str) -> asyncpg.Connection:
+@pytest.fixture
+async def observer(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """The test's own look at the books, closed even when the test fails."""
     conn: asyncpg.Connection = await asyncpg.connect(
         database_url, server_settings={"application_name": OBSERVER}
     )
-    return conn
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 async def count(conn: asyncpg.Connection, query: str) -> int:
@@ -97,7 +103,7 @@ async def count(conn: asyncpg.Connection, query: str) -> int:
 
 
 async def test_poison_message_is_dead_lettered_and_the_queue_keeps_flowing(
-    settings: Settings, database_url: str
+    settings: Settings, observer: asyncpg.Connection
 ) -> None:
     topology = Topology.from_settings(settings.broker)
     valid = event("dana", 9)
@@ -109,22 +115,20 @@ async def test_poison_message_is_dead_lettered_and_the_queue_keeps_flowing(
             for body in (b"not json at all", b'{"contract_version": 99}'):
                 await exchange.publish(aio_pika.Message(body, message_id="poison"), ROUTING_KEY)
             await publisher.publish_event(valid)
-            conn = await observer(database_url)
             async with worker_running(settings):
 
                 async def credited() -> bool:
-                    return await count(conn, "SELECT count(*) FROM payouts") == 1
+                    return await count(observer, "SELECT count(*) FROM payouts") == 1
 
                 await wait_until(credited, "valid payout credited after the poison")
             dead_queue = await channel.get_queue(topology.dead_letter_queue)
             dead = [await dead_queue.get(no_ack=True, timeout=5) for _ in range(2)]
-            await conn.close()
     assert sorted(m.body for m in dead) == [b"not json at all", b'{"contract_version": 99}']
     assert {m.delivery_mode for m in dead} == {aio_pika.DeliveryMode.PERSISTENT}
 
 
 async def test_a_payout_the_database_refuses_amid_a_batch_is_dead_lettered_alone(
-    settings: Settings, database_url: str, caplog: pytest.LogCaptureFixture
+    settings: Settings, observer: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The whole batch rolls back; its payouts are then credited one by one, so the refused one
     goes to the dead-letter queue and the others are credited, once each."""
@@ -135,20 +139,18 @@ async def test_a_payout_the_database_refuses_amid_a_batch_is_dead_lettered_alone
     async with publisher_for(settings) as publisher:
         for published in [*events[:3], refused, *events[3:]]:
             await publisher.publish_event(published)
-        conn = await observer(database_url)
         async with worker_running(settings):
 
             async def credited() -> bool:
-                return await count(conn, "SELECT count(*) FROM payouts") == len(events)
+                return await count(observer, "SELECT count(*) FROM payouts") == len(events)
 
             await wait_until(credited, "the good payouts credited")
         connection = await aio_pika.connect(settings.broker.url)
         async with connection:
             dead_queue = await (await connection.channel()).get_queue(topology.dead_letter_queue)
             dead = await dead_queue.get(no_ack=True, timeout=5)
-        await assert_books_balance(conn)
-        balances = await conn.fetch("SELECT owner, balance FROM accounts WHERE kind = 'wallet'")
-        await conn.close()
+        await assert_books_balance(observer)
+        balances = await observer.fetch("SELECT owner, balance FROM accounts WHERE kind = 'wallet'")
     assert dead.headers["x-payouts-failure-kind"] == "poison"
     assert dead.headers["x-payouts-error-type"] == "CharacterNotInRepertoireError"
     expected: dict[str, Decimal] = {}
@@ -161,14 +163,17 @@ async def test_a_payout_the_database_refuses_amid_a_batch_is_dead_lettered_alone
 
 
 async def test_killed_database_connections_are_retried_without_double_credit(
-    settings: Settings, services: Services, database_url: str, caplog: pytest.LogCaptureFixture
+    settings: Settings,
+    observer: asyncpg.Connection,
+    services: Services,
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Kill every worker backend for a while: some deliveries outlast the in-place retries and
     wait in a retry tier; when the database settles, each payout is credited exactly once."""
     events = [event(f"user-{i % 7}", i + 1) for i in range(300)]
     database_name = urlsplit(database_url).path.lstrip("/")
     admin = await asyncpg.connect(services.postgres_admin_url)
-    conn = await observer(database_url)
 
     async def kill_worker_connections_for(seconds: float) -> None:
         deadline = asyncio.get_running_loop().time() + seconds
@@ -188,7 +193,7 @@ async def test_killed_database_connections_are_retried_without_double_credit(
 
             async def all_credited() -> bool:
                 return (
-                    await count(conn, "SELECT count(*) FROM payouts WHERE status = 'credited'")
+                    await count(observer, "SELECT count(*) FROM payouts WHERE status = 'credited'")
                     == 300
                 )
 
@@ -196,30 +201,28 @@ async def test_killed_database_connections_are_retried_without_double_credit(
         messages = [record.getMessage() for record in caplog.records]
         assert "transient failure, retrying in place" in messages
         assert "delivery failed; retrying later" in messages
-        assert await count(conn, "SELECT count(*) FROM ledger_entries") == 600
+        assert await count(observer, "SELECT count(*) FROM ledger_entries") == 600
         for user in {e.user_id for e in events}:
             expected = sum(e.amount for e in events if e.user_id == user)
-            balance = await conn.fetchval(
+            balance = await observer.fetchval(
                 "SELECT balance FROM accounts WHERE kind = 'wallet' AND owner = $1", user
             )
             assert balance == expected
-        await assert_books_balance(conn)
+        await assert_books_balance(observer)
     finally:
         await admin.close()
-        await conn.close()
 
 
 async def test_worker_resumes_consuming_after_its_connection_is_closed(
-    settings: Settings, database_url: str
+    settings: Settings, observer: asyncpg.Connection
 ) -> None:
-    conn = await observer(database_url)
     async with publisher_for(settings) as publisher, worker_running(settings):
         first = [event("frank", 1) for _ in range(20)]
         await asyncio.gather(*(publisher.publish_event(e) for e in first))
 
         async def credited(n: int) -> Callable[[], Awaitable[bool]]:
             async def check() -> bool:
-                return await count(conn, "SELECT count(*) FROM payouts") == n
+                return await count(observer, "SELECT count(*) FROM payouts") == n
 
             return check
 
@@ -228,33 +231,75 @@ async def test_worker_resumes_consuming_after_its_connection_is_closed(
         second = [event("frank", 1) for _ in range(20)]
         await asyncio.gather(*(publisher.publish_event(e) for e in second))
         await wait_until(await credited(40), "second batch credited after the reconnect", 60)
-    await conn.close()
+
+
+async def test_a_frozen_workers_row_locks_are_released_for_the_others(
+    settings: Settings, observer: asyncpg.Connection
+) -> None:
+    """A worker frozen inside its transaction (a stuck VM, SIGSTOP) holds its wallets' row locks.
+    Postgres ends that transaction after `idle_in_transaction_timeout_seconds`, so the other
+    workers' credits to the same wallet go on instead of waiting for the frozen one for good."""
+    quick = settings.model_copy(
+        update={
+            "database": settings.database.model_copy(
+                update={"idle_in_transaction_timeout_seconds": 1}
+            )
+        }
+    )
+    frozen_pool = await create_pool_when_available(quick.database)
+
+    async def credited(n: int) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return await count(observer, "SELECT count(*) FROM payouts") == n
+
+        return check
+
+    try:
+        async with publisher_for(quick) as publisher, worker_running(quick):
+            await publisher.publish_event(event("gina", 1))
+            await wait_until(await credited(1), "the wallet created by a first credit")
+            frozen = await frozen_pool.acquire()
+            await frozen.execute("BEGIN")
+            await frozen.execute(
+                "SELECT 1 FROM accounts WHERE kind = 'wallet' AND owner = 'gina' FOR UPDATE"
+            )
+            # Frozen from here: not another word to Postgres while the worker needs that row.
+            await asyncio.gather(*(publisher.publish_event(event("gina", 1)) for _ in range(5)))
+            await wait_until(await credited(6), "credits past the frozen transaction's lock", 30)
+    finally:
+        frozen_pool.terminate()
+    assert await observer.fetchval(
+        "SELECT balance FROM accounts WHERE kind = 'wallet' AND owner = 'gina'"
+    ) == Decimal(6)
+    await assert_books_balance(observer)
 
 
 async def test_stop_finishes_in_flight_work_and_leaves_the_rest_queued(
-    settings: Settings, database_url: str, caplog: pytest.LogCaptureFixture
+    settings: Settings, observer: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
     events = [event("erin", 1) for _ in range(400)]
-    conn = await observer(database_url)
     async with publisher_for(settings) as publisher:
         await asyncio.gather(*(publisher.publish_event(e) for e in events))
         async with worker_running(settings):
 
             async def started() -> bool:
-                return await count(conn, "SELECT count(*) FROM payouts") >= 20
+                return await count(observer, "SELECT count(*) FROM payouts") >= 20
 
             await wait_until(started, "first credits")
-        # The worker has stopped: what it committed is acked, the rest is back in the queue.
-        credited = await count(conn, "SELECT count(*) FROM payouts")
-        connection = await aio_pika.connect(settings.broker.url)
-        async with connection:
-            queue = await (await connection.channel()).declare_queue(
-                Topology.from_settings(settings.broker).work_queue, passive=True
-            )
-            waiting: Any = queue.declaration_result.message_count
-        assert credited + int(waiting) == 400
+        # The worker has stopped: what it committed is acked, the rest goes back to the queue.
+        # A quorum queue applies the return of a closed channel's deliveries through its log,
+        # so the depth catches up a moment after the close.
+        credited = await count(observer, "SELECT count(*) FROM payouts")
         assert credited < 400, "stopped too late to show anything"
+        work_queue = Topology.from_settings(settings.broker).work_queue
+
+        async def the_rest_queued() -> bool:
+            waiting = await queue_depth(settings.broker.url, work_queue)
+            assert credited + waiting <= 400, f"{credited} credited, yet {waiting} still queued"
+            return credited + waiting == 400
+
+        await wait_until(the_rest_queued, "every uncredited payout back in the work queue", 10)
         messages = [record.getMessage() for record in caplog.records]
         assert messages.count("payout processed") == credited  # each one committed and acked
         assert "shutdown cancelled in-flight payouts" not in messages
@@ -263,14 +308,13 @@ async def test_stop_finishes_in_flight_work_and_leaves_the_rest_queued(
         async with worker_running(settings):
 
             async def all_credited() -> bool:
-                return await count(conn, "SELECT count(*) FROM payouts") == 400
+                return await count(observer, "SELECT count(*) FROM payouts") == 400
 
             await wait_until(all_credited, "the rest credited by the next worker")
-    assert await conn.fetchval(
+    assert await observer.fetchval(
         "SELECT balance FROM accounts WHERE kind = 'wallet' AND owner = 'erin'"
     ) == Decimal(400)
-    await assert_books_balance(conn)
-    await conn.close()
+    await assert_books_balance(observer)
 
 
 async def test_worker_exits_for_a_restart_when_it_cannot_hold_a_consumer(

@@ -152,6 +152,10 @@ def test_metrics_are_private_by_default_and_the_allowlist_is_configurable(tmp_pa
     [
         ("[worker]\nstatus_port = 70000", "worker.status_port"),
         ("[worker]\nqueue_sample_seconds = 0", "worker.queue_sample_seconds"),
+        (
+            "[database]\nidle_in_transaction_timeout_seconds = 0.5",
+            "database.idle_in_transaction_timeout_seconds",
+        ),
         ("[ingress]\nmetrics_allowlist = ['not a network']", "ingress.metrics_allowlist[0]"),
     ],
 )
@@ -166,3 +170,15 @@ def test_the_failed_verification_cap_is_per_instance(tmp_path: Path) -> None:
     assert (instance.failed_verifications_per_minute, instance.store_device_ids) == (5, True)
     with pytest.raises(ConfigError, match="failed_verifications_per_minute"):
         load_settings(write(tmp_path, VALID_PROVIDER + "failed_verifications_per_minute = 0\n"), {})
+
+
+def test_a_frozen_process_transaction_timeout_reaches_postgres_in_milliseconds(
+    tmp_path: Path,
+) -> None:
+    default = load_settings(write(tmp_path, VALID_PROVIDER), environ={}).database
+    assert default.server_settings() == {"idle_in_transaction_session_timeout": "10000"}
+    tuned = load_settings(
+        write(tmp_path, "[database]\nidle_in_transaction_timeout_seconds = 2.5\n" + VALID_PROVIDER),
+        environ={},
+    ).database
+    assert tuned.server_settings() == {"idle_in_transaction_session_timeout": "2500"}
