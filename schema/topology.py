@@ -59,6 +59,11 @@ class Topology:
         return f"retry.{delay_seconds}s"
 
     @property
+    def pending_queues(self) -> tuple[str, ...]:
+        """Where a payout waits to be processed: the work queue and every retry tier."""
+        return (self.work_queue, *map(self.retry_queue, self.retry_delays_seconds))
+
+    @property
     def dead_letter_exchange(self) -> str:
         return f"{self.namespace}.payouts.dead-letter"
 

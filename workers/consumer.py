@@ -164,11 +164,7 @@ class Worker:
 
     async def _sample_queues(self, connection: AbstractRobustConnection) -> None:
         """Read each queue's depth every `queue_sample_seconds` for payouts_queue_messages."""
-        names = [
-            self._topology.work_queue,
-            *map(self._topology.retry_queue, self._topology.retry_delays_seconds),
-            self._topology.dead_letter_queue,
-        ]
+        names = [*self._topology.pending_queues, self._topology.dead_letter_queue]
         channel: aio_pika.abc.AbstractChannel | None = None
         while True:
             try:
@@ -262,23 +258,35 @@ class Worker:
         try:
             results = await self._apply_in_place([event for _, event in decoded])
         except Exception as error:
-            # One payout the database refuses, or a failure that outlasted the in-place retries:
-            # credit each on its own, so that the others are not held back and every failure is
-            # routed on its own merits.
-            log(
-                logger,
-                logging.WARNING,
-                "batch failed; crediting its payouts one by one",
-                size=len(decoded),
-                error=repr(error),
-            )
+            failure = failure_of(error)
+            if failure.kind is FailureKind.TRANSIENT:
+                # The database stayed away or busy through the in-place retries, which says
+                # nothing about any one payout: each waits in a retry tier now, instead of
+                # holding its delivery through another round of retries, one transaction each.
+                log(
+                    logger,
+                    logging.WARNING,
+                    "batch failed on a transient error; its payouts wait in a retry tier",
+                    size=len(decoded),
+                    error=repr(error),
+                )
+                settling = [self._retry_later(m, failure, event) for m, event in decoded]
+            else:
+                # One payout the database refuses: credit each on its own, so that the others
+                # are not held back and every failure is routed on its own merits.
+                log(
+                    logger,
+                    logging.WARNING,
+                    "batch failed; crediting its payouts one by one",
+                    size=len(decoded),
+                    error=repr(error),
+                )
+                settling = [self._handle_one(m, event) for m, event in decoded]
         else:
             for (message, event), result in zip(decoded, results, strict=True):
                 await self._settle_result(message, event, result)
             return
-        outcomes = await asyncio.gather(
-            *(self._handle_one(m, event) for m, event in decoded), return_exceptions=True
-        )
+        outcomes = await asyncio.gather(*settling, return_exceptions=True)
         # Only once every sibling has settled may the last line of defence requeue the rest.
         for outcome in outcomes:
             if isinstance(outcome, BaseException):

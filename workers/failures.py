@@ -48,6 +48,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.ReadOnlySQLTransactionError,  # a failover in progress
     asyncpg.exceptions.LockNotAvailableError,
     asyncpg.exceptions.QueryCanceledError,
+    # Our own transaction, ended by Postgres while this process was frozen.
+    asyncpg.exceptions.IdleInTransactionSessionTimeoutError,
 )
 
 ATTEMPTS = "x-payouts-attempts"

@@ -280,8 +280,7 @@ class Stack:
     async def pending(self) -> int:
         """Messages still to be processed: in the work queue or waiting in a retry tier."""
         topology = Topology(self.namespace, RETRY_TIERS)
-        names = [topology.work_queue, *map(topology.retry_queue, topology.retry_delays_seconds)]
-        return sum([await self.queue_depth(name) for name in names])
+        return sum([await self.queue_depth(name) for name in topology.pending_queues])
 
     async def fetchval(self, query: str, *args: Any) -> Any:
         return await fetch_value(self.database_url, query, *args)

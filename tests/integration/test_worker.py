@@ -233,6 +233,56 @@ async def test_worker_resumes_consuming_after_its_connection_is_closed(
         await wait_until(await credited(40), "second batch credited after the reconnect", 60)
 
 
+async def test_a_batch_the_database_is_away_for_waits_in_a_retry_tier_whole(
+    settings: Settings, observer: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database unreachable through the in-place retries says nothing about any one payout:
+    every payout of the batch goes to the first retry tier at once, none is tried again one by
+    one first, and once the database is back each is credited once."""
+    caplog.set_level(logging.INFO)
+    proxy = await TcpProxy.in_front_of(settings.database.url)
+    cut_off = settings.model_copy(
+        update={
+            "database": settings.database.model_copy(
+                update={"url": proxy.url_through(settings.database.url)}
+            ),
+            # Long enough for the six deliveries to make one batch on a slow machine.
+            "worker": settings.worker.model_copy(update={"batch_linger_seconds": 0.5}),
+        }
+    )
+    events = [event(f"hana-{i}", i + 1) for i in range(6)]
+
+    def logged(message: str) -> list[logging.LogRecord]:
+        return [record for record in caplog.records if record.getMessage() == message]
+
+    async def all_waiting() -> bool:
+        return len(logged("delivery failed; retrying later")) >= len(events)
+
+    async def all_credited() -> bool:
+        return await count(observer, "SELECT count(*) FROM payouts") == len(events)
+
+    try:
+        async with publisher_for(settings) as publisher, worker_running(cut_off):
+            await proxy.cut()
+            await asyncio.gather(*(publisher.publish_event(e) for e in events))
+            await wait_until(all_waiting, "the batch's payouts sent to a retry tier")
+            await proxy.restore()
+            await wait_until(all_credited, "every payout credited once the database is back")
+    finally:
+        await proxy.close()
+    assert logged("batch failed on a transient error; its payouts wait in a retry tier")
+    in_place = logged("transient failure, retrying in place")
+    assert in_place, "the batch was not retried in place first"
+    assert all("batch_size" in vars(record)["payouts_fields"] for record in in_place), (
+        "a payout was retried in place on its own after its batch failed"
+    )
+    balances = await observer.fetch("SELECT owner, balance FROM accounts WHERE kind = 'wallet'")
+    assert {row["owner"]: row["balance"] for row in balances} == {
+        e.user_id: e.amount for e in events
+    }
+    await assert_books_balance(observer)
+
+
 async def test_a_frozen_workers_row_locks_are_released_for_the_others(
     settings: Settings, observer: asyncpg.Connection
 ) -> None:

@@ -26,6 +26,8 @@ def test_database_trouble_is_transient_and_anything_else_unexpected() -> None:
     assert failure_of(asyncpg.exceptions.SerializationError("x")).kind is FailureKind.TRANSIENT
     assert failure_of(ConnectionResetError()).kind is FailureKind.TRANSIENT
     assert failure_of(TimeoutError()).kind is FailureKind.TRANSIENT
+    idle_timeout = asyncpg.exceptions.IdleInTransactionSessionTimeoutError("x")
+    assert failure_of(idle_timeout).kind is FailureKind.TRANSIENT
     assert failure_of(KeyError("bug")).kind is FailureKind.UNEXPECTED
 
 
