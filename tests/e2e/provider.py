@@ -8,6 +8,7 @@ mixes in tampered copies that must never be credited. It logs every answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
 import uuid
@@ -23,6 +24,8 @@ from tests.e2e.stack import ADJOE_TOKEN, OFFERWALL_KEY
 from tests.signing import adjoe_query, offerwall_query
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
     from tests.e2e.stack import Stack
 
 RETRY_PAUSE_SECONDS = 0.3
@@ -124,20 +127,62 @@ class ProviderSimulator:
     async def run(self, count: int, spread_seconds: float = 0.0, concurrency: int = 8) -> None:
         """`count` payouts, their first sends spread evenly over `spread_seconds`, as real
         traffic arrives, so a fault injected meanwhile meets requests in flight."""
+        await self._paced(lambda sent, _: sent < count, spread_seconds / max(count, 1), concurrency)
+
+    @contextlib.asynccontextmanager
+    async def traffic(self, per_second: float, at_least_seconds: float) -> AsyncIterator[None]:
+        """Payouts arriving at `per_second` while the body runs, and for `at_least_seconds`: a
+        fault injected in the body meets requests in flight however long it takes."""
+        over = asyncio.Event()
+        sending = asyncio.create_task(
+            self._paced(
+                lambda _, elapsed: elapsed < at_least_seconds or not over.is_set(), 1 / per_second
+            )
+        )
+        try:
+            yield
+        except BaseException:
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sending
+            raise
+        over.set()
+        await sending
+
+    async def _paced(
+        self,
+        more: Callable[[int, float], bool],
+        interval_seconds: float,
+        concurrency: int = 8,
+    ) -> None:
+        """A first send every `interval_seconds` while `more(sent so far, seconds elapsed)`."""
         limit = asyncio.Semaphore(concurrency)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         async with httpx.AsyncClient(
             base_url=self._base_url, timeout=10, limits=self._limits
         ) as client:
 
-            async def deliver(index: int) -> None:
-                await asyncio.sleep(spread_seconds * index / count)
-                # Signed when it is due, with the key the provider holds at that moment.
-                payout = make_payout(self._rng, self._users, self._offerwall, self.offerwall_key)
-                self.payouts.append(payout)
+            async def deliver(payout: Payout) -> None:
                 async with limit:
                     await self._deliver(client, payout)
 
-            await asyncio.gather(*(deliver(i) for i in range(count)))
+            deliveries: list[asyncio.Task[None]] = []
+            try:
+                while more(len(deliveries), loop.time() - started):
+                    # Signed when it is due, with the key the provider holds at that moment.
+                    payout = make_payout(
+                        self._rng, self._users, self._offerwall, self.offerwall_key
+                    )
+                    self.payouts.append(payout)
+                    deliveries.append(asyncio.create_task(deliver(payout)))
+                    due = started + len(deliveries) * interval_seconds
+                    await asyncio.sleep(max(0.0, due - loop.time()))
+                await asyncio.gather(*deliveries)
+            finally:  # cancelled: no send outlives the simulator
+                for delivery in deliveries:
+                    delivery.cancel()
+                await asyncio.gather(*deliveries, return_exceptions=True)
 
     async def _send(self, client: httpx.AsyncClient, path: str) -> int | str:
         try:
