@@ -95,7 +95,7 @@ class DatabaseSettings(_Section):
     idle_in_transaction_timeout_seconds: float = Field(default=10.0, ge=1, le=3600)
 
     def server_settings(self) -> dict[str, str]:
-        """Session settings for every pooled connection of ours."""
+        """Session settings for every connection of ours that may open a transaction."""
         timeout_ms = round(self.idle_in_transaction_timeout_seconds * 1000)
         return {"idle_in_transaction_session_timeout": str(timeout_ms)}
 

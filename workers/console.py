@@ -102,7 +102,9 @@ async def with_connection(
 
     try:
         conn = await asyncpg.connect(
-            settings.database.url, timeout=settings.database.acquire_timeout_seconds
+            settings.database.url,
+            timeout=settings.database.acquire_timeout_seconds,
+            server_settings=settings.database.server_settings(),
         )
     except (OSError, TimeoutError, asyncpg.PostgresError) as error:
         where = redacted_url(settings.database.url)
