@@ -29,6 +29,7 @@ from schema.topology import Topology, declare
 from workers import metrics
 from workers.batch_crediting import apply_batch
 from workers.dead_letters import record_dead_letter
+from workers.deliveries import OpenDeliveries
 from workers.failures import (
     TRANSIENT_ERRORS,
     Failure,
@@ -79,6 +80,7 @@ class Worker:
         self._in_flight: set[asyncio.Task[None]] = set()
         # Deliveries waiting for their batch to start, and the timer that starts a short one.
         self._collecting: list[AbstractIncomingMessage] = []
+        self._open = OpenDeliveries()
         self._linger: asyncio.TimerHandle | None = None
         # Its own connection: flow control on a publishing connection must not delay our acks.
         self._publisher = ConfirmedPublisher(settings.broker, "worker-publisher")
@@ -200,6 +202,7 @@ class Worker:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         """Collect the delivery into the next batch; the batch's task settles it."""
+        self._open.received(message)
         self._collecting.append(message)
         if len(self._collecting) >= self._settings.worker.batch_size:
             self._flush()
@@ -233,14 +236,14 @@ class Worker:
         except Exception:
             # The last line of defence (a header nothing can encode, say): never leave a delivery
             # unsettled, which would hold its prefetch slot until the consumer timeout.
-            unsettled = [message for message in batch if not message.processed]
+            unsettled = [message for message in batch if self._open.is_open(message)]
             logger.exception(
                 "could not route failed messages; returning them to the queue",
                 extra={"payouts_fields": {"message_ids": [m.message_id for m in unsettled]}},
             )
             await asyncio.sleep(RETURN_PAUSE_SECONDS)
             for message in unsettled:
-                await _settle(message.nack(requeue=True), message)
+                await self._settle(message.nack(requeue=True), message)
 
     async def _handle(self, batch: list[AbstractIncomingMessage]) -> None:
         decoded: list[tuple[AbstractIncomingMessage, PayoutEvent]] = []
@@ -283,8 +286,12 @@ class Worker:
                 )
                 settling = [self._handle_one(m, event) for m, event in decoded]
         else:
-            for (message, event), result in zip(decoded, results, strict=True):
-                await self._settle_result(message, event, result)
+            to_ack = [
+                message
+                for (message, event), result in zip(decoded, results, strict=True)
+                if await self._settle_result(message, event, result)
+            ]
+            await self._ack_committed(to_ack)
             return
         outcomes = await asyncio.gather(*settling, return_exceptions=True)
         # Only once every sibling has settled may the last line of defence requeue the rest.
@@ -306,12 +313,14 @@ class Worker:
                 )
             await self._retry_later(message, failure, event)
             return
-        await self._settle_result(message, event, result)
+        if await self._settle_result(message, event, result):
+            await self._ack_committed([message])
 
     async def _settle_result(
         self, message: AbstractIncomingMessage, event: PayoutEvent, result: CreditResult
-    ) -> None:
-        """Log and count a committed outcome, then ack (or dead-letter a newly held payout)."""
+    ) -> bool:
+        """Log and count a committed outcome; dead-letter a newly held payout. True when the
+        delivery is still to be acked."""
         lag_seconds = (datetime.now(UTC) - event.received_at).total_seconds()
         metrics.PAYOUTS.labels(event.provider_instance, result.outcome.value).inc()
         metrics.LAG_SECONDS.labels(event.provider_instance).observe(max(lag_seconds, 0.0))
@@ -333,8 +342,22 @@ class Worker:
                 FailureKind.BUSINESS, result.outcome.value, "the user's wallet does not exist"
             )
             await self._dead_letter(message, failure, event)
+            return False
+        return True
+
+    async def _ack_committed(self, messages: list[AbstractIncomingMessage]) -> None:
+        """Ack deliveries whose payouts have committed: with one `multiple` ack when they are
+        the oldest open deliveries on their channel (the usual case for a batch), else each."""
+        if not messages:
             return
-        await _settle(message.ack(), message)
+        last = self._open.single_ack(messages)
+        if last is None:
+            for message in messages:
+                await self._settle(message.ack(), message)
+            return
+        await self._settle(last.ack(multiple=True), last)
+        for message in messages:
+            self._open.settled(message)
 
     async def _apply_in_place(self, events: list[PayoutEvent]) -> list[CreditResult]:
         """Credit `events` in one transaction, retrying transient failures briefly while holding
@@ -471,10 +494,25 @@ class Worker:
             # Paused, so a broker that refuses the copy does not see the original bounce back
             # at once, again and again, until the delivery limit dead-letters it without history.
             await asyncio.sleep(RETURN_PAUSE_SECONDS)
-            await _settle(original.nack(requeue=True), original)
+            await self._settle(original.nack(requeue=True), original)
             return False
-        await _settle(original.ack(), original)
+        await self._settle(original.ack(), original)
         return True
+
+    async def _settle(self, action: Awaitable[None], message: AbstractIncomingMessage) -> None:
+        """Ack, nack or reject; on a dead channel the broker has already requeued the message."""
+        try:
+            await action
+        except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
+            log(
+                logger,
+                logging.WARNING,
+                "could not settle message; the broker will redeliver it",
+                message_id=message.message_id,
+                error=repr(error),
+            )
+        finally:
+            self._open.settled(message)
 
 
 def _channel_closed(message: AbstractIncomingMessage) -> bool:
@@ -505,17 +543,3 @@ def _fields(event: PayoutEvent) -> dict[str, str]:
         "provider_instance": event.provider_instance,
         "transaction_id": event.transaction_id,
     }
-
-
-async def _settle(action: Awaitable[None], message: AbstractIncomingMessage) -> None:
-    """Ack, nack or reject; on a dead channel the broker has already requeued the message."""
-    try:
-        await action
-    except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
-        log(
-            logger,
-            logging.WARNING,
-            "could not settle message; the broker will redeliver it",
-            message_id=message.message_id,
-            error=repr(error),
-        )
