@@ -1,4 +1,5 @@
-"""Consume payout events, credit each in its own Postgres transaction, ack only after commit.
+"""Consume payout events, credit them in batches of one Postgres transaction each, and ack only
+after the commit.
 
 Whatever fails is re-published before the original is acked, so nothing leaves the work queue
 without being credited, recorded, waiting in a retry tier, or in the dead-letter queue.
@@ -71,7 +72,8 @@ DATABASE_CHECK_SECONDS = 1.0
 
 
 class Worker:
-    """One consumer with `prefetch` deliveries in flight, each a task of its own."""
+    """One consumer with `prefetch` deliveries in flight, credited in up to `concurrent_batches`
+    batches at a time."""
 
     def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
         self._settings = settings
