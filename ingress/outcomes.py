@@ -122,12 +122,19 @@ class OutcomeListener:
             timeout=PING_TIMEOUT_SECONDS,
             server_settings={"application_name": LISTENER_APPLICATION_NAME},
         )
+        closed = asyncio.Event()
+        conn.add_termination_listener(lambda _: closed.set())
         try:
             await conn.add_listener(OUTCOME_CHANNEL, self._on_notification)
             self._listening.set()
             log(logger, logging.INFO, "listening for outcomes", channel=OUTCOME_CHANNEL)
             while True:
-                await asyncio.sleep(PING_SECONDS)
+                # A closed connection wakes this at once, so no request waits on a listener that
+                # is gone; the ping finds one that hangs without closing.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(closed.wait(), PING_SECONDS)
+                if closed.is_set():
+                    raise ConnectionError("the listening connection was closed")
                 await conn.fetchval("SELECT 1", timeout=PING_TIMEOUT_SECONDS)
         finally:
             conn.terminate()

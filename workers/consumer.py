@@ -204,7 +204,10 @@ class Worker:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         """Collect the delivery into the next batch; the batch's task settles it."""
-        self._open.received(message)
+        try:
+            self._open.received(message)
+        except aio_pika.exceptions.ChannelInvalidStateError:
+            return  # its channel closed before this ran: the broker has requeued it
         self._collecting.append(message)
         if len(self._collecting) >= self._settings.worker.batch_size:
             self._flush()
@@ -357,9 +360,11 @@ class Worker:
             for message in messages:
                 await self._settle(message.ack(), message)
             return
-        await self._settle(last.ack(multiple=True), last)
-        for message in messages:
-            self._open.settled(message)
+        try:
+            await self._settle(last.ack(multiple=True), last)
+        finally:
+            for message in messages:
+                self._open.settled(message)
 
     async def _apply_in_place(self, events: list[PayoutEvent]) -> list[CreditResult]:
         """Credit `events` in one transaction, retrying transient failures briefly while holding

@@ -23,13 +23,12 @@ __all__ = ["OpenDeliveries", "single_ack_tag"]
 def single_ack_tag(open_tags: Set[int], committed: Collection[int]) -> int | None:
     """The tag of one `multiple` ack that settles exactly `committed` (all open on the channel),
     or None when an open delivery outside `committed` is older than one inside."""
-    if not committed:
+    tags = set(committed)
+    if not tags or not tags <= open_tags:
         return None
-    highest = max(committed)
-    older_or_same = [tag for tag in open_tags if tag <= highest]
-    if len(older_or_same) != len(committed) or not set(committed) <= open_tags:
-        return None
-    return highest
+    highest = max(tags)
+    older_or_same = sum(1 for tag in open_tags if tag <= highest)
+    return highest if older_or_same == len(tags) else None
 
 
 class OpenDeliveries:
