@@ -30,7 +30,7 @@ from schema.topology import Topology, declare
 from workers import metrics
 from workers.batch_crediting import apply_batch
 from workers.dead_letters import record_dead_letter
-from workers.deliveries import OpenDeliveries
+from workers.deliveries import OpenDeliveries, channel_of
 from workers.failures import (
     TRANSIENT_ERRORS,
     Failure,
@@ -479,7 +479,7 @@ class Worker:
     ) -> bool:
         """Publish `copy`, confirmed, then ack `original`; if the broker will not take it, return
         the original instead (it is redelivered; the worst case is a duplicate, never a loss)."""
-        if _channel_closed(original):
+        if channel_of(original) is None:
             # The broker has requeued the original already: a copy would be a second live one.
             log(
                 logger,
@@ -520,14 +520,6 @@ class Worker:
             )
         finally:
             self._open.settled(message)
-
-
-def _channel_closed(message: AbstractIncomingMessage) -> bool:
-    try:
-        message.channel  # noqa: B018 - aio-pika raises here once the channel is closed
-    except aio_pika.exceptions.ChannelInvalidStateError:
-        return True
-    return False
 
 
 def _copy(

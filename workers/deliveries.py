@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from aio_pika.abc import AbstractIncomingMessage
     from aiormq.abc import AbstractChannel
 
-__all__ = ["OpenDeliveries", "single_ack_tag"]
+__all__ = ["OpenDeliveries", "channel_of", "single_ack_tag"]
 
 
 def single_ack_tag(open_tags: Set[int], committed: Collection[int]) -> int | None:
@@ -55,13 +55,13 @@ class OpenDeliveries:
 
     def _tags_of(self, message: AbstractIncomingMessage) -> set[int]:
         """Its channel's open tags; none once the channel is closed."""
-        channel = _channel_of(message)
+        channel = channel_of(message)
         return self._by_channel.get(channel, set()) if channel is not None else set()
 
     def single_ack(self, messages: list[AbstractIncomingMessage]) -> AbstractIncomingMessage | None:
         """The message whose `multiple` ack settles exactly `messages`, if there is one."""
-        channel = _channel_of(messages[0])
-        if channel is None or any(_channel_of(m) is not channel for m in messages[1:]):
+        channel = channel_of(messages[0])
+        if channel is None or any(channel_of(m) is not channel for m in messages[1:]):
             return None
         tag = single_ack_tag(self._tags_of(messages[0]), [_tag(m) for m in messages])
         return next((m for m in messages if _tag(m) == tag), None)
@@ -72,8 +72,9 @@ def _tag(message: AbstractIncomingMessage) -> int:
     return message.delivery_tag
 
 
-def _channel_of(message: AbstractIncomingMessage) -> AbstractChannel | None:
+def channel_of(message: AbstractIncomingMessage) -> AbstractChannel | None:
+    """The channel a delivery came on; None once it is closed, when the broker has requeued it."""
     try:
         return message.channel
-    except ChannelInvalidStateError:  # closed: the broker has requeued its deliveries
+    except ChannelInvalidStateError:
         return None

@@ -23,8 +23,8 @@ from tests.polling import wait_until
 from tests.services import queue_depth
 from tests.tcp_proxy import TcpProxy
 from workers.consumer import Worker
-from workers.consumer import _channel_closed as channel_closed
 from workers.database import create_pool_when_available
+from workers.deliveries import channel_of
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -399,6 +399,6 @@ async def test_a_delivery_on_a_closed_channel_is_known_as_returned(services: Ser
         queue = await channel.declare_queue(f"{services.new_namespace()}.closing", exclusive=True)
         await channel.default_exchange.publish(aio_pika.Message(b"x"), routing_key=queue.name)
         message = await queue.get(timeout=5)
-        assert not channel_closed(message)
+        assert channel_of(message) is not None
         await channel.close()
-        assert channel_closed(message)
+        assert channel_of(message) is None
