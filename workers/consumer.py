@@ -271,25 +271,14 @@ class Worker:
                 # The database stayed away or busy through the in-place retries, which says
                 # nothing about any one payout: each waits in a retry tier now, instead of
                 # holding its delivery through another round of retries, one transaction each.
-                log(
-                    logger,
-                    logging.WARNING,
-                    "batch failed on a transient error; its payouts wait in a retry tier",
-                    size=len(decoded),
-                    error=repr(error),
-                )
+                what = "batch failed on a transient error; its payouts wait in a retry tier"
                 settling = [self._retry_later(m, failure, event) for m, event in decoded]
             else:
                 # One payout the database refuses: credit each on its own, so that the others
                 # are not held back and every failure is routed on its own merits.
-                log(
-                    logger,
-                    logging.WARNING,
-                    "batch failed; crediting its payouts one by one",
-                    size=len(decoded),
-                    error=repr(error),
-                )
+                what = "batch failed; crediting its payouts one by one"
                 settling = [self._handle_one(m, event) for m, event in decoded]
+            log(logger, logging.WARNING, what, size=len(decoded), error=repr(error))
         else:
             to_ack = [
                 message
