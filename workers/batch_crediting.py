@@ -1,20 +1,29 @@
 """Apply many payout events in one Postgres transaction, each with the outcome it would have had
 alone.
 
-New payouts to wallets that may be created (the common case) take the set-based path: one
-statement claims all their transaction ids, one creates the missing wallets, one locks the wallets,
-one adds each wallet's total, one writes the ledger, one marks them credited, whatever the batch
-size. Everything else in the batch goes through `apply_payout` afterwards, in the same transaction:
-re-sends and in-batch duplicates (which find the record the set-based path just wrote), payouts
-that need an existing wallet or a pending order, and old requests.
+New payouts to wallets that may be created (the common case) take the set-based path, a fixed
+number of statements whatever the batch size: one finds those whose transaction id or signature
+is already recorded, one creates the missing wallets, one locks the wallets and reads their
+balances, one records the payouts as credited with the balance each leaves, one adds each
+wallet's total, one writes the ledger. Everything else in the batch goes through `apply_payout`
+afterwards, in the same transaction: re-sends and in-batch duplicates, payouts that need an
+existing wallet or a pending order, and old requests.
+
+Each payout row is written once, already credited: a payout claimed as held and then marked
+credited would cost a second row version and a second entry in every index of `payouts`.
 
 Locks are taken in one order in every batch: first the wallet-creation advisory lock of every
 wallet the batch names, sorted by lock key, so that no other batch creates or credits those
 wallets meanwhile (this covers wallets that do not exist yet, which no row lock can); then the
-payouts' unique keys sorted by transaction; then the wallet rows sorted by wallet. Two workers
-crediting overlapping wallets therefore queue behind each other instead of deadlocking; the rare
-deadlock left (two batches carrying the same transaction, or the same pending orders, at once) is
-detected by Postgres and retried like any transient failure.
+wallet rows in sorted order; then the payouts' unique keys. Two workers crediting overlapping
+wallets therefore queue behind each other instead of deadlocking. Two batches naming the same
+transaction id or signature for different wallets are not ordered by those locks: the later one
+finds the key taken when it records its payouts and raises `ClaimRaced`, which rolls it back to
+be retried; the rare deadlock left (the same pending orders in two batches at once) is detected by
+Postgres and retried like any transient failure.
+
+Rows are looked up one index probe per wallet (a lateral subquery, or `= ANY`), never by a join
+the planner could turn into a scan of every wallet.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ if TYPE_CHECKING:
     from schema.events import PayoutEvent
     from workers.database import Connection
 
-__all__ = ["apply_batch"]
+__all__ = ["ClaimRaced", "apply_batch"]
 
 # The advisory locks of crediting.LOCK_WALLET_CREATION, for many wallets in one statement: the
 # aggregate takes them one by one in the sorted subquery's order.
@@ -45,19 +54,38 @@ FROM (SELECT DISTINCT hashtext(t.owner) AS owner_key, hashtext(t.currency) AS cu
       ORDER BY 1, 2) AS k
 """
 
-CLAIM_TRANSACTIONS = """
+# Which of the payouts are recorded already, by transaction id or by signature: their positions
+# (1-based) in the arrays. The LIMIT keeps the subquery a per-row index probe: as a plain EXISTS
+# the planner may hash the whole table instead.
+ALREADY_RECORDED = """
+SELECT t.position
+FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY
+     AS t(provider_instance, transaction_id, signature, position)
+CROSS JOIN LATERAL (
+    (SELECT FROM payouts p
+     WHERE p.provider_instance = t.provider_instance AND p.transaction_id = t.transaction_id)
+    UNION ALL
+    (SELECT FROM payouts p
+     WHERE p.provider_instance = t.provider_instance AND p.signature = t.signature)
+    LIMIT 1
+) AS recorded
+"""
+
+RECORD_CREDITED = """
 INSERT INTO payouts (provider_instance, transaction_id, event_id, protocol, user_id, amount,
                      currency, signature, create_account, status, outcome, answer_code,
-                     attributes, raw_request, received_at, items, price, order_id)
+                     attributes, raw_request, received_at, items, price, order_id,
+                     balance_after, credited_at)
 SELECT t.provider_instance, t.transaction_id, t.event_id, t.protocol, t.user_id, t.amount,
-       t.currency, t.signature, true, 'held', 'held_unknown_account', t.answer_code,
+       t.currency, t.signature, true, 'credited', 'credited', t.answer_code,
        t.attributes::jsonb, t.raw_request::jsonb, t.received_at, t.items::jsonb, t.price,
-       t.order_id
+       t.order_id, t.balance_after, now()
 FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::numeric[],
             $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[],
-            $13::text[], $14::numeric[], $15::text[])
+            $13::text[], $14::numeric[], $15::text[], $16::numeric[])
      AS t(provider_instance, transaction_id, event_id, protocol, user_id, amount, currency,
-          signature, answer_code, attributes, raw_request, received_at, items, price, order_id)
+          signature, answer_code, attributes, raw_request, received_at, items, price, order_id,
+          balance_after)
 ORDER BY t.provider_instance, t.transaction_id
 ON CONFLICT DO NOTHING
 RETURNING payout_id, event_id
@@ -71,25 +99,31 @@ ORDER BY t.owner, t.currency
 ON CONFLICT (kind, owner, currency) DO NOTHING
 """
 
-LOCK_WALLETS = """
-SELECT a.account_id FROM accounts a
-JOIN unnest($1::text[], $2::text[]) AS t(owner, currency)
-  ON a.kind = 'wallet' AND a.owner = t.owner AND a.currency = t.currency
-ORDER BY a.owner, a.currency
-FOR UPDATE OF a
+# Locked in the order of the arrays: the subquery runs once per element, top to bottom.
+LOCK_ACCOUNTS = """
+SELECT a.account_id, t.owner, t.currency, a.balance
+FROM unnest($2::text[], $3::text[]) AS t(owner, currency)
+CROSS JOIN LATERAL (
+    SELECT account_id, balance FROM accounts
+    WHERE kind = $1 AND owner = t.owner AND currency = t.currency
+    FOR UPDATE
+) AS a
 """
 
-CREDIT_WALLETS = """
+# LIMIT 1 (the key is unique anyway) keeps the planner from flattening the subquery into a join.
+FIND_ACCOUNTS = """
+SELECT a.account_id, t.owner, t.currency
+FROM unnest($2::text[], $3::text[]) AS t(owner, currency)
+CROSS JOIN LATERAL (
+    SELECT account_id FROM accounts WHERE kind = $1 AND owner = t.owner AND currency = t.currency
+    LIMIT 1
+) AS a
+"""
+
+CREDIT_ACCOUNTS = """
 UPDATE accounts a SET balance = a.balance + t.total
-FROM unnest($1::text[], $2::text[], $3::numeric[]) AS t(owner, currency, total)
-WHERE a.kind = 'wallet' AND a.owner = t.owner AND a.currency = t.currency
-RETURNING a.account_id, a.owner, a.currency, a.balance
-"""
-
-FUNDING_ACCOUNT_IDS = """
-SELECT a.account_id, a.owner, a.currency FROM accounts a
-JOIN unnest($1::text[], $2::text[]) AS t(owner, currency)
-  ON a.kind = 'funding' AND a.owner = t.owner AND a.currency = t.currency
+FROM unnest($1::bigint[], $2::numeric[]) AS t(account_id, total)
+WHERE a.account_id = t.account_id
 """
 
 WRITE_LEDGER = """
@@ -103,13 +137,6 @@ SELECT t.payout_id, t.user_id, t.item_id, 1
 FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(payout_id, user_id, item_id)
 """
 
-MARK_CREDITED = """
-UPDATE payouts p SET status = 'credited', outcome = 'credited', balance_after = t.balance_after,
-                     credited_at = now()
-FROM unnest($1::bigint[], $2::numeric[]) AS t(payout_id, balance_after)
-WHERE p.payout_id = t.payout_id
-"""
-
 Wallet = tuple[str, str]  # (user id, currency)
 
 # Sums as exact as Postgres's NUMERIC: the default context would round past 28 digits, and a
@@ -117,39 +144,60 @@ Wallet = tuple[str, str]  # (user id, currency)
 EXACT = Context(prec=MAX_PREC, traps=[Inexact, InvalidOperation])
 
 
+class ClaimRaced(Exception):
+    """Another transaction recorded one of the batch's transaction ids or signatures between
+    the look-up and the insert. Nothing is wrong with the payouts: rolled back and retried, the
+    batch finds the key recorded and gives that payout the outcome of a re-send or a conflict."""
+
+
 @dataclass(frozen=True)
-class _Claimed:
+class _Fresh:
     index: int  # the event's position in the batch
-    payout_id: int
     event: PayoutEvent
+    balance_after: Decimal
 
     @property
     def wallet(self) -> Wallet:
         return (self.event.user_id, self.event.currency)
 
 
+@dataclass(frozen=True)
+class _Account:
+    account_id: int
+    balance: Decimal
+
+
 async def apply_batch(conn: Connection, events: Sequence[PayoutEvent]) -> list[CreditResult]:
     """Record and credit every event, in the caller's transaction; results in `events`' order.
 
     The caller commits before acknowledging any of them: a failure anywhere rolls back the whole
-    batch, and nothing of it is applied.
+    batch, and nothing of it is applied. Raises `ClaimRaced` when a concurrent transaction took
+    one of the batch's keys first.
     """
     results: list[CreditResult | None] = [None] * len(events)
     set_based, one_by_one = _split(events)
     await _lock_wallet_creation(conn, events)
-    claimed = await _claim(conn, events, set_based)
-    claimed_indexes = {item.index for item in claimed}
-    one_by_one = sorted(one_by_one + [i for i in set_based if i not in claimed_indexes])
-    await _create_wallets(conn, claimed)
-    await _lock_wallets(conn, [(event.user_id, event.currency) for event in events])
-    for item, balance_after in zip(claimed, await _credit(conn, claimed), strict=True):
+    recorded = await _already_recorded(conn, events, set_based)
+    fresh = [index for index in set_based if index not in recorded]
+    one_by_one = sorted(one_by_one + sorted(recorded))
+    await _create_accounts(conn, "wallet", {_wallet(events[index]) for index in fresh})
+    wallets = await _lock_wallets(conn, {_wallet(event) for event in events})
+    credited = _balances_after(events, fresh, wallets)
+    payout_ids = await _record_credited(conn, credited)
+    await _credit_wallets(conn, credited, wallets)
+    await _write_ledger(conn, credited, payout_ids, wallets)
+    for item in credited:
         results[item.index] = CreditResult(
-            Outcome.CREDITED, item.payout_id, balance_after, own_record=True
+            Outcome.CREDITED, payout_ids[item.index], item.balance_after, own_record=True
         )
     for index in one_by_one:
         results[index] = await apply_payout(conn, events[index])
     assert all(result is not None for result in results)
     return [result for result in results if result is not None]
+
+
+def _wallet(event: PayoutEvent) -> Wallet:
+    return (event.user_id, event.currency)
 
 
 def _split(events: Sequence[PayoutEvent]) -> tuple[list[int], list[int]]:
@@ -182,16 +230,61 @@ async def _lock_wallet_creation(conn: Connection, events: Sequence[PayoutEvent])
     )
 
 
-async def _claim(
+async def _already_recorded(
     conn: Connection, events: Sequence[PayoutEvent], indexes: list[int]
-) -> list[_Claimed]:
-    """Insert the payouts as held; those whose transaction id or signature is already recorded
-    are left out (`apply_payout` tells a duplicate from a conflict)."""
+) -> set[int]:
+    """Those of `indexes` whose transaction id or signature is recorded (`apply_payout` tells a
+    re-send from a conflict)."""
     if not indexes:
-        return []
+        return set()
     chosen = [events[index] for index in indexes]
     rows = await conn.fetch(
-        CLAIM_TRANSACTIONS,
+        ALREADY_RECORDED,
+        [e.provider_instance for e in chosen],
+        [e.transaction_id for e in chosen],
+        [e.signature for e in chosen],
+    )
+    return {indexes[row["position"] - 1] for row in rows}
+
+
+async def _create_accounts(conn: Connection, kind: str, accounts: set[tuple[str, str]]) -> None:
+    if accounts:
+        await conn.execute(CREATE_ACCOUNTS, kind, *_columns(sorted(accounts)))
+
+
+async def _lock_wallets(conn: Connection, wallets: set[Wallet]) -> dict[Wallet, _Account]:
+    """Every existing wallet the batch may credit, locked in one order before any is updated."""
+    rows = await conn.fetch(LOCK_ACCOUNTS, "wallet", *_columns(sorted(wallets)))
+    return {
+        (row["owner"], row["currency"]): _Account(row["account_id"], row["balance"]) for row in rows
+    }
+
+
+def _balances_after(
+    events: Sequence[PayoutEvent], fresh: list[int], wallets: dict[Wallet, _Account]
+) -> list[_Fresh]:
+    """Each fresh payout's balance right after it, as if credited in batch order."""
+    missing = {_wallet(events[index]) for index in fresh} - wallets.keys()
+    if missing:
+        # Created above in this transaction: only a row deleted underneath us could be missing.
+        raise RuntimeError(f"wallets vanished while crediting: {sorted(missing)}")
+    running = {wallet: account.balance for wallet, account in wallets.items()}
+    credited: list[_Fresh] = []
+    with localcontext(EXACT):
+        for index in fresh:
+            event = events[index]
+            running[_wallet(event)] += event.amount
+            credited.append(_Fresh(index, event, running[_wallet(event)]))
+    return credited
+
+
+async def _record_credited(conn: Connection, credited: list[_Fresh]) -> dict[int, int]:
+    """Insert the payouts as credited; their payout ids by batch index."""
+    if not credited:
+        return {}
+    chosen = [item.event for item in credited]
+    rows = await conn.fetch(
+        RECORD_CREDITED,
         [e.provider_instance for e in chosen],
         [e.transaction_id for e in chosen],
         [e.event_id for e in chosen],
@@ -207,81 +300,61 @@ async def _claim(
         [json.dumps(list(e.items)) for e in chosen],
         [e.price for e in chosen],
         [e.order_id for e in chosen],
+        [item.balance_after for item in credited],
     )
+    if len(rows) != len(credited):
+        raise ClaimRaced(
+            f"{len(credited) - len(rows)} of {len(credited)} payouts were recorded by another "
+            "transaction meanwhile"
+        )
     payout_ids = {row["event_id"]: row["payout_id"] for row in rows}
-    return [
-        _Claimed(index, payout_ids[events[index].event_id], events[index])
-        for index in indexes
-        if events[index].event_id in payout_ids
-    ]
+    return {item.index: payout_ids[item.event.event_id] for item in credited}
 
 
-async def _create_wallets(conn: Connection, claimed: list[_Claimed]) -> None:
-    wallets = sorted({item.wallet for item in claimed})
-    if wallets:
-        await conn.execute(CREATE_ACCOUNTS, "wallet", *_columns(wallets))
-
-
-async def _lock_wallets(conn: Connection, wallets: list[Wallet]) -> None:
-    """Every wallet the batch may credit, in one order, before any is updated."""
-    distinct = sorted(set(wallets))
-    if distinct:
-        await conn.execute(LOCK_WALLETS, *_columns(distinct))
-
-
-async def _credit(conn: Connection, claimed: list[_Claimed]) -> list[Decimal]:
-    """Credit the claimed payouts: each wallet once by its total, the ledger one entry pair per
-    payout. Returns each payout's balance right after it, as if credited in batch order."""
-    if not claimed:
-        return []
-    totals: dict[Wallet, Decimal] = defaultdict(Decimal)
+async def _credit_wallets(
+    conn: Connection, credited: list[_Fresh], wallets: dict[Wallet, _Account]
+) -> None:
+    """Each wallet once, by the total of its payouts."""
+    totals: dict[int, Decimal] = defaultdict(Decimal)
     with localcontext(EXACT):
-        for item in claimed:
-            totals[item.wallet] += item.event.amount
-    wallets = sorted(totals)
-    rows = await conn.fetch(
-        CREDIT_WALLETS, *_columns(wallets), [totals[wallet] for wallet in wallets]
-    )
-    updated = {(row["owner"], row["currency"]): row for row in rows}
-    missing = [wallet for wallet in wallets if wallet not in updated]
-    if missing:
-        # Created above in this transaction: only a row deleted underneath us could be missing.
-        raise RuntimeError(f"wallets vanished while crediting: {missing}")
-
-    balances: list[Decimal] = []
-    with localcontext(EXACT):
-        running = {wallet: updated[wallet]["balance"] - totals[wallet] for wallet in wallets}
-        for item in claimed:
-            running[item.wallet] += item.event.amount
-            balances.append(running[item.wallet])
-
-    await _write_ledger(conn, claimed, {w: updated[w]["account_id"] for w in wallets})
-    items = [(item.payout_id, item.event.user_id, i) for item in claimed for i in item.event.items]
-    if items:
-        await conn.execute(GRANT_ITEMS, *map(list, zip(*items, strict=True)))
-    await conn.execute(MARK_CREDITED, [item.payout_id for item in claimed], balances)
-    return balances
+        for item in credited:
+            totals[wallets[item.wallet].account_id] += item.event.amount
+    if totals:
+        accounts = sorted(totals)
+        await conn.execute(CREDIT_ACCOUNTS, accounts, [totals[a] for a in accounts])
 
 
 async def _write_ledger(
-    conn: Connection, claimed: list[_Claimed], wallet_accounts: dict[Wallet, int]
+    conn: Connection,
+    credited: list[_Fresh],
+    payout_ids: dict[int, int],
+    wallets: dict[Wallet, _Account],
 ) -> None:
-    paying = [item for item in claimed if item.event.amount]
+    """One entry pair per paying payout (the funding account pays the wallet), and the items."""
+    items = [
+        (payout_ids[item.index], item.event.user_id, granted)
+        for item in credited
+        for granted in item.event.items
+    ]
+    if items:
+        await conn.execute(GRANT_ITEMS, *map(list, zip(*items, strict=True)))
+    paying = [item for item in credited if item.event.amount]
     if not paying:
         return
-    funding = sorted({(item.event.provider_instance, item.event.currency) for item in paying})
-    await conn.execute(CREATE_ACCOUNTS, "funding", *_columns(funding))
-    rows = await conn.fetch(FUNDING_ACCOUNT_IDS, *_columns(funding))
+    funding = {(item.event.provider_instance, item.event.currency) for item in paying}
+    await _create_accounts(conn, "funding", funding)
+    rows = await conn.fetch(FIND_ACCOUNTS, "funding", *_columns(sorted(funding)))
     funding_accounts = {(row["owner"], row["currency"]): row["account_id"] for row in rows}
-    payout_ids: list[int] = []
+    entries: list[int] = []
     accounts: list[int] = []
     amounts: list[Decimal] = []
     for item in paying:
+        payout_id = payout_ids[item.index]
         source = funding_accounts[(item.event.provider_instance, item.event.currency)]
-        payout_ids += [item.payout_id, item.payout_id]
-        accounts += [wallet_accounts[item.wallet], source]
+        entries += [payout_id, payout_id]
+        accounts += [wallets[item.wallet].account_id, source]
         amounts += [item.event.amount, item.event.amount.copy_negate()]  # exact, unlike -x
-    await conn.execute(WRITE_LEDGER, payout_ids, accounts, amounts)
+    await conn.execute(WRITE_LEDGER, entries, accounts, amounts)
 
 
 def _columns(pairs: list[tuple[str, str]]) -> tuple[list[str], list[str]]:

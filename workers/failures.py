@@ -22,6 +22,8 @@ from typing import Any
 
 import asyncpg
 
+from workers.batch_crediting import ClaimRaced
+
 __all__ = [
     "DEAD_LETTER_ID",
     "FAILURE_HEADERS",
@@ -50,6 +52,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.QueryCanceledError,
     # Our own transaction, ended by Postgres while this process was frozen.
     asyncpg.exceptions.IdleInTransactionSessionTimeoutError,
+    ClaimRaced,
 )
 
 ATTEMPTS = "x-payouts-attempts"
