@@ -135,12 +135,12 @@ class IngressSettings(_Section):
 
 
 class WorkerSettings(_Section):
-    # Deliveries in flight per worker: room for about two batches, one filling while the other
-    # commits.
-    prefetch: int = Field(default=200, ge=1, le=10_000)
+    # Deliveries in flight per worker: room for the batches committing and as many filling
+    # meanwhile, so that a worker never waits for deliveries after a commit.
+    prefetch: int = Field(default=800, ge=1, le=10_000)
     # Payouts credited per database transaction, at most; a batch starts when it is full or
     # `batch_linger_seconds` after its first delivery, whichever comes first.
-    batch_size: int = Field(default=100, ge=1, le=1000)
+    batch_size: int = Field(default=200, ge=1, le=1000)
     batch_linger_seconds: float = Field(default=0.005, ge=0, le=1)
     # Batches committing at once per worker; while they do, the next batch keeps growing.
     concurrent_batches: int = Field(default=2, ge=1, le=100)
