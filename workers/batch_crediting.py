@@ -158,7 +158,7 @@ class _Fresh:
 
     @property
     def wallet(self) -> Wallet:
-        return (self.event.user_id, self.event.currency)
+        return _wallet(self.event)
 
 
 @dataclass(frozen=True)
