@@ -16,14 +16,15 @@ Locks are taken in one order in every batch: first the wallet-creation advisory 
 wallet the batch names, sorted by lock key, so that no other batch creates or credits those
 wallets meanwhile (this covers wallets that do not exist yet, which no row lock can); then the
 wallet rows in sorted order; then the payouts' unique keys. Two workers crediting overlapping
-wallets therefore queue behind each other instead of deadlocking. Two batches naming the same
-transaction id or signature for different wallets are not ordered by those locks: the later one
-finds the key taken when it records its payouts and raises `ClaimRaced`, which rolls it back to
-be retried; the rare deadlock left (the same pending orders in two batches at once) is detected by
-Postgres and retried like any transient failure.
+wallets therefore queue behind each other instead of deadlocking. Batches for different wallets
+are not ordered by those locks when they carry the same transaction id or signature (a conflict
+or a reused signature, rare by nature). When only one batch inserts the key, the other finds it
+taken when it records its payouts and raises `ClaimRaced`; when each inserts a key the other
+then needs (crossed keys, or the same pending orders), Postgres detects the deadlock. Either way
+the batch rolls back whole and is retried like any transient failure.
 
-Rows are looked up one index probe per wallet (a lateral subquery, or `= ANY`), never by a join
-the planner could turn into a scan of every wallet.
+Payouts and accounts are looked up by key one index probe per element (a lateral subquery),
+never by a join the planner could turn into a scan of every wallet or payout.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING
 
 from schema.outcomes import Outcome
 from workers.crediting import CreditResult, apply_payout
+from workers.failures import ClaimRaced
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
     from schema.events import PayoutEvent
     from workers.database import Connection
 
-__all__ = ["ClaimRaced", "apply_batch"]
+__all__ = ["apply_batch"]
 
 # The advisory locks of crediting.LOCK_WALLET_CREATION, for many wallets in one statement: the
 # aggregate takes them one by one in the sorted subquery's order.
@@ -142,12 +144,6 @@ Wallet = tuple[str, str]  # (user id, currency)
 # Sums as exact as Postgres's NUMERIC: the default context would round past 28 digits, and a
 # result that still had to be rounded raises instead of crediting a rounded amount.
 EXACT = Context(prec=MAX_PREC, traps=[Inexact, InvalidOperation])
-
-
-class ClaimRaced(Exception):
-    """Another transaction recorded one of the batch's transaction ids or signatures between
-    the look-up and the insert. Nothing is wrong with the payouts: rolled back and retried, the
-    batch finds the key recorded and gives that payout the outcome of a re-send or a conflict."""
 
 
 @dataclass(frozen=True)

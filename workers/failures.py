@@ -22,12 +22,11 @@ from typing import Any
 
 import asyncpg
 
-from workers.batch_crediting import ClaimRaced
-
 __all__ = [
     "DEAD_LETTER_ID",
     "FAILURE_HEADERS",
     "TRANSIENT_ERRORS",
+    "ClaimRaced",
     "Failure",
     "FailureKind",
     "carried_headers",
@@ -36,6 +35,14 @@ __all__ = [
     "retry_delay_ms",
     "retry_headers",
 ]
+
+
+class ClaimRaced(Exception):
+    """Another transaction recorded one of the batch's transaction ids or signatures between
+    the look-up and the insert. Nothing is wrong with the payouts: rolled back and retried, the
+    batch finds the key recorded and gives that payout the outcome of a re-send, a conflict or
+    a reused signature."""
+
 
 # Failures that say nothing about the message: the database is away, busy, or lost a race.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (

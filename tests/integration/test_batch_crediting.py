@@ -20,9 +20,9 @@ from tests.factories import payout_event
 from tests.polling import wait_until
 from workers import batch_crediting
 from workers.accounts import create_wallet
-from workers.batch_crediting import ClaimRaced, apply_batch
+from workers.batch_crediting import apply_batch
 from workers.crediting import CreditResult, apply_payout
-from workers.failures import FailureKind, failure_of
+from workers.failures import ClaimRaced, FailureKind, failure_of
 from workers.orders import Order, register_order
 
 if TYPE_CHECKING:
@@ -392,10 +392,15 @@ async def test_batch_look_ups_probe_the_indexes_instead_of_scanning(
             "LOCK_ACCOUNTS": ("text", "text[]", "text[]"),
             "FIND_ACCOUNTS": ("text", "text[]", "text[]"),
         }
-        users = "'{" + ",".join(f"user-{n}" for n in range(0, 4000, 40)) + "}'"
+
+        def array(values: list[str]) -> str:
+            return "'{" + ",".join(values) + "}'"
+
+        users = [f"user-{n}" for n in range(0, 4000, 40)]
+        instances, currencies = array(["ow"] * len(users)), array(["COIN"] * len(users))
         arguments = {
-            "ALREADY_RECORDED": f"'{{ow}}', {users}, {users}",
-            "LOCK_ACCOUNTS": f"'wallet', {users}, '{{COIN}}'",
+            "ALREADY_RECORDED": f"{instances}, {array(users)}, {array(users)}",
+            "LOCK_ACCOUNTS": f"'wallet', {array(users)}, {currencies}",
             "FIND_ACCOUNTS": "'funding', '{ow}', '{COIN}'",
         }
         for name, types in look_ups.items():
