@@ -175,12 +175,13 @@ async def apply_batch(conn: Connection, events: Sequence[PayoutEvent]) -> list[C
     await _lock_wallet_creation(conn, events)
     recorded = await _already_recorded(conn, events, set_based)
     fresh = [index for index in set_based if index not in recorded]
-    one_by_one = sorted(one_by_one + sorted(recorded))
+    one_by_one = sorted(one_by_one + list(recorded))
     await _create_accounts(conn, "wallet", {_wallet(events[index]) for index in fresh})
     wallets = await _lock_wallets(conn, {_wallet(event) for event in events})
     credited = _balances_after(events, fresh, wallets)
     payout_ids = await _record_credited(conn, credited)
     await _credit_wallets(conn, credited, wallets)
+    await _grant_items(conn, credited, payout_ids)
     await _write_ledger(conn, credited, payout_ids, wallets)
     for item in credited:
         results[item.index] = CreditResult(
@@ -320,13 +321,9 @@ async def _credit_wallets(
         await conn.execute(CREDIT_ACCOUNTS, accounts, [totals[a] for a in accounts])
 
 
-async def _write_ledger(
-    conn: Connection,
-    credited: list[_Fresh],
-    payout_ids: dict[int, int],
-    wallets: dict[Wallet, _Account],
+async def _grant_items(
+    conn: Connection, credited: list[_Fresh], payout_ids: dict[int, int]
 ) -> None:
-    """One entry pair per paying payout (the funding account pays the wallet), and the items."""
     items = [
         (payout_ids[item.index], item.event.user_id, granted)
         for item in credited
@@ -334,6 +331,15 @@ async def _write_ledger(
     ]
     if items:
         await conn.execute(GRANT_ITEMS, *map(list, zip(*items, strict=True)))
+
+
+async def _write_ledger(
+    conn: Connection,
+    credited: list[_Fresh],
+    payout_ids: dict[int, int],
+    wallets: dict[Wallet, _Account],
+) -> None:
+    """One entry pair per paying payout: the funding account pays the wallet."""
     paying = [item for item in credited if item.event.amount]
     if not paying:
         return
