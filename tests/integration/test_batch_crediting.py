@@ -387,32 +387,32 @@ async def test_batch_look_ups_probe_the_indexes_instead_of_scanning(
     await batch(pool, [payout_event(user_id=f"user-{n}", amount=Decimal(1)) for n in range(4000)])
     async with pool.acquire() as conn:
         await conn.execute(f"SET plan_cache_mode = {plan_cache_mode}")
-        look_ups = {
-            "ALREADY_RECORDED": ("text[]", "text[]", "text[]"),
-            "LOCK_ACCOUNTS": ("text", "text[]", "text[]"),
-            "FIND_ACCOUNTS": ("text", "text[]", "text[]"),
-        }
 
         def array(values: list[str]) -> str:
             return "'{" + ",".join(values) + "}'"
 
         users = [f"user-{n}" for n in range(0, 4000, 40)]
         instances, currencies = array(["ow"] * len(users)), array(["COIN"] * len(users))
-        arguments = {
-            "ALREADY_RECORDED": f"{instances}, {array(users)}, {array(users)}",
-            "LOCK_ACCOUNTS": f"'wallet', {array(users)}, {currencies}",
-            "FIND_ACCOUNTS": "'funding', '{ow}', '{COIN}'",
+        # Each look-up's parameter types, and the arguments it is planned for.
+        look_ups = {
+            "ALREADY_RECORDED": (
+                ("text[]", "text[]", "text[]"),
+                f"{instances}, {array(users)}, {array(users)}",
+            ),
+            "LOCK_ACCOUNTS": (
+                ("text", "text[]", "text[]"),
+                f"'wallet', {array(users)}, {currencies}",
+            ),
+            "FIND_ACCOUNTS": (("text", "text[]", "text[]"), "'funding', '{ow}', '{COIN}'"),
         }
-        for name, types in look_ups.items():
+        for name, (types, arguments) in look_ups.items():
             await conn.execute(
                 f"PREPARE look_up({', '.join(types)}) AS {getattr(batch_crediting, name)}"
             )
             async with conn.transaction():
                 plan = "\n".join(
                     row[0]
-                    for row in await conn.fetch(
-                        f"EXPLAIN (COSTS OFF) EXECUTE look_up({arguments[name]})"
-                    )
+                    for row in await conn.fetch(f"EXPLAIN (COSTS OFF) EXECUTE look_up({arguments})")
                 )
             await conn.execute("DEALLOCATE look_up")
             for scan in ("Seq Scan", "Bitmap Heap Scan", "Hash"):
