@@ -38,6 +38,7 @@ from bench.traffic import PROTOCOLS, SECRETS, pick_user, write_requests
 from schema.events import PayoutEvent, RawRequest, encode_event
 from schema.topology import Topology
 from tests.e2e.stack import free_port
+from workers import event_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS = 32  # concurrent requests from the load generator, and publishes for the ceiling
@@ -608,4 +609,5 @@ def _machine() -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    # The ceilings run in this process: on the loop the pipeline's processes use.
+    sys.exit(event_loop.run(main()))

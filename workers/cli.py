@@ -137,6 +137,7 @@ def _overridden(
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from workers import event_loop
     from workers.consumer import Worker
     from workers.database import create_pool_when_available
 
@@ -159,7 +160,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         finally:
             await pool.close()
 
-    return asyncio.run(run())
+    return event_loop.run(run())
 
 
 def _supervise(args: argparse.Namespace, settings: Settings) -> int:
