@@ -62,6 +62,15 @@ class CallbackEndpoint:
         self._settings = settings
         self._outcomes = outcomes
         self._limiter = FailedVerificationLimiter(protocol.instance.failed_verifications_per_minute)
+        # A protocol that does not wait for the outcome gives every accepted callback the same
+        # answer: rendered once. A response holds no per-request state, so one serves them all.
+        self._accepted: Response | None = None
+        self._accepted_code: int | str = ""
+        if not protocol.waits_for_outcome:
+            self._accepted = protocol.answer(Verdict.ACCEPTED)
+            self._accepted_code = _answer_code(self._accepted)
+        self._request_seconds = metrics.REQUEST_SECONDS.labels(protocol.instance.name)
+        self._sent_device_parameters = protocol.sent_device_parameters
         if protocol.waits_for_outcome and outcomes is None:
             raise ValueError(f"protocol {protocol.name} waits for outcomes: give it a listener")
 
@@ -92,7 +101,8 @@ class CallbackEndpoint:
                 response, outcome = await self._publish_and_wait(event, claim)
             else:
                 await self._publish(event)
-                response = self._protocol.answer(Verdict.ACCEPTED)
+                assert self._accepted is not None  # rendered for every protocol that does not wait
+                response = self._accepted
             verdict, detail = Verdict.ACCEPTED, ""
         except Rejection as rejection:
             verdict, detail = rejection.verdict, rejection.detail
@@ -114,10 +124,10 @@ class CallbackEndpoint:
             verdict, detail = Verdict.TRY_AGAIN, "temporarily unable to accept; retry later"
         if verdict is not Verdict.ACCEPTED:
             response = self._protocol.answer(verdict, detail)
-        answer_code = _answer_code(response)
+        answer_code = self._accepted_code if response is self._accepted else _answer_code(response)
         elapsed = time.perf_counter() - started
         metrics.REQUESTS.labels(instance, verdict.value, answer_code).inc()
-        metrics.REQUEST_SECONDS.labels(instance).observe(elapsed)
+        self._request_seconds.observe(elapsed)
         log(
             logger,
             logging.INFO,
@@ -154,7 +164,7 @@ class CallbackEndpoint:
             raw_request = raw_request.model_copy(
                 update={
                     "query_string": masked_query(
-                        raw_request.query_string, self._protocol.sent_device_parameters
+                        raw_request.query_string, self._sent_device_parameters
                     )
                 }
             )
@@ -235,7 +245,7 @@ class CallbackEndpoint:
         claim = await self._protocol.read_claim(request, body)
         raw_request = RawRequest(
             method=request.method,
-            path=request.url.path,
+            path=request.scope["path"],
             query_string=request.scope["query_string"].decode("latin-1"),
             client_ip=str(address),
             user_agent=request.headers.get("user-agent"),

@@ -7,6 +7,7 @@ let a caller forge its way past an allowlist.
 
 from __future__ import annotations
 
+import functools
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ __all__ = ["IPAddress", "client_address", "is_allowed", "request_address"]
 IPAddress = IPv4Address | IPv6Address
 
 
+@functools.lru_cache(maxsize=4096)  # providers call from few addresses; parsing is per request
 def _parse(text: str) -> IPAddress | None:
     try:
         return ip_address(text.strip())

@@ -17,10 +17,13 @@ _BROKEN_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
 def _decode(component: bytes) -> str:
-    if _BROKEN_ESCAPE.search(component):
-        raise Rejection(Verdict.MALFORMED, "query string has a malformed %-escape")
+    decoded = component.replace(b"+", b" ")
+    if b"%" in decoded:  # most callbacks escape nothing, and skip the unquoting
+        if _BROKEN_ESCAPE.search(decoded):
+            raise Rejection(Verdict.MALFORMED, "query string has a malformed %-escape")
+        decoded = unquote_to_bytes(decoded)
     try:
-        return unquote_to_bytes(component.replace(b"+", b" ")).decode("utf-8")
+        return decoded.decode("utf-8")
     except UnicodeDecodeError:
         raise Rejection(Verdict.MALFORMED, "query string is not valid UTF-8") from None
 

@@ -15,7 +15,7 @@ from schema.logs import log, redacted_url
 from schema.topology import ROUTING_KEY, Topology, declare
 
 if TYPE_CHECKING:
-    from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+    from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
     from schema.settings import BrokerSettings
 
@@ -23,11 +23,13 @@ __all__ = [
     "BrokerUnavailable",
     "ConfirmedPublisher",
     "connect_when_available",
-    "event_message",
+    "event_properties",
     "persistent_message",
 ]
 
 logger = logging.getLogger(__name__)
+
+_EVENT_MESSAGE_TYPE = f"payout.v{CONTRACT_VERSION}"
 
 
 class BrokerUnavailable(Exception):
@@ -66,13 +68,16 @@ def persistent_message(body: bytes, **properties: Any) -> aio_pika.Message:
     return aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **properties)
 
 
-def event_message(event: PayoutEvent) -> aio_pika.Message:
-    return persistent_message(
-        encode_event(event),
+def event_properties(event: PayoutEvent) -> Basic.Properties:
+    """An event's AMQP properties, persistent like every message we publish. Built directly: an
+    aio_pika.Message per callback cost about 13 µs against 1.4 µs, a tenth of the ingress's own
+    work per callback."""
+    return Basic.Properties(
         content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         message_id=str(event.event_id),
         timestamp=event.received_at,
-        type=f"payout.v{CONTRACT_VERSION}",
+        message_type=_EVENT_MESSAGE_TYPE,
         headers={"provider_instance": event.provider_instance},
     )
 
@@ -86,7 +91,7 @@ class ConfirmedPublisher:
         self.topology = Topology.from_settings(settings)
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
-        self._exchanges: dict[str, AbstractExchange] = {}
+        self._exchanges: frozenset[str] = frozenset()
         self._connecting: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -100,7 +105,7 @@ class ConfirmedPublisher:
                 # Confirms plus on_return_raises: an unroutable or refused message raises
                 # instead of vanishing (aio-pika #78, #106).
                 channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-                self._exchanges = (await declare(channel, self.topology)).exchanges
+                self._exchanges = frozenset((await declare(channel, self.topology)).exchanges)
                 self._channel = channel
             except (TimeoutError, aio_pika.exceptions.AMQPError, OSError) as error:
                 log(
@@ -145,7 +150,9 @@ class ConfirmedPublisher:
         )
 
     async def publish_event(self, event: PayoutEvent) -> None:
-        await self.publish(event_message(event))
+        await self._publish(
+            encode_event(event), event_properties(event), self.topology.exchange, ROUTING_KEY
+        )
 
     async def publish(
         self,
@@ -155,14 +162,25 @@ class ConfirmedPublisher:
         routing_key: str = ROUTING_KEY,
     ) -> None:
         """Publish to `exchange` (default: the work exchange) and wait for the broker's ack."""
-        target = self._exchanges.get(exchange or self.topology.exchange)
-        if target is None:
+        await self._publish(
+            message.body, message.properties, exchange or self.topology.exchange, routing_key
+        )
+
+    async def _publish(
+        self, body: bytes, properties: Basic.Properties, exchange: str, routing_key: str
+    ) -> None:
+        if self._channel is None or exchange not in self._exchanges:
             raise BrokerUnavailable("not connected to the broker yet")
         try:
-            # publish(timeout=...) does not cover waiting for a reconnect: bound the whole call.
+            # The timeout bounds the whole call, including a wait for a reconnecting channel.
             async with asyncio.timeout(self._settings.publish_timeout_seconds):
-                confirmation = await target.publish(
-                    message, routing_key=routing_key, mandatory=True
+                channel = await self._channel.get_underlay_channel()
+                confirmation = await channel.basic_publish(
+                    body,
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    properties=properties,
+                    mandatory=True,
                 )
         except TimeoutError:
             raise BrokerUnavailable("the broker did not confirm in time") from None

@@ -104,6 +104,10 @@ async def test_accepted_callback_is_published_persistent_and_then_answered(
     (message,) = await queued_messages(services.rabbitmq_url, namespace)
     assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
     event = decode_event(message.body)
+    assert message.message_id == str(event.event_id)
+    assert (message.content_type, message.type) == ("application/json", "payout.v1")
+    assert message.headers["provider_instance"] == "test-offerwall-md5"
+    assert message.timestamp == event.received_at.replace(microsecond=0)
     assert (event.transaction_id, event.amount, event.currency) == ("tx-42", Decimal(7), "COIN")
     assert event.provider_instance == "test-offerwall-md5"
     assert event.raw_request.client_ip == "127.0.0.1"

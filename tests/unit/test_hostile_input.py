@@ -7,6 +7,7 @@ signature does not verify, never an amount that is not a positive, finite, in-ra
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from decimal import Decimal
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -229,6 +230,30 @@ def test_amount_edge_cases_are_refused(value: str) -> None:
 def test_amounts_in_plain_notation_are_kept_exactly(value: str, expected: str) -> None:
     amount = fields.amount("amount", value, decimal_places=2, maximum=MAX_AMOUNT)
     assert str(amount) == expected
+
+
+def _refused_for_hiding_characters(value: str) -> bool:
+    try:
+        fields.text("name", value, max_length=128, required=False)
+    except Rejection as rejection:
+        return "control characters" in rejection.detail
+    return False
+
+
+def _hides_content(value: str) -> bool:
+    return any(unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp") for char in value)
+
+
+@pytest.mark.parametrize("code_point", range(128))
+def test_text_refuses_exactly_the_ascii_control_characters(code_point: int) -> None:
+    value = f"a{chr(code_point)}b"
+    assert _refused_for_hiding_characters(value) is _hides_content(value)
+
+
+@PROPERTY_SETTINGS
+@given(st.text(max_size=12))
+def test_text_refuses_exactly_the_characters_that_hide_content(value: str) -> None:
+    assert _refused_for_hiding_characters(value) is _hides_content(value)
 
 
 def test_signed_urlencoded_request_round_trips_through_the_parser() -> None:
