@@ -225,6 +225,8 @@ def _markdown(
         "",
         "py-spy samples of the same runs: the share of samples in which each of our functions, or",
         "each library, was on the stack (functions nest, so shares add up to more than 100%).",
+        "These runs are extra passes, sampled while they ran; the rates reported above come from",
+        "runs that no profiler slowed down.",
         "",
         *(
             line
