@@ -23,12 +23,16 @@ __all__ = ["IPAddress", "client_address", "is_allowed", "request_address"]
 IPAddress = IPv4Address | IPv6Address
 
 
-@functools.lru_cache(maxsize=4096)  # providers call from few addresses; parsing is per request
 def _parse(text: str) -> IPAddress | None:
     try:
         return ip_address(text.strip())
     except ValueError:
         return None
+
+
+# Per request, and providers call from few addresses. Only the socket's peer goes through the
+# cache: forwarded hops are text a caller wrote, and must not fill it.
+_parse_peer = functools.lru_cache(maxsize=4096)(_parse)
 
 
 def _trusted(address: IPAddress, proxies: Sequence[IPNetwork]) -> bool:
@@ -39,7 +43,7 @@ def client_address(
     peer: str | None, forwarded_for: str | None, trusted_proxies: Sequence[IPNetwork]
 ) -> IPAddress | None:
     """The client's address, or None when it cannot be told (then no allowlist admits it)."""
-    address = _parse(peer) if peer else None
+    address = _parse_peer(peer) if peer else None
     if address is None or not forwarded_for or not _trusted(address, trusted_proxies):
         return address
     for hop in reversed(forwarded_for.split(",")):
