@@ -171,6 +171,9 @@ class ConfirmedPublisher:
     ) -> None:
         if self._channel is None or exchange not in self._exchanges:
             raise BrokerUnavailable("not connected to the broker yet")
+        if self._channel.is_closed:
+            # At once, rather than after the timeout: the provider's retry is the remedy.
+            raise BrokerUnavailable("the channel to the broker is closed; reconnecting")
         try:
             # The timeout bounds the whole call, including a wait for a reconnecting channel.
             async with asyncio.timeout(self._settings.publish_timeout_seconds):
