@@ -25,12 +25,12 @@ if TYPE_CHECKING:
 
     from schema.settings import Settings
 
-__all__ = ["app_from_environment", "listening_socket", "serve"]
+__all__ = ["app_from_environment", "listening_socket", "serve", "uvicorn_config"]
 
 
 def serve(settings: Settings, environ: Mapping[str, str], processes: int = 1) -> None:
     if processes == 1:
-        uvicorn.Server(_config(create_app(settings, environ), settings)).run()
+        uvicorn.Server(uvicorn_config(create_app(settings, environ), settings)).run()
         return
     # Each process is a fresh interpreter importing the app by name: it reads the same file
     # (PAYOUTS_CONFIG, set by the command) and writes its metrics where all of them can be read.
@@ -50,7 +50,7 @@ def app_from_environment() -> Starlette:
 
 
 def _serve_processes(settings: Settings, processes: int) -> None:
-    config = _config(
+    config = uvicorn_config(
         "ingress.server:app_from_environment", settings, factory=True, workers=processes
     )
     # uvicorn's supervisor: restarts a process that dies, stops all on SIGTERM.
@@ -69,7 +69,7 @@ def listening_socket(config: uvicorn.Config) -> socket.socket:
     return socket.socket(bound.family, bound.type, socket.IPPROTO_TCP, fileno=bound.detach())
 
 
-def _config(app: Any, settings: Settings, **options: Any) -> uvicorn.Config:
+def uvicorn_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=settings.ingress.host,
@@ -81,5 +81,6 @@ def _config(app: Any, settings: Settings, **options: Any) -> uvicorn.Config:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=settings.ingress.keep_alive_seconds,
         **options,
     )

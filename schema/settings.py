@@ -132,6 +132,10 @@ class IngressSettings(_Section):
     # Who may read /metrics on the callback port: loopback and private networks, where
     # Prometheus lives, and not the providers on the internet.
     metrics_allowlist: tuple[Network, ...] = PRIVATE_NETWORKS
+    # How long an idle kept-alive connection stays open. Longer than the idle timeout of any
+    # client or proxy in front (nginx and cloud load balancers keep 60 s, httpx 5 s): a server
+    # that closes first races the client's next request, which then fails with a reset.
+    keep_alive_seconds: int = Field(default=75, ge=1, le=3600)
 
 
 class WorkerSettings(_Section):

@@ -1,4 +1,5 @@
-"""The port several ingress processes share: answers on it must not wait for delayed ACKs."""
+"""How the ingress serves HTTP: answers on the shared port must not wait for delayed ACKs, and
+idle kept-alive connections stay open as long as configured."""
 
 from __future__ import annotations
 
@@ -6,8 +7,14 @@ import asyncio
 import socket
 
 import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
-from ingress.server import listening_socket
+from ingress.server import listening_socket, uvicorn_config
+from schema.settings import IngressSettings, Settings
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: ingress\r\n\r\n"
 
 
 async def test_connections_accepted_on_the_shared_port_get_tcp_nodelay() -> None:
@@ -26,3 +33,43 @@ async def test_connections_accepted_on_the_shared_port_get_tcp_nodelay() -> None
         _, writer = await asyncio.open_connection(*listener.getsockname()[:2])
         assert await asyncio.wait_for(accepted, 5) != 0  # Nagle off: answers leave at once
         writer.close()
+
+
+async def _answered(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    """Send a request on a kept-alive connection: True if it is answered, False if the server
+    has closed the connection meanwhile."""
+    writer.write(REQUEST)
+    try:
+        status = await asyncio.wait_for(reader.readline(), 5)
+    except ConnectionError:
+        return False
+    if not status:
+        return False
+    await asyncio.wait_for(reader.readuntil(b"\r\n\r\nok"), 5)  # headers, then the body
+    return True
+
+
+async def test_idle_kept_alive_connections_stay_open_as_configured() -> None:
+    app = Starlette(routes=[Route("/", lambda _: PlainTextResponse("ok"))])
+    settings = Settings(ingress=IngressSettings(port=0, keep_alive_seconds=2))
+    config = uvicorn_config(app, settings)
+    listener = listening_socket(config)
+    listener.listen()  # connections wait in the backlog until the server serves
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve(sockets=[listener]))
+    try:
+        reader, writer = await asyncio.open_connection(*listener.getsockname()[:2])
+        assert await _answered(reader, writer)
+        await asyncio.sleep(1)  # idle, but not for long enough
+        assert await _answered(reader, writer)
+        await asyncio.sleep(3)  # idle past keep_alive_seconds, not past uvicorn's default 5 s
+        assert await asyncio.wait_for(reader.read(), 0.5) == b""  # closed by the server
+        writer.close()
+    finally:
+        server.should_exit = True
+        await serving
+
+
+def test_the_default_keep_alive_outlasts_the_proxies_in_front() -> None:
+    # nginx's upstream keepalive_timeout and the cloud load balancers' idle timeouts are 60 s.
+    assert IngressSettings().keep_alive_seconds > 60
