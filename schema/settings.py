@@ -133,7 +133,7 @@ class IngressSettings(_Section):
     # Prometheus lives, and not the providers on the internet.
     metrics_allowlist: tuple[Network, ...] = PRIVATE_NETWORKS
     # How long an idle kept-alive connection stays open. Longer than the idle timeout of any
-    # client or proxy in front (nginx and cloud load balancers keep 60 s, httpx 5 s): a server
+    # client or proxy in front (ingress-nginx and AWS's load balancers 60 s, httpx 5 s): a server
     # that closes first races the client's next request, which then fails with a reset.
     keep_alive_seconds: int = Field(default=75, ge=1, le=3600)
 

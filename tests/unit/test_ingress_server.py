@@ -71,5 +71,5 @@ async def test_idle_kept_alive_connections_stay_open_as_configured() -> None:
 
 
 def test_the_default_keep_alive_outlasts_the_proxies_in_front() -> None:
-    # nginx's upstream keepalive_timeout and the cloud load balancers' idle timeouts are 60 s.
+    # ingress-nginx's upstream keep-alive timeout and AWS's load balancers' idle timeout: 60 s.
     assert IngressSettings().keep_alive_seconds > 60
