@@ -30,7 +30,7 @@ from schema.topology import Topology, declare
 from workers import metrics
 from workers.batch_crediting import apply_batch
 from workers.dead_letters import record_dead_letter
-from workers.deliveries import OpenDeliveries, channel_of
+from workers.deliveries import Delivery, OpenDeliveries, channel_of
 from workers.failures import (
     TRANSIENT_ERRORS,
     Failure,
@@ -42,12 +42,13 @@ from workers.failures import (
 )
 from workers.outcome_reports import send_reports
 from workers.status_server import Readiness, StatusServer
+from workers.subscription import Subscription
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
     import asyncpg
-    from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+    from aio_pika.abc import AbstractRobustConnection
 
     from schema.settings import Settings
     from workers.crediting import CreditResult
@@ -81,7 +82,7 @@ class Worker:
         self._topology = Topology.from_settings(settings.broker)
         self._in_flight: set[asyncio.Task[None]] = set()
         # Deliveries waiting for their batch to start, and the timer that starts a short one.
-        self._collecting: list[AbstractIncomingMessage] = []
+        self._collecting: list[Delivery] = []
         self._open = OpenDeliveries()
         self._linger: asyncio.TimerHandle | None = None
         # Its own connection: flow control on a publishing connection must not delay our acks.
@@ -101,15 +102,16 @@ class Worker:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=self._settings.worker.prefetch)
             queue = (await declare(channel, self._topology)).work_queue
-            consumer_tag = await queue.consume(self._on_message)
+            subscription = Subscription(channel, queue.name, self._on_delivery)
+            await subscription.start()
             self._set_consuming(True)
             log(logger, logging.INFO, "worker consuming", queue=self._topology.work_queue)
             sampler = asyncio.create_task(self._sample_queues(connection), name="queue-sampler")
-            exit_code = await self._watch(stop, connection, queue)
+            exit_code = await self._watch(stop, connection, subscription)
             # Stop taking work, let what is in flight finish within the bound, then close.
             # Bounded: on a dead connection the cancel would wait for a reconnect.
             with contextlib.suppress(aio_pika.exceptions.AMQPError, RuntimeError, TimeoutError):
-                await asyncio.wait_for(queue.cancel(consumer_tag), CANCEL_TIMEOUT_SECONDS)
+                await asyncio.wait_for(subscription.cancel(), CANCEL_TIMEOUT_SECONDS)
             await self._drain(self._settings.worker.shutdown_grace_seconds)
         finally:
             self._set_consuming(False)
@@ -124,7 +126,7 @@ class Worker:
         return exit_code
 
     async def _watch(
-        self, stop: asyncio.Event, connection: AbstractRobustConnection, queue: AbstractQueue
+        self, stop: asyncio.Event, connection: AbstractRobustConnection, subscription: Subscription
     ) -> int:
         """Wait for `stop`; give up (1) after `no_consumer_exit_seconds` without a live consumer."""
         limit = self._settings.worker.no_consumer_exit_seconds
@@ -132,7 +134,7 @@ class Worker:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), WATCHDOG_INTERVAL_SECONDS)
-            consuming = connection.connected.is_set() and not queue.channel.is_closed
+            consuming = connection.connected.is_set() and subscription.active
             self._set_consuming(consuming)
             if consuming:
                 since = None
@@ -202,7 +204,7 @@ class Worker:
                 count=len(unfinished),
             )
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    def _on_delivery(self, message: Delivery) -> None:
         """Collect the delivery into the next batch; the batch's task settles it."""
         try:
             self._open.received(message)
@@ -235,7 +237,7 @@ class Worker:
         self._in_flight.discard(task)
         self._flush()
 
-    async def _settle_batch(self, batch: list[AbstractIncomingMessage]) -> None:
+    async def _settle_batch(self, batch: list[Delivery]) -> None:
         try:
             await self._handle(batch)
         except Exception:
@@ -250,8 +252,8 @@ class Worker:
             for message in unsettled:
                 await self._settle(message.nack(requeue=True), message)
 
-    async def _handle(self, batch: list[AbstractIncomingMessage]) -> None:
-        decoded: list[tuple[AbstractIncomingMessage, PayoutEvent]] = []
+    async def _handle(self, batch: list[Delivery]) -> None:
+        decoded: list[tuple[Delivery, PayoutEvent]] = []
         for message in batch:
             try:
                 decoded.append((message, decode_event(message.body)))
@@ -293,7 +295,7 @@ class Worker:
             if isinstance(outcome, BaseException):
                 raise outcome
 
-    async def _handle_one(self, message: AbstractIncomingMessage, event: PayoutEvent) -> None:
+    async def _handle_one(self, message: Delivery, event: PayoutEvent) -> None:
         try:
             (result,) = await self._apply_in_place([event])
         except Exception as error:
@@ -311,7 +313,7 @@ class Worker:
             await self._ack_committed([message])
 
     async def _settle_result(
-        self, message: AbstractIncomingMessage, event: PayoutEvent, result: CreditResult
+        self, message: Delivery, event: PayoutEvent, result: CreditResult
     ) -> bool:
         """Log and count a committed outcome; dead-letter a newly held payout. True when the
         delivery is still to be acked."""
@@ -339,7 +341,7 @@ class Worker:
             return False
         return True
 
-    async def _ack_committed(self, messages: list[AbstractIncomingMessage]) -> None:
+    async def _ack_committed(self, messages: list[Delivery]) -> None:
         """Ack deliveries whose payouts have committed: with one `multiple` ack when they are
         the oldest open deliveries on their channel (the usual case for a batch), else each."""
         if not messages:
@@ -397,9 +399,7 @@ class Worker:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
                 delay = min(delay * 2, MAX_RETRY_DELAY_SECONDS)
 
-    async def _retry_later(
-        self, message: AbstractIncomingMessage, failure: Failure, event: PayoutEvent
-    ) -> None:
+    async def _retry_later(self, message: Delivery, failure: Failure, event: PayoutEvent) -> None:
         """Into the next retry tier, or the dead-letter queue after the last."""
         headers = retry_headers(dict(message.headers or {}), failure)
         step = retry_delay_ms(
@@ -431,7 +431,7 @@ class Worker:
 
     async def _dead_letter(
         self,
-        message: AbstractIncomingMessage,
+        message: Delivery,
         failure: Failure,
         event: PayoutEvent | None,
         headers: dict[str, Any] | None = None,
@@ -464,7 +464,7 @@ class Worker:
                 )
 
     async def _republish(
-        self, original: AbstractIncomingMessage, copy: aio_pika.Message, exchange: str, key: str
+        self, original: Delivery, copy: aio_pika.Message, exchange: str, key: str
     ) -> bool:
         """Publish `copy`, confirmed, then ack `original`; if the broker will not take it, return
         the original instead (it is redelivered; the worst case is a duplicate, never a loss)."""
@@ -495,7 +495,7 @@ class Worker:
         await self._settle(original.ack(), original)
         return True
 
-    async def _settle(self, action: Awaitable[None], message: AbstractIncomingMessage) -> None:
+    async def _settle(self, action: Awaitable[None], message: Delivery) -> None:
         """Ack, nack or reject; on a dead channel the broker has already requeued the message."""
         try:
             await action
@@ -512,7 +512,7 @@ class Worker:
 
 
 def _copy(
-    message: AbstractIncomingMessage, headers: dict[str, Any], expiration_ms: int | None = None
+    message: Delivery, headers: dict[str, Any], expiration_ms: int | None = None
 ) -> aio_pika.Message:
     return persistent_message(
         message.body,

@@ -1,4 +1,5 @@
-"""The deliveries a worker holds on each channel, so that one ack can settle a committed batch.
+"""The deliveries a worker holds, and which are open on each channel, so that one ack can settle
+a committed batch.
 
 AMQP's `multiple` ack settles every delivery on the channel up to a tag. It is safe only when
 every open delivery up to that tag is one whose payout has committed; otherwise it would settle a
@@ -7,17 +8,88 @@ delivery still being credited, which a crash would then lose.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aio_pika.exceptions import ChannelInvalidStateError
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Set
+    from datetime import datetime
 
-    from aio_pika.abc import AbstractIncomingMessage
-    from aiormq.abc import AbstractChannel
+    from aiormq.abc import AbstractChannel, DeliveredMessage
 
-__all__ = ["OpenDeliveries", "channel_of", "single_ack_tag"]
+__all__ = ["Delivery", "OpenDeliveries", "channel_of", "single_ack_tag"]
+
+
+class Delivery:
+    """One delivery as aiormq hands it over, with what the worker reads of it.
+
+    aio-pika's IncomingMessage decodes every property of every delivery up front, through a
+    validating attribute setter: about 20 µs a delivery here, a tenth of the worker's CPU per
+    payout, for fields the worker mostly never reads. This reads them when asked.
+    """
+
+    __slots__ = ("_message",)
+
+    def __init__(self, message: DeliveredMessage) -> None:
+        self._message = message
+
+    @property
+    def body(self) -> bytes:
+        return self._message.body
+
+    @property
+    def delivery_tag(self) -> int:
+        tag = self._message.delivery_tag
+        assert tag is not None  # consumed with acks: the broker always sets it
+        return tag
+
+    @property
+    def redelivered(self) -> bool:
+        return bool(self._message.redelivered)
+
+    @property
+    def exchange(self) -> str:
+        return self._message.exchange or ""
+
+    @property
+    def routing_key(self) -> str:
+        return self._message.routing_key or ""
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        return dict(self._message.header.properties.headers or {})
+
+    @property
+    def message_id(self) -> str | None:
+        return self._message.header.properties.message_id
+
+    @property
+    def content_type(self) -> str | None:
+        return self._message.header.properties.content_type
+
+    @property
+    def type(self) -> str | None:
+        return self._message.header.properties.message_type
+
+    @property
+    def timestamp(self) -> datetime | None:
+        return self._message.header.properties.timestamp
+
+    @property
+    def channel(self) -> AbstractChannel:
+        """Raises ChannelInvalidStateError once the channel is closed: the broker has requeued
+        the delivery then, and it can no longer be settled."""
+        channel = self._message.channel
+        if channel.is_closed:
+            raise ChannelInvalidStateError(f"the channel of delivery {self.delivery_tag} closed")
+        return channel
+
+    async def ack(self, *, multiple: bool = False) -> None:
+        await self.channel.basic_ack(self.delivery_tag, multiple=multiple)
+
+    async def nack(self, *, requeue: bool) -> None:
+        await self.channel.basic_nack(self.delivery_tag, requeue=requeue)
 
 
 def single_ack_tag(open_tags: Set[int], committed: Collection[int]) -> int | None:
@@ -37,7 +109,7 @@ class OpenDeliveries:
     def __init__(self) -> None:
         self._by_channel: dict[AbstractChannel, set[int]] = {}
 
-    def received(self, message: AbstractIncomingMessage) -> None:
+    def received(self, message: Delivery) -> None:
         channel = message.channel
         if channel not in self._by_channel:
             # A channel opened after a reconnect: forget the closed ones and their tags.
@@ -45,34 +117,29 @@ class OpenDeliveries:
                 known: tags for known, tags in self._by_channel.items() if not known.is_closed
             }
             self._by_channel[channel] = set()
-        self._by_channel[channel].add(_tag(message))
+        self._by_channel[channel].add(message.delivery_tag)
 
-    def is_open(self, message: AbstractIncomingMessage) -> bool:
-        return _tag(message) in self._tags_of(message)
+    def is_open(self, message: Delivery) -> bool:
+        return message.delivery_tag in self._tags_of(message)
 
-    def settled(self, message: AbstractIncomingMessage) -> None:
-        self._tags_of(message).discard(_tag(message))
+    def settled(self, message: Delivery) -> None:
+        self._tags_of(message).discard(message.delivery_tag)
 
-    def _tags_of(self, message: AbstractIncomingMessage) -> set[int]:
+    def _tags_of(self, message: Delivery) -> set[int]:
         """Its channel's open tags; none once the channel is closed."""
         channel = channel_of(message)
         return self._by_channel.get(channel, set()) if channel is not None else set()
 
-    def single_ack(self, messages: list[AbstractIncomingMessage]) -> AbstractIncomingMessage | None:
+    def single_ack(self, messages: list[Delivery]) -> Delivery | None:
         """The message whose `multiple` ack settles exactly `messages`, if there is one."""
         channel = channel_of(messages[0])
         if channel is None or any(channel_of(m) is not channel for m in messages[1:]):
             return None
-        tag = single_ack_tag(self._tags_of(messages[0]), [_tag(m) for m in messages])
-        return next((m for m in messages if _tag(m) == tag), None)
+        tag = single_ack_tag(self._tags_of(messages[0]), [m.delivery_tag for m in messages])
+        return next((m for m in messages if m.delivery_tag == tag), None)
 
 
-def _tag(message: AbstractIncomingMessage) -> int:
-    assert message.delivery_tag is not None  # consumed with acks: the broker always sets it
-    return message.delivery_tag
-
-
-def channel_of(message: AbstractIncomingMessage) -> AbstractChannel | None:
+def channel_of(message: Delivery) -> AbstractChannel | None:
     """The channel a delivery came on; None once it is closed, when the broker has requeued it."""
     try:
         return message.channel

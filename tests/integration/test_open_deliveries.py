@@ -7,21 +7,18 @@ from typing import TYPE_CHECKING
 
 import aio_pika
 
-from workers.deliveries import OpenDeliveries
+from workers.deliveries import Delivery, OpenDeliveries
 
 if TYPE_CHECKING:
-    from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+    from aio_pika.abc import AbstractChannel
 
     from tests.services import Services
 
 
-async def take(queue: AbstractQueue, count: int) -> list[AbstractIncomingMessage]:
-    taken = []
-    for _ in range(count):
-        message = await queue.get(no_ack=False, timeout=5)
-        assert message is not None
-        taken.append(message)
-    return taken
+async def take(channel: AbstractChannel, queue: str, count: int) -> list[Delivery]:
+    """`count` deliveries, as the worker's consumer sees them."""
+    underlay = await channel.get_underlay_channel()
+    return [Delivery(await underlay.basic_get(queue, no_ack=False)) for _ in range(count)]
 
 
 async def test_one_ack_settles_exactly_the_oldest_batch_and_a_new_channel_starts_afresh(
@@ -34,7 +31,7 @@ async def test_one_ack_settles_exactly_the_oldest_batch_and_a_new_channel_starts
         for n in range(6):
             await channel.default_exchange.publish(aio_pika.Message(b"%d" % n), queue.name)
         deliveries = OpenDeliveries()
-        held = await take(queue, 6)
+        held = await take(channel, queue.name, 6)
         for message in held:
             deliveries.received(message)
         older, newer = held[:3], held[3:]
@@ -54,7 +51,7 @@ async def test_one_ack_settles_exactly_the_oldest_batch_and_a_new_channel_starts
         assert deliveries.single_ack(newer) is None
 
         reopened = await connection.channel()
-        again = await take(await reopened.get_queue(queue.name), 3)
+        again = await take(reopened, queue.name, 3)
         # What the single ack settled is gone; what it did not is delivered again, tags anew.
         assert sorted(message.body for message in again) == [b"3", b"4", b"5"]
         assert [message.delivery_tag for message in again] == [1, 2, 3]

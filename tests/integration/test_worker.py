@@ -24,7 +24,7 @@ from tests.services import queue_depth
 from tests.tcp_proxy import TcpProxy
 from workers.consumer import Worker
 from workers.database import create_pool_when_available
-from workers.deliveries import channel_of
+from workers.deliveries import Delivery, channel_of
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -398,7 +398,10 @@ async def test_a_delivery_on_a_closed_channel_is_known_as_returned(services: Ser
         channel = await connection.channel()
         queue = await channel.declare_queue(f"{services.new_namespace()}.closing", exclusive=True)
         await channel.default_exchange.publish(aio_pika.Message(b"x"), routing_key=queue.name)
-        message = await queue.get(timeout=5)
+        underlay = await channel.get_underlay_channel()
+        message = Delivery(await underlay.basic_get(queue.name))
         assert channel_of(message) is not None
         await channel.close()
         assert channel_of(message) is None
+        with pytest.raises(aio_pika.exceptions.ChannelInvalidStateError):
+            await message.ack()  # raised when awaited, where the worker's settling catches it

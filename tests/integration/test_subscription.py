@@ -1,0 +1,111 @@
+"""The worker's consumer, registered beneath aio-pika, against a real broker: it keeps consuming
+through what aio-pika restores (a channel the broker closed, a consumer the broker cancelled), and
+stops when cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+import aio_pika
+
+from tests.polling import wait_until
+from workers.subscription import Subscription
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+
+    from tests.services import Services
+    from workers.deliveries import Delivery
+
+
+class Received:
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    def __call__(self, delivery: Delivery) -> None:
+        self.bodies.append(delivery.body)
+        # Settled in the background, as the worker does after its batch commits.
+        asyncio.get_running_loop().create_task(delivery.ack())
+
+
+@contextlib.asynccontextmanager
+async def robust_channel(
+    services: Services,
+) -> AsyncIterator[tuple[AbstractRobustConnection, AbstractRobustChannel]]:
+    connection = await aio_pika.connect_robust(services.rabbitmq_url)
+    async with connection:
+        yield connection, await connection.channel()
+
+
+async def publish(channel: AbstractRobustChannel, queue: str, body: bytes) -> None:
+    await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue)
+
+
+async def test_deliveries_flow_until_cancelled(services: Services) -> None:
+    async with robust_channel(services) as (_, channel):
+        # Exclusive: gone with the connection, and not with its last consumer, as auto-delete is.
+        queue = await channel.declare_queue(f"{services.new_namespace()}.work", exclusive=True)
+        received = Received()
+        subscription = Subscription(channel, queue.name, received)
+        await subscription.start()
+        assert subscription.active
+        await publish(channel, queue.name, b"one")
+        await wait_until(lambda: _has(received, [b"one"]), "the first delivery")
+
+        await subscription.cancel()
+        assert not subscription.active
+        await publish(channel, queue.name, b"two")
+        await asyncio.sleep(0.5)
+        assert received.bodies == [b"one"], "delivered after the cancel"
+        left = await queue.get(timeout=5)
+        assert left.body == b"two", "not left in the queue"
+
+
+async def test_consuming_resumes_on_a_channel_the_broker_closed(services: Services) -> None:
+    async with robust_channel(services) as (_, channel):
+        # Exclusive: gone with the connection, and not with its last consumer, as auto-delete is.
+        queue = await channel.declare_queue(f"{services.new_namespace()}.work", exclusive=True)
+        received = Received()
+        subscription = Subscription(channel, queue.name, received)
+        await subscription.start()
+        underlay = await channel.get_underlay_channel()
+        # An ack of a tag never delivered: the broker closes the channel (406 PRECONDITION_FAILED).
+        with contextlib.suppress(aio_pika.exceptions.AMQPError):
+            await underlay.basic_ack(9999)
+        await wait_until(lambda: _is(underlay.is_closed), "the broker closes the channel")
+
+        await wait_until(lambda: _is(subscription.active), "consuming on the reopened channel")
+        assert await channel.get_underlay_channel() is not underlay
+        await publish(channel, queue.name, b"after")
+        await wait_until(lambda: _has(received, [b"after"]), "a delivery on the reopened channel")
+
+
+async def test_consuming_resumes_after_the_broker_cancels_the_consumer(services: Services) -> None:
+    """Deleting the queue cancels its consumers. aio-pika declares it again when it reopens the
+    channel, and the consumer follows."""
+    async with robust_channel(services) as (connection, channel):
+        name = f"{services.new_namespace()}.work"
+        await channel.declare_queue(name, exclusive=True)
+        received = Received()
+        subscription = Subscription(channel, name, received)
+        await subscription.start()
+        first = await channel.get_underlay_channel()
+
+        await (await connection.channel()).queue_delete(name)
+        # Consuming the deleted queue again fails, and the broker closes that channel.
+        await wait_until(lambda: _is(first.is_closed), "the consume refused on the old channel")
+        await wait_until(lambda: _is(subscription.active), "consuming the queue declared again", 15)
+        await publish(channel, name, b"again")
+        await wait_until(lambda: _has(received, [b"again"]), "a delivery from the new queue")
+
+
+async def _has(received: Received, bodies: list[bytes]) -> bool:
+    return received.bodies == bodies
+
+
+async def _is(value: bool) -> bool:
+    return value
