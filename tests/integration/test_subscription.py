@@ -16,7 +16,7 @@ from workers.subscription import Subscription
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+    from aio_pika.abc import AbstractQueue, AbstractRobustChannel, AbstractRobustConnection
 
     from tests.services import Services
     from workers.deliveries import Delivery
@@ -41,17 +41,25 @@ async def robust_channel(
         yield connection, await connection.channel()
 
 
+async def subscribed(
+    channel: AbstractRobustChannel, services: Services
+) -> tuple[AbstractQueue, Subscription, Received]:
+    """A fresh queue, consumed. Exclusive: gone with the connection, and not with its last
+    consumer, as an auto-delete queue is."""
+    queue = await channel.declare_queue(f"{services.new_namespace()}.work", exclusive=True)
+    received = Received()
+    subscription = Subscription(channel, queue.name, received)
+    await subscription.start()
+    return queue, subscription, received
+
+
 async def publish(channel: AbstractRobustChannel, queue: str, body: bytes) -> None:
     await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue)
 
 
 async def test_deliveries_flow_until_cancelled(services: Services) -> None:
     async with robust_channel(services) as (_, channel):
-        # Exclusive: gone with the connection, and not with its last consumer, as auto-delete is.
-        queue = await channel.declare_queue(f"{services.new_namespace()}.work", exclusive=True)
-        received = Received()
-        subscription = Subscription(channel, queue.name, received)
-        await subscription.start()
+        queue, subscription, received = await subscribed(channel, services)
         assert subscription.active
         await publish(channel, queue.name, b"one")
         await wait_until(lambda: _has(received, [b"one"]), "the first delivery")
@@ -67,11 +75,7 @@ async def test_deliveries_flow_until_cancelled(services: Services) -> None:
 
 async def test_consuming_resumes_on_a_channel_the_broker_closed(services: Services) -> None:
     async with robust_channel(services) as (_, channel):
-        # Exclusive: gone with the connection, and not with its last consumer, as auto-delete is.
-        queue = await channel.declare_queue(f"{services.new_namespace()}.work", exclusive=True)
-        received = Received()
-        subscription = Subscription(channel, queue.name, received)
-        await subscription.start()
+        queue, subscription, received = await subscribed(channel, services)
         underlay = await channel.get_underlay_channel()
         # An ack of a tag never delivered: the broker closes the channel (406 PRECONDITION_FAILED).
         with contextlib.suppress(aio_pika.exceptions.AMQPError):
@@ -88,11 +92,8 @@ async def test_consuming_resumes_after_the_broker_cancels_the_consumer(services:
     """Deleting the queue cancels its consumers. aio-pika declares it again when it reopens the
     channel, and the consumer follows."""
     async with robust_channel(services) as (connection, channel):
-        name = f"{services.new_namespace()}.work"
-        await channel.declare_queue(name, exclusive=True)
-        received = Received()
-        subscription = Subscription(channel, name, received)
-        await subscription.start()
+        queue, subscription, received = await subscribed(channel, services)
+        name = queue.name
         first = await channel.get_underlay_channel()
 
         await (await connection.channel()).queue_delete(name)
