@@ -9,7 +9,7 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -36,7 +36,7 @@ from schema.settings import AccountPolicy
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
-    from starlette.types import Receive, Scope, Send
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
     from ingress.client_ip import IPAddress
     from ingress.protocols import Claim, ProviderProtocol
@@ -274,6 +274,28 @@ def _declared_length(headers: Mapping[str, str]) -> int:
         return 0
 
 
+class IngressApp(Starlette):
+    """Starlette, with the provider callbacks dispatched before its middleware and router.
+
+    Callback routes are literal paths, and their endpoint answers every method and turns every
+    error into the provider's own answer, so Starlette's error and exception middleware and its
+    route matching have nothing to do for them. Skipping them measured 3 to 7% more callbacks
+    per second (three alternating pairs of 8 s wrk runs, spec 000). Every other path, a
+    callback's with a trailing slash included, goes through Starlette as before.
+    """
+
+    def __init__(self, callbacks: Mapping[str, ASGIApp], **options: Any) -> None:
+        super().__init__(**options)
+        self._callbacks = dict(callbacks)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (endpoint := self._callbacks.get(scope["path"])):
+            scope["app"] = self
+            await endpoint(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings, environ: Mapping[str, str]) -> Starlette:
     """Build the app; raises ConfigError for a provider it cannot serve (before any traffic)."""
     validate_providers(settings.providers)
@@ -294,9 +316,12 @@ def create_app(settings: Settings, environ: Mapping[str, str]) -> Starlette:
         Route("/readyz", _readiness(publisher, outcomes, database), methods=["GET"]),
         Route("/metrics", _metrics(settings.ingress, publisher, outcomes), methods=["GET"]),
     ]
-    for protocol in protocols:
-        endpoint = CallbackEndpoint(protocol, publisher, settings.ingress, outcomes)
-        routes.append(Route(protocol.instance.route, endpoint))
+    callbacks = {
+        protocol.instance.route: CallbackEndpoint(protocol, publisher, settings.ingress, outcomes)
+        for protocol in protocols
+    }
+    # Still routes as well: for what Starlette derives from them (a trailing slash's redirect).
+    routes.extend(Route(path, endpoint) for path, endpoint in callbacks.items())
     if database is not None and settings.partners:
         routes.append(Route(settings.proof_api.route, ProofEndpoint(settings, database, environ)))
     if database is not None and settings.internal_api.token_env:
@@ -318,7 +343,7 @@ def create_app(settings: Settings, environ: Mapping[str, str]) -> Starlette:
             if database is not None:
                 await database.close()
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    return IngressApp(callbacks, routes=routes, lifespan=lifespan)
 
 
 def _readiness(

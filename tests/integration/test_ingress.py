@@ -222,6 +222,21 @@ async def test_wrong_method_is_refused_in_the_providers_format(
     }
 
 
+async def test_paths_near_a_callback_still_get_starlettes_routing(
+    services: Services, namespace: str
+) -> None:
+    """Callbacks are dispatched before Starlette's router; every other path still reaches it."""
+    async with running(settings_for(services.rabbitmq_url, namespace)) as client:
+        slash = await client.get(f"{CALLBACK}/?{signed()}")
+        unknown = await client.get(f"{CALLBACK}-x?{signed()}")
+        health = await client.get("/healthz")
+    assert slash.status_code == 307
+    assert slash.headers["location"].startswith(f"http://ingress{CALLBACK}?")
+    assert unknown.status_code == 404
+    assert health.json() == {"status": "alive"}
+    assert await queued_messages(services.rabbitmq_url, namespace) == []
+
+
 async def test_ip_allowlist_and_trusted_proxy(services: Services, namespace: str) -> None:
     settings = settings_for(
         services.rabbitmq_url, namespace, ip_allowlist=(ip_network("198.51.100.0/24"),)
