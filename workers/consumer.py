@@ -401,7 +401,7 @@ class Worker:
 
     async def _retry_later(self, message: Delivery, failure: Failure, event: PayoutEvent) -> None:
         """Into the next retry tier, or the dead-letter queue after the last."""
-        headers = retry_headers(dict(message.headers or {}), failure)
+        headers = retry_headers(dict(message.headers), failure)
         step = retry_delay_ms(
             self._topology.retry_delays_seconds,
             headers["x-payouts-attempts"],
@@ -436,7 +436,7 @@ class Worker:
         event: PayoutEvent | None,
         headers: dict[str, Any] | None = None,
     ) -> None:
-        counted = headers or retry_headers(dict(message.headers or {}), failure)
+        counted = headers or retry_headers(dict(message.headers), failure)
         final = dead_letter_headers(counted, message.exchange, message.routing_key)
         copy = _copy(message, final)
         log(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aio_pika.exceptions import ChannelInvalidStateError
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Set
+    from collections.abc import Collection, Mapping, Set
     from datetime import datetime
 
     from aiormq.abc import AbstractChannel, DeliveredMessage
@@ -58,8 +58,8 @@ class Delivery:
         return self._message.routing_key or ""
 
     @property
-    def headers(self) -> dict[str, Any]:
-        return dict(self._message.header.properties.headers or {})
+    def headers(self) -> Mapping[str, Any]:
+        return self._message.header.properties.headers or {}
 
     @property
     def message_id(self) -> str | None:
