@@ -25,11 +25,12 @@ if TYPE_CHECKING:
 class Received:
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
+        self._acks: list[asyncio.Task[None]] = []  # held: the loop keeps only weak references
 
     def __call__(self, delivery: Delivery) -> None:
         self.bodies.append(delivery.body)
         # Settled in the background, as the worker does after its batch commits.
-        asyncio.get_running_loop().create_task(delivery.ack())
+        self._acks.append(asyncio.get_running_loop().create_task(delivery.ack()))
 
 
 @contextlib.asynccontextmanager
