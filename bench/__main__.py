@@ -34,8 +34,8 @@ from bench.processes import (
     wait_http,
     wrk,
 )
-from bench.traffic import PROTOCOLS, SECRETS, pick_user, write_requests
-from schema.events import PayoutEvent, RawRequest, encode_event
+from bench.traffic import PROTOCOLS, SECRETS, pick_user, sample_event, write_requests
+from schema.events import encode_event
 from schema.topology import Topology
 from tests.e2e.stack import free_port
 from workers import event_loop
@@ -211,7 +211,7 @@ class Bench:
             await service.stop()
 
     async def broker_ceiling(self) -> None:
-        body = encode_event(_event("ceiling", "user-1", Decimal(7)))
+        body = encode_event(sample_event("ceiling", "user-1", Decimal(7)))
         queue = f"{self.namespace}.ceiling"
         publish = await broker_ceiling.publish_rate(
             self.broker_url, queue, body, CONNECTIONS, MEASURE_SECONDS
@@ -220,6 +220,18 @@ class Bench:
             self.broker_url, queue, body, DRAIN_PAYOUTS, prefetch=200
         )
         self.results["broker"] = {"publish_per_second": publish, "consume_per_second": consume}
+
+    async def publishing_ceiling(self) -> None:
+        """An endpoint that only publishes: the broker ceiling as an HTTP ingress meets it."""
+        queue = f"{self.namespace}.publishing"
+        env = {"BENCH_RABBITMQ_URL": self.broker_url, "BENCH_PUBLISH_QUEUE": queue}
+        try:
+            load = await self._uvicorn_load("publishing", "bench.baselines:publishing", env)
+        finally:
+            connection = await aio_pika.connect(self.broker_url)
+            async with connection:
+                await (await connection.channel()).queue_delete(queue)
+        self.results["http_publish"] = _load(load)
 
     async def pgbench_baseline(self) -> None:
         conn = await asyncpg.connect(self.database_url)
@@ -364,7 +376,7 @@ class Bench:
         rng = random.Random(instance)
         events = [
             encode_event(
-                _event(
+                sample_event(
                     instance,
                     f"hot-{rng.randrange(HOT_WALLETS)}" if hot else pick_user(rng),
                     Decimal(rng.randint(1, 500)),
@@ -528,25 +540,6 @@ class Bench:
             return int(queue.declaration_result.message_count or 0)
 
 
-def _event(instance: str, user: str, amount: Decimal) -> PayoutEvent:
-    return PayoutEvent(
-        event_id=uuid.uuid4(),
-        provider_instance=instance,
-        protocol="offerwall_md5",
-        transaction_id=uuid.uuid4().hex,
-        user_id=user,
-        amount=amount,
-        currency="COIN",
-        signature=uuid.uuid4().hex,
-        create_account=True,
-        answer_code="200",
-        received_at=datetime.now(UTC),
-        raw_request=RawRequest(
-            method="GET", path="/callbacks/offerwall", query_string="bench", client_ip="127.0.0.1"
-        ),
-    )
-
-
 def _load(load: Load) -> dict[str, float]:
     return {
         "per_second": load.requests_per_second,
@@ -579,6 +572,7 @@ async def main() -> int:
             for step in (
                 bench.http_ceiling,
                 bench.broker_ceiling,
+                bench.publishing_ceiling,
                 bench.pgbench_baseline,
                 bench.naive_handler,
                 bench.ingress_per_protocol,

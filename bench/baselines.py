@@ -1,11 +1,15 @@
-"""The two HTTP baselines served beside the ingress, on the same uvicorn settings:
+"""The HTTP baselines served beside the ingress, on the same uvicorn settings:
 
 - `hello`: a bare Starlette app, the HTTP ceiling of this machine;
+- `publishing`: a Starlette endpoint that only publishes a payout event per request and waits
+  for the broker's confirm, with the ingress's own publish call: what any ingress on this stack
+  could reach before verifying or recording anything;
 - `naive`: the callback handler most teams would write: verify spec 000's signature, then credit
   inside the request, one Postgres transaction each, and answer. No broker, no batching, no
   outcome records, and it serializes on hot wallets.
 
-Run with `uvicorn --factory bench.baselines:hello` (or `naive`, with BENCH_DATABASE_URL set).
+Run with `uvicorn --factory bench.baselines:hello` (`publishing` with BENCH_RABBITMQ_URL and
+BENCH_PUBLISH_QUEUE set, `naive` with BENCH_DATABASE_URL).
 """
 
 from __future__ import annotations
@@ -16,12 +20,17 @@ from contextlib import asynccontextmanager
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 
+import aio_pika
 import asyncpg
+from pamqp.commands import Basic
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from bench.traffic import SECRETS
+from bench.broker_ceiling import QUORUM
+from bench.traffic import SECRETS, sample_event
+from schema.broker import event_properties
+from schema.events import encode_event
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -29,7 +38,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-__all__ = ["hello", "naive"]
+__all__ = ["hello", "naive", "publishing"]
 
 NAIVE_CREDIT = """
 WITH claimed AS (
@@ -58,6 +67,38 @@ def hello() -> Starlette:
         return PlainTextResponse("hello")
 
     return Starlette(routes=[Route("/{path:path}", answer)])
+
+
+def publishing() -> Starlette:
+    queue = os.environ["BENCH_PUBLISH_QUEUE"]
+    event = sample_event("publishing", "user-1", Decimal(7))
+    body, properties = encode_event(event), event_properties(event)
+    state: dict[str, aio_pika.abc.AbstractChannel] = {}
+
+    async def publish(_: Request) -> Response:
+        # The call `ConfirmedPublisher` makes: aiormq's publish beneath aio-pika's channel.
+        channel = await state["channel"].get_underlay_channel()
+        confirmation = await channel.basic_publish(
+            body, exchange="", routing_key=queue, properties=properties, mandatory=True
+        )
+        if not isinstance(confirmation, Basic.Ack):
+            return PlainTextResponse("not confirmed", status_code=503)
+        return PlainTextResponse("published")
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        connection = await aio_pika.connect(os.environ["BENCH_RABBITMQ_URL"])
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            await channel.declare_queue(queue, durable=True, arguments=QUORUM)
+            state["channel"] = channel
+            yield
+
+    async def alive(_: Request) -> Response:
+        return PlainTextResponse("alive")
+
+    routes = [Route("/healthz", alive), Route("/{path:path}", publish)]
+    return Starlette(routes=routes, lifespan=lifespan)
 
 
 def naive() -> Starlette:

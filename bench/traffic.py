@@ -9,16 +9,18 @@ import random
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from schema.events import PayoutEvent, RawRequest
 from tests.signing import adjoe_query, aigame_payout_body, offerwall_query, wallet_billing_body
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-__all__ = ["PROTOCOLS", "SECRETS", "Request", "pick_user", "write_requests"]
+__all__ = ["PROTOCOLS", "SECRETS", "Request", "pick_user", "sample_event", "write_requests"]
 
 USERS = 10_000
 HOT_USERS = 10
@@ -126,3 +128,23 @@ def write_requests(
         else:
             requests.append(make(rng))
     path.write_text("\n".join(request.line() for request in requests) + "\n")
+
+
+def sample_event(instance: str, user: str, amount: Decimal) -> PayoutEvent:
+    """A spec 000 payout event, the size of the ingress's, for the baselines that publish."""
+    return PayoutEvent(
+        event_id=uuid.uuid4(),
+        provider_instance=instance,
+        protocol="offerwall_md5",
+        transaction_id=uuid.uuid4().hex,
+        user_id=user,
+        amount=amount,
+        currency="COIN",
+        signature=uuid.uuid4().hex,
+        create_account=True,
+        answer_code="200",
+        received_at=datetime.now(UTC),
+        raw_request=RawRequest(
+            method="GET", path="/callbacks/offerwall", query_string="bench", client_ip="127.0.0.1"
+        ),
+    )

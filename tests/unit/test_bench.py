@@ -121,6 +121,7 @@ def test_the_report_states_each_target_and_keeps_the_notes(tmp_path: Path) -> No
         "run": {"date": "2026-11-22", "seconds": 600, "machine": "2 cores", "command": "x"},
         "broker": {"publish_per_second": 5000.0, "consume_per_second": 5500.0},
         "http_ceiling": load(15000),
+        "http_publish": load(3500),
         "naive": load(1800),
         "pgbench": {"hot": 1700.0, "spread": 1900.0},
         "ingress": {
@@ -163,6 +164,12 @@ def test_the_report_states_each_target_and_keeps_the_notes(tmp_path: Path) -> No
     assert (
         "| the same, `payouts ingress --processes 2` | 2,100/s | 0.42 | ≥ 0.80 | **no** |" in text
     )
+    assert (
+        "| offerwall_md5 (000) | 1,400/s | 2.0 ms | 9.0 ms | 0 | 0.28 | 0.40 | 0.09 | 0.78 |"
+        in text
+    )
+    assert "only publishes reached 0.70 of the raw publisher's rate" in text
+    assert "The ingress (spec 000) reached 0.40 of that endpoint's rate." in text
     assert "| 40% | `(aiormq)` |" in text
     assert (tmp_path / "benchmarks.svg").read_text().startswith("<svg")
 
