@@ -57,7 +57,7 @@ def _markdown(
     ingress, e2e = results["ingress"], results["end_to_end"]
     offerwall = ingress["offerwall_md5 (000)"]
     offerwall_2 = ingress["offerwall_md5 (000), 2 processes"]
-    one_worker = drain["1 process(es)"]
+    one_worker, two_workers = drain["1 process(es)"], drain["2 process(es)"]
     hot_batched = drain["5 hot wallets, batched (1 process)"]
     hot_single = drain["5 hot wallets, one payout per transaction (1 process)"]
     broker_floor = min(broker["publish_per_second"], broker["consume_per_second"])
@@ -73,6 +73,9 @@ def _markdown(
         ("worker drain (1 process) / raw broker consumer", _rate(one_worker["per_second"]),
          _ratio(one_worker["per_second"], broker["consume_per_second"]), "≥ 0.80",
          one_worker["per_second"] >= 0.8 * broker["consume_per_second"]),
+        ("the same, `payouts worker --processes 2`", _rate(two_workers["per_second"]),
+         _ratio(two_workers["per_second"], broker["consume_per_second"]), "≥ 0.80",
+         two_workers["per_second"] >= 0.8 * broker["consume_per_second"]),
         ("hot wallets: batched / one transaction per payout", _rate(hot_batched["per_second"]),
          _ratio(hot_batched["per_second"], hot_single["per_second"]), "≥ 10",
          hot_batched["per_second"] >= 10 * hot_single["per_second"]),

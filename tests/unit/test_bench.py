@@ -130,7 +130,7 @@ def test_the_report_states_each_target_and_keeps_the_notes(tmp_path: Path) -> No
         },
         "drain": {
             "1 process(es)": drain,
-            "2 process(es)": drain,
+            "2 process(es)": {**drain, "per_second": 4000.0},
             "5 hot wallets, batched (1 process)": {**drain, "per_second": 2400.0},
             "5 hot wallets, one payout per transaction (1 process)": {**drain, "per_second": 400.0},
         },
@@ -154,6 +154,7 @@ def test_the_report_states_each_target_and_keeps_the_notes(tmp_path: Path) -> No
     assert (
         "| worker drain (1 process) / raw broker consumer | 4,500/s | 0.82 | ≥ 0.80 | yes |" in text
     )
+    assert "| the same, `payouts worker --processes 2` | 4,000/s | 0.73 | ≥ 0.80 | **no** |" in text
     assert (
         "| hot wallets: batched / one transaction per payout | 2,400/s | 6.00 | ≥ 10 | **no** |"
         in text
