@@ -13,8 +13,10 @@ declares the queue again, and the consumer follows).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from typing import TYPE_CHECKING
+import uuid
+from typing import TYPE_CHECKING, cast
 
 import aio_pika
 
@@ -24,6 +26,7 @@ from workers.deliveries import Delivery
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    import aiormq
     import aiormq.abc
     from aio_pika.abc import AbstractChannel, AbstractRobustChannel
     from pamqp.commands import Basic
@@ -34,7 +37,11 @@ logger = logging.getLogger(__name__)
 
 
 class Subscription:
-    """Deliveries of `queue` on `channel` to `on_delivery`, from `start()` until `cancel()`."""
+    """Deliveries of `queue` on `channel` to `on_delivery`, from `start()` until `cancel()`.
+
+    After `cancel()` begins, nothing reaches `on_delivery`: a delivery already on its way is
+    returned to the queue, and a re-consume already under way ends by cancelling itself.
+    """
 
     def __init__(
         self, channel: AbstractRobustChannel, queue: str, on_delivery: Callable[[Delivery], None]
@@ -42,52 +49,68 @@ class Subscription:
         self._channel = channel
         self._queue = queue
         self._on_delivery = on_delivery
-        self._tag: str | None = None
-        # The channel the consumer is registered on; None once the broker cancelled it.
-        self._consuming_on: aiormq.abc.AbstractChannel | None = None
-        self._resuming: asyncio.Task[None] | None = None
+        # Chosen here, not by the broker: a cancel that arrives before `basic_consume` returns
+        # must already be recognised as ours.
+        self._tag = f"payouts-worker.{uuid.uuid4().hex}"
+        # The channel the consumer was last registered on.
+        self._consuming_on: aiormq.Channel | None = None
+        self._stopped = False
+        # One registration or cancellation at a time: a reopen and a broker cancel may both
+        # want to consume again, and `cancel()` must wait for one under way.
+        self._registering = asyncio.Lock()
+        self._resuming: asyncio.Task[None] | None = None  # held: the loop keeps weak references
 
     @property
     def active(self) -> bool:
         """A consumer is registered on an open channel, and the broker has not cancelled it."""
-        return self._consuming_on is not None and not self._consuming_on.is_closed
+        channel = self._consuming_on
+        return channel is not None and not channel.is_closed and self._tag in channel.consumers
 
     async def start(self) -> None:
         self._channel.reopen_callbacks.add(self._resume)
-        await self._consume()
+        async with self._registering:
+            await self._consume()
 
     async def cancel(self) -> None:
-        """Stop deliveries. What was delivered stays the caller's to settle."""
+        """Stop deliveries. What was delivered before stays the caller's to settle."""
+        self._stopped = True
         self._channel.reopen_callbacks.discard(self._resume)
-        if self._resuming is not None:
-            self._resuming.cancel()
-        channel, self._consuming_on = self._consuming_on, None
-        if channel is not None and self._tag is not None and not channel.is_closed:
-            await channel.basic_cancel(self._tag)
+        async with self._registering:
+            channel, self._consuming_on = self._consuming_on, None
+            if channel is not None and not channel.is_closed and self._tag in channel.consumers:
+                await channel.basic_cancel(self._tag)
 
     async def _consume(self) -> None:
-        channel = await self._channel.get_underlay_channel()
+        # aiormq's own channel, whose `consumers` says whether ours is still registered.
+        channel = cast("aiormq.Channel", await self._channel.get_underlay_channel())
         channel.on_consumer_cancel_callbacks.add(self._cancelled_by_broker)
-        consumed = await channel.basic_consume(self._queue, self._deliver, consumer_tag=self._tag)
-        self._tag = consumed.consumer_tag
+        await channel.basic_consume(self._queue, self._deliver, consumer_tag=self._tag)
         self._consuming_on = channel
 
     async def _deliver(self, message: aiormq.abc.DeliveredMessage) -> None:
-        self._on_delivery(Delivery(message))
+        delivery = Delivery(message)
+        if not self._stopped:
+            self._on_delivery(delivery)
+            return
+        # Sent before the broker saw our cancel: back to the queue, for another consumer.
+        with contextlib.suppress(aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError):
+            await delivery.nack(requeue=True)
 
     async def _resume(self, _channel: AbstractChannel | None = None) -> None:
         """On a reopened channel (the old one's consumer went with it), or after a cancel."""
-        try:
-            await self._consume()
-        except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
-            # Reported by `active`: the worker's watchdog exits for a restart if it lasts.
-            log(logger, logging.WARNING, "could not consume again", error=repr(error))
-        else:
-            log(logger, logging.INFO, "consuming again", queue=self._queue)
+        async with self._registering:
+            if self._stopped or self.active:
+                return
+            try:
+                await self._consume()
+            except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
+                # Reported by `active`: the worker's watchdog exits for a restart if it lasts.
+                log(logger, logging.WARNING, "could not consume again", error=repr(error))
+            else:
+                log(logger, logging.INFO, "consuming again", queue=self._queue)
 
     def _cancelled_by_broker(self, frame: Basic.Cancel) -> None:
-        if frame.consumer_tag != self._tag or self._consuming_on is None:
+        if frame.consumer_tag != self._tag or self._stopped:
             return
-        self._consuming_on = None
         log(logger, logging.WARNING, "the broker cancelled the consumer", queue=self._queue)
         self._resuming = asyncio.get_running_loop().create_task(self._resume())

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import aio_pika
 
@@ -16,6 +16,7 @@ from workers.subscription import Subscription
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    import aiormq
     from aio_pika.abc import AbstractQueue, AbstractRobustChannel, AbstractRobustConnection
 
     from tests.services import Services
@@ -103,6 +104,46 @@ async def test_consuming_resumes_after_the_broker_cancels_the_consumer(services:
         await wait_until(lambda: _is(subscription.active), "consuming the queue declared again", 15)
         await publish(channel, name, b"again")
         await wait_until(lambda: _has(received, [b"again"]), "a delivery from the new queue")
+
+
+async def test_a_cancel_while_consuming_again_leaves_no_consumer(services: Services) -> None:
+    """aio-pika starts every reopen callback at once, so a worker's shutdown can cancel the
+    subscription while its own re-consume on the reopened channel is under way."""
+    async with robust_channel(services) as (_, channel):
+        cancelled = asyncio.Event()
+        subscriptions: list[Subscription] = []
+
+        async def cancel_on_reopen(_: object) -> None:
+            await subscriptions[0].cancel()
+            cancelled.set()
+
+        channel.reopen_callbacks.add(cancel_on_reopen)  # called before the subscription's own
+        queue, subscription, received = await subscribed(channel, services)
+        subscriptions.append(subscription)
+        underlay = await channel.get_underlay_channel()
+        with contextlib.suppress(aio_pika.exceptions.AMQPError):
+            await underlay.basic_ack(9999)  # the broker closes the channel; aio-pika reopens it
+
+        await wait_until(lambda: _is(cancelled.is_set()), "the cancel on reopen")
+        await publish(channel, queue.name, b"after the cancel")
+        await asyncio.sleep(0.5)  # had the re-consume gone on, the message would arrive now
+        assert not subscription.active
+        assert received.bodies == [], "delivered after the cancel"
+        left = await queue.get(timeout=5)
+        assert left.body == b"after the cancel", "not left in the queue"
+
+
+async def test_not_active_once_its_channel_no_longer_holds_the_consumer(
+    services: Services,
+) -> None:
+    """What the channel holds, not what the subscription last did: a broker cancel that arrives
+    while a consume is still being confirmed leaves the subscription's own record behind."""
+    async with robust_channel(services) as (_, channel):
+        _, subscription, _ = await subscribed(channel, services)
+        underlay = cast("aiormq.Channel", await channel.get_underlay_channel())
+        (tag,) = underlay.consumers
+        await underlay.basic_cancel(tag)
+        assert not subscription.active
 
 
 async def _has(received: Received, bodies: list[bytes]) -> bool:
