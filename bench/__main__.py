@@ -34,6 +34,7 @@ from bench.processes import (
     wait_http,
     wrk,
 )
+from bench.search import highest_sustained
 from bench.traffic import PROTOCOLS, SECRETS, pick_user, sample_event, write_requests
 from schema.events import encode_event
 from schema.topology import Topology
@@ -446,22 +447,12 @@ class Bench:
         ingress, worker = self._ingress(), self._workers(1)
         ingress.start()
         worker.start()
-        steps = []
         try:
             await wait_http(f"http://127.0.0.1:{self.port}/readyz")
             await wait_http(f"http://127.0.0.1:{self.status_port}/readyz")
-            sustained = 0.0
-            for fraction in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
-                step = await self._steady("offerwall_md5", ceiling * fraction, STEP_SECONDS)
-                if not step["sustained"]:
-                    # One retry: on a shared 2-core machine a single stall (a checkpoint, a
-                    # neighbour) can fail a step the pipeline otherwise sustains. Both are shown.
-                    steps.append(step)
-                    step = await self._steady("offerwall_md5", ceiling * fraction, STEP_SECONDS)
-                steps.append(step)
-                if not step["sustained"]:
-                    break
-                sustained = step["achieved_per_second"]
+            sustained, steps = await highest_sustained(
+                lambda rate: self._steady("offerwall_md5", rate, STEP_SECONDS), ceiling
+            )
             # Half the highest sustained rate; half the first step's if none was sustained.
             half = (sustained or steps[0]["target_per_second"]) / 2
             soak = await self._steady("adjoe", half, self.soak_seconds)

@@ -12,6 +12,7 @@ import pytest
 
 from bench import report
 from bench.processes import _frame_group, parse_wrk
+from bench.search import highest_sustained
 from bench.traffic import PROTOCOLS, SECRETS, Request, write_requests
 from ingress.bodies import parse_json_object
 from ingress.protocols import protocol_class
@@ -177,3 +178,43 @@ def test_the_report_states_each_target_and_keeps_the_notes(tmp_path: Path) -> No
     path.write_text(text + "My analysis of the bottleneck.\n")
     report.write(path, results, memory)
     assert path.read_text().endswith("My analysis of the bottleneck.\n")
+
+
+class Pipeline:
+    """Sustains any rate up to `capacity`; fails the rates listed in `stalls` once each."""
+
+    def __init__(self, capacity: float, stalls: tuple[float, ...] = ()) -> None:
+        self.capacity = capacity
+        self.stalls = list(stalls)
+        self.rates: list[float] = []
+
+    async def __call__(self, rate: float) -> dict[str, Any]:
+        self.rates.append(rate)
+        stalled = rate in self.stalls
+        if stalled:
+            self.stalls.remove(rate)
+        sustained = rate <= self.capacity and not stalled
+        return {"sustained": sustained, "achieved_per_second": rate if sustained else 0.0}
+
+
+async def test_the_search_retries_a_failed_step_then_halves_the_gap_twice() -> None:
+    pipeline = Pipeline(capacity=170)
+    sustained, steps = await highest_sustained(pipeline, ceiling=1000)
+    assert pipeline.rates == [50, 100, 150, 200, 200, 175, 162.5]
+    assert len(steps) == len(pipeline.rates)
+    assert sustained == 162.5
+
+
+async def test_the_search_goes_on_past_a_single_stall() -> None:
+    pipeline = Pipeline(capacity=260, stalls=(100,))
+    sustained, _ = await highest_sustained(pipeline, ceiling=1000)
+    assert pipeline.rates == [50, 100, 100, 150, 200, 250, 300, 300, 275, 262.5]
+    assert sustained == 250
+
+
+async def test_the_search_refines_nothing_when_no_step_is_sustained() -> None:
+    pipeline = Pipeline(capacity=10)
+    sustained, steps = await highest_sustained(pipeline, ceiling=1000)
+    assert pipeline.rates == [50, 50]
+    assert sustained == 0
+    assert len(steps) == 2
