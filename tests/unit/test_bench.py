@@ -171,7 +171,7 @@ def test_the_report_states_each_target_and_keeps_the_notes(tmp_path: Path) -> No
         in text
     )
     assert "only publishes reached 0.70 of the raw publisher's rate" in text
-    assert "The ingress (spec 000) reached 0.40 of that endpoint's rate." in text
+    assert "(spec 000) reached 0.40 of that endpoint's rate." in text
     assert "| 40% | `(aiormq)` |" in text
     assert (tmp_path / "benchmarks.svg").read_text().startswith("<svg")
 
