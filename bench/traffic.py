@@ -131,7 +131,8 @@ def write_requests(
 
 
 def sample_event(instance: str, user: str, amount: Decimal) -> PayoutEvent:
-    """A spec 000 payout event, the size of the ingress's, for the baselines that publish."""
+    """A spec 000 payout event the size of the ingress's: what the broker baselines publish and
+    the drains fill the work queue with."""
     return PayoutEvent(
         event_id=uuid.uuid4(),
         provider_instance=instance,

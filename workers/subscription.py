@@ -40,7 +40,7 @@ class Subscription:
     """Deliveries of `queue` on `channel` to `on_delivery`, from `start()` until `cancel()`.
 
     After `cancel()` begins, nothing reaches `on_delivery`: a delivery already on its way is
-    returned to the queue, and a re-consume already under way ends by cancelling itself.
+    returned to the queue, and a re-consume already under way is waited for, then cancelled.
     """
 
     def __init__(
