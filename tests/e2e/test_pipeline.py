@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import httpx
+import pytest
 
 from tests.books import assert_books_balance
 from tests.e2e.stack import ADJOE_TOKEN, AIGAME_KEY, OFFERWALL_KEY
@@ -155,33 +156,83 @@ async def test_hundred_concurrent_deliveries_of_one_transaction_credit_once(stac
     assert await stack.fetchval("SELECT count(*) FROM ledger_entries") == 2
 
 
-async def test_boundary_shifted_callbacks_are_accepted_but_never_credited(stack: Stack) -> None:
-    """Shifted copies keep the provider's sign (docs/security.md): each is refused at crediting."""
-    await stack.start_ingress()
-    await stack.start_worker()
+def shifted_offerwall_paths() -> tuple[str, str, str]:
+    """A provider's callback and two boundary-shifted copies that keep its sign
+    (docs/security.md): the amount shifted into it, and the user id shifted out of its id."""
     base = {"send_time": "1763800000"}
     original = {**base, "user_id": "u9", "amount": "1", "trans_id": "tx-123", "android_id": "23"}
     amount_shift = {**original, "amount": "12", "android_id": "3"}
     id_shift = {**original, "trans_id": "tx-12", "user_id": "3u9"}
-    paths = [
+    paths = tuple(
         f"/callbacks/offerwall?{offerwall_query(params, OFFERWALL_KEY)}"
         for params in (original, amount_shift, id_shift)
-    ]
-    signs = {path.rsplit("sign=", 1)[1] for path in paths}
-    assert len(signs) == 1
-    async with httpx.AsyncClient(base_url=stack.base_url) as client:
-        for path in paths:  # in order: the provider's own request arrives first
-            assert (await client.get(path)).status_code == 200
+    )
+    assert len({path.rsplit("sign=", 1)[1] for path in paths}) == 1
+    return paths[0], paths[1], paths[2]
 
-    async def refused_twice() -> bool:
-        return int(await stack.fetchval("SELECT count(*) FROM payout_conflicts")) == 2
 
-    await wait_until(refused_twice, "both shifted copies refused")
-    outcomes = await stack.fetchval(
+async def refusals(stack: Stack, count: int) -> str:
+    """The outcomes in `payout_conflicts`, sorted, once it holds `count` rows."""
+
+    async def all_refused() -> bool:
+        return int(await stack.fetchval("SELECT count(*) FROM payout_conflicts")) == count
+
+    await wait_until(all_refused, f"{count} shifted copies refused")
+    outcomes: str = await stack.fetchval(
         "SELECT string_agg(outcome, ',' ORDER BY outcome) FROM payout_conflicts"
     )
-    assert outcomes == "conflict,signature_reused"
+    return outcomes
+
+
+async def test_boundary_shifted_copies_of_a_credited_callback_are_refused(stack: Stack) -> None:
+    """An attacker replays what they have seen: the provider's callback, already credited."""
+    await stack.start_ingress()
+    await stack.start_worker()
+    original, *shifted = shifted_offerwall_paths()
+    async with httpx.AsyncClient(base_url=stack.base_url) as client:
+        assert (await client.get(original)).status_code == 200
+
+        async def credited() -> bool:
+            count = await stack.fetchval("SELECT count(*) FROM payouts WHERE status = 'credited'")
+            return int(count) == 1
+
+        await wait_until(credited, "the provider's callback credited")
+        for path in shifted:
+            assert (await client.get(path)).status_code == 200
+
+    assert await refusals(stack, 2) == "conflict,signature_reused"
     await assert_wallets_exactly(stack, Wallets({("u9", "COIN"): 1}))
+
+
+@pytest.mark.parametrize("sent_first", [0, 1, 2])
+async def test_boundary_shifted_copies_racing_the_callback_credit_exactly_one(
+    stack: Stack, sent_first: int
+) -> None:
+    """Copies in flight at once, here spread over two workers, commit in no set order
+    (docs/security.md): any one of them may win, never two. Each starts from another copy,
+    so that over the runs each can be the one that wins."""
+    await stack.start_ingress()
+    await stack.start_worker()
+    await stack.start_worker()
+    paths = shifted_offerwall_paths()
+    racing = paths[sent_first:] + paths[:sent_first]
+    async with httpx.AsyncClient(base_url=stack.base_url) as client:
+        responses = await asyncio.gather(*(client.get(path) for path in racing))
+    assert [response.status_code for response in responses] == [200, 200, 200]
+
+    outcomes = await refusals(stack, 2)
+    credited = await stack.fetchval(
+        "SELECT array_agg((user_id, amount)) FROM payouts WHERE status = 'credited'"
+    )
+    assert len(credited) == 1
+    user, amount = credited[0]
+    refused_when_won_by = {
+        ("u9", 1): "conflict,signature_reused",  # the provider's callback
+        ("u9", 12): "conflict,signature_reused",  # the amount shift
+        ("3u9", 1): "signature_reused,signature_reused",  # the id shift
+    }
+    assert outcomes == refused_when_won_by[(user, amount)]
+    await assert_wallets_exactly(stack, Wallets({(user, "COIN"): amount}))
 
 
 async def test_two_workers_drain_mixed_payouts_to_exact_balances(stack: Stack) -> None:
