@@ -19,13 +19,14 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aio_pika
 import asyncpg
 
 from bench import broker_ceiling, report
 from bench.processes import (
+    MEASURED,
     CpuMeter,
     Load,
     Service,
@@ -40,6 +41,11 @@ from schema.events import encode_event
 from schema.topology import Topology
 from tests.e2e.stack import free_port
 from workers import event_loop
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS = 32  # concurrent requests from the load generator, and publishes for the ceiling
@@ -183,30 +189,36 @@ class Bench:
     # -- ceilings and baselines ------------------------------------------------------------------
 
     async def http_ceiling(self) -> None:
-        load = await self._uvicorn_load("hello", "bench.baselines:hello", {})
+        load = await self._uvicorn_load("bare Starlette", "bench.baselines:hello", {})
         self.results["http_ceiling"] = _load(load)
 
     async def naive_handler(self) -> None:
         env = {**self.env, "BENCH_DATABASE_URL": self.database_url}
-        load = await self._uvicorn_load("naive", "bench.baselines:naive", env)
+        load = await self._uvicorn_load("naive handler", "bench.baselines:naive", env)
         credited = await self._sql("SELECT count(*) FROM payouts WHERE provider_instance = 'naive'")
         self.results["naive"] = {**_load(load), "credited": credited}
 
-    async def _uvicorn_load(self, name: str, factory: str, env: dict[str, str]) -> Load:
+    async def _uvicorn_load(self, label: str, factory: str, env: dict[str, str]) -> Load:
         port = free_port()
         service = self._service(
-            name, sys.executable, "-m", "uvicorn", "--factory", factory, "--port", str(port),
+            factory.rpartition(":")[2], sys.executable, "-m", "uvicorn", "--factory", factory,
+            "--port", str(port),
             "--no-access-log", "--log-level", "warning", "--no-server-header",
             env={**self.env, **env},
         )  # fmt: skip
         service.start()
         try:
             await wait_http(f"http://127.0.0.1:{port}/healthz", 30)
-            return await wrk(
-                f"http://127.0.0.1:{port}",
-                self._requests("offerwall_md5"),
-                seconds=MEASURE_SECONDS,
-                connections=CONNECTIONS,
+            assert service.popen is not None
+            return await self._metered(
+                label,
+                [service.popen.pid],
+                wrk(
+                    f"http://127.0.0.1:{port}",
+                    self._requests("offerwall_md5"),
+                    seconds=MEASURE_SECONDS,
+                    connections=CONNECTIONS,
+                ),
             )
         finally:
             await service.stop()
@@ -214,11 +226,17 @@ class Bench:
     async def broker_ceiling(self) -> None:
         body = encode_event(sample_event("ceiling", "user-1", Decimal(7)))
         queue = f"{self.namespace}.ceiling"
-        publish = await broker_ceiling.publish_rate(
-            self.broker_url, queue, body, CONNECTIONS, MEASURE_SECONDS
+        # The raw clients run in this process: it is the one measured.
+        publish = await self._metered(
+            "raw publisher",
+            [os.getpid()],
+            broker_ceiling.publish_rate(self.broker_url, queue, body, CONNECTIONS, MEASURE_SECONDS),
         )
-        consume = await broker_ceiling.consume_rate(
-            self.broker_url, queue, body, DRAIN_PAYOUTS, prefetch=200
+        await broker_ceiling.prefill(self.broker_url, queue, body, DRAIN_PAYOUTS)
+        consume = await self._metered(
+            "raw consumer",
+            [os.getpid()],
+            broker_ceiling.consume_rate(self.broker_url, queue, DRAIN_PAYOUTS, prefetch=200),
         )
         self.results["broker"] = {"publish_per_second": publish, "consume_per_second": consume}
 
@@ -227,7 +245,7 @@ class Bench:
         queue = f"{self.namespace}.publishing"
         env = {"BENCH_RABBITMQ_URL": self.broker_url, "BENCH_PUBLISH_QUEUE": queue}
         try:
-            load = await self._uvicorn_load("publishing", "bench.baselines:publishing", env)
+            load = await self._uvicorn_load("HTTP + publish", "bench.baselines:publishing", env)
         finally:
             connection = await aio_pika.connect(self.broker_url)
             async with connection:
@@ -286,17 +304,19 @@ class Bench:
                     worker = self._workers(1)
                     worker.start()
                     await wait_http(f"http://127.0.0.1:{self.status_port}/readyz")
-                load = await self._wrk(name, MEASURE_SECONDS)
-                results[name] = {**_load(load), "with_worker": worker is not None}
+                assert ingress.popen is not None
                 if name.startswith("offerwall"):
-                    # Profiled in a pass of its own: the sampler's CPU would slow the one measured.
-                    assert ingress.popen is not None
-                    await self._observed(
-                        "ingress (spec 000)",
-                        ingress.popen.pid,
-                        self._wrk(name, MEASURE_SECONDS),
-                        MEASURE_SECONDS,
+                    label = "ingress (spec 000)"
+                    load = await self._metered(
+                        label, [ingress.popen.pid], self._wrk(name, MEASURE_SECONDS)
                     )
+                    # Profiled in a pass of its own: the sampler's CPU would slow the one measured.
+                    await self._profiled(
+                        label, ingress.popen.pid, self._wrk(name, MEASURE_SECONDS), MEASURE_SECONDS
+                    )
+                else:
+                    load = await self._wrk(name, MEASURE_SECONDS)
+                results[name] = {**_load(load), "with_worker": worker is not None}
         finally:
             await ingress.stop()
             if worker is not None:
@@ -310,7 +330,13 @@ class Bench:
         ingress.start()
         try:
             await wait_http(f"http://127.0.0.1:{self.port}/readyz")
-            load = await self._wrk("offerwall_md5", MEASURE_SECONDS)
+            assert ingress.popen is not None
+            load = await self._metered(
+                "ingress (spec 000), 2 processes",
+                [ingress.popen.pid],
+                self._wrk("offerwall_md5", MEASURE_SECONDS),
+                processes=2,
+            )
         finally:
             await ingress.stop()
         await self._purge_work_queue()  # the drains start from an empty queue
@@ -327,19 +353,26 @@ class Bench:
             connections=CONNECTIONS,
         )
 
-    async def _observed(self, label: str, pid: int, work: Any, seconds: float) -> Any:
-        """Run `work` while measuring who uses the CPU and profiling `pid` for most of it."""
-        meter = CpuMeter({label: [pid]})
+    async def _metered(
+        self, label: str, pids: list[int], work: Awaitable[T], *, processes: int = 1
+    ) -> T:
+        """Run `work` while counting the cores used by `pids` (with their children), by the
+        services and by the whole machine: the row of `label` in the table of what limits it."""
+        meter = CpuMeter({MEASURED: pids})
         meter.start()
+        result = await work
+        self.results["cpu"][label] = {"cores": meter.stop(), "processes": processes}
+        return result
+
+    async def _profiled(self, label: str, pid: int, work: Awaitable[Any], seconds: float) -> None:
+        """Run `work` while py-spy samples `pid` for most of it."""
         task = asyncio.ensure_future(work)
         await asyncio.sleep(1)
         sampled = max(2, int(seconds) - 3)
         self.results["profiles"][label] = (
             await profile(pid, sampled, self.workdir / f"{label}.profile")
         )[:25]
-        result = await task
-        self.results["cpu"][label] = meter.stop()
-        return result
+        await task
 
     async def _purge_work_queue(self) -> None:
         connection = await aio_pika.connect(self.broker_url)
@@ -400,11 +433,18 @@ class Bench:
         )  # fmt: skip
         service.start()
         try:
+            await self._until_credited(instance, 1)  # its processes are up and consuming
+            assert service.popen is not None
             drained = self._until_credited(instance, count)
             if profiled:
-                await asyncio.sleep(2)  # started and consuming
-                assert service.popen is not None
-                await self._observed("worker (1 process)", service.popen.pid, drained, 8)
+                await self._profiled("worker (1 process)", service.popen.pid, drained, 8)
+            elif not hot:
+                await self._metered(
+                    f"worker drain, {processes} process(es)",
+                    [service.popen.pid],
+                    drained,
+                    processes=processes,
+                )
             else:
                 await drained
         finally:
@@ -450,13 +490,16 @@ class Bench:
         try:
             await wait_http(f"http://127.0.0.1:{self.port}/readyz")
             await wait_http(f"http://127.0.0.1:{self.status_port}/readyz")
+            assert ingress.popen is not None
+            assert worker.popen is not None
+            pids = {"ingress": [ingress.popen.pid], "worker": [worker.popen.pid]}
             sustained, steps = await highest_sustained(
-                lambda rate: self._steady("offerwall_md5", rate, STEP_SECONDS), ceiling
+                lambda rate: self._steady("offerwall_md5", rate, STEP_SECONDS, pids), ceiling
             )
             # Half the highest sustained rate; half the first step's if none was sustained.
             half = (sustained or steps[0]["target_per_second"]) / 2
-            soak = await self._steady("adjoe", half, self.soak_seconds)
-            json_answers = await self._steady("aigame_payout", half, STEP_SECONDS)
+            soak = await self._steady("adjoe", half, self.soak_seconds, pids)
+            json_answers = await self._steady("aigame_payout", half, STEP_SECONDS, pids)
         finally:
             await ingress.stop()
             await worker.stop()
@@ -470,7 +513,10 @@ class Bench:
         self.memory["ingress (end to end)"] = ingress.rss_samples
         self.memory["worker (end to end)"] = worker.rss_samples
 
-    async def _steady(self, protocol: str, rate: float, seconds: int) -> dict[str, Any]:
+    async def _steady(
+        self, protocol: str, rate: float, seconds: int, pids: dict[str, list[int]]
+    ) -> dict[str, Any]:
+        """One steady rate for `seconds`, with the cores each of `pids` used meanwhile."""
         name = next(name for name in PROTOCOLS if name.startswith(protocol))
         # Fresh transactions for every step (and fresh timestamps for spec 001's window).
         requests = self.workdir / f"steady-{len(self.steps_run)}.requests"
@@ -482,6 +528,8 @@ class Bench:
             seed=100 + len(self.steps_run),
         )
         started = datetime.now(UTC)
+        meter = CpuMeter(pids)
+        meter.start()
         load = await wrk(
             f"http://127.0.0.1:{self.port}",
             requests,
@@ -489,6 +537,7 @@ class Bench:
             connections=CONNECTIONS,
             rate=rate,
         )
+        cores = meter.stop()
         # Sustained: within two seconds of the load ending, the workers have caught up.
         backlog_deadline = time.monotonic() + 2
         while time.monotonic() < backlog_deadline:
@@ -521,6 +570,7 @@ class Bench:
             "errors": load.errors,
             "sustained": backlog == 0 and load.requests_per_second >= 0.95 * rate,
             "seconds": seconds,
+            "cores": cores,
         }
 
     async def _backlog(self) -> int:
@@ -585,6 +635,7 @@ async def main() -> int:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(time.monotonic() - started),
         "machine": _machine(),
+        "cores": os.cpu_count() or 1,
         "command": "bench/run.sh"
         + (f" --soak-seconds {args.soak_seconds}" if args.soak_seconds != 60 else ""),
     }

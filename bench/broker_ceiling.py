@@ -13,7 +13,7 @@ import aio_pika
 if TYPE_CHECKING:
     from pamqp.common import FieldTable
 
-__all__ = ["consume_rate", "publish_rate"]
+__all__ = ["consume_rate", "fill", "prefill", "publish_rate"]
 
 QUORUM: FieldTable = {"x-queue-type": "quorum"}
 
@@ -64,13 +64,20 @@ async def fill(url: str, queue: str, bodies: list[bytes], concurrency: int = 64)
         await asyncio.gather(*(publisher() for _ in range(concurrency)))
 
 
-async def consume_rate(url: str, queue: str, body: bytes, count: int, prefetch: int) -> float:
-    """Messages per second a plain consumer acks, one by one, draining `count` messages."""
+async def prefill(url: str, queue: str, body: bytes, count: int) -> None:
+    """A fresh quorum queue `queue` holding `count` copies of `body`, for `consume_rate`."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        await _fresh_queue(await connection.channel(), queue)
+    await fill(url, queue, [body] * count)
+
+
+async def consume_rate(url: str, queue: str, count: int, prefetch: int) -> float:
+    """Messages per second a plain consumer acks, one by one, draining `count` messages from
+    the queue `prefill` filled; the queue is deleted afterwards."""
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
-        await _fresh_queue(channel, queue)
-        await fill(url, queue, [body] * count)
         await channel.set_qos(prefetch_count=prefetch)
         done = asyncio.Event()
         consumed = 0

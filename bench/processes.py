@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 __all__ = [
+    "MEASURED",
     "CpuMeter",
     "Load",
     "Service",
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 BENCH_DIR = Path(__file__).resolve().parent
+# The CpuMeter group of the process a measurement is about (a server, a client, a worker).
+MEASURED = "measured"
 
 
 async def wait_http(url: str, limit_seconds: float = 60) -> None:
@@ -196,12 +199,13 @@ async def pgbench(database_url: str, script: Path, *, clients: int, seconds: int
     return float(match.group(1))
 
 
-def _ticks(pid: int) -> int:
+def _ticks(pid: int) -> int | None:
+    """CPU time used by `pid` so far, in clock ticks; None once it has exited."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
     except FileNotFoundError:
-        return 0
-    return int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+        return None
+    return int(fields[11]) + int(fields[12])  # utime + stime
 
 
 def _pids_of(program: str) -> list[int]:
@@ -216,11 +220,13 @@ def _pids_of(program: str) -> list[int]:
 
 
 class CpuMeter:
-    """Cores used by each group of processes between `start` and `stop`: who is busy."""
+    """Cores used by each group of processes between `start` and `stop`, and by the whole
+    machine: who is busy, and whether anything was left idle."""
 
-    # The load generator and the profiler run and exit inside the window, so /proc no longer
-    # has them at the end: they are counted from the harness's rusage of its finished children.
-    TOOLS = "wrk + py-spy"
+    # The load generator runs and exits inside the window, so /proc no longer has it at the
+    # end: it is counted from the harness's rusage of its finished children.
+    TOOLS = "wrk"
+    MACHINE = "machine"
 
     def __init__(self, groups: dict[str, list[int]]) -> None:
         self._groups = {
@@ -228,13 +234,20 @@ class CpuMeter:
         }
         for program, label in (("beam.smp", "RabbitMQ"), ("postgres", "Postgres")):
             self._groups.setdefault(label, _pids_of(program))
-        self._before: dict[str, int] = {}
+        self._before: dict[int, int] = {}
         self._tools_before = 0.0
+        self._machine_before = 0
         self._started = 0.0
 
     def start(self) -> None:
-        self._before = {name: sum(map(_ticks, pids)) for name, pids in self._groups.items()}
+        self._before = {
+            pid: ticks
+            for pids in self._groups.values()
+            for pid in pids
+            if (ticks := _ticks(pid)) is not None
+        }
         self._tools_before = _finished_children_seconds()
+        self._machine_before = _machine_busy_ticks()
         self._started = time.monotonic()
 
     def stop(self) -> dict[str, float]:
@@ -244,11 +257,27 @@ class CpuMeter:
         # Postgres backends started meanwhile count from zero.
         self._groups["Postgres"] = sorted(set(self._groups["Postgres"]) | set(_pids_of("postgres")))
         used = {
-            name: (sum(map(_ticks, pids)) - self._before.get(name, 0)) / ticks_per_second
+            name: sum(self._used_ticks(pid) for pid in pids) / ticks_per_second
             for name, pids in self._groups.items()
         }
         used[self.TOOLS] = _finished_children_seconds() - self._tools_before
+        used[self.MACHINE] = (_machine_busy_ticks() - self._machine_before) / ticks_per_second
         return {name: round(seconds / elapsed, 2) for name, seconds in used.items()}
+
+    def _used_ticks(self, pid: int) -> int:
+        """Since `start`; a process gone meanwhile (a short-lived helper) is not counted, and
+        one started meanwhile counts from zero."""
+        now = _ticks(pid)
+        return 0 if now is None else now - self._before.get(pid, 0)
+
+
+def _machine_busy_ticks() -> int:
+    """Every core's non-idle time since boot, from the `cpu` line of /proc/stat."""
+    user, nice, system, _idle, _iowait, irq, softirq = (
+        int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]
+    )
+    # Steal (time the hypervisor gave to others) is not work done here.
+    return user + nice + system + irq + softirq
 
 
 def _finished_children_seconds() -> float:

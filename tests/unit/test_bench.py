@@ -101,7 +101,7 @@ def test_the_report_states_each_target_and_keeps_the_notes(tmp_path: Path) -> No
     def load(rate: float) -> dict[str, float]:
         return {"per_second": rate, "p50_ms": 2.0, "p99_ms": 9.0, "non_2xx": 0, "errors": 0}
 
-    def steady(rate: float, sustained: bool) -> dict[str, Any]:
+    def steady(rate: float, sustained: bool, ingress_cores: float = 0.5) -> dict[str, Any]:
         return {
             "protocol": "offerwall_md5 (000)",
             "target_per_second": rate,
@@ -115,11 +115,18 @@ def test_the_report_states_each_target_and_keeps_the_notes(tmp_path: Path) -> No
             "errors": 0,
             "sustained": sustained,
             "seconds": 15,
+            "cores": {"ingress": ingress_cores, "worker": 0.4, "machine": 1.5},
         }
 
     drain = {"payouts": 1000, "per_second": 4500.0, "peak_rss_mib": 60.0}
     results = {
-        "run": {"date": "2026-11-22", "seconds": 600, "machine": "2 cores", "command": "x"},
+        "run": {
+            "date": "2026-11-22",
+            "seconds": 600,
+            "machine": "2 cores",
+            "command": "x",
+            "cores": 2,
+        },
         "broker": {"publish_per_second": 5000.0, "consume_per_second": 5500.0},
         "http_ceiling": load(15000),
         "http_publish": load(3500),
@@ -137,12 +144,21 @@ def test_the_report_states_each_target_and_keeps_the_notes(tmp_path: Path) -> No
         },
         "end_to_end": {
             "ceiling_per_second": 5000.0,
-            "steps": [steady(500, True), steady(1000, False)],
+            "steps": [steady(500, True), steady(1500, False), steady(1000, False, 0.9)],
             "highest_sustained_per_second": 500.0,
             "soak": steady(250, True),
             "json_answers": steady(250, True),
         },
-        "cpu": {"ingress (spec 000)": {"ingress (spec 000)": 0.96, "RabbitMQ": 0.33}},
+        "cpu": {
+            "ingress (spec 000)": {
+                "cores": {"measured": 0.96, "RabbitMQ": 0.33, "machine": 1.5},
+                "processes": 1,
+            },
+            "worker drain, 2 process(es)": {
+                "cores": {"measured": 1.2, "Postgres": 0.6, "machine": 1.9},
+                "processes": 2,
+            },
+        },
         "profiles": {"ingress (spec 000)": [(40.0, "(aiormq)")]},
     }
     memory = {
@@ -155,7 +171,10 @@ def test_the_report_states_each_target_and_keeps_the_notes(tmp_path: Path) -> No
     assert (
         "| worker drain (1 process) / raw broker consumer | 4,500/s | 0.82 | ≥ 0.80 | yes |" in text
     )
-    assert "| the same, `payouts worker --processes 2` | 4,000/s | 0.73 | ≥ 0.80 | **no** |" in text
+    assert (
+        "| the same, `payouts worker --processes 2` | 4,000/s | 0.73 | ≥ 0.80 | **no** "
+        "| all 2 cores busy |" in text
+    )
     assert (
         "| hot wallets: batched / one transaction per payout | 2,400/s | 6.00 | ≥ 10 | **no** |"
         in text
@@ -170,6 +189,20 @@ def test_the_report_states_each_target_and_keeps_the_notes(tmp_path: Path) -> No
         "| offerwall_md5 (000) | 1,400/s | 2.0 ms | 9.0 ms | 0 | 0.28 | 0.40 | 0.09 | 0.78 |"
         in text
     )
+    # What held each missed target back, from the cores used in its own measurement: the
+    # end-to-end target by its lowest step not sustained, not by a higher one.
+    assert (
+        "| ingress accepted (spec 000) / broker publish with confirms | 1,400/s | 0.28 | ≥ 0.80 "
+        "| **no** | measured at 0.96 of 1 core(s) |" in text
+    )
+    assert (
+        "| end to end, highest sustained / lower broker ceiling | 500/s | 0.10 | ≥ 0.70 "
+        "| **no** | ingress at 0.90 of 1 core(s) |" in text
+    )
+    assert (
+        "| end to end at 500/s, sustained |  | 0.50 | 0.40 |  |  |  | 1.50 "
+        "| no core full: waiting on the broker or the database |" in text
+    )
     assert "only publishes reached 0.70 of the raw publisher's rate" in text
     assert "(spec 000) reached 0.40 of that endpoint's rate." in text
     assert "| 40% | `(aiormq)` |" in text
@@ -178,6 +211,31 @@ def test_the_report_states_each_target_and_keeps_the_notes(tmp_path: Path) -> No
     path.write_text(text + "My analysis of the bottleneck.\n")
     report.write(path, results, memory)
     assert path.read_text().endswith("My analysis of the bottleneck.\n")
+
+
+@pytest.mark.parametrize(
+    ("cores", "processes", "named"),
+    [
+        ({"measured": 0.88, "machine": 1.3}, 1, "measured at 0.88 of 1 core(s)"),
+        (
+            {"measured": 0.88, "machine": 1.3},
+            2,
+            "no core full: waiting on the broker or the database",
+        ),
+        ({"measured": 1.75, "machine": 1.95}, 2, "all 2 cores busy; measured at 1.75 of 2 core(s)"),
+        ({"ingress": 0.95, "worker": 0.3, "machine": 1.6}, 1, "ingress at 0.95 of 1 core(s)"),
+        ({"measured": 0.5, "machine": 1.85}, 1, "all 2 cores busy"),
+        (
+            {"measured": 0.84, "machine": 1.79},
+            1,
+            "no core full: waiting on the broker or the database",
+        ),
+    ],
+)
+def test_what_limited_a_measurement_is_read_from_the_cores_it_used(
+    cores: dict[str, float], processes: int, named: str
+) -> None:
+    assert report.limit(cores, processes, machine_cores=2) == named
 
 
 class Pipeline:
