@@ -48,15 +48,16 @@ def _rate(value: float) -> str:
 
 def limit(cores: dict[str, float], processes: int, machine_cores: int) -> str:
     """What held a measurement back, read from the cores each process group used during it:
-    the whole machine, a Python process at its one core, or neither (it waited)."""
+    the whole machine, a Python process at its one core, or neither (it waited on something)."""
+    machine = cores.get(CpuMeter.MACHINE, 0)
     found = []
-    if cores.get(CpuMeter.MACHINE, 0) >= FULL_MACHINE * machine_cores:
+    if machine >= FULL_MACHINE * machine_cores:
         found.append(f"all {machine_cores} cores busy")
     for group in PYTHON_GROUPS:
         capacity = processes if group == MEASURED else 1
         if cores.get(group, 0) >= FULL_CORE * capacity:
             found.append(f"{group} at {cores[group]:.2f} of {capacity} core(s)")
-    return "; ".join(found) or "no core full: waiting on the broker or the database"
+    return "; ".join(found) or f"no core full ({machine:.2f} of {machine_cores} busy)"
 
 
 def _cpu_rows(results: dict[str, Any]) -> dict[str, tuple[dict[str, float], int]]:
@@ -202,8 +203,9 @@ def _markdown(
         ),
         "",
         "*What limited it* is read from the cores each process used during that measurement",
-        "(the table under *Where the time goes*): all cores busy, one Python process at its one",
-        "core, or no core full, when it waited.",
+        "(the table under *Where the time goes*): all cores busy (90% or more), one Python",
+        "process at its one core (0.85 or more), or no core full: then it waited on something",
+        "(the broker, the database, its own batching) with cores to spare.",
         "",
         "## Ceilings and baselines",
         "",

@@ -201,7 +201,7 @@ def test_the_report_states_each_target_and_keeps_the_notes(tmp_path: Path) -> No
     )
     assert (
         "| end to end at 500/s, sustained |  | 0.50 | 0.40 |  |  |  | 1.50 "
-        "| no core full: waiting on the broker or the database |" in text
+        "| no core full (1.50 of 2 busy) |" in text
     )
     assert "only publishes reached 0.70 of the raw publisher's rate" in text
     assert "(spec 000) reached 0.40 of that endpoint's rate." in text
@@ -220,7 +220,7 @@ def test_the_report_states_each_target_and_keeps_the_notes(tmp_path: Path) -> No
         (
             {"measured": 0.88, "machine": 1.3},
             2,
-            "no core full: waiting on the broker or the database",
+            "no core full (1.30 of 2 busy)",
         ),
         ({"measured": 1.75, "machine": 1.95}, 2, "all 2 cores busy; measured at 1.75 of 2 core(s)"),
         ({"ingress": 0.95, "worker": 0.3, "machine": 1.6}, 1, "ingress at 0.95 of 1 core(s)"),
@@ -228,7 +228,7 @@ def test_the_report_states_each_target_and_keeps_the_notes(tmp_path: Path) -> No
         (
             {"measured": 0.84, "machine": 1.79},
             1,
-            "no core full: waiting on the broker or the database",
+            "no core full (1.79 of 2 busy)",
         ),
     ],
 )
