@@ -203,6 +203,11 @@ def test_the_report_states_each_target_and_keeps_the_notes(tmp_path: Path) -> No
         "| end to end at 500/s, sustained |  | 0.50 | 0.40 |  |  |  | 1.50 "
         "| no core full (1.50 of 2 busy) |" in text
     )
+    assert "| 1 process(es) | 1,000 | 4,500/s | 0.82 | 2.37 | 2.50 | 60 MiB |" in text
+    assert (
+        "| offerwall_md5 (000) | 500/s | 500/s | 0.28 | 3.0 ms | 50.0 ms | 10.0 ms | 120.0 ms "
+        "| yes |" in text
+    )
     assert "only publishes reached 0.70 of the raw publisher's rate" in text
     assert "(spec 000) reached 0.40 of that endpoint's rate." in text
     assert "| 40% | `(aiormq)` |" in text
