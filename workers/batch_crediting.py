@@ -3,11 +3,12 @@ alone.
 
 New payouts to wallets that may be created (the common case) take the set-based path, a fixed
 number of statements whatever the batch size: one finds those whose transaction id or signature
-is already recorded, one creates the missing wallets, one locks the wallets and reads their
-balances, one records the payouts as credited with the balance each leaves, one adds each
-wallet's total, one writes the ledger. Everything else in the batch goes through `apply_payout`
-afterwards, in the same transaction: re-sends and in-batch duplicates, payouts that need an
-existing wallet or a pending order, and old requests.
+is already recorded, one locks the wallets and reads their balances (two more create and lock
+the wallets that do not exist yet), and one records the payouts as credited with the balance
+each leaves, adds each wallet's total, writes the ledger and grants the items. The funding
+accounts' ids are looked up once per worker process (`FundingAccounts`). Everything else in the
+batch goes through `apply_payout` afterwards, in the same transaction: re-sends and in-batch
+duplicates, payouts that need an existing wallet or a pending order, and old requests.
 
 Each payout row is written once, already credited: a payout claimed as held and then marked
 credited would cost a second row version and a second entry in every index of `payouts`.
@@ -15,13 +16,14 @@ credited would cost a second row version and a second entry in every index of `p
 Locks are taken in one order in every batch: first the wallet-creation advisory lock of every
 wallet the batch names, sorted by lock key, so that no other batch creates or credits those
 wallets meanwhile (this covers wallets that do not exist yet, which no row lock can); then the
-wallet rows in sorted order; then the payouts' unique keys. Two workers crediting overlapping
-wallets therefore queue behind each other instead of deadlocking. Batches for different wallets
-are not ordered by those locks when they carry the same transaction id or signature (a conflict
-or a reused signature, rare by nature). When only one batch inserts the key, the other finds it
-taken when it records its payouts and raises `ClaimRaced`; when each inserts a key the other
-then needs (crossed keys, or the same pending orders), Postgres detects the deadlock. Either way
-the batch rolls back whole and is retried like any transient failure.
+wallet rows in sorted order (those the batch creates after the others: no one can be waiting for
+them without their creation lock); then the payouts' unique keys. Two workers crediting
+overlapping wallets therefore queue behind each other instead of deadlocking. Batches for
+different wallets are not ordered by those locks when they carry the same transaction id or
+signature (a conflict or a reused signature, rare by nature). When only one batch inserts the
+key, the other finds it taken when it records its payouts and raises `ClaimRaced`; when each
+inserts a key the other then needs (crossed keys, or the same pending orders), Postgres detects
+the deadlock. Either way the batch rolls back whole and is retried like any transient failure.
 
 Payouts and accounts are looked up by key one index probe per element (a lateral subquery),
 never by a join the planner could turn into a scan of every wallet or payout.
@@ -33,7 +35,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import MAX_PREC, Context, Decimal, Inexact, InvalidOperation, localcontext
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from schema.outcomes import Outcome
 from workers.crediting import CreditResult, apply_payout
@@ -41,11 +43,12 @@ from workers.failures import ClaimRaced
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from uuid import UUID
 
     from schema.events import PayoutEvent
     from workers.database import Connection
 
-__all__ = ["apply_batch"]
+__all__ = ["FundingAccounts", "apply_batch"]
 
 # The advisory locks of crediting.LOCK_WALLET_CREATION, for many wallets in one statement: the
 # aggregate takes them one by one in the sorted subquery's order.
@@ -73,24 +76,51 @@ CROSS JOIN LATERAL (
 ) AS recorded
 """
 
+# The fresh payouts, recorded as credited, in one statement with everything they change: each
+# wallet credited once by its total ($17, $18), the ledger ($19-$21: the funding account pays
+# the wallet) and the items granted ($22-$24), the last two matched to their payouts by event
+# id. A payout whose key another transaction took meanwhile is not returned; the caller then
+# rolls the whole statement back. Constraints are checked at the end of the statement, when
+# every payout the ledger and the items refer to is in.
 RECORD_CREDITED = """
-INSERT INTO payouts (provider_instance, transaction_id, event_id, protocol, user_id, amount,
-                     currency, signature, create_account, status, outcome, answer_code,
-                     attributes, raw_request, received_at, items, price, order_id,
-                     balance_after, credited_at)
-SELECT t.provider_instance, t.transaction_id, t.event_id, t.protocol, t.user_id, t.amount,
-       t.currency, t.signature, true, 'credited', 'credited', t.answer_code,
-       t.attributes::jsonb, t.raw_request::jsonb, t.received_at, t.items::jsonb, t.price,
-       t.order_id, t.balance_after, now()
-FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::numeric[],
-            $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[],
-            $13::text[], $14::numeric[], $15::text[], $16::numeric[])
-     AS t(provider_instance, transaction_id, event_id, protocol, user_id, amount, currency,
-          signature, answer_code, attributes, raw_request, received_at, items, price, order_id,
-          balance_after)
-ORDER BY t.provider_instance, t.transaction_id
-ON CONFLICT DO NOTHING
-RETURNING payout_id, event_id
+WITH recorded AS (
+    INSERT INTO payouts (provider_instance, transaction_id, event_id, protocol, user_id, amount,
+                         currency, signature, create_account, status, outcome, answer_code,
+                         attributes, raw_request, received_at, items, price, order_id,
+                         balance_after, credited_at)
+    SELECT t.provider_instance, t.transaction_id, t.event_id, t.protocol, t.user_id, t.amount,
+           t.currency, t.signature, true, 'credited', 'credited', t.answer_code,
+           t.attributes::jsonb, t.raw_request::jsonb, t.received_at, t.items::jsonb, t.price,
+           t.order_id, t.balance_after, now()
+    FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::numeric[],
+                $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[],
+                $13::text[], $14::numeric[], $15::text[], $16::numeric[])
+         AS t(provider_instance, transaction_id, event_id, protocol, user_id, amount, currency,
+              signature, answer_code, attributes, raw_request, received_at, items, price,
+              order_id, balance_after)
+    ORDER BY t.provider_instance, t.transaction_id
+    ON CONFLICT DO NOTHING
+    RETURNING payout_id, event_id
+), credited_wallets AS (
+    UPDATE accounts a SET balance = a.balance + t.total
+    FROM unnest($17::bigint[], $18::numeric[]) AS t(account_id, total)
+    WHERE a.account_id = t.account_id
+), ledger AS (
+    INSERT INTO ledger_entries (payout_id, account_id, amount)
+    SELECT r.payout_id, e.account_id, e.amount
+    FROM unnest($19::uuid[], $20::bigint[], $21::numeric[]) WITH ORDINALITY
+         AS e(event_id, account_id, amount, position)
+    JOIN recorded r USING (event_id)
+    ORDER BY e.position
+), granted AS (
+    INSERT INTO inventory_entries (payout_id, user_id, item_id, quantity)
+    SELECT r.payout_id, g.user_id, g.item_id, 1
+    FROM unnest($22::uuid[], $23::text[], $24::text[]) WITH ORDINALITY
+         AS g(event_id, user_id, item_id, position)
+    JOIN recorded r USING (event_id)
+    ORDER BY g.position
+)
+SELECT payout_id, event_id FROM recorded
 """
 
 # Wallets and funding accounts alike ($1 is the kind), each created once whoever asks first.
@@ -122,24 +152,8 @@ CROSS JOIN LATERAL (
 ) AS a
 """
 
-CREDIT_ACCOUNTS = """
-UPDATE accounts a SET balance = a.balance + t.total
-FROM unnest($1::bigint[], $2::numeric[]) AS t(account_id, total)
-WHERE a.account_id = t.account_id
-"""
-
-WRITE_LEDGER = """
-INSERT INTO ledger_entries (payout_id, account_id, amount)
-SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::numeric[])
-"""
-
-GRANT_ITEMS = """
-INSERT INTO inventory_entries (payout_id, user_id, item_id, quantity)
-SELECT t.payout_id, t.user_id, t.item_id, 1
-FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(payout_id, user_id, item_id)
-"""
-
 Wallet = tuple[str, str]  # (user id, currency)
+FundingKey = tuple[str, str]  # (provider instance, currency)
 
 # Sums as exact as Postgres's NUMERIC: the default context would round past 28 digits, and a
 # result that still had to be rounded raises instead of crediting a rounded amount.
@@ -163,12 +177,39 @@ class _Account:
     balance: Decimal
 
 
-async def apply_batch(conn: Connection, events: Sequence[PayoutEvent]) -> list[CreditResult]:
+class FundingAccounts:
+    """The ids of the funding accounts seen committed, by (provider instance, currency).
+
+    Accounts are never deleted, so a worker process looks each one up once, not in every batch.
+    An id is kept only when found before the transaction created any funding account: a
+    committed row, not one a rollback could take away.
+    """
+
+    def __init__(self) -> None:
+        self._committed: dict[FundingKey, int] = {}
+
+    async def ids(self, conn: Connection, accounts: set[FundingKey]) -> dict[FundingKey, int]:
+        """The id of each of `accounts`, created in the caller's transaction when missing."""
+        ids = {key: self._committed[key] for key in accounts if key in self._committed}
+        if unknown := accounts - ids.keys():
+            found = await _find_accounts(conn, "funding", unknown)
+            self._committed.update(found)
+            ids |= found
+            if missing := unknown - found.keys():
+                await _create_accounts(conn, "funding", missing)
+                ids |= await _find_accounts(conn, "funding", missing)
+        return ids
+
+
+async def apply_batch(
+    conn: Connection, events: Sequence[PayoutEvent], funding: FundingAccounts
+) -> list[CreditResult]:
     """Record and credit every event, in the caller's transaction; results in `events`' order.
 
     The caller commits before acknowledging any of them: a failure anywhere rolls back the whole
     batch, and nothing of it is applied. Raises `ClaimRaced` when a concurrent transaction took
-    one of the batch's keys first.
+    one of the batch's keys first. `funding` must only have been used in committed transactions
+    or in this one, before this call.
     """
     results: list[CreditResult | None] = [None] * len(events)
     set_based, one_by_one = _split(events)
@@ -176,13 +217,20 @@ async def apply_batch(conn: Connection, events: Sequence[PayoutEvent]) -> list[C
     recorded = await _already_recorded(conn, events, set_based)
     fresh = [index for index in set_based if index not in recorded]
     one_by_one = sorted(one_by_one + list(recorded))
-    await _create_accounts(conn, "wallet", {_wallet(events[index]) for index in fresh})
     wallets = await _lock_wallets(conn, {_wallet(event) for event in events})
+    if new_wallets := {_wallet(events[index]) for index in fresh} - wallets.keys():
+        # Locked out of the global order, but no one else can be waiting for them: no wallet
+        # is created or credited without the creation lock this batch holds for it.
+        await _create_accounts(conn, "wallet", new_wallets)
+        wallets |= await _lock_wallets(conn, new_wallets)
     credited = _balances_after(events, fresh, wallets)
-    payout_ids = await _record_credited(conn, credited)
-    await _credit_wallets(conn, credited, wallets)
-    await _grant_items(conn, credited, payout_ids)
-    await _write_ledger(conn, credited, payout_ids, wallets)
+    paying = {
+        (item.event.provider_instance, item.event.currency)
+        for item in credited
+        if item.event.amount
+    }
+    funding_ids = await funding.ids(conn, paying)
+    payout_ids = await _record_credited(conn, credited, wallets, funding_ids)
     for item in credited:
         results[item.index] = CreditResult(
             Outcome.CREDITED, payout_ids[item.index], item.balance_after, own_record=True
@@ -246,12 +294,19 @@ async def _already_recorded(
 
 async def _create_accounts(conn: Connection, kind: str, accounts: set[tuple[str, str]]) -> None:
     if accounts:
-        await conn.execute(CREATE_ACCOUNTS, kind, *_columns(sorted(accounts)))
+        await conn.execute(CREATE_ACCOUNTS, kind, *_columns(sorted(accounts), 2))
+
+
+async def _find_accounts(
+    conn: Connection, kind: str, accounts: set[tuple[str, str]]
+) -> dict[tuple[str, str], int]:
+    rows = await conn.fetch(FIND_ACCOUNTS, kind, *_columns(sorted(accounts), 2))
+    return {(row["owner"], row["currency"]): row["account_id"] for row in rows}
 
 
 async def _lock_wallets(conn: Connection, wallets: set[Wallet]) -> dict[Wallet, _Account]:
-    """Every existing wallet the batch may credit, locked in one order before any is updated."""
-    rows = await conn.fetch(LOCK_ACCOUNTS, "wallet", *_columns(sorted(wallets)))
+    """Those of `wallets` that exist, locked in one order before any is updated."""
+    rows = await conn.fetch(LOCK_ACCOUNTS, "wallet", *_columns(sorted(wallets), 2))
     return {
         (row["owner"], row["currency"]): _Account(row["account_id"], row["balance"]) for row in rows
     }
@@ -275,8 +330,14 @@ def _balances_after(
     return credited
 
 
-async def _record_credited(conn: Connection, credited: list[_Fresh]) -> dict[int, int]:
-    """Insert the payouts as credited; their payout ids by batch index."""
+async def _record_credited(
+    conn: Connection,
+    credited: list[_Fresh],
+    wallets: dict[Wallet, _Account],
+    funding_ids: dict[FundingKey, int],
+) -> dict[int, int]:
+    """Insert the payouts as credited, credit their wallets, write their ledger and grant their
+    items, in one statement; their payout ids by batch index."""
     if not credited:
         return {}
     chosen = [item.event for item in credited]
@@ -298,6 +359,9 @@ async def _record_credited(conn: Connection, credited: list[_Fresh]) -> dict[int
         [e.price for e in chosen],
         [e.order_id for e in chosen],
         [item.balance_after for item in credited],
+        *_columns(_wallet_totals(credited, wallets), 2),
+        *_columns(_ledger_entries(credited, wallets, funding_ids), 3),
+        *_columns([(e.event_id, e.user_id, granted) for e in chosen for granted in e.items], 3),
     )
     if len(rows) != len(credited):
         raise ClaimRaced(
@@ -308,56 +372,31 @@ async def _record_credited(conn: Connection, credited: list[_Fresh]) -> dict[int
     return {item.index: payout_ids[item.event.event_id] for item in credited}
 
 
-async def _credit_wallets(
-    conn: Connection, credited: list[_Fresh], wallets: dict[Wallet, _Account]
-) -> None:
-    """Each wallet once, by the total of its payouts."""
+def _wallet_totals(
+    credited: list[_Fresh], wallets: dict[Wallet, _Account]
+) -> list[tuple[int, Decimal]]:
+    """Each wallet once, by the total of its payouts, in account order."""
     totals: dict[int, Decimal] = defaultdict(Decimal)
     with localcontext(EXACT):
         for item in credited:
             totals[wallets[item.wallet].account_id] += item.event.amount
-    if totals:
-        accounts = sorted(totals)
-        await conn.execute(CREDIT_ACCOUNTS, accounts, [totals[a] for a in accounts])
+    return sorted(totals.items())
 
 
-async def _grant_items(
-    conn: Connection, credited: list[_Fresh], payout_ids: dict[int, int]
-) -> None:
-    items = [
-        (payout_ids[item.index], item.event.user_id, granted)
-        for item in credited
-        for granted in item.event.items
-    ]
-    if items:
-        await conn.execute(GRANT_ITEMS, *map(list, zip(*items, strict=True)))
+def _ledger_entries(
+    credited: list[_Fresh], wallets: dict[Wallet, _Account], funding_ids: dict[FundingKey, int]
+) -> list[tuple[UUID, int, Decimal]]:
+    """One entry pair per paying payout, by event id: the funding account pays the wallet."""
+    entries: list[tuple[UUID, int, Decimal]] = []
+    for item in credited:
+        event = item.event
+        if event.amount:
+            source = funding_ids[(event.provider_instance, event.currency)]
+            entries.append((event.event_id, wallets[item.wallet].account_id, event.amount))
+            entries.append((event.event_id, source, event.amount.copy_negate()))  # exact, unlike -x
+    return entries
 
 
-async def _write_ledger(
-    conn: Connection,
-    credited: list[_Fresh],
-    payout_ids: dict[int, int],
-    wallets: dict[Wallet, _Account],
-) -> None:
-    """One entry pair per paying payout: the funding account pays the wallet."""
-    paying = [item for item in credited if item.event.amount]
-    if not paying:
-        return
-    funding = {(item.event.provider_instance, item.event.currency) for item in paying}
-    await _create_accounts(conn, "funding", funding)
-    rows = await conn.fetch(FIND_ACCOUNTS, "funding", *_columns(sorted(funding)))
-    funding_accounts = {(row["owner"], row["currency"]): row["account_id"] for row in rows}
-    entries: list[int] = []
-    accounts: list[int] = []
-    amounts: list[Decimal] = []
-    for item in paying:
-        payout_id = payout_ids[item.index]
-        source = funding_accounts[(item.event.provider_instance, item.event.currency)]
-        entries += [payout_id, payout_id]
-        accounts += [wallets[item.wallet].account_id, source]
-        amounts += [item.event.amount, item.event.amount.copy_negate()]  # exact, unlike -x
-    await conn.execute(WRITE_LEDGER, entries, accounts, amounts)
-
-
-def _columns(pairs: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
-    return [first for first, _ in pairs], [second for _, second in pairs]
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as one list per column, for `unnest`: `width` lists even when there are no rows."""
+    return [[row[column] for row in rows] for column in range(width)]

@@ -28,7 +28,7 @@ from schema.logs import log
 from schema.outcomes import Outcome, OutcomeReport
 from schema.topology import Topology, declare
 from workers import metrics
-from workers.batch_crediting import apply_batch
+from workers.batch_crediting import FundingAccounts, apply_batch
 from workers.dead_letters import record_dead_letter
 from workers.deliveries import Delivery, OpenDeliveries, channel_of
 from workers.failures import (
@@ -79,6 +79,7 @@ class Worker:
     def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
         self._settings = settings
         self._pool = pool
+        self._funding = FundingAccounts()
         self._topology = Topology.from_settings(settings.broker)
         self._in_flight: set[asyncio.Task[None]] = set()
         # Deliveries waiting for their batch to start, and the timer that starts a short one.
@@ -368,7 +369,7 @@ class Worker:
                 async with self._pool.acquire(timeout=timeout) as conn:
                     started = time.perf_counter()
                     async with conn.transaction():
-                        results = await apply_batch(conn, events)
+                        results = await apply_batch(conn, events, self._funding)
                         await send_reports(
                             conn,
                             [

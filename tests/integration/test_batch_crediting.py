@@ -20,7 +20,7 @@ from tests.factories import payout_event
 from tests.polling import wait_until
 from workers import batch_crediting
 from workers.accounts import create_wallet
-from workers.batch_crediting import apply_batch
+from workers.batch_crediting import FundingAccounts, apply_batch
 from workers.crediting import CreditResult, apply_payout
 from workers.failures import ClaimRaced, FailureKind, failure_of
 from workers.orders import Order, register_order
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 async def batch(pool: asyncpg.Pool, events: list[PayoutEvent]) -> list[CreditResult]:
     async with pool.acquire() as conn, conn.transaction():
-        return await apply_batch(conn, events)
+        return await apply_batch(conn, events, FundingAccounts())
 
 
 async def lock_waiters(conn: Connection) -> int:
@@ -144,7 +144,7 @@ async def test_a_batch_ends_as_one_transaction_per_payout_would(
                 await create_wallet(conn, "member-1", currency)
                 await create_wallet(conn, "member-2", currency)
         async with batched.transaction():
-            results = await apply_batch(batched, events)
+            results = await apply_batch(batched, events, FundingAccounts())
         expected = []
         for event in events:
             async with serial.transaction():
@@ -288,6 +288,52 @@ async def test_a_failing_batch_applies_nothing(pool: asyncpg.Pool) -> None:
         assert await conn.fetchval("SELECT count(*) FROM accounts") == 0
 
 
+async def test_a_funding_account_created_by_a_rolled_back_batch_is_not_remembered(
+    pool: asyncpg.Pool,
+) -> None:
+    """A worker remembers funding account ids across batches. One created by a batch that then
+    rolled back never existed: the next batch must create it again, not write its ledger
+    against a missing account."""
+    funding = FundingAccounts()
+    async with pool.acquire() as conn:
+        rolled_back = conn.transaction()
+        await rolled_back.start()
+        await apply_batch(conn, [payout_event(provider_instance="new-wall")], funding)
+        await rolled_back.rollback()
+        async with conn.transaction():
+            [result] = await apply_batch(
+                conn, [payout_event(provider_instance="new-wall")], funding
+            )
+        assert result.outcome is Outcome.CREDITED
+        await assert_books_balance(conn)
+
+
+async def test_a_batch_of_new_payouts_to_existing_wallets_runs_four_statements(
+    pool: asyncpg.Pool,
+) -> None:
+    """Set-based whatever its size: lock the wallets' creation, look for the payouts' keys, lock
+    the wallets, record and credit. A worker looks the funding account up in its first batch
+    only."""
+    users = [f"user-{n}" for n in range(50)]
+    queries: list[str] = []
+    async with pool.acquire() as conn:
+        async with conn.transaction():  # the wallets and the funding account, by another worker
+            await apply_batch(conn, [payout_event(user_id=u) for u in users], FundingAccounts())
+        funding = FundingAccounts()
+        conn.add_query_logger(lambda record: queries.append(record.query))
+        statements = []
+        for size in (1, 50, 1):
+            queries.clear()
+            async with conn.transaction():
+                results = await apply_batch(
+                    conn, [payout_event(user_id=user) for user in users[:size]], funding
+                )
+            assert {r.outcome for r in results} == {Outcome.CREDITED}
+            statements.append(len([q for q in queries if q not in ("BEGIN;", "COMMIT;")]))
+        assert statements == [5, 4, 4]
+        await assert_books_balance(conn)
+
+
 async def test_batches_creating_the_same_new_wallets_in_opposite_orders_never_deadlock(
     pool: asyncpg.Pool,
 ) -> None:
@@ -358,7 +404,7 @@ async def test_a_transaction_id_taken_meanwhile_by_another_wallet_rolls_the_batc
     bystander = payout_event(user_id="cid", amount=Decimal(4))
     async with pool.acquire() as holder:
         async with holder.transaction():
-            await apply_batch(holder, [first])
+            await apply_batch(holder, [first], FundingAccounts())
             racing = asyncio.ensure_future(batch(pool, [rival, bystander]))
 
             async def rival_waiting() -> bool:
