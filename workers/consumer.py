@@ -29,6 +29,7 @@ from schema.outcomes import Outcome, OutcomeReport
 from schema.topology import Topology, declare
 from workers import metrics
 from workers.batch_crediting import FundingAccounts, apply_batch
+from workers.batching import Batches
 from workers.dead_letters import record_dead_letter
 from workers.deliveries import Delivery, OpenDeliveries, channel_of
 from workers.failures import (
@@ -81,11 +82,14 @@ class Worker:
         self._pool = pool
         self._funding = FundingAccounts()
         self._topology = Topology.from_settings(settings.broker)
-        self._in_flight: set[asyncio.Task[None]] = set()
-        # Deliveries waiting for their batch to start, and the timer that starts a short one.
-        self._collecting: list[Delivery] = []
+        worker = settings.worker
+        self._batches = Batches(
+            self._settle_batch,
+            size=worker.batch_size,
+            linger_seconds=worker.batch_linger_seconds,
+            concurrent=worker.concurrent_batches,
+        )
         self._open = OpenDeliveries()
-        self._linger: asyncio.TimerHandle | None = None
         # Its own connection: flow control on a publishing connection must not delay our acks.
         self._publisher = ConfirmedPublisher(settings.broker, "worker-publisher")
         self._consuming = False
@@ -189,11 +193,10 @@ class Worker:
             await asyncio.sleep(self._settings.worker.queue_sample_seconds)
 
     async def _drain(self, grace_seconds: float) -> None:
-        while self._collecting:  # credited now, not left waiting for a batch to finish
-            self._flush(draining=True)
-        if not self._in_flight:
+        self._batches.start_all()  # credited now, not left waiting for a batch to finish
+        if not self._batches.running:
             return
-        _, unfinished = await asyncio.wait(self._in_flight, timeout=grace_seconds)
+        _, unfinished = await asyncio.wait(self._batches.running, timeout=grace_seconds)
         for task in unfinished:
             task.cancel()  # rolls its transaction back; the broker redelivers the message
         if unfinished:
@@ -211,32 +214,7 @@ class Worker:
             self._open.received(message)
         except aio_pika.exceptions.ChannelInvalidStateError:
             return  # its channel closed before this ran: the broker has requeued it
-        self._collecting.append(message)
-        if len(self._collecting) >= self._settings.worker.batch_size:
-            self._flush()
-        elif self._linger is None:
-            linger = self._settings.worker.batch_linger_seconds
-            self._linger = asyncio.get_running_loop().call_later(linger, self._flush)
-
-    def _flush(self, *, draining: bool = False) -> None:
-        """Start crediting what has been collected, as one batch, unless `concurrent_batches`
-        are committing already: then the next one to finish starts it, and meanwhile it grows.
-        Under load batches fill up; when idle, a payout waits no longer than the linger."""
-        if self._linger is not None:
-            self._linger.cancel()
-            self._linger = None
-        busy = len(self._in_flight) >= self._settings.worker.concurrent_batches
-        if not self._collecting or (busy and not draining):
-            return
-        batch = self._collecting[: self._settings.worker.batch_size]
-        self._collecting = self._collecting[len(batch) :]
-        task = asyncio.create_task(self._settle_batch(batch))
-        self._in_flight.add(task)
-        task.add_done_callback(self._batch_done)
-
-    def _batch_done(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
-        self._flush()
+        self._batches.add(message)
 
     async def _settle_batch(self, batch: list[Delivery]) -> None:
         try:
