@@ -145,7 +145,7 @@ class WorkerSettings(_Section):
     # Payouts credited per database transaction, at most; a batch starts when it is full or
     # `batch_linger_seconds` after its first delivery, whichever comes first.
     batch_size: int = Field(default=200, ge=1, le=1000)
-    batch_linger_seconds: float = Field(default=0.005, ge=0, le=1)
+    batch_linger_seconds: float = Field(default=0.02, ge=0, le=1)
     # Batches committing at once per worker; while they do, the next batch keeps growing.
     concurrent_batches: int = Field(default=2, ge=1, le=100)
     # How long one delivery retries a transient failure in place before it moves to the next
