@@ -47,9 +47,7 @@ class Batches(Generic[Item]):
         if len(self._collecting) >= self._size:
             self._start()
         elif self._linger is None and not self._due:
-            self._linger = asyncio.get_running_loop().call_later(
-                self._linger_seconds, self._start
-            )
+            self._linger = asyncio.get_running_loop().call_later(self._linger_seconds, self._start)
 
     def start_all(self) -> None:
         """Start everything collected now, in as many batches as it takes, whatever is running:
