@@ -36,17 +36,16 @@ class Batches(Generic[Item]):
         self._linger_seconds = linger_seconds
         self._concurrent = concurrent
         self._collecting: list[Item] = []
+        # Armed by the first item collected. Collected items with no linger running are due:
+        # it is over, or a full batch waits, and only a free slot is missing.
         self._linger: asyncio.TimerHandle | None = None
-        # The collected items are due (their linger is over, or a full batch waits) and only
-        # a free slot is missing: the next batch to finish starts them.
-        self._due = False
         self.running: set[asyncio.Task[None]] = set()
 
     def add(self, item: Item) -> None:
         self._collecting.append(item)
         if len(self._collecting) >= self._size:
             self._start()
-        elif self._linger is None and not self._due:
+        elif len(self._collecting) == 1:
             self._linger = asyncio.get_running_loop().call_later(self._linger_seconds, self._start)
 
     def start_all(self) -> None:
@@ -59,21 +58,15 @@ class Batches(Generic[Item]):
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
-        if not self._collecting:
-            self._due = False
-            return
-        if len(self.running) >= self._concurrent and not ignore_limit:
-            self._due = True
+        if not self._collecting or (len(self.running) >= self._concurrent and not ignore_limit):
             return
         batch = self._collecting[: self._size]
-        self._collecting = self._collecting[len(batch) :]
-        # What is left over a full batch is due already.
-        self._due = bool(self._collecting)
+        self._collecting = self._collecting[len(batch) :]  # what is left over is due already
         task = asyncio.create_task(self._settle(batch))
         self.running.add(task)
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.running.discard(task)
-        if self._due:
+        if self._linger is None:
             self._start()

@@ -26,6 +26,8 @@ from workers.failures import ClaimRaced, FailureKind, failure_of
 from workers.orders import Order, register_order
 
 if TYPE_CHECKING:
+    from asyncpg.connection import LoggedQuery
+
     from schema.events import PayoutEvent
     from tests.services import Services
     from workers.database import Connection
@@ -320,7 +322,11 @@ async def test_a_batch_of_new_payouts_to_existing_wallets_runs_four_statements(
         async with conn.transaction():  # the wallets and the funding account, by another worker
             await apply_batch(conn, [payout_event(user_id=u) for u in users], FundingAccounts())
         funding = FundingAccounts()
-        conn.add_query_logger(lambda record: queries.append(record.query))
+
+        def record(query: LoggedQuery) -> None:
+            queries.append(query.query)
+
+        conn.add_query_logger(record)
         statements = []
         for size in (1, 50, 1):
             queries.clear()
@@ -330,6 +336,7 @@ async def test_a_batch_of_new_payouts_to_existing_wallets_runs_four_statements(
                 )
             assert {r.outcome for r in results} == {Outcome.CREDITED}
             statements.append(len([q for q in queries if q not in ("BEGIN;", "COMMIT;")]))
+        conn.remove_query_logger(record)
         assert statements == [5, 4, 4]
         await assert_books_balance(conn)
 
