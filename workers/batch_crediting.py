@@ -3,8 +3,8 @@ alone.
 
 New payouts to wallets that may be created (the common case) take the set-based path, a fixed
 number of statements whatever the batch size: one finds those whose transaction id or signature
-is already recorded, one locks the wallets and reads their balances (two more create and lock
-the wallets that do not exist yet), and one records the payouts as credited with the balance
+is already recorded and locks the wallets, reading their balances (two more create and lock the
+wallets that do not exist yet), and one records the payouts as credited with the balance
 each leaves, adds each wallet's total, writes the ledger and grants the items. The funding
 accounts' ids are looked up once per worker process (`FundingAccounts`). Everything else in the
 batch goes through `apply_payout` afterwards, in the same transaction: re-sends and in-batch
@@ -59,21 +59,38 @@ FROM (SELECT DISTINCT hashtext(t.owner) AS owner_key, hashtext(t.currency) AS cu
       ORDER BY 1, 2) AS k
 """
 
-# Which of the payouts are recorded already, by transaction id or by signature: their positions
-# (1-based) in the arrays. The LIMIT keeps the subquery a per-row index probe: as a plain EXISTS
-# the planner may hash the whole table instead.
-ALREADY_RECORDED = """
-SELECT t.position
-FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY
-     AS t(provider_instance, transaction_id, signature, position)
-CROSS JOIN LATERAL (
-    (SELECT FROM payouts p
-     WHERE p.provider_instance = t.provider_instance AND p.transaction_id = t.transaction_id)
-    UNION ALL
-    (SELECT FROM payouts p
-     WHERE p.provider_instance = t.provider_instance AND p.signature = t.signature)
-    LIMIT 1
-) AS recorded
+# In one statement, after the wallets' creation locks: which of the payouts ($1-$3) are recorded
+# already, by transaction id or by signature, as their positions (1-based) in the arrays; and the
+# wallets ($4, $5) that exist, locked in the order of the arrays (the subquery runs once per
+# element, top to bottom), with their balances. The LIMIT keeps the first subquery a per-row
+# index probe: as a plain EXISTS the planner may hash the whole table instead.
+RECORDED_AND_LOCKED = """
+WITH recorded AS (
+    SELECT t.position
+    FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY
+         AS t(provider_instance, transaction_id, signature, position)
+    CROSS JOIN LATERAL (
+        (SELECT FROM payouts p
+         WHERE p.provider_instance = t.provider_instance AND p.transaction_id = t.transaction_id)
+        UNION ALL
+        (SELECT FROM payouts p
+         WHERE p.provider_instance = t.provider_instance AND p.signature = t.signature)
+        LIMIT 1
+    ) AS found
+), locked AS (
+    SELECT a.account_id, w.owner, w.currency, a.balance
+    FROM unnest($4::text[], $5::text[]) AS w(owner, currency)
+    CROSS JOIN LATERAL (
+        SELECT account_id, balance FROM accounts
+        WHERE kind = 'wallet' AND owner = w.owner AND currency = w.currency
+        FOR UPDATE
+    ) AS a
+)
+SELECT position, NULL::bigint AS account_id, NULL::text AS owner, NULL::text AS currency,
+       NULL::numeric AS balance
+FROM recorded
+UNION ALL
+SELECT NULL, account_id, owner, currency, balance FROM locked
 """
 
 # The fresh payouts, recorded as credited, in one statement with everything they change: each
@@ -129,17 +146,6 @@ INSERT INTO accounts (kind, owner, currency)
 SELECT $1, t.owner, t.currency FROM unnest($2::text[], $3::text[]) AS t(owner, currency)
 ORDER BY t.owner, t.currency
 ON CONFLICT (kind, owner, currency) DO NOTHING
-"""
-
-# Locked in the order of the arrays: the subquery runs once per element, top to bottom.
-LOCK_ACCOUNTS = """
-SELECT a.account_id, t.owner, t.currency, a.balance
-FROM unnest($2::text[], $3::text[]) AS t(owner, currency)
-CROSS JOIN LATERAL (
-    SELECT account_id, balance FROM accounts
-    WHERE kind = $1 AND owner = t.owner AND currency = t.currency
-    FOR UPDATE
-) AS a
 """
 
 # LIMIT 1 (the key is unique anyway) keeps the planner from flattening the subquery into a join.
@@ -214,15 +220,17 @@ async def apply_batch(
     results: list[CreditResult | None] = [None] * len(events)
     set_based, one_by_one = _split(events)
     await _lock_wallet_creation(conn, events)
-    recorded = await _already_recorded(conn, events, set_based)
+    recorded, wallets = await _recorded_and_locked(
+        conn, events, set_based, {_wallet(event) for event in events}
+    )
     fresh = [index for index in set_based if index not in recorded]
     one_by_one = sorted(one_by_one + list(recorded))
-    wallets = await _lock_wallets(conn, {_wallet(event) for event in events})
     if new_wallets := {_wallet(events[index]) for index in fresh} - wallets.keys():
         # Locked out of the global order, but no one else can be waiting for them: no wallet
         # is created or credited without the creation lock this batch holds for it.
         await _create_accounts(conn, "wallet", new_wallets)
-        wallets |= await _lock_wallets(conn, new_wallets)
+        _, created = await _recorded_and_locked(conn, events, [], new_wallets)
+        wallets |= created
     credited = _balances_after(events, fresh, wallets)
     paying = {
         (item.event.provider_instance, item.event.currency)
@@ -275,21 +283,27 @@ async def _lock_wallet_creation(conn: Connection, events: Sequence[PayoutEvent])
     )
 
 
-async def _already_recorded(
-    conn: Connection, events: Sequence[PayoutEvent], indexes: list[int]
-) -> set[int]:
+async def _recorded_and_locked(
+    conn: Connection, events: Sequence[PayoutEvent], indexes: list[int], wallets: set[Wallet]
+) -> tuple[set[int], dict[Wallet, _Account]]:
     """Those of `indexes` whose transaction id or signature is recorded (`apply_payout` tells a
-    re-send from a conflict)."""
-    if not indexes:
-        return set()
+    re-send from a conflict), and those of `wallets` that exist, locked in one order before any
+    is updated."""
     chosen = [events[index] for index in indexes]
     rows = await conn.fetch(
-        ALREADY_RECORDED,
+        RECORDED_AND_LOCKED,
         [e.provider_instance for e in chosen],
         [e.transaction_id for e in chosen],
         [e.signature for e in chosen],
+        *_columns(sorted(wallets), 2),
     )
-    return {indexes[row["position"] - 1] for row in rows}
+    recorded = {indexes[row["position"] - 1] for row in rows if row["position"] is not None}
+    locked = {
+        (row["owner"], row["currency"]): _Account(row["account_id"], row["balance"])
+        for row in rows
+        if row["position"] is None
+    }
+    return recorded, locked
 
 
 async def _create_accounts(conn: Connection, kind: str, accounts: set[tuple[str, str]]) -> None:
@@ -302,14 +316,6 @@ async def _find_accounts(
 ) -> dict[tuple[str, str], int]:
     rows = await conn.fetch(FIND_ACCOUNTS, kind, *_columns(sorted(accounts), 2))
     return {(row["owner"], row["currency"]): row["account_id"] for row in rows}
-
-
-async def _lock_wallets(conn: Connection, wallets: set[Wallet]) -> dict[Wallet, _Account]:
-    """Those of `wallets` that exist, locked in one order before any is updated."""
-    rows = await conn.fetch(LOCK_ACCOUNTS, "wallet", *_columns(sorted(wallets), 2))
-    return {
-        (row["owner"], row["currency"]): _Account(row["account_id"], row["balance"]) for row in rows
-    }
 
 
 def _balances_after(

@@ -310,12 +310,12 @@ async def test_a_funding_account_created_by_a_rolled_back_batch_is_not_remembere
         await assert_books_balance(conn)
 
 
-async def test_a_batch_of_new_payouts_to_existing_wallets_runs_four_statements(
+async def test_a_batch_of_new_payouts_to_existing_wallets_runs_three_statements(
     pool: asyncpg.Pool,
 ) -> None:
-    """Set-based whatever its size: lock the wallets' creation, look for the payouts' keys, lock
-    the wallets, record and credit. A worker looks the funding account up in its first batch
-    only."""
+    """Set-based whatever its size: lock the wallets' creation; look for the payouts' keys and
+    lock the wallets; record and credit. A worker looks the funding account up in its first
+    batch only."""
     users = [f"user-{n}" for n in range(50)]
     queries: list[str] = []
     async with pool.acquire() as conn:
@@ -337,7 +337,7 @@ async def test_a_batch_of_new_payouts_to_existing_wallets_runs_four_statements(
             assert {r.outcome for r in results} == {Outcome.CREDITED}
             statements.append(len([q for q in queries if q not in ("BEGIN;", "COMMIT;")]))
         conn.remove_query_logger(record)
-        assert statements == [5, 4, 4]
+        assert statements == [4, 3, 3]
         await assert_books_balance(conn)
 
 
@@ -448,13 +448,9 @@ async def test_batch_look_ups_probe_the_indexes_instead_of_scanning(
         instances, currencies = array(["ow"] * len(users)), array(["COIN"] * len(users))
         # Each look-up's parameter types, and the arguments it is planned for.
         look_ups = {
-            "ALREADY_RECORDED": (
-                ("text[]", "text[]", "text[]"),
-                f"{instances}, {array(users)}, {array(users)}",
-            ),
-            "LOCK_ACCOUNTS": (
-                ("text", "text[]", "text[]"),
-                f"'wallet', {array(users)}, {currencies}",
+            "RECORDED_AND_LOCKED": (
+                ("text[]", "text[]", "text[]", "text[]", "text[]"),
+                f"{instances}, {array(users)}, {array(users)}, {array(users)}, {currencies}",
             ),
             "FIND_ACCOUNTS": (("text", "text[]", "text[]"), "'funding', '{ow}', '{COIN}'"),
         }
