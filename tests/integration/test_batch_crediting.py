@@ -328,15 +328,17 @@ async def test_a_batch_of_new_payouts_to_existing_wallets_runs_three_statements(
 
         conn.add_query_logger(record)
         statements = []
-        for size in (1, 50, 1):
-            queries.clear()
-            async with conn.transaction():
-                results = await apply_batch(
-                    conn, [payout_event(user_id=user) for user in users[:size]], funding
-                )
-            assert {r.outcome for r in results} == {Outcome.CREDITED}
-            statements.append(len([q for q in queries if q not in ("BEGIN;", "COMMIT;")]))
-        conn.remove_query_logger(record)
+        try:
+            for size in (1, 50, 1):
+                queries.clear()
+                async with conn.transaction():
+                    results = await apply_batch(
+                        conn, [payout_event(user_id=user) for user in users[:size]], funding
+                    )
+                assert {r.outcome for r in results} == {Outcome.CREDITED}
+                statements.append(len([q for q in queries if q not in ("BEGIN;", "COMMIT;")]))
+        finally:  # the connection goes back to the pool
+            conn.remove_query_logger(record)
         assert statements == [4, 3, 3]
         await assert_books_balance(conn)
 

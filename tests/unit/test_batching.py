@@ -4,14 +4,13 @@ than the limit at a time, and a finishing batch does not cut the next one's ling
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING
 
 from workers.batching import Batches
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-
-import contextlib
 
 # Far longer than a few turns of the loop, so "not yet" cannot be a race on a slow machine.
 LONG_LINGER = 5.0
