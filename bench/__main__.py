@@ -369,9 +369,11 @@ class Bench:
         task = asyncio.ensure_future(work)
         await asyncio.sleep(1)
         sampled = max(2, int(seconds) - 3)
-        self.results["profiles"][label] = (
-            await profile(pid, sampled, self.workdir / f"{label}.profile")
-        )[:25]
+        found = await profile(pid, sampled, self.workdir / f"{label}.profile")
+        self.results["profiles"][label] = {
+            "running": found.running[:12],
+            "on_stack": found.on_stack[:18],
+        }
         await task
 
     async def _purge_work_queue(self) -> None:

@@ -22,10 +22,12 @@ __all__ = [
     "MEASURED",
     "CpuMeter",
     "Load",
+    "Profile",
     "Service",
     "parse_wrk",
     "pgbench",
     "profile",
+    "read_profile",
     "wait_http",
     "wrk",
 ]
@@ -285,34 +287,53 @@ def _finished_children_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def profile(pid: int, seconds: int, output: Path) -> list[tuple[float, str]]:
-    """Where process `pid` spends its time: py-spy samples for `seconds`, the share of samples
-    in which each of our functions, or each library, is on the stack."""
+@dataclass(frozen=True)
+class Profile:
+    """Where a process spent its samples, two ways (shares in percent, largest first)."""
+
+    # The share of samples in which each of our functions, or each library, was on the stack.
+    on_stack: list[tuple[float, str]]
+    # The share in which each owner's code was running itself: its module for our code, its
+    # package for a library, the event loop's own C code for the loop. These add up to 100%.
+    running: list[tuple[float, str]]
+
+
+async def profile(pid: int, seconds: int, output: Path) -> Profile:
+    """Where process `pid` spends its time: py-spy samples for `seconds`."""
     process = await asyncio.create_subprocess_exec(
         "py-spy", "record", "--pid", str(pid), "--duration", str(seconds), "--format", "raw",
         "--output", str(output), "--rate", "200", "--nonblocking",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     if await process.wait() != 0:
-        return []
-    return _stack_shares(output)
+        return Profile([], [])
+    return _read_output(output)
 
 
-def _stack_shares(output: Path) -> list[tuple[float, str]]:
-    if not output.exists():
-        return []
+def _read_output(output: Path) -> Profile:
+    return read_profile(output.read_text()) if output.exists() else Profile([], [])
+
+
+def read_profile(raw: str) -> Profile:
+    """py-spy's raw output (one `frame;frame;... count` line per distinct stack, outermost
+    frame first) as a `Profile`."""
     total = 0
-    shares: dict[str, int] = {}
-    for line in output.read_text().splitlines():
+    on_stack: dict[str, int] = {}
+    running: dict[str, int] = {}
+    for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
-        total += int(count)
-        seen = set()
-        for frame in stack.split(";"):
-            name = _frame_group(frame)
-            if name and name not in seen:
-                seen.add(name)
-                shares[name] = shares.get(name, 0) + int(count)
-    return sorted(((100 * n / total, name) for name, n in shares.items()), reverse=True)
+        samples = int(count)
+        total += samples
+        frames = stack.split(";")
+        for name in {group for frame in frames if (group := _frame_group(frame))}:
+            on_stack[name] = on_stack.get(name, 0) + samples
+        owner = _owner(frames[-1])
+        running[owner] = running.get(owner, 0) + samples
+    return Profile(_shares(on_stack, total), _shares(running, total))
+
+
+def _shares(counts: dict[str, int], total: int) -> list[tuple[float, str]]:
+    return sorted(((100 * n / total, name) for name, n in counts.items()), reverse=True)
 
 
 _LIBRARIES = (
@@ -341,3 +362,25 @@ def _frame_group(frame: str) -> str | None:
     if package in _LIBRARIES:
         return f"({package})"
     return None
+
+
+# The frame uvloop's C code runs under: samples whose innermost Python frame is this one were
+# in the loop itself (polling, and reading and writing sockets for the transports).
+_EVENT_LOOP_FRAME = re.compile(r"Runner\.run \(asyncio/runners\.py:\d+\)$")
+
+
+def _owner(frame: str) -> str:
+    """Whose code an innermost frame is running: `ingress/app.py` for ours, `(uvicorn)` for a
+    library's or the standard library's, `(event loop, in C)` for uvloop's own."""
+    if _EVENT_LOOP_FRAME.match(frame):
+        return "(event loop, in C)"
+    match = re.match(r".+ \((.+?):\d+\)$", frame)
+    if match is None:
+        return "(other)"
+    path = match.group(1)
+    package = path.split("/", 1)[0]
+    if package in ("ingress", "workers", "schema"):
+        return path
+    if package.startswith("<frozen "):  # a standard module frozen into the interpreter
+        package = package.removeprefix("<frozen ").removesuffix(">")
+    return f"({package.removesuffix('.py')})"

@@ -3,6 +3,7 @@ regenerated; the notes below it (the analysis a person wrote) are kept."""
 
 from __future__ import annotations
 
+import itertools
 from html import escape
 from typing import TYPE_CHECKING, Any
 
@@ -314,20 +315,29 @@ def _markdown(
             for label, (row, processes) in cpu_rows.items()
         ),
         "",
-        "py-spy samples of the ingress and of one worker process: the share of samples in which",
-        "each of our functions, or each library, was on the stack (functions nest, so shares add",
-        "up to more than 100%). These are extra passes, sampled while they ran; the rates and",
-        "cores reported above come from runs that no profiler slowed down.",
+        "py-spy samples of the ingress and of one worker process, in extra passes: the rates",
+        "and cores reported above come from runs that no profiler slowed down. *Running* is the",
+        "share of samples in which each owner's own code was running: our modules, a library",
+        "(or a standard module) by name, or the event loop's C code (polling, and the sockets'",
+        "reads and writes). These add up to 100% and name where the CPU goes. *On the stack* is",
+        "the share in which each of our functions, or each library, was anywhere on the stack,",
+        "callers included (functions nest, so these add up to more than 100%).",
         "",
         *(
             line
-            for label, rows in results["profiles"].items()
+            for label, found in results["profiles"].items()
             for line in (
                 f"**{label}**",
                 "",
-                "| share | where |",
-                "|---|---|",
-                *(f"| {share:.0f}% | `{where}` |" for share, where in rows[:18]),
+                "| running | owner | on the stack | where |",
+                "|---|---|---|---|",
+                *(
+                    f"| {_share(running, 0)} | {_share(running, 1)} "
+                    f"| {_share(on_stack, 0)} | {_share(on_stack, 1)} |"
+                    for running, on_stack in itertools.zip_longest(
+                        found["running"], found["on_stack"]
+                    )
+                ),
                 "",
             )
         ),
@@ -343,6 +353,13 @@ def _markdown(
         "",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _share(row: tuple[float, str] | None, column: int) -> str:
+    """One cell of a profile row: its share or its name; blank past the end of a shorter list."""
+    if row is None:
+        return ""
+    return f"{row[0]:.0f}%" if column == 0 else f"`{row[1]}`"
 
 
 def _plot(results: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from bench import report
-from bench.processes import _frame_group, parse_wrk
+from bench.processes import _frame_group, parse_wrk, read_profile
 from bench.search import highest_sustained
 from bench.traffic import PROTOCOLS, SECRETS, Request, write_requests
 from ingress.bodies import parse_json_object
@@ -53,6 +53,39 @@ def test_profile_frames_are_grouped_by_our_function_or_by_library() -> None:
     )
     assert _frame_group("Connection.fetch (asyncpg/connection.py:689)") == "(asyncpg)"
     assert _frame_group("_run_code (<frozen runpy>:88)") is None
+
+
+# py-spy's raw format: one line per distinct stack, outermost frame first, then its count.
+PY_SPY_RAW = """\
+_run_code (<frozen runpy>:88);Runner.run (asyncio/runners.py:118) 30
+_run_code (<frozen runpy>:88);Runner.run (asyncio/runners.py:118);\
+Worker._handle (workers/consumer.py:240);Connection.fetch (asyncpg/connection.py:689) 40
+Worker._handle (workers/consumer.py:240);decode_event (schema/events.py:124);\
+BaseModel.model_validate_json (pydantic/main.py:847) 20
+Worker._handle (workers/consumer.py:241) 6
+__init__ (<string>:3) 2
+ABCMeta.__instancecheck__ (<frozen abc>:119) 2
+"""
+
+
+def test_a_profile_names_whose_code_was_running_and_what_was_on_the_stack() -> None:
+    found = read_profile(PY_SPY_RAW)
+    # Each sample counted once, for its innermost frame: the loop's C code under Runner.run.
+    assert found.running == [
+        (40.0, "(asyncpg)"),
+        (30.0, "(event loop, in C)"),
+        (20.0, "(pydantic)"),
+        (6.0, "workers/consumer.py"),
+        (2.0, "(abc)"),
+        (2.0, "(<string>)"),
+    ]
+    # Each sample counted once per function or library on its stack, whatever its line.
+    assert found.on_stack == [
+        (66.0, "workers/consumer.py: Worker._handle"),
+        (40.0, "(asyncpg)"),
+        (20.0, "schema/events.py: decode_event"),
+        (20.0, "(pydantic)"),
+    ]
 
 
 def bench_settings(tmp_path: Path) -> Any:
@@ -159,7 +192,12 @@ def test_the_report_states_each_target_and_keeps_the_notes(tmp_path: Path) -> No
                 "processes": 2,
             },
         },
-        "profiles": {"ingress (spec 000)": [(40.0, "(aiormq)")]},
+        "profiles": {
+            "ingress (spec 000)": {
+                "running": [(45.0, "(uvicorn)"), (30.0, "(aiormq)")],
+                "on_stack": [(90.0, "ingress/app.py: CallbackEndpoint.handle")],
+            }
+        },
     }
     memory = {
         name: [(float(t), 50 + rng.random()) for t in range(60)]
@@ -210,7 +248,9 @@ def test_the_report_states_each_target_and_keeps_the_notes(tmp_path: Path) -> No
     )
     assert "only publishes reached 0.70 of the raw publisher's rate" in text
     assert "(spec 000) reached 0.40 of that endpoint's rate." in text
-    assert "| 40% | `(aiormq)` |" in text
+    # The two views of a profile side by side, the shorter one padded with blank cells.
+    assert "| 45% | `(uvicorn)` | 90% | `ingress/app.py: CallbackEndpoint.handle` |" in text
+    assert "| 30% | `(aiormq)` |  |  |" in text
     assert (tmp_path / "benchmarks.svg").read_text().startswith("<svg")
 
     path.write_text(text + "My analysis of the bottleneck.\n")
