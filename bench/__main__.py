@@ -35,7 +35,7 @@ from bench.processes import (
     wait_http,
     wrk,
 )
-from bench.search import highest_sustained
+from bench.search import Step, highest_sustained
 from bench.traffic import PROTOCOLS, SECRETS, pick_user, sample_event, write_requests
 from schema.events import encode_event
 from schema.topology import Topology
@@ -312,7 +312,9 @@ class Bench:
                     )
                     # Profiled in a pass of its own: the sampler's CPU would slow the one measured.
                     await self._profiled(
-                        label, ingress.popen.pid, self._wrk(name, MEASURE_SECONDS), MEASURE_SECONDS
+                        {label: ingress.popen.pid},
+                        self._wrk(name, MEASURE_SECONDS),
+                        MEASURE_SECONDS,
                     )
                 else:
                     load = await self._wrk(name, MEASURE_SECONDS)
@@ -364,16 +366,23 @@ class Bench:
         self.results["cpu"][label] = {"cores": meter.stop(), "processes": processes}
         return result
 
-    async def _profiled(self, label: str, pid: int, work: Awaitable[Any], seconds: float) -> None:
-        """Run `work` while py-spy samples `pid` for most of it."""
+    async def _profiled(self, pids: dict[str, int], work: Awaitable[Any], seconds: float) -> None:
+        """Run `work` while py-spy samples each of `pids` (by label) for most of it."""
         task = asyncio.ensure_future(work)
         await asyncio.sleep(1)
         sampled = max(2, int(seconds) - 3)
-        found = await profile(pid, sampled, self.workdir / f"{label}.profile")
-        self.results["profiles"][label] = {
-            "running": found.running[:12],
-            "on_stack": found.on_stack[:18],
-        }
+        found = await asyncio.gather(
+            *(
+                # A label may hold a slash ("at 900/s"), which a file name cannot.
+                profile(pid, sampled, self.workdir / f"{label.replace('/', ' per ')}.profile")
+                for label, pid in pids.items()
+            )
+        )
+        for label, one in zip(pids, found, strict=True):
+            self.results["profiles"][label] = {
+                "running": one.running[:12],
+                "on_stack": one.on_stack[:18],
+            }
         await task
 
     async def _purge_work_queue(self) -> None:
@@ -439,7 +448,7 @@ class Bench:
             assert service.popen is not None
             drained = self._until_credited(instance, count)
             if profiled:
-                await self._profiled("worker (1 process)", service.popen.pid, drained, 8)
+                await self._profiled({"worker (1 process)": service.popen.pid}, drained, 8)
             elif not hot:
                 await self._metered(
                     f"worker drain, {processes} process(es)",
@@ -498,6 +507,7 @@ class Bench:
             sustained, steps = await highest_sustained(
                 lambda rate: self._steady("offerwall_md5", rate, STEP_SECONDS, pids), ceiling
             )
+            await self._profile_end_to_end(steps, pids)
             # Half the highest sustained rate; half the first step's if none was sustained.
             half = (sustained or steps[0]["target_per_second"]) / 2
             soak = await self._steady("adjoe", half, self.soak_seconds, pids)
@@ -514,6 +524,25 @@ class Bench:
         }
         self.memory["ingress (end to end)"] = ingress.rss_samples
         self.memory["worker (end to end)"] = worker.rss_samples
+
+    async def _profile_end_to_end(self, steps: list[Step], pids: dict[str, list[int]]) -> None:
+        """The lowest rate not sustained, once more, with the ingress and the worker sampled: what
+        held the pipeline there. A step of its own: the sampler's CPU would slow a measured one."""
+        failed = [step["target_per_second"] for step in steps if not step["sustained"]]
+        if not failed:
+            return
+        rate = min(failed)
+        await self._profiled(
+            {f"end to end at {rate:,.0f}/s: {name}": group[0] for name, group in pids.items()},
+            self._steady("offerwall_md5", rate, STEP_SECONDS, pids),
+            STEP_SECONDS,
+        )
+        # The soak that follows starts from an empty queue, not behind this step's backlog.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not await self._backlog():
+                break
+            await asyncio.sleep(0.5)
 
     async def _steady(
         self, protocol: str, rate: float, seconds: int, pids: dict[str, list[int]]

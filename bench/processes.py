@@ -350,6 +350,10 @@ _LIBRARIES = (
 )
 
 
+# How a process starts: on the stack of every sample its main task takes, so they say nothing.
+_ENTRY_MODULES = frozenset({"workers/cli.py", "workers/event_loop.py", "ingress/server.py"})
+
+
 def _frame_group(frame: str) -> str | None:
     """`ingress/app.py: CallbackEndpoint.handle` for our code, `(asyncpg)` for a library's."""
     match = re.match(r"(.+) \((.+?):\d+\)$", frame)
@@ -357,6 +361,8 @@ def _frame_group(frame: str) -> str | None:
         return None
     function, path = match.groups()
     package = path.split("/", 1)[0]
+    if path in _ENTRY_MODULES:
+        return None
     if package in ("ingress", "workers", "schema"):
         return f"{path}: {function}"
     if package in _LIBRARIES:

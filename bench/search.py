@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-__all__ = ["FRACTIONS", "REFINEMENTS", "highest_sustained"]
+__all__ = ["FRACTIONS", "REFINEMENTS", "Step", "highest_sustained"]
 
 # Of the ceiling: a twentieth apart at first, where this machine's pipeline tops out.
 FRACTIONS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
