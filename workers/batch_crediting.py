@@ -8,7 +8,8 @@ wallets that do not exist yet), and one records the payouts as credited with the
 each leaves, adds each wallet's total, writes the ledger and grants the items. The funding
 accounts' ids are looked up once per worker process (`FundingAccounts`). Everything else in the
 batch goes through `apply_payout` afterwards, in the same transaction: re-sends and in-batch
-duplicates, payouts that need an existing wallet or a pending order, and old requests.
+duplicates, payouts that need an existing wallet or a pending order, old requests, and the
+payouts to their wallets that follow them in the batch.
 
 Each payout row is written once, already credited: a payout claimed as held and then marked
 credited would cost a second row version and a second entry in every index of `payouts`.
@@ -17,7 +18,8 @@ Locks are taken in one order in every batch: first the wallet-creation advisory 
 wallet the batch names, sorted by lock key, so that no other batch creates or credits those
 wallets meanwhile (this covers wallets that do not exist yet, which no row lock can); then the
 wallet rows in sorted order (those the batch creates after the others: no one can be waiting for
-them without their creation lock); then the payouts' unique keys. Two workers crediting
+them without their creation lock); then the funding accounts the batch pays from, those it
+creates in one sorted statement; then the payouts' unique keys. Two workers crediting
 overlapping wallets therefore queue behind each other instead of deadlocking. Batches for
 different wallets are not ordered by those locks when they carry the same transaction id or
 signature (a conflict or a reused signature, rare by nature). When only one batch inserts the
@@ -232,12 +234,12 @@ async def apply_batch(
         _, created = await _recorded_and_locked(conn, events, [], new_wallets)
         wallets |= created
     credited = _balances_after(events, fresh, wallets)
-    paying = {
-        (item.event.provider_instance, item.event.currency)
-        for item in credited
-        if item.event.amount
-    }
-    funding_ids = await funding.ids(conn, paying)
+    # Every funding account the batch may pay from, those of its one-by-one payouts included,
+    # so that `apply_payout` never creates one after recording a payout: all are created here,
+    # in one sorted statement, before any payout's key is taken.
+    funding_ids = await funding.ids(
+        conn, {(event.provider_instance, event.currency) for event in events if event.amount}
+    )
     payout_ids = await _record_credited(conn, credited, wallets, funding_ids)
     for item in credited:
         results[item.index] = CreditResult(
@@ -255,22 +257,32 @@ def _wallet(event: PayoutEvent) -> Wallet:
 
 def _split(events: Sequence[PayoutEvent]) -> tuple[list[int], list[int]]:
     """Indexes for the set-based path (new payouts, wallets created on demand, the first of their
-    transaction, signature and event in the batch) and for `apply_payout`."""
+    transaction, signature and event in the batch, and of their wallet's payouts up to the first
+    that needs more) and for `apply_payout`.
+
+    The set-based payouts are applied first. A payout that needs more (an existing wallet, a
+    pending order, a fresh request) therefore sends every later payout to its wallet one by one
+    too: otherwise a later payout could create the wallet, or move its balance, before it. (A
+    re-send, a conflict or a reused signature goes one by one as well, but changes no balance.)
+    """
     set_based: list[int] = []
     one_by_one: list[int] = []
     seen: set[tuple[str, ...]] = set()
     for index, event in enumerate(events):
+        wallet = ("wallet", event.user_id, event.currency)
         keys = {
             ("transaction", event.provider_instance, event.transaction_id),
             ("signature", event.provider_instance, event.signature),
             ("event", str(event.event_id)),
         }
         simple = event.may_record_new and event.create_account and not event.verify_order
-        if simple and not keys & seen:
+        if simple and not keys & seen and wallet not in seen:
             set_based.append(index)
         else:
             one_by_one.append(index)
         seen |= keys
+        if not simple:
+            seen.add(wallet)
     return set_based, one_by_one
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
@@ -89,9 +90,9 @@ async def books(conn: asyncpg.Connection) -> Books:
 
 def mixed_traffic(rng: random.Random, count: int) -> list[PayoutEvent]:
     """New payouts over a few hot and many cold wallets, exact re-sends, conflicting re-sends,
-    reused signatures, zero amounts, items, old requests, and users who must exist already.
-    Users who must exist and users created on demand are kept apart, so that one transaction per
-    payout in this order is a fair reference for any order the batch applies them in."""
+    reused signatures, zero amounts, items, old requests, and users who must exist already. Some
+    wallets are named both by payouts that must find them and by payouts that create them: the
+    batch must keep their order, as one transaction per payout in this order does."""
     hot = ["hot-1", "hot-2", "hot-3"]
     cold = [f"cold-{n}" for n in range(30)]
     events: list[PayoutEvent] = []
@@ -117,7 +118,12 @@ def mixed_traffic(rng: random.Random, count: int) -> list[PayoutEvent]:
             )
             continue
         members = roll < 0.33
-        user = rng.choice(["member-1", "member-2", "stranger"] if members else hot * 5 + cold)
+        # "stranger" never gets a wallet; "newcomer" and "hot-1" get one on demand, in the batch.
+        user = rng.choice(
+            ["member-1", "member-2", "stranger", "stranger", "newcomer", "hot-1"]
+            if members
+            else [*hot * 5, *cold, "newcomer"]
+        )
         events.append(
             payout_event(
                 provider_instance=rng.choice(["ow", "adjoe"]),
@@ -213,6 +219,65 @@ async def test_a_conflict_and_an_unknown_member_amid_a_batch_leave_the_others_cr
         (Outcome.CREDITED, Decimal(3)),
     ]
     assert results[2].own_record
+
+
+async def test_a_payout_that_needs_its_wallet_is_held_though_a_later_one_creates_it(
+    pool: asyncpg.Pool,
+) -> None:
+    """Alone, in batch order, the first is held (no wallet yet) and the second creates the
+    wallet: the batch must not let the second go first."""
+    events = [
+        payout_event(user_id="zoe", amount=Decimal(2), create_account=False),
+        payout_event(provider_instance="other", user_id="zoe", amount=Decimal(3)),
+        payout_event(user_id="zoe", amount=Decimal(4), create_account=False),
+    ]
+    results = await batch(pool, events)
+    assert [(r.outcome, r.balance_after) for r in results] == [
+        (Outcome.HELD_UNKNOWN_ACCOUNT, None),
+        (Outcome.CREDITED, Decimal(3)),
+        (Outcome.CREDITED, Decimal(7)),
+    ]
+
+
+def inserted(query: str, args: tuple[Any, ...]) -> str | None:
+    """What a statement inserts: "payout", "funding" or "wallet" (an account), or None."""
+    if re.search(r"INSERT INTO payouts\b", query):
+        return "payout"
+    if "INSERT INTO accounts" in query:
+        return "funding" if "'funding'" in query or "funding" in args else "wallet"
+    return None
+
+
+async def test_every_funding_account_is_created_before_any_payout_is_recorded(
+    pool: asyncpg.Pool,
+) -> None:
+    """Even for a payout that goes one by one: taking a payout's key and then creating a funding
+    account that another batch has just created would wait for it in the opposite order."""
+    async with pool.acquire() as conn:
+        await create_wallet(conn, "yan", "COIN")
+        queries: list[tuple[str, tuple[Any, ...]]] = []
+
+        def record(query: LoggedQuery) -> None:
+            queries.append((query.query, tuple(query.args)))
+
+        conn.add_query_logger(record)
+        try:
+            async with conn.transaction():
+                [result] = await apply_batch(
+                    conn,
+                    [
+                        payout_event(
+                            provider_instance="fresh-wall", user_id="yan", create_account=False
+                        )
+                    ],
+                    FundingAccounts(),
+                )
+        finally:  # the connection goes back to the pool
+            conn.remove_query_logger(record)
+        assert result.outcome is Outcome.CREDITED
+        inserts = [inserted(query, args) for query, args in queries]
+        assert inserts.index("funding") < inserts.index("payout"), inserts
+        await assert_books_balance(conn)
 
 
 async def test_duplicates_inside_one_batch_and_across_batches_credit_once(
