@@ -35,7 +35,7 @@ from bench.processes import (
     wait_http,
     wrk,
 )
-from bench.search import Step, highest_sustained
+from bench.search import Step, highest_sustained, lowest_not_sustained
 from bench.traffic import PROTOCOLS, SECRETS, pick_user, sample_event, write_requests
 from schema.events import encode_event
 from schema.topology import Topology
@@ -528,10 +528,9 @@ class Bench:
     async def _profile_end_to_end(self, steps: list[Step], pids: dict[str, list[int]]) -> None:
         """The lowest rate not sustained, once more, with the ingress and the worker sampled: what
         held the pipeline there. A step of its own: the sampler's CPU would slow a measured one."""
-        failed = [step["target_per_second"] for step in steps if not step["sustained"]]
-        if not failed:
+        if (failed := lowest_not_sustained(steps)) is None:
             return
-        rate = min(failed)
+        rate = failed["target_per_second"]
         await self._profiled(
             {f"end to end at {rate:,.0f}/s: {name}": group[0] for name, group in pids.items()},
             self._steady("offerwall_md5", rate, STEP_SECONDS, pids),

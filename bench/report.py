@@ -8,6 +8,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from bench.processes import MEASURED, CpuMeter
+from bench.search import lowest_not_sustained
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -70,15 +71,9 @@ def _cpu_rows(results: dict[str, Any]) -> dict[str, tuple[dict[str, float], int]
     if sustained:
         best = max(sustained, key=lambda s: s["achieved_per_second"])
         rows[_e2e_label(best)] = (best["cores"], 1)
-    if (lowest := _lowest_failed(steps)) is not None:
+    if (lowest := lowest_not_sustained(steps)) is not None:
         rows[_e2e_label(lowest)] = (lowest["cores"], 1)
     return rows
-
-
-def _lowest_failed(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The end-to-end step that shows what stopped the pipeline: the lowest rate not sustained."""
-    failed = [s for s in steps if not s["sustained"]]
-    return min(failed, key=lambda s: s["target_per_second"]) if failed else None
 
 
 def _e2e_label(step: dict[str, Any]) -> str:
@@ -119,7 +114,7 @@ def _markdown(
 
     cores = int(run["cores"])
     cpu_rows = _cpu_rows(results)
-    lowest = _lowest_failed(e2e["steps"])
+    lowest = lowest_not_sustained(e2e["steps"])
     lowest_failed = _e2e_label(lowest) if lowest is not None else None
 
     def limited_by(label: str | None) -> str:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-__all__ = ["FRACTIONS", "REFINEMENTS", "Step", "highest_sustained"]
+__all__ = ["FRACTIONS", "REFINEMENTS", "Step", "highest_sustained", "lowest_not_sustained"]
 
 # Of the ceiling: a twentieth apart at first, where this machine's pipeline tops out.
 FRACTIONS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -46,3 +46,11 @@ async def highest_sustained(
         else:
             failed = middle
     return sustained, steps
+
+
+def lowest_not_sustained(steps: list[Step]) -> Step | None:
+    """The step that shows what stopped the pipeline: the lowest rate that no run sustained. A
+    rate that failed once and held on its second run is not it: a stall, not the limit."""
+    held = {step["target_per_second"] for step in steps if step["sustained"]}
+    failed = [s for s in steps if not s["sustained"] and s["target_per_second"] not in held]
+    return min(failed, key=lambda step: step["target_per_second"]) if failed else None

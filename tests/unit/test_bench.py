@@ -12,7 +12,7 @@ import pytest
 
 from bench import report
 from bench.processes import _frame_group, parse_wrk, read_profile
-from bench.search import highest_sustained
+from bench.search import highest_sustained, lowest_not_sustained
 from bench.traffic import PROTOCOLS, SECRETS, Request, write_requests
 from ingress.bodies import parse_json_object
 from ingress.protocols import protocol_class
@@ -300,7 +300,11 @@ class Pipeline:
         if stalled:
             self.stalls.remove(rate)
         sustained = rate <= self.capacity and not stalled
-        return {"sustained": sustained, "achieved_per_second": rate if sustained else 0.0}
+        return {
+            "target_per_second": rate,
+            "sustained": sustained,
+            "achieved_per_second": rate if sustained else 0.0,
+        }
 
 
 async def test_the_search_retries_a_failed_step_then_halves_the_gap_twice() -> None:
@@ -313,9 +317,13 @@ async def test_the_search_retries_a_failed_step_then_halves_the_gap_twice() -> N
 
 async def test_the_search_goes_on_past_a_single_stall() -> None:
     pipeline = Pipeline(capacity=260, stalls=(100,))
-    sustained, _ = await highest_sustained(pipeline, ceiling=1000)
+    sustained, steps = await highest_sustained(pipeline, ceiling=1000)
     assert pipeline.rates == [50, 100, 100, 150, 200, 250, 300, 300, 275, 262.5]
     assert sustained == 250
+    # What stopped the pipeline is read at 262.5/s, not at the stall that 100/s then passed.
+    lowest = lowest_not_sustained(steps)
+    assert lowest is not None
+    assert lowest["target_per_second"] == 262.5
 
 
 async def test_the_search_refines_nothing_when_no_step_is_sustained() -> None:
