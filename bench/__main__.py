@@ -55,6 +55,9 @@ DRAIN_PAYOUTS = 100_000
 HOT_PAYOUTS = 20_000
 HOT_WALLETS = 5
 STEP_SECONDS = 15
+# The profiled drain's length at the unprofiled rate: the sampler's 5 s, its start and a margin
+# for the sampler's own cost.
+PROFILE_DRAIN_SECONDS = 12
 
 CONFIG = """
 [database]
@@ -405,8 +408,11 @@ class Bench:
             "hot-single", HOT_PAYOUTS, 1, hot=True, batch_size=1
         )
         self.results["drain"] = drains
-        # Profiled in a drain of its own: the sampler's CPU would slow the one measured.
-        await self._drain("drain-profiled", DRAIN_PAYOUTS, 1, hot=False, profiled=True)
+        # Profiled in a drain of its own: the sampler's CPU would slow the one measured. Long
+        # enough to outlast the sampling, at the rate one process just drained at, unsampled.
+        rate = drains["1 process(es)"]["per_second"]
+        count = min(DRAIN_PAYOUTS, int(rate * PROFILE_DRAIN_SECONDS))
+        await self._drain("drain-profiled", count, 1, hot=False, profiled=True)
 
     async def _drain(
         self,
@@ -448,7 +454,9 @@ class Bench:
             assert service.popen is not None
             drained = self._until_credited(instance, count)
             if profiled:
-                await self._profiled({"worker (1 process)": service.popen.pid}, drained, 8)
+                await self._profiled(
+                    {"worker (1 process)": service.popen.pid}, drained, PROFILE_DRAIN_SECONDS - 4
+                )
             elif not hot:
                 await self._metered(
                     f"worker drain, {processes} process(es)",
