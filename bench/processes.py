@@ -352,18 +352,21 @@ _LIBRARIES = (
 
 # How a process starts: on the stack of every sample its main task takes, so they say nothing.
 _ENTRY_MODULES = frozenset({"workers/cli.py", "workers/event_loop.py", "ingress/server.py"})
+_OUR_PACKAGES = ("ingress", "workers", "schema")
+# py-spy's frame: `function (path:line)`.
+_FRAME = re.compile(r"(.+) \((.+?):\d+\)$")
 
 
 def _frame_group(frame: str) -> str | None:
     """`ingress/app.py: CallbackEndpoint.handle` for our code, `(asyncpg)` for a library's."""
-    match = re.match(r"(.+) \((.+?):\d+\)$", frame)
+    match = _FRAME.match(frame)
     if match is None:
         return None
     function, path = match.groups()
     package = path.split("/", 1)[0]
     if path in _ENTRY_MODULES:
         return None
-    if package in ("ingress", "workers", "schema"):
+    if package in _OUR_PACKAGES:
         return f"{path}: {function}"
     if package in _LIBRARIES:
         return f"({package})"
@@ -380,12 +383,12 @@ def _owner(frame: str) -> str:
     library's or the standard library's, `(event loop, in C)` for uvloop's own."""
     if _EVENT_LOOP_FRAME.match(frame):
         return "(event loop, in C)"
-    match = re.match(r".+ \((.+?):\d+\)$", frame)
+    match = _FRAME.match(frame)
     if match is None:
         return "(other)"
-    path = match.group(1)
+    path = match.group(2)
     package = path.split("/", 1)[0]
-    if package in ("ingress", "workers", "schema"):
+    if package in _OUR_PACKAGES:
         return path
     if package.startswith("<frozen "):  # a standard module frozen into the interpreter
         package = package.removeprefix("<frozen ").removesuffix(">")
