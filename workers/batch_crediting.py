@@ -269,7 +269,7 @@ def _split(events: Sequence[PayoutEvent]) -> tuple[list[int], list[int]]:
     one_by_one: list[int] = []
     seen: set[tuple[str, ...]] = set()
     for index, event in enumerate(events):
-        wallet = ("wallet", event.user_id, event.currency)
+        wallet = ("wallet", *_wallet(event))
         keys = {
             ("transaction", event.provider_instance, event.transaction_id),
             ("signature", event.provider_instance, event.signature),
