@@ -190,11 +190,16 @@ class FundingAccounts:
 
     Accounts are never deleted, so a worker process looks each one up once, not in every batch.
     An id is kept only when found before the transaction created any funding account: a
-    committed row, not one a rollback could take away.
+    committed row, not one a rollback could take away. A failover to a replica that had not
+    received the commit can still take one away; the worker forgets them all when a batch fails.
     """
 
     def __init__(self) -> None:
         self._committed: dict[FundingKey, int] = {}
+
+    def forget(self) -> None:
+        """Look every account up again from the next batch on."""
+        self._committed.clear()
 
     async def ids(self, conn: Connection, accounts: set[FundingKey]) -> dict[FundingKey, int]:
         """The id of each of `accounts`, created in the caller's transaction when missing."""

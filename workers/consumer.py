@@ -341,28 +341,9 @@ class Worker:
         the deliveries; then let the caller decide."""
         deadline = time.monotonic() + self._settings.worker.in_place_retry_seconds
         delay = FIRST_RETRY_DELAY_SECONDS
-        timeout = self._settings.database.acquire_timeout_seconds
         while True:
             try:
-                async with self._pool.acquire(timeout=timeout) as conn:
-                    started = time.perf_counter()
-                    async with conn.transaction():
-                        results = await apply_batch(conn, events, self._funding)
-                        await send_reports(
-                            conn,
-                            [
-                                OutcomeReport(
-                                    event_id=event.event_id,
-                                    outcome=result.outcome,
-                                    balance=result.balance_after,
-                                )
-                                for event, result in zip(events, results, strict=True)
-                                if event.report_outcome
-                            ],
-                        )
-                    metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
-                    metrics.BATCH_SIZE.observe(len(events))
-                    return results
+                return await self._apply_once(events)
             except TRANSIENT_ERRORS as error:
                 if time.monotonic() + delay > deadline:
                     raise
@@ -377,6 +358,34 @@ class Worker:
                 )
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
                 delay = min(delay * 2, MAX_RETRY_DELAY_SECONDS)
+
+    async def _apply_once(self, events: list[PayoutEvent]) -> list[CreditResult]:
+        timeout = self._settings.database.acquire_timeout_seconds
+        try:
+            async with self._pool.acquire(timeout=timeout) as conn:
+                started = time.perf_counter()
+                async with conn.transaction():
+                    results = await apply_batch(conn, events, self._funding)
+                    await send_reports(
+                        conn,
+                        [
+                            OutcomeReport(
+                                event_id=event.event_id,
+                                outcome=result.outcome,
+                                balance=result.balance_after,
+                            )
+                            for event, result in zip(events, results, strict=True)
+                            if event.report_outcome
+                        ],
+                    )
+                metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+                metrics.BATCH_SIZE.observe(len(events))
+                return results
+        except Exception:
+            # A remembered funding account id may be the cause: one that a failover to a replica
+            # without its commit took away fails every batch paying from it until looked up again.
+            self._funding.forget()
+            raise
 
     async def _retry_later(self, message: Delivery, failure: Failure, event: PayoutEvent) -> None:
         """Into the next retry tier, or the dead-letter queue after the last."""

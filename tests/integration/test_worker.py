@@ -213,6 +213,34 @@ async def test_killed_database_connections_are_retried_without_double_credit(
         await admin.close()
 
 
+async def test_a_funding_account_a_failover_lost_is_created_again(
+    settings: Settings, observer: asyncpg.Connection
+) -> None:
+    """A worker remembers committed funding account ids. A failover to a replica that had not
+    received those commits takes the accounts away: the failed batch makes the worker look them
+    up again, so the payout is credited on its first retry, not dead-lettered after the last."""
+    topology = Topology.from_settings(settings.broker)
+    async with publisher_for(settings) as publisher, worker_running(settings):
+        for credited_so_far, payout in enumerate((event("kim", 1), event("kim", 2)), start=1):
+            await publisher.publish_event(payout)
+
+            async def credited(n: int = credited_so_far) -> bool:
+                return await count(observer, "SELECT count(*) FROM payouts") == n
+
+            await wait_until(credited, "payout credited, its funding account remembered")
+        # The new primary never received them: the books are as before the first payout.
+        await observer.execute("TRUNCATE ledger_entries, payouts, accounts CASCADE")
+        await publisher.publish_event(event("kim", 3))
+
+        async def credited_again() -> bool:
+            return await count(observer, "SELECT count(*) FROM payouts") == 1
+
+        await wait_until(credited_again, "payout after the failover credited")
+    assert await queue_depth(settings.broker.url, topology.dead_letter_queue) == 0
+    assert await observer.fetchval("SELECT balance FROM accounts WHERE owner = 'kim'") == 3
+    await assert_books_balance(observer)
+
+
 async def test_worker_resumes_consuming_after_its_connection_is_closed(
     settings: Settings, observer: asyncpg.Connection
 ) -> None:
