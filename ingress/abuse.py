@@ -2,8 +2,9 @@
 
 Payment gateways count and cap unverified webhooks: past the cap an address is answered "try
 again later" without its signature being computed, so a flood of forged callbacks costs little and
-shows in the metrics. Verified requests are never counted. The window is a fixed minute per
-process; with several ingress processes each keeps its own count (docs/security.md).
+shows in the metrics. Verified requests are never counted, nor are refusals after a good
+signature. The window is a fixed minute per process; with several ingress processes each keeps
+its own count (docs/security.md).
 """
 
 from __future__ import annotations
@@ -17,19 +18,21 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ingress.client_ip import IPAddress
+    from ingress.verdicts import Rejection
 
 __all__ = ["COUNTED_VERDICTS", "FailedVerificationLimiter"]
 
-# Refusals that say the caller could not prove it is the provider. A refusal after a good
-# signature (an unknown currency, say) is the provider's business mistake, not abuse.
+# Refusals that say the caller could not prove it is the provider, when raised before a good
+# signature was found. A refusal after one (an unknown currency, an amount over the maximum) is
+# the provider's business mistake, not abuse.
 COUNTED_VERDICTS = frozenset(
     {Verdict.BAD_SIGNATURE, Verdict.MALFORMED, Verdict.TOO_LARGE, Verdict.METHOD_NOT_ALLOWED}
 )
 WINDOW_SECONDS = 60
-# Addresses tracked per window. Past this, new addresses share one count, so a flood from many
-# addresses cannot grow memory without bound; it may then limit them together.
+# Addresses tracked per window, so a flood from many addresses cannot grow memory without bound.
+# Past this, new addresses go uncounted and unlimited until the minute ends: limiting them
+# together would let a forger with enough addresses lock the real provider out.
 MAX_TRACKED_ADDRESSES = 100_000
-SHARED_KEY = "(many addresses)"
 
 
 class FailedVerificationLimiter:
@@ -44,23 +47,24 @@ class FailedVerificationLimiter:
     def limited(self, address: IPAddress | None) -> bool:
         """True when `address` has used up its failures for this minute."""
         self._roll()
-        return self._failures.get(self._key(address), 0) >= self._per_minute
+        return self._failures.get(_key(address), 0) >= self._per_minute
 
-    def count(self, address: IPAddress | None, verdict: Verdict) -> None:
-        if verdict not in COUNTED_VERDICTS:
+    def count(self, address: IPAddress | None, rejection: Rejection) -> None:
+        if rejection.after_signature or rejection.verdict not in COUNTED_VERDICTS:
             return
         self._roll()
-        key = self._key(address)
-        self._failures[key] = self._failures.get(key, 0) + 1
-
-    def _key(self, address: IPAddress | None) -> str:
-        key = str(address) if address is not None else "(unknown)"
-        if key not in self._failures and len(self._failures) >= MAX_TRACKED_ADDRESSES:
-            return SHARED_KEY
-        return key
+        key = _key(address)
+        if key in self._failures:
+            self._failures[key] += 1
+        elif len(self._failures) < MAX_TRACKED_ADDRESSES:
+            self._failures[key] = 1
 
     def _roll(self) -> None:
         window = int(self._clock() // WINDOW_SECONDS)
         if window != self._window:
             self._window = window
             self._failures.clear()
+
+
+def _key(address: IPAddress | None) -> str:
+    return str(address) if address is not None else "(unknown)"

@@ -106,7 +106,7 @@ class CallbackEndpoint:
             verdict, detail = Verdict.ACCEPTED, ""
         except Rejection as rejection:
             verdict, detail = rejection.verdict, rejection.detail
-            self._limiter.count(address, verdict)
+            self._limiter.count(address, rejection)
             metrics.VERIFICATION_FAILURES.labels(instance, verdict.value).inc()
         except BrokerUnavailable as error:
             verdict, detail = Verdict.TRY_AGAIN, "temporarily unable to accept; retry later"

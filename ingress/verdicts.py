@@ -38,9 +38,14 @@ _HTTP_STATUS = {
 
 
 class Rejection(Exception):
-    """A request refused before anything was published; `detail` is safe to show the caller."""
+    """A request refused before anything was published; `detail` is safe to show the caller.
+
+    `after_signature` is set when the request's signature had been found good: the refusal is
+    then the provider's own mistake, which the abuse cap does not count against its address.
+    """
 
     def __init__(self, verdict: Verdict, detail: str) -> None:
         super().__init__(f"{verdict}: {detail}")
         self.verdict = verdict
         self.detail = detail
+        self.after_signature = False

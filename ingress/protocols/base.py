@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hmac
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
@@ -16,7 +18,7 @@ from ingress.verdicts import Rejection, Verdict
 from schema.settings import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping
     from decimal import Decimal
 
     from starlette.requests import Request
@@ -35,6 +37,23 @@ __all__ = [
     "signatures_match",
     "signed_text",
 ]
+
+
+# True once `matching_secret` found the request being verified signed by a configured secret.
+_signature_matched: ContextVar[bool] = ContextVar("signature_matched", default=False)
+
+
+@contextmanager
+def _refusals_marked() -> Iterator[None]:
+    """Mark a refusal raised after the signature was found good as `after_signature`."""
+    token = _signature_matched.set(False)
+    try:
+        yield
+    except Rejection as rejection:
+        rejection.after_signature = _signature_matched.get()
+        raise
+    finally:
+        _signature_matched.reset(token)
 
 
 @dataclass(frozen=True)
@@ -104,6 +123,7 @@ class ProviderProtocol(ABC):
         none, the request is refused with `mismatch` as the detail."""
         for name, secret in self._secrets.items():
             if signatures_match(expected_for(secret), received):
+                _signature_matched.set(True)
                 return name
         raise Rejection(Verdict.BAD_SIGNATURE, mismatch)
 
@@ -185,7 +205,9 @@ class QueryCallbackProtocol(ProviderProtocol):
     method = "GET"
 
     async def read_claim(self, request: Request, body: bytes) -> Claim:
-        return self.verify(parse_query(request.scope["query_string"]))
+        params = parse_query(request.scope["query_string"])
+        with _refusals_marked():
+            return self.verify(params)
 
     @abstractmethod
     def verify(self, params: dict[str, str]) -> Claim:
@@ -223,7 +245,9 @@ class JsonCallbackProtocol(ProviderProtocol):
     waits_for_outcome = True
 
     async def read_claim(self, request: Request, body: bytes) -> Claim:
-        return self.verify(parse_json_object(body))
+        fields = parse_json_object(body)
+        with _refusals_marked():
+            return self.verify(fields)
 
     @abstractmethod
     def verify(self, fields: JsonObject) -> Claim:

@@ -155,6 +155,23 @@ async def test_an_address_failing_verification_is_capped_and_others_are_not(
     ) == 1
 
 
+async def test_a_provider_whose_signed_callbacks_are_refused_is_not_capped(
+    services: Services, namespace: str
+) -> None:
+    """Refusals after a good signature are the provider's business mistakes: however many, its
+    next correct callback is verified and accepted."""
+    settings = settings_for(services.rabbitmq_url, namespace, failed_verifications_per_minute=3)
+    app = create_app(settings, {"TEST_SECRET": SECRET})
+    async with app.router.lifespan_context(app), client_from(app, PROVIDER_ADDRESS) as genuine:
+        await started(app)
+        over_maximum = [
+            (await genuine.get(offerwall_request(amount="100001"))).status_code for _ in range(4)
+        ]
+        accepted = await genuine.get(offerwall_request())
+    assert over_maximum == [400] * 4
+    assert accepted.status_code == 200
+
+
 async def test_the_allowlists_effect_shows_in_the_metrics(
     services: Services, namespace: str
 ) -> None:
