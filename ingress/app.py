@@ -108,6 +108,10 @@ class CallbackEndpoint:
             verdict, detail = rejection.verdict, rejection.detail
             self._limiter.count(address, rejection)
             metrics.VERIFICATION_FAILURES.labels(instance, verdict.value).inc()
+        except OutcomeUnavailable as error:
+            # Perhaps published, perhaps even credited, but not answered as accepted: the log
+            # line and the metrics must say "try again", as the answer does.
+            verdict, detail, outcome = Verdict.TRY_AGAIN, str(error), "unknown"
         except BrokerUnavailable as error:
             verdict, detail = Verdict.TRY_AGAIN, "temporarily unable to accept; retry later"
             log(
@@ -191,8 +195,8 @@ class CallbackEndpoint:
         )
 
     async def _publish_and_wait(self, event: PayoutEvent, claim: Claim) -> tuple[Response, str]:
-        """Publish, then answer with the committed outcome, or "try again" if it is late: the
-        provider's retry is then answered from the record."""
+        """Publish, then answer with the committed outcome; raise OutcomeUnavailable if it is
+        late, for a "try again": the provider's retry is then answered from the record."""
         assert self._outcomes is not None  # checked in __init__
         with self._outcomes.expecting(event.event_id) as future:
             try:
@@ -218,7 +222,7 @@ class CallbackEndpoint:
                     transaction_id=event.transaction_id,
                     error=str(error),
                 )
-                return self._protocol.answer(Verdict.TRY_AGAIN), "unknown"
+                raise
         return self._protocol.answer_outcome(claim, report), report.outcome.value
 
     async def _read(self, request: Request, address: IPAddress | None) -> tuple[Claim, RawRequest]:

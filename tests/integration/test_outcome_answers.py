@@ -30,6 +30,7 @@ from tests.integration.pipeline import (
     pipeline,
     pipeline_settings,
 )
+from tests.metrics_reading import sample_value
 from tests.polling import wait_until
 from tests.signing import aigame_payout_body, wallet_billing_body
 
@@ -359,10 +360,20 @@ async def assert_try_again_and_nothing_published(services: Services, settings: S
             await wait_until(broker_connected, "ingress connected to the broker")
             ready = (await client.get("/readyz")).json()
             assert ready["outcomes"] == "not listening"
+            before = (await client.get("/metrics")).text
             aigame = await client.post(AIGAME, json=aigame_payout_body(payout(), AIGAME_KEY))
             billing = await client.post(
                 BILLING, json=wallet_billing_body(purchase(), BILLING_SECRET)
             )
+            after = (await client.get("/metrics")).text
+    # The request counter says what the provider was told, never "accepted".
+    for instance in ("aigame", "billing"):
+        for verdict, count in (("try_again", 1), ("accepted", 0)):
+            answered = "payouts_ingress_requests_total"
+            grew = sample_value(after, answered, instance=instance, verdict=verdict) - sample_value(
+                before, answered, instance=instance, verdict=verdict
+            )
+            assert grew == count, (instance, verdict)
     assert aigame.json() == {"code": 800100, "message": "Service exception", "data": {}}
     assert billing.json() == {
         "resultCode": 9,
