@@ -52,6 +52,8 @@ class OutcomeReport(BaseModel):
     # The wallet's balance right after this transaction was credited (the first time, for a
     # duplicate), when there is one.
     balance: Annotated[Decimal, PlainSerializer(decimal_text, str)] | None = None
+    # The currency of `balance`: a conflicting re-send may name another than the recorded payout.
+    currency: str | None = None
 
 
 _REPORTS = TypeAdapter(list[OutcomeReport])

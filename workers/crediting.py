@@ -132,6 +132,8 @@ class CreditResult:
     # True when the payout's record was written by this very event (not by an earlier delivery
     # of the same transaction): a held payout is dead-lettered for review once, not per re-send.
     own_record: bool = False
+    # The currency of `balance_after` where it is not the event's: a conflict's recorded payout.
+    recorded_currency: str | None = None
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,12 @@ async def apply_payout(conn: Connection, event: PayoutEvent) -> CreditResult:
         await _record_refused(conn, event, Outcome.CONFLICT)
         # With the balance the recorded payout earned: a protocol may answer that the
         # transaction is settled (spec 001's FAQ) while the conflict waits for an operator.
-        return CreditResult(Outcome.CONFLICT, existing["payout_id"], existing["balance_after"])
+        return CreditResult(
+            Outcome.CONFLICT,
+            existing["payout_id"],
+            existing["balance_after"],
+            recorded_currency=existing["currency"],
+        )
     own_record = existing["event_id"] == event.event_id
     if existing["status"] == "held":
         result = await _credit_new_or_held(

@@ -169,9 +169,9 @@ class AigamePayout(JsonCallbackProtocol):
             code = SUCCESS
         if code != SUCCESS or report.balance is None:
             return _answer(code)
-        return _answer(
-            code, {"balance": self._balance_text(report.balance), "currency": claim.currency}
-        )
+        # A conflict's balance is the recorded payout's wallet's, in its currency.
+        currency = report.currency or claim.currency
+        return _answer(code, {"balance": self._balance_text(report.balance), "currency": currency})
 
     def _balance_text(self, balance: Decimal) -> str:
         """At least the instance's decimal places, padded, never rounded: a wallet shared with

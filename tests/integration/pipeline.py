@@ -76,7 +76,7 @@ def pipeline_settings(services: Services, database_url: str, **database: Any) ->
                 name="aigame",
                 route=AIGAME,
                 secret_env="AIGAME_KEY",
-                allowed_currencies=("VND2",),
+                allowed_currencies=("VND2", "THB"),
                 amount_decimal_places=2,
                 account_policy="require_existing",
                 **common,

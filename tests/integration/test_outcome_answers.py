@@ -170,6 +170,20 @@ async def test_a_settled_order_resent_with_another_amount_is_answered_as_settled
     assert recorded == Decimal(500)  # for an operator to review
 
 
+async def test_a_settled_order_resent_in_another_currency_is_answered_in_the_recorded_one(
+    running: Pipeline,
+) -> None:
+    """The balance in a success answer is the recorded payout's wallet's: it must name that
+    wallet's currency, not the re-send's."""
+    await running.create_member("member-17", "VND2")
+    fields = payout(user="member-17", win="5")
+    settled = await send(running, fields)
+    resent = await send(running, {**fields, "currency": "THB"})
+    assert settled["data"] == {"balance": "5.00", "currency": "VND2"}
+    assert resent == settled
+    assert await running.value("SELECT count(*) FROM payout_conflicts") == 1
+
+
 async def test_an_unsettled_order_resent_with_another_amount_is_a_payout_failure(
     running: Pipeline,
 ) -> None:
