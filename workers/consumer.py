@@ -253,10 +253,15 @@ class Worker:
                 # nothing about any one payout: each waits in a retry tier now, instead of
                 # holding its delivery through another round of retries, one transaction each.
                 what = "batch failed on a transient error; its payouts wait in a retry tier"
-                settling = [self._retry_later(m, failure, event) for m, event in decoded]
+                settling: list[Awaitable[None]] = [
+                    asyncio.ensure_future(self._retry_later(m, failure, event))
+                    for m, event in decoded
+                ]
             else:
                 # One payout the database refuses: credit each on its own, so that the others
-                # are not held back and every failure is routed on its own merits.
+                # are not held back and every failure is routed on its own merits. One at a
+                # time, in batch order, so that each gets the outcome it would have had alone
+                # (which of two payouts to a missing wallet is held, which balance comes first).
                 what = "batch failed; crediting its payouts one by one"
                 settling = [self._handle_one(m, event) for m, event in decoded]
             log(logger, logging.WARNING, what, size=len(decoded), error=repr(error))
@@ -268,11 +273,15 @@ class Worker:
             ]
             await self._ack_committed(to_ack)
             return
-        outcomes = await asyncio.gather(*settling, return_exceptions=True)
-        # Only once every sibling has settled may the last line of defence requeue the rest.
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        # Every one settles before the last line of defence may requeue the rest.
+        errors: list[Exception] = []
+        for settle in settling:
+            try:
+                await settle
+            except Exception as failed:
+                errors.append(failed)
+        if errors:
+            raise errors[0]
 
     async def _handle_one(self, message: Delivery, event: PayoutEvent) -> None:
         try:

@@ -162,6 +162,29 @@ async def test_a_payout_the_database_refuses_amid_a_batch_is_dead_lettered_alone
     assert "batch failed; crediting its payouts one by one" in messages
 
 
+async def test_payouts_credited_one_by_one_after_a_batch_failed_keep_their_batch_order(
+    settings: Settings, observer: asyncpg.Connection
+) -> None:
+    """Each gets the balance it would have had alone: credited in the order they arrived."""
+    amounts = [1, 2, 3, 4, 5, 6]
+    events = [event("orderly", amount) for amount in amounts]
+    async with publisher_for(settings) as publisher:
+        for published in [events[0], event("nul\x00user", 5), *events[1:]]:
+            await publisher.publish_event(published)
+        async with worker_running(settings):
+
+            async def credited() -> bool:
+                return await count(observer, "SELECT count(*) FROM payouts") == len(events)
+
+            await wait_until(credited, "the good payouts credited")
+    rows = await observer.fetch(
+        "SELECT event_id, balance_after FROM payouts WHERE user_id = $1", "orderly"
+    )
+    balances = {row["event_id"]: row["balance_after"] for row in rows}
+    running_total = [sum(amounts[: n + 1]) for n in range(len(amounts))]
+    assert [balances[published.event_id] for published in events] == running_total
+
+
 async def test_killed_database_connections_are_retried_without_double_credit(
     settings: Settings,
     observer: asyncpg.Connection,
