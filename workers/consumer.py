@@ -253,17 +253,17 @@ class Worker:
                 # nothing about any one payout: each waits in a retry tier now, instead of
                 # holding its delivery through another round of retries, one transaction each.
                 what = "batch failed on a transient error; its payouts wait in a retry tier"
-                settling: list[Awaitable[None]] = [
-                    asyncio.ensure_future(self._retry_later(m, failure, event))
-                    for m, event in decoded
-                ]
+
+                async def settle(message: Delivery, event: PayoutEvent) -> None:
+                    await self._retry_later(message, failure, event)
+
             else:
                 # One payout the database refuses: credit each on its own, so that the others
                 # are not held back and every failure is routed on its own merits. One at a
                 # time, in batch order, so that each gets the outcome it would have had alone
                 # (which of two payouts to a missing wallet is held, which balance comes first).
                 what = "batch failed; crediting its payouts one by one"
-                settling = [self._handle_one(m, event) for m, event in decoded]
+                settle = self._handle_one
             log(logger, logging.WARNING, what, size=len(decoded), error=repr(error))
         else:
             to_ack = [
@@ -275,9 +275,9 @@ class Worker:
             return
         # Every one settles before the last line of defence may requeue the rest.
         errors: list[Exception] = []
-        for settle in settling:
+        for message, event in decoded:
             try:
-                await settle
+                await settle(message, event)
             except Exception as failed:
                 errors.append(failed)
         if errors:
