@@ -25,12 +25,19 @@ def mask(value: str) -> str:
 
 
 def masked_query(query: str, names: frozenset[str]) -> str:
-    """`query` with the values of the parameters in `names` masked; everything else, including
-    the order and the encoding of other parameters, is kept as sent."""
+    """`query` (its bytes as sent, decoded as Latin-1) with the values of the parameters in
+    `names` masked; everything else, including the order and the encoding of other parameters,
+    is kept as sent."""
     pairs = []
     for pair in query.split("&"):
         name, separator, value = pair.partition("=")
-        if separator and unquote_plus(name) in names and value:
-            pair = f"{name}={quote_plus(mask(unquote_plus(value)))}"
+        if separator and _text(name) in names and value:
+            pair = f"{name}={quote_plus(mask(_text(value)))}"
         pairs.append(pair)
     return "&".join(pairs)
+
+
+def _text(component: str) -> str:
+    """A query component as the protocol read it: UTF-8, whether sent escaped or as raw bytes,
+    so that its mask here is the mask of the same value in the event's attributes."""
+    return unquote_plus(component.encode("latin-1").decode("utf-8", "replace"))

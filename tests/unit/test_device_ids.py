@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from urllib.parse import quote_plus
 
 from ingress.device_ids import mask, masked_query
+from ingress.querystring import parse_query
 
 
 def test_a_mask_is_a_stable_truncated_sha256() -> None:
@@ -30,3 +32,12 @@ def test_only_the_named_parameters_are_masked_and_the_rest_kept_byte_for_byte() 
 def test_a_percent_encoded_name_is_recognised() -> None:
     masked = masked_query("ga%69d=abc&gaid=", frozenset({"gaid"}))
     assert masked == f"ga%69d={mask('abc').replace(':', '%3A')}&gaid="
+
+
+def test_a_value_sent_as_raw_utf8_is_masked_as_the_protocol_reads_it() -> None:
+    """The raw request keeps the query's bytes as Latin-1 text; the mask stored there must be
+    the mask of the value the claim's attributes hold, or the two no longer match."""
+    raw = "imei=ïd-π+1&gaid=%C3%A9t%C3%A9".encode()
+    read = parse_query(raw)
+    masked = masked_query(raw.decode("latin-1"), frozenset({"imei", "gaid"}))
+    assert masked == f"imei={quote_plus(mask(read['imei']))}&gaid={quote_plus(mask(read['gaid']))}"
