@@ -10,7 +10,9 @@ sent, for operators whose audit needs the raw request.
 from __future__ import annotations
 
 import hashlib
-from urllib.parse import quote_plus, unquote_plus
+from urllib.parse import quote_plus
+
+from ingress.querystring import decode_component
 
 __all__ = ["mask", "masked_query"]
 
@@ -38,6 +40,6 @@ def masked_query(query: str, names: frozenset[str]) -> str:
 
 
 def _text(component: str) -> str:
-    """A query component as the protocol read it: UTF-8, whether sent escaped or as raw bytes,
-    so that its mask here is the mask of the same value in the event's attributes."""
-    return unquote_plus(component.encode("latin-1").decode("utf-8", "replace"))
+    """A query component as the protocol read it (the query passed `parse_query` already), so
+    that its mask here is the mask of the same value in the event's attributes."""
+    return decode_component(component.encode("latin-1"))

@@ -11,12 +11,13 @@ from urllib.parse import unquote_to_bytes
 
 from ingress.verdicts import Rejection, Verdict
 
-__all__ = ["parse_query"]
+__all__ = ["decode_component", "parse_query"]
 
 _BROKEN_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
-def _decode(component: bytes) -> str:
+def decode_component(component: bytes) -> str:
+    """One name or value of a query string, as sent, read as text."""
     decoded = component.replace(b"+", b" ")
     if b"%" in decoded:  # most callbacks escape nothing, and skip the unquoting
         if _BROKEN_ESCAPE.search(decoded):
@@ -34,10 +35,10 @@ def parse_query(raw: bytes) -> dict[str, str]:
         if not pair:
             continue  # "a=1&&b=2" and a trailing "&" carry no parameter
         raw_key, _, raw_value = pair.partition(b"=")
-        key = _decode(raw_key)
+        key = decode_component(raw_key)
         if not key:
             raise Rejection(Verdict.MALFORMED, "query string has a parameter without a name")
         if key in params:
             raise Rejection(Verdict.MALFORMED, f"parameter {key!r} appears more than once")
-        params[key] = _decode(raw_value)
+        params[key] = decode_component(raw_value)
     return params
