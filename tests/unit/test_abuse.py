@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from ipaddress import ip_address
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
@@ -18,24 +17,13 @@ from ingress.protocols.offerwall_md5 import OfferwallMd5
 from ingress.verdicts import Rejection, Verdict
 from tests.factories import provider
 from tests.signing import aigame_payout_body, offerwall_query
+from tests.unit.test_aigame_payout import fresh
 
 if TYPE_CHECKING:
     from ingress.protocols.base import ProviderProtocol
 
 ATTACKER = ip_address("198.51.100.7")
 PROVIDER = ip_address("203.0.113.1")
-AIGAME_FIELDS: dict[str, object] = {
-    "agent_id": "agent001",
-    "user_id": "u-1",
-    "game_id": "101",
-    "inst_id": "000002",
-    "shoe_id": 10231,
-    "round_id": 41,
-    "bet_txn_id": "b-1",
-    "win_amount": "100",
-    "pay_out_time": 1732589121000,
-    "currency": "VND2",
-}
 
 
 def refusal(verdict: Verdict, *, after_signature: bool = False) -> Rejection:
@@ -165,7 +153,6 @@ async def test_a_json_protocol_marks_the_refusals_raised_after_a_good_signature(
         provider("aigame_payout", amount_decimal_places=2, allowed_currencies=["VND2"]),
         {"TEST_SECRET": "key"},
     )
-    now_ms = int(time.time() * 1000)
-    body = aigame_payout_body({**AIGAME_FIELDS, "timestamp": now_ms, **fields}, key)
+    body = aigame_payout_body(fresh(**fields), key)
     rejection = await refusal_of(aigame, post_request(), json.dumps(body).encode())
     assert rejection.after_signature is after_signature
