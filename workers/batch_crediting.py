@@ -9,7 +9,7 @@ each leaves, adds each wallet's total, writes the ledger and grants the items. T
 accounts' ids are looked up once per worker process (`FundingAccounts`). Everything else in the
 batch goes through `apply_payout` afterwards, in the same transaction: re-sends and in-batch
 duplicates, payouts that need an existing wallet or a pending order, old requests, and the
-payouts to their wallets that follow them in the batch.
+payouts to their wallets that follow them, or follow a re-send of a held payout, in the batch.
 
 Each payout row is written once, already credited: a payout claimed as held and then marked
 credited would cost a second row version and a second entry in every index of `payouts`.
@@ -62,13 +62,14 @@ FROM (SELECT DISTINCT hashtext(t.owner) AS owner_key, hashtext(t.currency) AS cu
 """
 
 # In one statement, after the wallets' creation locks: which of the payouts ($1-$3) are recorded
-# already, by transaction id or by signature, as their positions (1-based) in the arrays; and the
-# wallets ($4, $5) that exist, locked in the order of the arrays (the subquery runs once per
-# element, top to bottom), with their balances. The LIMIT keeps the first subquery a per-row
-# index probe: as a plain EXISTS the planner may hash the whole table instead.
+# already, by transaction id or by signature, as their positions (1-based) in the arrays, and
+# whether their transaction is recorded as held; and the wallets ($4, $5) that exist, locked in
+# the order of the arrays (the subquery runs once per element, top to bottom), with their
+# balances. The LIMITs keep the payout look-ups per-row index probes: as a plain EXISTS, or with
+# the status in the WHERE clause, the planner may hash the whole table or scan every held payout.
 RECORDED_AND_LOCKED = """
 WITH recorded AS (
-    SELECT t.position
+    SELECT t.position, t.provider_instance, t.transaction_id
     FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY
          AS t(provider_instance, transaction_id, signature, position)
     CROSS JOIN LATERAL (
@@ -88,11 +89,15 @@ WITH recorded AS (
         FOR UPDATE
     ) AS a
 )
-SELECT position, NULL::bigint AS account_id, NULL::text AS owner, NULL::text AS currency,
+SELECT r.position,
+       (SELECT p.status FROM payouts p
+        WHERE p.provider_instance = r.provider_instance AND p.transaction_id = r.transaction_id
+        LIMIT 1) IS NOT DISTINCT FROM 'held' AS held,
+       NULL::bigint AS account_id, NULL::text AS owner, NULL::text AS currency,
        NULL::numeric AS balance
-FROM recorded
+FROM recorded r
 UNION ALL
-SELECT NULL, account_id, owner, currency, balance FROM locked
+SELECT NULL, NULL, account_id, owner, currency, balance FROM locked
 """
 
 # The fresh payouts, recorded as credited, in one statement with everything they change: each
@@ -227,16 +232,20 @@ async def apply_batch(
     results: list[CreditResult | None] = [None] * len(events)
     set_based, one_by_one = _split(events)
     await _lock_wallet_creation(conn, events)
-    recorded, wallets = await _recorded_and_locked(
+    recorded, held, wallets = await _recorded_and_locked(
         conn, events, set_based, {_wallet(event) for event in events}
     )
     fresh = [index for index in set_based if index not in recorded]
-    one_by_one = sorted(one_by_one + list(recorded))
+    # A re-send of a held payout credits it if its wallet exists by then: the later payouts to
+    # that wallet wait behind it, as they would alone (one may create the wallet).
+    behind_held = _behind(events, fresh, held)
+    fresh = [index for index in fresh if index not in behind_held]
+    one_by_one = sorted([*one_by_one, *recorded, *behind_held])
     if new_wallets := {_wallet(events[index]) for index in fresh} - wallets.keys():
         # Locked out of the global order, but no one else can be waiting for them: no wallet
         # is created or credited without the creation lock this batch holds for it.
         await _create_accounts(conn, "wallet", new_wallets)
-        _, created = await _recorded_and_locked(conn, events, [], new_wallets)
+        _, _, created = await _recorded_and_locked(conn, events, [], new_wallets)
         wallets |= created
     credited = _balances_after(events, fresh, wallets)
     # Every funding account the batch may pay from, those of its one-by-one payouts included,
@@ -263,16 +272,21 @@ def _wallet(event: PayoutEvent) -> Wallet:
 def _split(events: Sequence[PayoutEvent]) -> tuple[list[int], list[int]]:
     """Indexes for the set-based path (new payouts, wallets created on demand, the first of their
     transaction, signature and event in the batch, and of their wallet's payouts up to the first
-    that needs more) and for `apply_payout`.
+    that goes one by one and may move its balance) and for `apply_payout`.
 
-    The set-based payouts are applied first. A payout that needs more (an existing wallet, a
-    pending order, a fresh request) therefore sends every later payout to its wallet one by one
-    too: otherwise a later payout could create the wallet, or move its balance, before it. (A
-    re-send, a conflict or a reused signature goes one by one as well, but changes no balance.)
+    The set-based payouts are applied first. A payout that goes one by one and may move its
+    wallet's balance therefore sends every later payout to its wallet one by one too: otherwise
+    a later payout could create the wallet, or move its balance, before it. That is every payout
+    that needs more (an existing wallet, a pending order, a fresh request), and every other one
+    by one unless it shares a key with a set-based payout: a re-send, a conflict or a reused
+    signature of a payout the batch records changes no balance, but the same transaction after
+    one that its order refused is credited. (A payout the set-based path finds recorded is
+    settled in `apply_batch`.)
     """
     set_based: list[int] = []
     one_by_one: list[int] = []
     seen: set[tuple[str, ...]] = set()
+    set_based_keys: set[tuple[str, ...]] = set()
     for index, event in enumerate(events):
         wallet = ("wallet", *_wallet(event))
         keys = {
@@ -283,12 +297,23 @@ def _split(events: Sequence[PayoutEvent]) -> tuple[list[int], list[int]]:
         simple = event.may_record_new and event.create_account and not event.verify_order
         if simple and not keys & seen and wallet not in seen:
             set_based.append(index)
+            set_based_keys |= keys
         else:
             one_by_one.append(index)
+            if not simple or not keys & set_based_keys:
+                seen.add(wallet)
         seen |= keys
-        if not simple:
-            seen.add(wallet)
     return set_based, one_by_one
+
+
+def _behind(events: Sequence[PayoutEvent], fresh: list[int], firsts: set[int]) -> set[int]:
+    """Those of `fresh` that follow one of `firsts` to the same wallet."""
+    first_by_wallet: dict[Wallet, int] = {}
+    for index in sorted(firsts):
+        first_by_wallet.setdefault(_wallet(events[index]), index)
+    return {
+        index for index in fresh if index > first_by_wallet.get(_wallet(events[index]), len(events))
+    }
 
 
 async def _lock_wallet_creation(conn: Connection, events: Sequence[PayoutEvent]) -> None:
@@ -302,10 +327,10 @@ async def _lock_wallet_creation(conn: Connection, events: Sequence[PayoutEvent])
 
 async def _recorded_and_locked(
     conn: Connection, events: Sequence[PayoutEvent], indexes: list[int], wallets: set[Wallet]
-) -> tuple[set[int], dict[Wallet, _Account]]:
+) -> tuple[set[int], set[int], dict[Wallet, _Account]]:
     """Those of `indexes` whose transaction id or signature is recorded (`apply_payout` tells a
-    re-send from a conflict), and those of `wallets` that exist, locked in one order before any
-    is updated."""
+    re-send from a conflict), those of them whose transaction is recorded as held, and those of
+    `wallets` that exist, locked in one order before any is updated."""
     chosen = [events[index] for index in indexes]
     rows = await conn.fetch(
         RECORDED_AND_LOCKED,
@@ -315,12 +340,13 @@ async def _recorded_and_locked(
         *_columns(sorted(wallets), 2),
     )
     recorded = {indexes[row["position"] - 1] for row in rows if row["position"] is not None}
+    held = {indexes[row["position"] - 1] for row in rows if row["held"]}
     locked = {
         (row["owner"], row["currency"]): _Account(row["account_id"], row["balance"])
         for row in rows
         if row["position"] is None
     }
-    return recorded, locked
+    return recorded, held, locked
 
 
 async def _create_accounts(conn: Connection, kind: str, accounts: set[tuple[str, str]]) -> None:

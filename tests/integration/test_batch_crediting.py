@@ -90,9 +90,10 @@ async def books(conn: asyncpg.Connection) -> Books:
 
 def mixed_traffic(rng: random.Random, count: int) -> list[PayoutEvent]:
     """New payouts over a few hot and many cold wallets, exact re-sends, conflicting re-sends,
-    reused signatures, zero amounts, items, old requests, and users who must exist already. Some
-    wallets are named both by payouts that must find them and by payouts that create them: the
-    batch must keep their order, as one transaction per payout in this order does."""
+    re-sends after the account policy changed, reused signatures, zero amounts, items, old
+    requests, and users who must exist already. Some wallets are named both by payouts that must
+    find them and by payouts that create them: the batch must keep their order, as one
+    transaction per payout in this order does."""
     hot = ["hot-1", "hot-2", "hot-3"]
     cold = [f"cold-{n}" for n in range(30)]
     events: list[PayoutEvent] = []
@@ -109,7 +110,13 @@ def mixed_traffic(rng: random.Random, count: int) -> list[PayoutEvent]:
                 )
             )
             continue
-        if events and roll < 0.23:  # another transaction carrying an earlier signature
+        if events and roll < 0.21:  # a retry after the account policy changed to "create"
+            original = rng.choice(events)
+            events.append(
+                original.model_copy(update={"event_id": uuid.uuid4(), "create_account": True})
+            )
+            continue
+        if events and roll < 0.24:  # another transaction carrying an earlier signature
             original = rng.choice(events)
             events.append(
                 payout_event(
@@ -117,7 +124,7 @@ def mixed_traffic(rng: random.Random, count: int) -> list[PayoutEvent]:
                 )
             )
             continue
-        members = roll < 0.33
+        members = roll < 0.34
         # "stranger" never gets a wallet; "newcomer" and "hot-1" get one on demand, in the batch.
         user = rng.choice(
             ["member-1", "member-2", "stranger", "stranger", "newcomer", "hot-1"]
@@ -151,8 +158,11 @@ async def test_a_batch_ends_as_one_transaction_per_payout_would(
             for currency in ("COIN", "GEM"):
                 await create_wallet(conn, "member-1", currency)
                 await create_wallet(conn, "member-2", currency)
-        async with batched.transaction():
-            results = await apply_batch(batched, events, FundingAccounts())
+        # In two batches, so that the second meets payouts of the first already recorded.
+        results = []
+        for part in (events[: len(events) // 2], events[len(events) // 2 :]):
+            async with batched.transaction():
+                results += await apply_batch(batched, part, FundingAccounts())
         expected = []
         for event in events:
             async with serial.transaction():
@@ -236,6 +246,56 @@ async def test_a_payout_that_needs_its_wallet_is_held_though_a_later_one_creates
         (Outcome.HELD_UNKNOWN_ACCOUNT, None),
         (Outcome.CREDITED, Decimal(3)),
         (Outcome.CREDITED, Decimal(7)),
+    ]
+
+
+async def test_a_held_payout_resent_under_a_create_policy_stays_held_though_a_later_one_creates(
+    pool: asyncpg.Pool,
+) -> None:
+    """The re-send finds its payout recorded as held: alone, in batch order, it is still held (no
+    wallet yet) and the next payout creates the wallet; it must not be credited behind it."""
+    held = payout_event(user_id="yan", amount=Decimal(2), create_account=False)
+    await batch(pool, [held])
+    events = [
+        held.model_copy(update={"event_id": uuid.uuid4(), "create_account": True}),
+        payout_event(user_id="yan", amount=Decimal(3)),
+    ]
+    results = await batch(pool, events)
+    assert [(r.outcome, r.balance_after) for r in results] == [
+        (Outcome.HELD_UNKNOWN_ACCOUNT, None),
+        (Outcome.CREDITED, Decimal(3)),
+    ]
+
+
+async def test_a_transaction_an_order_refused_credits_its_wallet_in_batch_order(
+    pool: asyncpg.Pool,
+) -> None:
+    """The order refuses the first payout, which takes nothing; the second, the same transaction
+    to another wallet, is then credited before the third."""
+    refused = payout_event(
+        provider_instance="shop",
+        user_id="ida",
+        amount=Decimal(0),
+        items=("gem",),
+        price=Decimal(20),
+        order_id="order-unknown",
+        verify_order=True,
+    )
+    events = [
+        refused,
+        payout_event(
+            provider_instance="shop",
+            transaction_id=refused.transaction_id,
+            user_id="jo",
+            amount=Decimal(2),
+        ),
+        payout_event(provider_instance="shop", user_id="jo", amount=Decimal(3)),
+    ]
+    results = await batch(pool, events)
+    assert [(r.outcome, r.balance_after) for r in results] == [
+        (Outcome.ORDER_NOT_FOUND, None),
+        (Outcome.CREDITED, Decimal(2)),
+        (Outcome.CREDITED, Decimal(5)),
     ]
 
 
