@@ -43,9 +43,14 @@ class Outcome(StrEnum):
 
 
 class OutcomeReport(BaseModel):
-    """One event's outcome, as the worker committed it."""
+    """One event's outcome, as the worker committed it.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Read by ingress processes that may run another release during a rolling upgrade: fields are
+    only ever added, optional, and a reader ignores those it does not know. A change of meaning
+    takes a new field name.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     event_id: UUID
     outcome: Outcome
