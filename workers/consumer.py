@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aio_pika
 
@@ -46,7 +46,7 @@ from workers.status_server import Readiness, StatusServer
 from workers.subscription import Subscription
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Coroutine
 
     import asyncpg
     from aio_pika.abc import AbstractRobustConnection
@@ -57,6 +57,8 @@ if TYPE_CHECKING:
 __all__ = ["Worker"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Outcomes that need no one's attention; the others are logged as warnings.
 QUIET_OUTCOMES = frozenset({Outcome.CREDITED, Outcome.DUPLICATE})
@@ -465,7 +467,10 @@ class Worker:
         self, original: Delivery, copy: aio_pika.Message, exchange: str, key: str
     ) -> bool:
         """Publish `copy`, confirmed, then ack `original`; if the broker will not take it, return
-        the original instead (it is redelivered; the worst case is a duplicate, never a loss)."""
+        the original instead (it is redelivered; the worst case is a duplicate, never a loss).
+
+        A shutdown's cancel lets both finish first: stopped between them, the broker would keep
+        the copy and redeliver the original, two live messages for one payout."""
         if channel_of(original) is None:
             # The broker has requeued the original already: a copy would be a second live one.
             log(
@@ -475,6 +480,11 @@ class Worker:
                 message_id=original.message_id,
             )
             return False
+        return await _finished_before_cancel(self._publish_then_ack(original, copy, exchange, key))
+
+    async def _publish_then_ack(
+        self, original: Delivery, copy: aio_pika.Message, exchange: str, key: str
+    ) -> bool:
         try:
             await self._publisher.publish(copy, exchange=exchange, routing_key=key)
         except BrokerUnavailable as error:
@@ -507,6 +517,19 @@ class Worker:
             )
         finally:
             self._open.settled(message)
+
+
+async def _finished_before_cancel(operation: Coroutine[Any, Any, T]) -> T:
+    """Run `operation` to its end even when the caller is cancelled meanwhile, then let the
+    cancellation through. Only for short steps, each bounded by its own timeout."""
+    task = asyncio.ensure_future(operation)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancellation is what the caller gets
+        raise
 
 
 def _copy(

@@ -418,6 +418,65 @@ async def test_stop_finishes_in_flight_work_and_leaves_the_rest_queued(
     await assert_books_balance(observer)
 
 
+class PausingAfterConfirm(ConfirmedPublisher):
+    """The worker's publisher against the real broker, pausing after each confirmed publish: the
+    window in which a shutdown's cancel left a dead-letter copy and the redelivered original."""
+
+    PAUSE_SECONDS = 1.0
+
+    def __init__(self, settings: BrokerSettings) -> None:
+        super().__init__(settings, "worker-publisher")
+        self.confirmed = asyncio.Event()
+
+    async def publish(
+        self,
+        message: aio_pika.Message,
+        *,
+        exchange: str | None = None,
+        routing_key: str = ROUTING_KEY,
+    ) -> None:
+        await super().publish(message, exchange=exchange, routing_key=routing_key)
+        self.confirmed.set()
+        await asyncio.sleep(self.PAUSE_SECONDS)
+
+
+async def test_a_shutdown_amid_dead_lettering_leaves_one_message_not_two(
+    settings: Settings,
+) -> None:
+    quick = settings.model_copy(
+        update={"worker": settings.worker.model_copy(update={"shutdown_grace_seconds": 0.05})}
+    )
+    topology = Topology.from_settings(settings.broker)
+    pool = await create_pool_when_available(quick.database)
+    worker = Worker(quick, pool)
+    pausing = PausingAfterConfirm(quick.broker)
+    worker._publisher = pausing  # the test's one hook into the worker
+    stop = asyncio.Event()
+    running: asyncio.Task[int] | None = None
+    try:
+        async with publisher_for(settings) as publisher:
+            running = asyncio.create_task(worker.run(stop))
+            await publisher.publish(aio_pika.Message(b"not json", message_id="poison"))
+            await asyncio.wait_for(pausing.confirmed.wait(), 30)
+            stop.set()  # the dead-letter copy is confirmed; the original is not acked yet
+            assert await asyncio.wait_for(running, 30) == 0
+    finally:
+        stop.set()
+        if running is not None and not running.done():
+            await asyncio.wait([running], timeout=30)
+        await pool.close()
+
+    async def dead_lettered() -> bool:
+        return await queue_depth(settings.broker.url, topology.dead_letter_queue) == 1
+
+    await wait_until(dead_lettered, "the copy in the dead-letter queue")
+    # A closed channel's deliveries return to a quorum queue within milliseconds: watch longer.
+    for _ in range(20):
+        assert await queue_depth(settings.broker.url, topology.work_queue) == 0
+        assert await queue_depth(settings.broker.url, topology.dead_letter_queue) == 1
+        await asyncio.sleep(0.1)
+
+
 async def test_worker_exits_for_a_restart_when_it_cannot_hold_a_consumer(
     settings: Settings,
 ) -> None:
