@@ -65,8 +65,9 @@ FROM (SELECT DISTINCT hashtext(t.owner) AS owner_key, hashtext(t.currency) AS cu
 # already, by transaction id or by signature, as their positions (1-based) in the arrays, and
 # whether their transaction is recorded as held; and the wallets ($4, $5) that exist, locked in
 # the order of the arrays (the subquery runs once per element, top to bottom), with their
-# balances. The LIMITs keep the payout look-ups per-row index probes: as a plain EXISTS, or with
-# the status in the WHERE clause, the planner may hash the whole table or scan every held payout.
+# balances. The LIMITs keep the payout look-ups per-row probes of the unique keys: as a plain
+# EXISTS the planner may hash the whole table, and with the status in the WHERE clause it chose
+# the partial index of held payouts, reading every held payout for each one.
 RECORDED_AND_LOCKED = """
 WITH recorded AS (
     SELECT t.position, t.provider_instance, t.transaction_id
@@ -236,11 +237,15 @@ async def apply_batch(
         conn, events, set_based, {_wallet(event) for event in events}
     )
     fresh = [index for index in set_based if index not in recorded]
-    # A re-send of a held payout credits it if its wallet exists by then: the later payouts to
-    # that wallet wait behind it, as they would alone (one may create the wallet).
-    behind_held = _behind(events, fresh, held)
-    fresh = [index for index in fresh if index not in behind_held]
-    one_by_one = sorted([*one_by_one, *recorded, *behind_held])
+    # Payouts going one by one that may credit their wallet after all: a re-send of a held
+    # payout (credited if its wallet exists by then), and those `_split` let the wallet's later
+    # payouts pass because they share a key with a set-based payout that turns out recorded,
+    # which takes no key of its own. The later payouts to their wallets wait behind them, as
+    # they would alone.
+    movers = held | _sharing_a_key(events, one_by_one, recorded)
+    behind_movers = _behind(events, fresh, movers)
+    fresh = [index for index in fresh if index not in behind_movers]
+    one_by_one = sorted([*one_by_one, *recorded, *behind_movers])
     if new_wallets := {_wallet(events[index]) for index in fresh} - wallets.keys():
         # Locked out of the global order, but no one else can be waiting for them: no wallet
         # is created or credited without the creation lock this batch holds for it.
@@ -280,8 +285,8 @@ def _split(events: Sequence[PayoutEvent]) -> tuple[list[int], list[int]]:
     that needs more (an existing wallet, a pending order, a fresh request), and every other one
     by one unless it shares a key with a set-based payout: a re-send, a conflict or a reused
     signature of a payout the batch records changes no balance, but the same transaction after
-    one that its order refused is credited. (A payout the set-based path finds recorded is
-    settled in `apply_batch`.)
+    one that its order refused is credited. (A set-based payout found recorded takes no key of
+    its own after all: `apply_batch` then holds back the wallets of those that shared one.)
     """
     set_based: list[int] = []
     one_by_one: list[int] = []
@@ -289,11 +294,7 @@ def _split(events: Sequence[PayoutEvent]) -> tuple[list[int], list[int]]:
     set_based_keys: set[tuple[str, ...]] = set()
     for index, event in enumerate(events):
         wallet = ("wallet", *_wallet(event))
-        keys = {
-            ("transaction", event.provider_instance, event.transaction_id),
-            ("signature", event.provider_instance, event.signature),
-            ("event", str(event.event_id)),
-        }
+        keys = _keys(event)
         simple = event.may_record_new and event.create_account and not event.verify_order
         if simple and not keys & seen and wallet not in seen:
             set_based.append(index)
@@ -306,10 +307,29 @@ def _split(events: Sequence[PayoutEvent]) -> tuple[list[int], list[int]]:
     return set_based, one_by_one
 
 
-def _behind(events: Sequence[PayoutEvent], fresh: list[int], firsts: set[int]) -> set[int]:
-    """Those of `fresh` that follow one of `firsts` to the same wallet."""
+def _keys(event: PayoutEvent) -> set[tuple[str, ...]]:
+    """What no two payouts may share: their transaction id, their signature, their event id."""
+    return {
+        ("transaction", event.provider_instance, event.transaction_id),
+        ("signature", event.provider_instance, event.signature),
+        ("event", str(event.event_id)),
+    }
+
+
+def _sharing_a_key(
+    events: Sequence[PayoutEvent], candidates: list[int], recorded: set[int]
+) -> set[int]:
+    """Those of `candidates` that share a key with one of `recorded`."""
+    if not recorded:
+        return set()
+    recorded_keys = set().union(*(_keys(events[index]) for index in recorded))
+    return {index for index in candidates if _keys(events[index]) & recorded_keys}
+
+
+def _behind(events: Sequence[PayoutEvent], fresh: list[int], movers: set[int]) -> set[int]:
+    """Those of `fresh` that follow one of `movers` to the same wallet."""
     first_by_wallet: dict[Wallet, int] = {}
-    for index in sorted(firsts):
+    for index in sorted(movers):
         first_by_wallet.setdefault(_wallet(events[index]), index)
     return {
         index for index in fresh if index > first_by_wallet.get(_wallet(events[index]), len(events))

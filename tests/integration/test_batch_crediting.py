@@ -90,10 +90,10 @@ async def books(conn: asyncpg.Connection) -> Books:
 
 def mixed_traffic(rng: random.Random, count: int) -> list[PayoutEvent]:
     """New payouts over a few hot and many cold wallets, exact re-sends, conflicting re-sends,
-    re-sends after the account policy changed, reused signatures, zero amounts, items, old
-    requests, and users who must exist already. Some wallets are named both by payouts that must
-    find them and by payouts that create them: the batch must keep their order, as one
-    transaction per payout in this order does."""
+    re-sends after the account policy changed, re-sends under another signature, reused
+    signatures, zero amounts, items, old requests, and users who must exist already. Some wallets
+    are named both by payouts that must find them and by payouts that create them: the batch
+    must keep their order, as one transaction per payout in this order does."""
     hot = ["hot-1", "hot-2", "hot-3"]
     cold = [f"cold-{n}" for n in range(30)]
     events: list[PayoutEvent] = []
@@ -116,7 +116,15 @@ def mixed_traffic(rng: random.Random, count: int) -> list[PayoutEvent]:
                 original.model_copy(update={"event_id": uuid.uuid4(), "create_account": True})
             )
             continue
-        if events and roll < 0.24:  # another transaction carrying an earlier signature
+        if events and roll < 0.22:  # the same transaction id under another signature
+            original = rng.choice(events)
+            events.append(
+                original.model_copy(
+                    update={"event_id": uuid.uuid4(), "signature": uuid.uuid4().hex}
+                )
+            )
+            continue
+        if events and roll < 0.25:  # another transaction carrying an earlier signature
             original = rng.choice(events)
             events.append(
                 payout_event(
@@ -124,7 +132,7 @@ def mixed_traffic(rng: random.Random, count: int) -> list[PayoutEvent]:
                 )
             )
             continue
-        members = roll < 0.34
+        members = roll < 0.35
         # "stranger" never gets a wallet; "newcomer" and "hot-1" get one on demand, in the batch.
         user = rng.choice(
             ["member-1", "member-2", "stranger", "stranger", "newcomer", "hot-1"]
@@ -296,6 +304,49 @@ async def test_a_transaction_an_order_refused_credits_its_wallet_in_batch_order(
         (Outcome.ORDER_NOT_FOUND, None),
         (Outcome.CREDITED, Decimal(2)),
         (Outcome.CREDITED, Decimal(5)),
+    ]
+
+
+async def test_a_transaction_sharing_a_key_with_a_recorded_payout_credits_in_batch_order(
+    pool: asyncpg.Pool,
+) -> None:
+    """The first reuses a recorded signature, so it takes no key; the second, its transaction id
+    with a signature of its own, is then a new payout, credited before the third."""
+    recorded = payout_event(user_id="xia")
+    await batch(pool, [recorded])
+    reusing = payout_event(user_id="pia", signature=recorded.signature)
+    events = [
+        reusing,
+        payout_event(user_id="bo", transaction_id=reusing.transaction_id, amount=Decimal(2)),
+        payout_event(user_id="bo", amount=Decimal(3)),
+    ]
+    results = await batch(pool, events)
+    assert [(r.outcome, r.balance_after) for r in results] == [
+        (Outcome.SIGNATURE_REUSED, None),
+        (Outcome.CREDITED, Decimal(2)),
+        (Outcome.CREDITED, Decimal(5)),
+    ]
+
+
+async def test_a_held_payout_resent_behind_a_conflict_stays_held_though_a_later_one_creates(
+    pool: asyncpg.Pool,
+) -> None:
+    """The conflict names another user; the exact re-send behind it, under a `create` policy,
+    finds its payout held and no wallet yet, as it would alone."""
+    held = payout_event(user_id="uma", amount=Decimal(2), create_account=False)
+    await batch(pool, [held])
+    events = [
+        held.model_copy(
+            update={"event_id": uuid.uuid4(), "user_id": "vic", "create_account": True}
+        ),
+        held.model_copy(update={"event_id": uuid.uuid4(), "create_account": True}),
+        payout_event(user_id="uma", amount=Decimal(3)),
+    ]
+    results = await batch(pool, events)
+    assert [(r.outcome, r.balance_after) for r in results] == [
+        (Outcome.CONFLICT, None),
+        (Outcome.HELD_UNKNOWN_ACCOUNT, None),
+        (Outcome.CREDITED, Decimal(3)),
     ]
 
 
