@@ -152,10 +152,14 @@ class OutcomeListener:
 
     def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         try:
-            reports = decode_reports(str(payload))
+            reports, unreadable = decode_reports(str(payload))
         except ValueError as error:
             log(logger, logging.ERROR, "unreadable outcome notification", error=str(error))
             return
+        for why in unreadable:
+            # Its request, if this process holds it, answers "try again" at its timeout; the
+            # provider's retry is answered from the record.
+            log(logger, logging.ERROR, "unreadable outcome report skipped", error=why[:500])
         for report in reports:
             future = self._waiting.get(report.event_id)
             if future is not None and not future.done():

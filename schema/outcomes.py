@@ -3,6 +3,7 @@ to an ingress waiting to answer the provider (Postgres NOTIFY on `OUTCOME_CHANNE
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
@@ -47,7 +48,8 @@ class OutcomeReport(BaseModel):
 
     Read by ingress processes that may run another release during a rolling upgrade: fields are
     only ever added, optional, and a reader ignores those it does not know. A change of meaning
-    takes a new field name.
+    takes a new name, and so does a field whose reading a new field would change (a reader that
+    ignores the new one must not misread the old). Empty fields are left out of the encoding.
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -57,7 +59,7 @@ class OutcomeReport(BaseModel):
     # The wallet's balance right after this transaction was credited (the first time, for a
     # duplicate), when there is one.
     balance: Annotated[Decimal, PlainSerializer(decimal_text, str)] | None = None
-    # The currency of `balance`: a conflicting re-send may name another than the recorded payout.
+    # The currency of `balance` where the event may name another: a conflict's recorded payout.
     currency: str | None = None
 
 
@@ -65,12 +67,25 @@ _REPORTS = TypeAdapter(list[OutcomeReport])
 
 
 def encode_reports(reports: list[OutcomeReport]) -> str:
-    return _REPORTS.dump_json(reports).decode()
+    return _REPORTS.dump_json(reports, exclude_none=True).decode()
 
 
-def decode_reports(payload: str) -> list[OutcomeReport]:
-    """Raises ValueError for a payload that is not a list of reports."""
+def decode_reports(payload: str) -> tuple[list[OutcomeReport], list[str]]:
+    """The reports in `payload`, and why each element that is not one was skipped: one report a
+    reader cannot read (an outcome of a later release, say) must not cost the others theirs.
+    Raises ValueError for a payload that is not a JSON list."""
     try:
-        return _REPORTS.validate_json(payload)
-    except ValidationError as error:
+        # Numbers as Decimal, should one ever carry money: a float would round it.
+        elements = json.loads(payload, parse_float=Decimal)
+    except ValueError as error:
         raise ValueError(f"not an outcome report list: {error}") from None
+    if not isinstance(elements, list):
+        raise ValueError(f"not an outcome report list: a JSON {type(elements).__name__}")
+    reports: list[OutcomeReport] = []
+    unreadable: list[str] = []
+    for element in elements:
+        try:
+            reports.append(OutcomeReport.model_validate(element))
+        except ValidationError as error:
+            unreadable.append(str(error))
+    return reports, unreadable

@@ -384,7 +384,7 @@ class Worker:
                                 event_id=event.event_id,
                                 outcome=result.outcome,
                                 balance=result.balance_after,
-                                currency=result.recorded_currency or event.currency,
+                                currency=result.recorded_currency,
                             )
                             for event, result in zip(events, results, strict=True)
                             if event.report_outcome
