@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
     import asyncpg
     from aio_pika.abc import AbstractRobustConnection
+    from prometheus_client import Counter
 
     from schema.settings import Settings
     from workers.crediting import CreditResult
@@ -73,13 +74,21 @@ RETURN_PAUSE_SECONDS = 1.0
 RECORD_TIMEOUT_SECONDS = 2.0
 # A readiness probe's look at the database: short, it only reports.
 DATABASE_CHECK_SECONDS = 1.0
+# An ack or nack: a write the broker may stall; on a dead channel it is requeued anyway.
+SETTLE_TIMEOUT_SECONDS = 5.0
+# How long a shutdown's cancel lets a retry or dead-letter move under way finish, past the
+# grace period: a confirmed publish (broker.publish_timeout_seconds, 5 s) and an ack.
+MOVE_FINISH_SECONDS = 10.0
 
 
 class Worker:
     """One consumer with `prefetch` deliveries in flight, credited in up to `concurrent_batches`
     batches at a time."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self, settings: Settings, pool: asyncpg.Pool, publisher: ConfirmedPublisher | None = None
+    ) -> None:
+        """`publisher` re-publishes retries and dead letters; by default one of its own."""
         self._settings = settings
         self._pool = pool
         self._funding = FundingAccounts()
@@ -93,7 +102,7 @@ class Worker:
         )
         self._open = OpenDeliveries()
         # Its own connection: flow control on a publishing connection must not delay our acks.
-        self._publisher = ConfirmedPublisher(settings.broker, "worker-publisher")
+        self._publisher = publisher or ConfirmedPublisher(settings.broker, "worker-publisher")
         self._consuming = False
         self.status = StatusServer(
             settings.worker.status_host, settings.worker.status_port, self._readiness
@@ -449,8 +458,14 @@ class Worker:
             error=f"{failure.error_type}: {failure.message}",
             attempts=final["x-payouts-attempts"],
         )
-        if await self._republish(message, copy, self._topology.dead_letter_exchange, ""):
-            metrics.DEAD_LETTERED.labels(failure.kind.value, failure.error_type).inc()
+        moved = await self._republish(
+            message,
+            copy,
+            self._topology.dead_letter_exchange,
+            "",
+            counted_in=metrics.DEAD_LETTERED.labels(failure.kind.value, failure.error_type),
+        )
+        if moved:
             try:
                 async with asyncio.timeout(RECORD_TIMEOUT_SECONDS), self._pool.acquire() as conn:
                     await record_dead_letter(conn, copy.body, final, copy.message_id)
@@ -464,13 +479,20 @@ class Worker:
                 )
 
     async def _republish(
-        self, original: Delivery, copy: aio_pika.Message, exchange: str, key: str
+        self,
+        original: Delivery,
+        copy: aio_pika.Message,
+        exchange: str,
+        key: str,
+        counted_in: Counter | None = None,
     ) -> bool:
-        """Publish `copy`, confirmed, then ack `original`; if the broker will not take it, return
-        the original instead (it is redelivered; the worst case is a duplicate, never a loss).
+        """Publish `copy`, confirmed, then ack `original` and count the move in `counted_in`; if
+        the broker will not take it, return the original instead (it is redelivered; the worst
+        case is a duplicate, never a loss).
 
-        A shutdown's cancel lets both finish first: stopped between them, the broker would keep
-        the copy and redeliver the original, two live messages for one payout."""
+        A shutdown's cancel lets both finish first, within `MOVE_FINISH_SECONDS`: stopped between
+        them, the broker would keep the copy and redeliver the original, two live messages for
+        one payout."""
         if channel_of(original) is None:
             # The broker has requeued the original already: a copy would be a second live one.
             log(
@@ -480,10 +502,17 @@ class Worker:
                 message_id=original.message_id,
             )
             return False
-        return await _finished_before_cancel(self._publish_then_ack(original, copy, exchange, key))
+        return await _finished_before_cancel(
+            self._publish_then_ack(original, copy, exchange, key, counted_in), MOVE_FINISH_SECONDS
+        )
 
     async def _publish_then_ack(
-        self, original: Delivery, copy: aio_pika.Message, exchange: str, key: str
+        self,
+        original: Delivery,
+        copy: aio_pika.Message,
+        exchange: str,
+        key: str,
+        counted_in: Counter | None,
     ) -> bool:
         try:
             await self._publisher.publish(copy, exchange=exchange, routing_key=key)
@@ -501,13 +530,21 @@ class Worker:
             await self._settle(original.nack(requeue=True), original)
             return False
         await self._settle(original.ack(), original)
+        if counted_in is not None:
+            counted_in.inc()
         return True
 
     async def _settle(self, action: Awaitable[None], message: Delivery) -> None:
         """Ack, nack or reject; on a dead channel the broker has already requeued the message."""
         try:
-            await action
-        except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
+            async with asyncio.timeout(SETTLE_TIMEOUT_SECONDS):
+                await action
+        except (
+            aio_pika.exceptions.AMQPError,
+            ConnectionError,
+            RuntimeError,
+            TimeoutError,
+        ) as error:
             log(
                 logger,
                 logging.WARNING,
@@ -519,16 +556,20 @@ class Worker:
             self._open.settled(message)
 
 
-async def _finished_before_cancel(operation: Coroutine[Any, Any, T]) -> T:
-    """Run `operation` to its end even when the caller is cancelled meanwhile, then let the
-    cancellation through. Only for short steps, each bounded by its own timeout."""
-    task = asyncio.ensure_future(operation)
+async def _finished_before_cancel(operation: Coroutine[Any, Any, T], limit_seconds: float) -> T:
+    """Run `operation` to its end even when the caller is cancelled meanwhile, for up to
+    `limit_seconds` more, then let the cancellation through."""
+    task = asyncio.create_task(operation)
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
-        await asyncio.wait([task])
-        if not task.cancelled():
-            task.exception()  # retrieved: the cancellation is what the caller gets
+        _, unfinished = await asyncio.wait([task], timeout=limit_seconds)
+        if unfinished:
+            task.cancel()
+            await asyncio.wait([task])
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # The caller gets the cancellation, so this failure would go unseen.
+            logger.error("a step let finish after a cancel failed", exc_info=error)
         raise
 
 

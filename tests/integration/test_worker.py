@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import aio_pika
 import asyncpg
 import pytest
+from prometheus_client import generate_latest
 
 from schema.broker import ConfirmedPublisher
 from schema.settings import BrokerSettings, DatabaseSettings, Settings, WorkerSettings
@@ -19,10 +20,11 @@ from schema.topology import ROUTING_KEY, Topology
 from tests.books import assert_books_balance
 from tests.broker_admin import close_connections
 from tests.factories import payout_event
+from tests.metrics_reading import sample_value
 from tests.polling import wait_until
 from tests.services import queue_depth
 from tests.tcp_proxy import TcpProxy
-from workers.consumer import Worker
+from workers.consumer import MOVE_FINISH_SECONDS, Worker
 from workers.database import create_pool_when_available
 from workers.deliveries import Delivery, channel_of
 
@@ -422,10 +424,9 @@ class PausingAfterConfirm(ConfirmedPublisher):
     """The worker's publisher against the real broker, pausing after each confirmed publish: the
     window in which a shutdown's cancel left a dead-letter copy and the redelivered original."""
 
-    PAUSE_SECONDS = 1.0
-
-    def __init__(self, settings: BrokerSettings) -> None:
+    def __init__(self, settings: BrokerSettings, pause_seconds: float) -> None:
         super().__init__(settings, "worker-publisher")
+        self.pause_seconds = pause_seconds
         self.confirmed = asyncio.Event()
 
     async def publish(
@@ -437,29 +438,27 @@ class PausingAfterConfirm(ConfirmedPublisher):
     ) -> None:
         await super().publish(message, exchange=exchange, routing_key=routing_key)
         self.confirmed.set()
-        await asyncio.sleep(self.PAUSE_SECONDS)
+        await asyncio.sleep(self.pause_seconds)
 
 
-async def test_a_shutdown_amid_dead_lettering_leaves_one_message_not_two(
-    settings: Settings,
-) -> None:
+async def stop_amid_dead_lettering(settings: Settings, pause_seconds: float) -> tuple[int, int]:
+    """Stop a worker while it dead-letters a poison message, its publisher pausing for
+    `pause_seconds` after the confirm; then the depths of the work and dead-letter queues."""
     quick = settings.model_copy(
         update={"worker": settings.worker.model_copy(update={"shutdown_grace_seconds": 0.05})}
     )
     topology = Topology.from_settings(settings.broker)
     pool = await create_pool_when_available(quick.database)
-    worker = Worker(quick, pool)
-    pausing = PausingAfterConfirm(quick.broker)
-    worker._publisher = pausing  # the test's one hook into the worker
+    pausing = PausingAfterConfirm(quick.broker, pause_seconds)
     stop = asyncio.Event()
     running: asyncio.Task[int] | None = None
     try:
         async with publisher_for(settings) as publisher:
-            running = asyncio.create_task(worker.run(stop))
+            running = asyncio.create_task(Worker(quick, pool, pausing).run(stop))
             await publisher.publish(aio_pika.Message(b"not json", message_id="poison"))
             await asyncio.wait_for(pausing.confirmed.wait(), 30)
             stop.set()  # the dead-letter copy is confirmed; the original is not acked yet
-            assert await asyncio.wait_for(running, 30) == 0
+            assert await asyncio.wait_for(running, 30) == 0, "the worker did not stop cleanly"
     finally:
         stop.set()
         if running is not None and not running.done():
@@ -470,11 +469,36 @@ async def test_a_shutdown_amid_dead_lettering_leaves_one_message_not_two(
         return await queue_depth(settings.broker.url, topology.dead_letter_queue) == 1
 
     await wait_until(dead_lettered, "the copy in the dead-letter queue")
-    # A closed channel's deliveries return to a quorum queue within milliseconds: watch longer.
-    for _ in range(20):
-        assert await queue_depth(settings.broker.url, topology.work_queue) == 0
-        assert await queue_depth(settings.broker.url, topology.dead_letter_queue) == 1
-        await asyncio.sleep(0.1)
+    # A closed channel's deliveries return to a quorum queue within milliseconds: wait longer.
+    await asyncio.sleep(2)
+    return (
+        await queue_depth(settings.broker.url, topology.work_queue),
+        await queue_depth(settings.broker.url, topology.dead_letter_queue),
+    )
+
+
+def dead_letters_counted() -> float:
+    return sample_value(
+        generate_latest().decode(),
+        "payouts_worker_dead_lettered_total",
+        kind="poison",
+        reason="ContractError",
+    )
+
+
+async def test_a_shutdown_amid_dead_lettering_leaves_one_message_not_two(
+    settings: Settings,
+) -> None:
+    before = dead_letters_counted()
+    assert await stop_amid_dead_lettering(settings, pause_seconds=1) == (0, 1)
+    assert dead_letters_counted() - before == 1
+
+
+async def test_a_shutdown_stops_a_move_that_outlasts_its_bound(settings: Settings) -> None:
+    """Past MOVE_FINISH_SECONDS the worker stops anyway; the broker returns the original beside
+    its copy: a duplicate, which crediting absorbs, never a loss."""
+    assert MOVE_FINISH_SECONDS < 30
+    assert await stop_amid_dead_lettering(settings, pause_seconds=60) == (1, 1)
 
 
 async def test_worker_exits_for_a_restart_when_it_cannot_hold_a_consumer(

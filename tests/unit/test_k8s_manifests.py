@@ -26,6 +26,7 @@ import yaml
 
 from schema.settings import BROKER_URL_ENV, DATABASE_URL_ENV, load_settings
 from schema.topology import Topology
+from workers.consumer import CANCEL_TIMEOUT_SECONDS, MOVE_FINISH_SECONDS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -55,9 +56,9 @@ COMPONENT = "app.kubernetes.io/component"
 EVERY_ADDRESS = frozenset({"0.0.0.0", "::"})  # noqa: S104  # binding to all interfaces is the point
 IMAGE_UID = 10001  # the `payouts` user of deploy/Dockerfile
 CONFIG_ENV = "PAYOUTS_CONFIG"
-# A stopping worker waits worker.shutdown_grace_seconds for its payouts in flight, then up to this
-# long to cancel its consumer; Kubernetes must not kill it before, and a margin covers the rest.
-CONSUMER_CANCEL_SECONDS = 5
+# A stopping worker waits up to CANCEL_TIMEOUT_SECONDS to cancel its consumer, then
+# worker.shutdown_grace_seconds for its payouts in flight, then up to MOVE_FINISH_SECONDS for a
+# message move under way; Kubernetes must not kill it before, and a margin covers the rest.
 GRACE_MARGIN_SECONDS = 5
 # The Secret the base names; an overlay generates it (with a hashed name) or an operator creates it.
 EXTERNAL_SECRET = "payouts-secrets"
@@ -529,12 +530,15 @@ def grace_problems(objs: list[Manifest], settings: Settings) -> list[str]:
     worker = the(objs, "Deployment", "worker")
     worker_grace = pod_spec(worker).get("terminationGracePeriodSeconds", 30)
     worker_needs = (
-        settings.worker.shutdown_grace_seconds + CONSUMER_CANCEL_SECONDS + GRACE_MARGIN_SECONDS
+        CANCEL_TIMEOUT_SECONDS
+        + settings.worker.shutdown_grace_seconds
+        + MOVE_FINISH_SECONDS
+        + GRACE_MARGIN_SECONDS
     )
     if worker_grace < worker_needs:
         problems.append(
             f"worker: terminationGracePeriodSeconds {worker_grace} < {worker_needs} "
-            "(shutdown_grace_seconds, consumer cancel, margin)"
+            "(consumer cancel, shutdown_grace_seconds, a message move, margin)"
         )
     ingress = the(objs, "Deployment", "ingress")
     ingress_grace = pod_spec(ingress).get("terminationGracePeriodSeconds", 30)
