@@ -62,12 +62,12 @@ FROM (SELECT DISTINCT hashtext(t.owner) AS owner_key, hashtext(t.currency) AS cu
 """
 
 # In one statement, after the wallets' creation locks: which of the payouts ($1-$3) are recorded
-# already, by transaction id or by signature, as their positions (1-based) in the arrays, and
-# whether their transaction is recorded as held; and the wallets ($4, $5) that exist, locked in
-# the order of the arrays (the subquery runs once per element, top to bottom), with their
-# balances. The LIMITs keep the payout look-ups per-row probes of the unique keys: as a plain
-# EXISTS the planner may hash the whole table, and with the status in the WHERE clause it chose
-# the partial index of held payouts, reading every held payout for each one.
+# already, by transaction id or by signature, as their positions (1-based) in the arrays, with
+# the status of their transaction (NULL when only their signature is recorded); and the wallets
+# ($4, $5) that exist, locked in the order of the arrays (the subquery runs once per element,
+# top to bottom), with their balances. The LIMITs keep the payout look-ups per-row probes of the
+# unique keys: as a plain EXISTS the planner may hash the whole table, and with the status in
+# the WHERE clause it chose the partial index of held payouts, reading every held payout.
 RECORDED_AND_LOCKED = """
 WITH recorded AS (
     SELECT t.position, t.provider_instance, t.transaction_id
@@ -93,7 +93,7 @@ WITH recorded AS (
 SELECT r.position,
        (SELECT p.status FROM payouts p
         WHERE p.provider_instance = r.provider_instance AND p.transaction_id = r.transaction_id
-        LIMIT 1) IS NOT DISTINCT FROM 'held' AS held,
+        LIMIT 1) AS status,
        NULL::bigint AS account_id, NULL::text AS owner, NULL::text AS currency,
        NULL::numeric AS balance
 FROM recorded r
@@ -233,16 +233,18 @@ async def apply_batch(
     results: list[CreditResult | None] = [None] * len(events)
     set_based, one_by_one = _split(events)
     await _lock_wallet_creation(conn, events)
-    recorded, held, wallets = await _recorded_and_locked(
+    recorded, wallets = await _recorded_and_locked(
         conn, events, set_based, {_wallet(event) for event in events}
     )
     fresh = [index for index in set_based if index not in recorded]
-    # Payouts going one by one that may credit their wallet after all: a re-send of a held
-    # payout (credited if its wallet exists by then), and those `_split` let the wallet's later
-    # payouts pass because they share a key with a set-based payout that turns out recorded,
-    # which takes no key of its own. The later payouts to their wallets wait behind them, as
-    # they would alone.
-    movers = held | _sharing_a_key(events, one_by_one, recorded)
+    # Payouts going one by one that may credit their wallet after all, and so hold back the
+    # later payouts to it, as they would alone: a re-send of a held payout (credited if its
+    # wallet exists by then), and those `_split` let pass because a set-based payout takes their
+    # transaction id, where it turns out that it does not (only its signature is recorded) or
+    # that the transaction is held.
+    held = {index for index, status in recorded.items() if status == "held"}
+    unclaimed = {index for index, status in recorded.items() if status is None}
+    movers = held | _sharing_a_transaction(events, one_by_one, held | unclaimed)
     behind_movers = _behind(events, fresh, movers)
     fresh = [index for index in fresh if index not in behind_movers]
     one_by_one = sorted([*one_by_one, *recorded, *behind_movers])
@@ -250,7 +252,7 @@ async def apply_batch(
         # Locked out of the global order, but no one else can be waiting for them: no wallet
         # is created or credited without the creation lock this batch holds for it.
         await _create_accounts(conn, "wallet", new_wallets)
-        _, _, created = await _recorded_and_locked(conn, events, [], new_wallets)
+        _, created = await _recorded_and_locked(conn, events, [], new_wallets)
         wallets |= created
     credited = _balances_after(events, fresh, wallets)
     # Every funding account the batch may pay from, those of its one-by-one payouts included,
@@ -283,47 +285,46 @@ def _split(events: Sequence[PayoutEvent]) -> tuple[list[int], list[int]]:
     wallet's balance therefore sends every later payout to its wallet one by one too: otherwise
     a later payout could create the wallet, or move its balance, before it. That is every payout
     that needs more (an existing wallet, a pending order, a fresh request), and every other one
-    by one unless it shares a key with a set-based payout: a re-send, a conflict or a reused
-    signature of a payout the batch records changes no balance, but the same transaction after
-    one that its order refused is credited. (A set-based payout found recorded takes no key of
-    its own after all: `apply_batch` then holds back the wallets of those that shared one.)
+    by one unless a set-based payout takes its transaction id first: a re-send or a conflict of
+    a payout the batch records changes no balance, but the same transaction after one that its
+    order refused is credited, and a payout that reuses only a signature may be a transaction
+    of its own. (A set-based payout found recorded may take no transaction after all:
+    `apply_batch` then holds back the wallets of those that shared its transaction id.)
     """
     set_based: list[int] = []
     one_by_one: list[int] = []
     seen: set[tuple[str, ...]] = set()
-    set_based_keys: set[tuple[str, ...]] = set()
+    set_based_transactions: set[tuple[str, ...]] = set()
     for index, event in enumerate(events):
         wallet = ("wallet", *_wallet(event))
-        keys = _keys(event)
+        transaction = _transaction(event)
+        keys = {
+            transaction,
+            ("signature", event.provider_instance, event.signature),
+            ("event", str(event.event_id)),
+        }
         simple = event.may_record_new and event.create_account and not event.verify_order
         if simple and not keys & seen and wallet not in seen:
             set_based.append(index)
-            set_based_keys |= keys
+            set_based_transactions.add(transaction)
         else:
             one_by_one.append(index)
-            if not simple or not keys & set_based_keys:
+            if not simple or transaction not in set_based_transactions:
                 seen.add(wallet)
         seen |= keys
     return set_based, one_by_one
 
 
-def _keys(event: PayoutEvent) -> set[tuple[str, ...]]:
-    """What no two payouts may share: their transaction id, their signature, their event id."""
-    return {
-        ("transaction", event.provider_instance, event.transaction_id),
-        ("signature", event.provider_instance, event.signature),
-        ("event", str(event.event_id)),
-    }
+def _transaction(event: PayoutEvent) -> tuple[str, ...]:
+    return ("transaction", event.provider_instance, event.transaction_id)
 
 
-def _sharing_a_key(
-    events: Sequence[PayoutEvent], candidates: list[int], recorded: set[int]
+def _sharing_a_transaction(
+    events: Sequence[PayoutEvent], candidates: list[int], others: set[int]
 ) -> set[int]:
-    """Those of `candidates` that share a key with one of `recorded`."""
-    if not recorded:
-        return set()
-    recorded_keys = set().union(*(_keys(events[index]) for index in recorded))
-    return {index for index in candidates if _keys(events[index]) & recorded_keys}
+    """Those of `candidates` with the transaction id of one of `others`."""
+    transactions = {_transaction(events[index]) for index in others}
+    return {index for index in candidates if _transaction(events[index]) in transactions}
 
 
 def _behind(events: Sequence[PayoutEvent], fresh: list[int], movers: set[int]) -> set[int]:
@@ -347,10 +348,11 @@ async def _lock_wallet_creation(conn: Connection, events: Sequence[PayoutEvent])
 
 async def _recorded_and_locked(
     conn: Connection, events: Sequence[PayoutEvent], indexes: list[int], wallets: set[Wallet]
-) -> tuple[set[int], set[int], dict[Wallet, _Account]]:
+) -> tuple[dict[int, str | None], dict[Wallet, _Account]]:
     """Those of `indexes` whose transaction id or signature is recorded (`apply_payout` tells a
-    re-send from a conflict), those of them whose transaction is recorded as held, and those of
-    `wallets` that exist, locked in one order before any is updated."""
+    re-send from a conflict), with the status of their transaction (None when only their
+    signature is recorded), and those of `wallets` that exist, locked in one order before any is
+    updated."""
     chosen = [events[index] for index in indexes]
     rows = await conn.fetch(
         RECORDED_AND_LOCKED,
@@ -359,14 +361,15 @@ async def _recorded_and_locked(
         [e.signature for e in chosen],
         *_columns(sorted(wallets), 2),
     )
-    recorded = {indexes[row["position"] - 1] for row in rows if row["position"] is not None}
-    held = {indexes[row["position"] - 1] for row in rows if row["held"]}
+    recorded = {
+        indexes[row["position"] - 1]: row["status"] for row in rows if row["position"] is not None
+    }
     locked = {
         (row["owner"], row["currency"]): _Account(row["account_id"], row["balance"])
         for row in rows
         if row["position"] is None
     }
-    return recorded, held, locked
+    return recorded, locked
 
 
 async def _create_accounts(conn: Connection, kind: str, accounts: set[tuple[str, str]]) -> None:

@@ -350,6 +350,71 @@ async def test_a_held_payout_resent_behind_a_conflict_stays_held_though_a_later_
     ]
 
 
+async def test_a_held_payout_resent_under_a_reused_signature_stays_held_in_batch_order(
+    pool: asyncpg.Pool,
+) -> None:
+    """The re-send, under a `create` policy, carries the signature of the batch's first, new
+    payout: it is a transaction of its own, held and still without a wallet, as it would be
+    alone; the third payout creates the wallet after it."""
+    held = payout_event(user_id="uma", amount=Decimal(2), create_account=False)
+    await batch(pool, [held])
+    first = payout_event(user_id="vic")
+    events = [
+        first,
+        held.model_copy(
+            update={
+                "event_id": uuid.uuid4(),
+                "signature": first.signature,
+                "create_account": True,
+            }
+        ),
+        payout_event(user_id="uma", amount=Decimal(3)),
+    ]
+    results = await batch(pool, events)
+    assert [(r.outcome, r.balance_after) for r in results] == [
+        (Outcome.CREDITED, first.amount),
+        (Outcome.HELD_UNKNOWN_ACCOUNT, None),
+        (Outcome.CREDITED, Decimal(3)),
+    ]
+
+
+async def test_repeated_resends_of_a_credited_payout_leave_a_hot_wallet_batched(
+    pool: asyncpg.Pool,
+) -> None:
+    """Two re-sends of a credited payout, and a conflicting one, amid new payouts to its hot
+    wallet: the re-sends move nothing, so the new payouts still take the set-based statements."""
+    credited = payout_event(user_id="hot", amount=Decimal(1))
+    await batch(pool, [credited])
+
+    def resend(**changes: Any) -> PayoutEvent:
+        return credited.model_copy(update={"event_id": uuid.uuid4(), **changes})
+
+    events = [payout_event(user_id="hot", amount=Decimal(1)) for _ in range(40)]
+    events[5:5] = [resend(), resend(), resend(amount=Decimal(9))]
+    queries: list[str] = []
+
+    def record(query: LoggedQuery) -> None:
+        queries.append(query.query)
+
+    async with pool.acquire() as conn:
+        conn.add_query_logger(record)
+        try:
+            async with conn.transaction():
+                results = await apply_batch(conn, events, FundingAccounts())
+        finally:  # the connection goes back to the pool
+            conn.remove_query_logger(record)
+    assert [r.outcome for r in results[5:8]] == [
+        Outcome.DUPLICATE,
+        Outcome.DUPLICATE,
+        Outcome.CONFLICT,
+    ]
+    assert [r.balance_after for r in results if r.outcome is Outcome.CREDITED] == [
+        Decimal(n) for n in range(2, 42)
+    ]
+    # The set-based statements, plus a few for each re-send: none for any new payout.
+    assert len(queries) < 30, queries
+
+
 def inserted(query: str, args: tuple[Any, ...]) -> str | None:
     """What a statement inserts: "payout", "funding" or "wallet" (an account), or None."""
     if re.search(r"INSERT INTO payouts\b", query):
