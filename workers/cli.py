@@ -164,6 +164,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _supervise(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.consumer import stop_seconds
     from workers.supervisor import Supervisor, child_command
 
     worker = settings.worker
@@ -173,7 +174,7 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
     ]
 
     async def run() -> int:
-        supervisor = Supervisor(commands, worker.shutdown_grace_seconds)
+        supervisor = Supervisor(commands, stop_seconds(settings))
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, supervisor.stop)

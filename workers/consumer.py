@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import aio_pika
 
@@ -46,20 +46,18 @@ from workers.status_server import Readiness, StatusServer
 from workers.subscription import Subscription
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Coroutine
+    from collections.abc import Awaitable
 
     import asyncpg
     from aio_pika.abc import AbstractRobustConnection
     from prometheus_client import Counter
 
-    from schema.settings import Settings
+    from schema.settings import BrokerSettings, Settings
     from workers.crediting import CreditResult
 
 __all__ = ["Worker"]
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 # Outcomes that need no one's attention; the others are logged as warnings.
 QUIET_OUTCOMES = frozenset({Outcome.CREDITED, Outcome.DUPLICATE})
@@ -74,11 +72,25 @@ RETURN_PAUSE_SECONDS = 1.0
 RECORD_TIMEOUT_SECONDS = 2.0
 # A readiness probe's look at the database: short, it only reports.
 DATABASE_CHECK_SECONDS = 1.0
-# An ack or nack: a write the broker may stall; on a dead channel it is requeued anyway.
-SETTLE_TIMEOUT_SECONDS = 5.0
-# How long a shutdown's cancel lets a retry or dead-letter move under way finish, past the
-# grace period: a confirmed publish (broker.publish_timeout_seconds, 5 s) and an ack.
-MOVE_FINISH_SECONDS = 10.0
+# Beyond its publish's own timeout, what a retry or dead-letter move under way at a shutdown may
+# still take: the pause before returning a refused message, and the ack or nack.
+MOVE_SETTLE_SECONDS = 4.0
+
+
+def move_finish_seconds(broker: BrokerSettings) -> float:
+    """How long a shutdown lets a retry or dead-letter move under way finish, past the grace
+    period for the payouts in flight."""
+    return broker.publish_timeout_seconds + RETURN_PAUSE_SECONDS + MOVE_SETTLE_SECONDS
+
+
+def stop_seconds(settings: Settings) -> float:
+    """The longest a worker takes to stop once told to, before closing its connections:
+    cancelling its consumer, the grace period, and a message move let finish."""
+    return (
+        CANCEL_TIMEOUT_SECONDS
+        + settings.worker.shutdown_grace_seconds
+        + move_finish_seconds(settings.broker)
+    )
 
 
 class Worker:
@@ -88,9 +100,11 @@ class Worker:
     def __init__(
         self, settings: Settings, pool: asyncpg.Pool, publisher: ConfirmedPublisher | None = None
     ) -> None:
-        """`publisher` re-publishes retries and dead letters; by default one of its own."""
+        """`publisher` re-publishes retries and dead letters (by default one of its own); the
+        worker starts it and closes it."""
         self._settings = settings
         self._pool = pool
+        self._move_finish_seconds = move_finish_seconds(settings.broker)
         self._funding = FundingAccounts()
         self._topology = Topology.from_settings(settings.broker)
         worker = settings.worker
@@ -490,7 +504,7 @@ class Worker:
         the broker will not take it, return the original instead (it is redelivered; the worst
         case is a duplicate, never a loss).
 
-        A shutdown's cancel lets both finish first, within `MOVE_FINISH_SECONDS`: stopped between
+        A shutdown's cancel lets both finish first, within `move_finish_seconds`: stopped between
         them, the broker would keep the copy and redeliver the original, two live messages for
         one payout."""
         if channel_of(original) is None:
@@ -502,9 +516,42 @@ class Worker:
                 message_id=original.message_id,
             )
             return False
-        return await _finished_before_cancel(
-            self._publish_then_ack(original, copy, exchange, key, counted_in), MOVE_FINISH_SECONDS
+        move = asyncio.create_task(
+            self._publish_then_ack(original, copy, exchange, key, counted_in)
         )
+        try:
+            return await asyncio.shield(move)
+        except asyncio.CancelledError:
+            await self._let_finish(move, original, exchange)
+            raise
+
+    async def _let_finish(
+        self, move: asyncio.Task[bool], original: Delivery, exchange: str
+    ) -> None:
+        """Wait for a move the caller was cancelled in, within its bound; then cut it short: the
+        broker redelivers the original (beside its copy, if that was confirmed: a duplicate,
+        never a loss)."""
+        _, unfinished = await asyncio.wait([move], timeout=self._move_finish_seconds)
+        if unfinished:
+            move.cancel()
+            await asyncio.wait([move])
+            log(
+                logger,
+                logging.WARNING,
+                "shutdown cut a message move short; the broker redelivers the original",
+                message_id=original.message_id,
+                exchange=exchange,
+                seconds=self._move_finish_seconds,
+            )
+        elif not move.cancelled() and (error := move.exception()) is not None:
+            log(
+                logger,
+                logging.ERROR,
+                "message move failed during shutdown; the broker redelivers the original",
+                message_id=original.message_id,
+                exchange=exchange,
+                error=repr(error),
+            )
 
     async def _publish_then_ack(
         self,
@@ -537,14 +584,8 @@ class Worker:
     async def _settle(self, action: Awaitable[None], message: Delivery) -> None:
         """Ack, nack or reject; on a dead channel the broker has already requeued the message."""
         try:
-            async with asyncio.timeout(SETTLE_TIMEOUT_SECONDS):
-                await action
-        except (
-            aio_pika.exceptions.AMQPError,
-            ConnectionError,
-            RuntimeError,
-            TimeoutError,
-        ) as error:
+            await action
+        except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
             log(
                 logger,
                 logging.WARNING,
@@ -554,23 +595,6 @@ class Worker:
             )
         finally:
             self._open.settled(message)
-
-
-async def _finished_before_cancel(operation: Coroutine[Any, Any, T], limit_seconds: float) -> T:
-    """Run `operation` to its end even when the caller is cancelled meanwhile, for up to
-    `limit_seconds` more, then let the cancellation through."""
-    task = asyncio.create_task(operation)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        _, unfinished = await asyncio.wait([task], timeout=limit_seconds)
-        if unfinished:
-            task.cancel()
-            await asyncio.wait([task])
-        if not task.cancelled() and (error := task.exception()) is not None:
-            # The caller gets the cancellation, so this failure would go unseen.
-            logger.error("a step let finish after a cancel failed", exc_info=error)
-        raise
 
 
 def _copy(

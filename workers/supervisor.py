@@ -26,9 +26,9 @@ FIRST_RESTART_DELAY_SECONDS = 1.0
 MAX_RESTART_DELAY_SECONDS = 30.0
 # A child that ran this long without dying is healthy again: its next restart waits briefly.
 STABLE_SECONDS = 60.0
-# Beyond the children's grace period, before the supervisor kills what is left: their consumer's
-# cancel (5 s), a retry or dead-letter move let finish (10 s), and closing.
-STOP_MARGIN_SECONDS = 20.0
+# Beyond the children's own stop bound (workers.consumer.stop_seconds), before the supervisor
+# kills what is left: the time they take to close their connections.
+STOP_MARGIN_SECONDS = 10.0
 
 
 def child_command(config: str, index: int, status_host: str, status_port: int) -> list[str]:

@@ -144,7 +144,10 @@ class Process:
         if self.popen.poll() is None:
             self.popen.send_signal(signum)
 
-    def stop(self, timeout: float = 20.0) -> int:
+    def stop(self, timeout: float = 45.0) -> int:
+        """SIGTERM, then wait past the longest stop bound of the stack's processes: a worker's
+        (workers.consumer.stop_seconds, 25 s under this stack's settings, and 10 s more for the
+        supervisor of --processes)."""
         self.signal(signal.SIGTERM)
         try:
             return self.popen.wait(timeout)

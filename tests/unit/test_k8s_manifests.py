@@ -26,7 +26,7 @@ import yaml
 
 from schema.settings import BROKER_URL_ENV, DATABASE_URL_ENV, load_settings
 from schema.topology import Topology
-from workers.consumer import CANCEL_TIMEOUT_SECONDS, MOVE_FINISH_SECONDS
+from workers.consumer import stop_seconds
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -56,9 +56,8 @@ COMPONENT = "app.kubernetes.io/component"
 EVERY_ADDRESS = frozenset({"0.0.0.0", "::"})  # noqa: S104  # binding to all interfaces is the point
 IMAGE_UID = 10001  # the `payouts` user of deploy/Dockerfile
 CONFIG_ENV = "PAYOUTS_CONFIG"
-# A stopping worker waits up to CANCEL_TIMEOUT_SECONDS to cancel its consumer, then
-# worker.shutdown_grace_seconds for its payouts in flight, then up to MOVE_FINISH_SECONDS for a
-# message move under way; Kubernetes must not kill it before, and a margin covers the rest.
+# A stopping worker takes up to workers.consumer.stop_seconds; Kubernetes must not kill it
+# before, and a margin covers closing its connections.
 GRACE_MARGIN_SECONDS = 5
 # The Secret the base names; an overlay generates it (with a hashed name) or an operator creates it.
 EXTERNAL_SECRET = "payouts-secrets"
@@ -529,16 +528,11 @@ def grace_problems(objs: list[Manifest], settings: Settings) -> list[str]:
     problems = []
     worker = the(objs, "Deployment", "worker")
     worker_grace = pod_spec(worker).get("terminationGracePeriodSeconds", 30)
-    worker_needs = (
-        CANCEL_TIMEOUT_SECONDS
-        + settings.worker.shutdown_grace_seconds
-        + MOVE_FINISH_SECONDS
-        + GRACE_MARGIN_SECONDS
-    )
+    worker_needs = stop_seconds(settings) + GRACE_MARGIN_SECONDS
     if worker_grace < worker_needs:
         problems.append(
             f"worker: terminationGracePeriodSeconds {worker_grace} < {worker_needs} "
-            "(consumer cancel, shutdown_grace_seconds, a message move, margin)"
+            "(the worker's stop bound and a margin)"
         )
     ingress = the(objs, "Deployment", "ingress")
     ingress_grace = pod_spec(ingress).get("terminationGracePeriodSeconds", 30)

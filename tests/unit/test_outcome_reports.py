@@ -83,9 +83,10 @@ def test_a_report_that_cannot_be_read_costs_only_its_own_answer() -> None:
 
 def test_a_number_in_a_report_is_read_exactly() -> None:
     event_id = uuid.uuid4()
-    payload = f'[{{"event_id": "{event_id}", "outcome": "credited", "balance": 0.1}}]'
+    balance = "1.234567890123456789"  # past a float's 17 digits
+    payload = f'[{{"event_id": "{event_id}", "outcome": "credited", "balance": {balance}}}]'
     ((report,), _) = decode_reports(payload)
-    assert report.balance == Decimal("0.1")
+    assert report.balance == Decimal(balance)
 
 
 @pytest.mark.parametrize("payload", ["not json", "{}", '"a string"', "null"])
