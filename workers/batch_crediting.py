@@ -9,7 +9,7 @@ each leaves, adds each wallet's total, writes the ledger and grants the items. T
 accounts' ids are looked up once per worker process (`FundingAccounts`). Everything else in the
 batch goes through `apply_payout` afterwards, in the same transaction: re-sends and in-batch
 duplicates, payouts that need an existing wallet or a pending order, old requests, and the
-payouts to their wallets that follow them, or follow a re-send of a held payout, in the batch.
+payouts to their wallets that follow one of these that may credit its wallet.
 
 Each payout row is written once, already credited: a payout claimed as held and then marked
 credited would cost a second row version and a second entry in every index of `payouts`.
@@ -329,6 +329,8 @@ def _sharing_a_transaction(
 
 def _behind(events: Sequence[PayoutEvent], fresh: list[int], movers: set[int]) -> set[int]:
     """Those of `fresh` that follow one of `movers` to the same wallet."""
+    if not movers:
+        return set()  # the common case: nothing to look up for every payout of the batch
     first_by_wallet: dict[Wallet, int] = {}
     for index in sorted(movers):
         first_by_wallet.setdefault(_wallet(events[index]), index)
