@@ -8,6 +8,7 @@ import asyncio
 import random
 import re
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,8 @@ from workers.failures import ClaimRaced, FailureKind, failure_of
 from workers.orders import Order, register_order
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from asyncpg.connection import LoggedQuery
 
     from schema.events import PayoutEvent
@@ -48,6 +51,19 @@ async def lock_waiters(conn: Connection) -> int:
         " WHERE datname = current_database() AND wait_event_type = 'Lock'"
     )
     return waiting
+
+
+@contextmanager
+def logged_queries(conn: Connection) -> Iterator[list[LoggedQuery]]:
+    """The statements `conn` runs inside the block. The logger is removed however the block
+    ends: the connection goes back to the pool."""
+    logged: list[LoggedQuery] = []
+    record = logged.append
+    conn.add_query_logger(record)
+    try:
+        yield logged
+    finally:
+        conn.remove_query_logger(record)
 
 
 @dataclass(frozen=True)
@@ -391,18 +407,10 @@ async def test_repeated_resends_of_a_credited_payout_leave_a_hot_wallet_batched(
 
     events = [payout_event(user_id="hot", amount=Decimal(1)) for _ in range(40)]
     events[5:5] = [resend(), resend(), resend(amount=Decimal(9))]
-    queries: list[str] = []
-
-    def record(query: LoggedQuery) -> None:
-        queries.append(query.query)
-
     async with pool.acquire() as conn:
-        conn.add_query_logger(record)
-        try:
+        with logged_queries(conn) as queries:
             async with conn.transaction():
                 results = await apply_batch(conn, events, FundingAccounts())
-        finally:  # the connection goes back to the pool
-            conn.remove_query_logger(record)
     assert [r.outcome for r in results[5:8]] == [
         Outcome.DUPLICATE,
         Outcome.DUPLICATE,
@@ -412,7 +420,7 @@ async def test_repeated_resends_of_a_credited_payout_leave_a_hot_wallet_batched(
         Decimal(n) for n in range(2, 42)
     ]
     # The set-based statements, plus a few for each re-send: none for any new payout.
-    assert len(queries) < 30, queries
+    assert len(queries) < 30, [query.query for query in queries]
 
 
 def inserted(query: str, args: tuple[Any, ...]) -> str | None:
@@ -431,13 +439,7 @@ async def test_every_funding_account_is_created_before_any_payout_is_recorded(
     account that another batch has just created would wait for it in the opposite order."""
     async with pool.acquire() as conn:
         await create_wallet(conn, "yan", "COIN")
-        queries: list[tuple[str, tuple[Any, ...]]] = []
-
-        def record(query: LoggedQuery) -> None:
-            queries.append((query.query, tuple(query.args)))
-
-        conn.add_query_logger(record)
-        try:
+        with logged_queries(conn) as queries:
             async with conn.transaction():
                 [result] = await apply_batch(
                     conn,
@@ -448,10 +450,8 @@ async def test_every_funding_account_is_created_before_any_payout_is_recorded(
                     ],
                     FundingAccounts(),
                 )
-        finally:  # the connection goes back to the pool
-            conn.remove_query_logger(record)
         assert result.outcome is Outcome.CREDITED
-        inserts = [inserted(query, args) for query, args in queries]
+        inserts = [inserted(query.query, tuple(query.args)) for query in queries]
         assert inserts.index("funding") < inserts.index("payout"), inserts
         await assert_books_balance(conn)
 
@@ -558,18 +558,12 @@ async def test_a_batch_of_new_payouts_to_existing_wallets_runs_three_statements(
     lock the wallets; record and credit. A worker looks the funding account up in its first
     batch only."""
     users = [f"user-{n}" for n in range(50)]
-    queries: list[str] = []
     async with pool.acquire() as conn:
         async with conn.transaction():  # the wallets and the funding account, by another worker
             await apply_batch(conn, [payout_event(user_id=u) for u in users], FundingAccounts())
         funding = FundingAccounts()
-
-        def record(query: LoggedQuery) -> None:
-            queries.append(query.query)
-
-        conn.add_query_logger(record)
         statements = []
-        try:
+        with logged_queries(conn) as queries:
             for size in (1, 50, 1):
                 queries.clear()
                 async with conn.transaction():
@@ -577,9 +571,7 @@ async def test_a_batch_of_new_payouts_to_existing_wallets_runs_three_statements(
                         conn, [payout_event(user_id=user) for user in users[:size]], funding
                     )
                 assert {r.outcome for r in results} == {Outcome.CREDITED}
-                statements.append(len([q for q in queries if q not in ("BEGIN;", "COMMIT;")]))
-        finally:  # the connection goes back to the pool
-            conn.remove_query_logger(record)
+                statements.append(len([q for q in queries if q.query not in ("BEGIN;", "COMMIT;")]))
         assert statements == [4, 3, 3]
         await assert_books_balance(conn)
 
