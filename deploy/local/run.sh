@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up and run the pipeline on this machine: virtualenv, install, database, migrations, then
-# the ingress and workers (PAYOUTS_WORKERS, default 2) in the foreground until Ctrl-C.
+# the ingress and `payouts worker --processes ${PAYOUTS_WORKERS:-2}` in the foreground until
+# Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source deploy/local/setup.sh
@@ -26,10 +27,10 @@ stop() {
     wait || true
 }
 trap stop EXIT INT TERM
-for _ in $(seq "${PAYOUTS_WORKERS:-2}"); do
-    "$VENV/bin/payouts" worker &
-    pids+=($!)
-done
+# One supervisor for the workers: it gives each its own status port (the configured one plus
+# its index), where separate `payouts worker` processes would all bind the same one.
+"$VENV/bin/payouts" worker --processes "${PAYOUTS_WORKERS:-2}" &
+pids+=($!)
 "$VENV/bin/payouts" ingress &
 pids+=($!)
 echo "payouts running with config $PAYOUTS_CONFIG (pids ${pids[*]}); Ctrl-C stops it"
