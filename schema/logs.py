@@ -1,12 +1,15 @@
 """The structured log line both sides write: one JSON object per line on stderr.
 
 Callers pass facts as keyword fields; nothing here formats secrets, and callers never pass them.
+Every line names the process that wrote it (`pid`): several processes share one stderr under
+`payouts worker --processes N` and `payouts ingress --processes N`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +26,8 @@ class _JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            # Asked per line rather than cached: 0.2 µs of a line's 6 µs, and right after a fork.
+            "pid": os.getpid(),
             "message": record.getMessage(),
         }
         line.update(getattr(record, _FIELDS, {}))

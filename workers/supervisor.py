@@ -69,7 +69,7 @@ class Supervisor:
         for child in self._children:
             if child.process is not None and child.process.returncode is None:
                 log(logger, logging.ERROR, "worker did not stop in time; killing it",
-                    index=child.index, pid=child.process.pid)  # fmt: skip
+                    index=child.index, worker_pid=child.process.pid)  # fmt: skip
                 child.process.kill()
         if late:
             await asyncio.wait(late)
@@ -81,14 +81,14 @@ class Supervisor:
             child.process = await asyncio.create_subprocess_exec(*child.command)
             child.started_at = time.monotonic()
             log(logger, logging.INFO, "worker process started",
-                index=child.index, pid=child.process.pid)  # fmt: skip
+                index=child.index, worker_pid=child.process.pid)  # fmt: skip
             code = await child.process.wait()
             if self._stopping.is_set():
                 return
             if time.monotonic() - child.started_at > STABLE_SECONDS:
                 child.restart_delay = FIRST_RESTART_DELAY_SECONDS
             log(logger, logging.ERROR, "worker process exited; restarting it",
-                index=child.index, pid=child.process.pid, exit_code=code,
+                index=child.index, worker_pid=child.process.pid, exit_code=code,
                 restart_in_seconds=child.restart_delay)  # fmt: skip
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), child.restart_delay)

@@ -37,7 +37,7 @@ def free_port_pair() -> int:
 def started_pids(log: str) -> list[int]:
     """The children a supervisor says it started, from its log (other lines skipped)."""
     return [
-        line["pid"]
+        line["worker_pid"]
         for line in map(json.loads, (text for text in log.splitlines() if text[:1] == "{"))
         if line.get("message") == "worker process started"
     ]
