@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from schema.logs import log
 
-__all__ = ["Supervisor", "child_command"]
+__all__ = ["Limits", "Supervisor", "child_command"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,9 @@ STABLE_SECONDS = 60.0
 # Beyond the children's own stop bound (workers.consumer.stop_seconds), before the supervisor
 # kills what is left: the time they take to close their connections.
 STOP_MARGIN_SECONDS = 10.0
+# What `run` returns when the children did not all stop as told: a service manager (systemd,
+# compose, Kubernetes) sees a failure, not a clean stop.
+EXIT_FAILURE = 1
 
 
 def child_command(config: str, index: int, status_host: str, status_port: int) -> list[str]:
@@ -40,18 +43,36 @@ def child_command(config: str, index: int, status_host: str, status_port: int) -
     ]  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Limits:
+    """When a child is restarted and when the supervisor stops waiting for it; the defaults are
+    production's, tests shorten them."""
+
+    first_restart_delay_seconds: float = FIRST_RESTART_DELAY_SECONDS
+    max_restart_delay_seconds: float = MAX_RESTART_DELAY_SECONDS
+    stable_seconds: float = STABLE_SECONDS
+    stop_margin_seconds: float = STOP_MARGIN_SECONDS
+
+
 @dataclass
 class _Child:
     index: int
     command: list[str]
+    restart_delay: float
     process: asyncio.subprocess.Process | None = None
     started_at: float = 0.0
-    restart_delay: float = FIRST_RESTART_DELAY_SECONDS
 
 
 class Supervisor:
-    def __init__(self, commands: list[list[str]], shutdown_seconds: float) -> None:
-        self._children = [_Child(index, command) for index, command in enumerate(commands)]
+    def __init__(
+        self, commands: list[list[str]], shutdown_seconds: float, limits: Limits | None = None
+    ) -> None:
+        """`shutdown_seconds`: the longest a child takes to stop once told to."""
+        self._limits = limits or Limits()
+        self._children = [
+            _Child(index, command, self._limits.first_restart_delay_seconds)
+            for index, command in enumerate(commands)
+        ]
         self._shutdown_seconds = shutdown_seconds
         self._stopping = asyncio.Event()
 
@@ -59,22 +80,26 @@ class Supervisor:
         self._stopping.set()
 
     async def run(self) -> int:
-        """Keep every child running until `stop`; then stop them all and return 0."""
+        """Keep every child running until `stop`; then stop them all. 0 once all stopped as told,
+        EXIT_FAILURE when one had to be killed."""
         keepers = [asyncio.create_task(self._keep(child)) for child in self._children]
         await self._stopping.wait()
         for child in self._children:
             if child.process is not None and child.process.returncode is None:
                 child.process.send_signal(signal.SIGTERM)
-        _, late = await asyncio.wait(keepers, timeout=self._shutdown_seconds + STOP_MARGIN_SECONDS)
+        bound = self._shutdown_seconds + self._limits.stop_margin_seconds
+        _, late = await asyncio.wait(keepers, timeout=bound)
+        code = 0
         for child in self._children:
             if child.process is not None and child.process.returncode is None:
                 log(logger, logging.ERROR, "worker did not stop in time; killing it",
                     index=child.index, worker_pid=child.process.pid)  # fmt: skip
                 child.process.kill()
+                code = EXIT_FAILURE
         if late:
             await asyncio.wait(late)
-        log(logger, logging.INFO, "all workers stopped")
-        return 0
+        log(logger, logging.INFO, "all workers stopped", exit_code=code)
+        return code
 
     async def _keep(self, child: _Child) -> None:
         while not self._stopping.is_set():
@@ -85,11 +110,13 @@ class Supervisor:
             code = await child.process.wait()
             if self._stopping.is_set():
                 return
-            if time.monotonic() - child.started_at > STABLE_SECONDS:
-                child.restart_delay = FIRST_RESTART_DELAY_SECONDS
+            if time.monotonic() - child.started_at > self._limits.stable_seconds:
+                child.restart_delay = self._limits.first_restart_delay_seconds
             log(logger, logging.ERROR, "worker process exited; restarting it",
                 index=child.index, worker_pid=child.process.pid, exit_code=code,
                 restart_in_seconds=child.restart_delay)  # fmt: skip
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), child.restart_delay)
-            child.restart_delay = min(child.restart_delay * 2, MAX_RESTART_DELAY_SECONDS)
+            child.restart_delay = min(
+                child.restart_delay * 2, self._limits.max_restart_delay_seconds
+            )
