@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -36,7 +36,14 @@ from bench.processes import (
     wrk,
 )
 from bench.search import Step, highest_sustained, lowest_not_sustained
-from bench.traffic import PROTOCOLS, SECRETS, pick_user, sample_event, write_requests
+from bench.traffic import (
+    ACCEPTED_BODIES,
+    PROTOCOLS,
+    SECRETS,
+    pick_user,
+    sample_event,
+    write_requests,
+)
 from schema.events import encode_event
 from schema.topology import Topology
 from tests.e2e.stack import free_port
@@ -55,6 +62,11 @@ DRAIN_PAYOUTS = 100_000
 HOT_PAYOUTS = 20_000
 HOT_WALLETS = 5
 STEP_SECONDS = 15
+# A step is sustained when its last payout is credited within this long of the load's end.
+CAUGHT_UP_SECONDS = 2
+# No new credit for this long, with the work queue empty: the step's payouts are all credited.
+QUIET_SECONDS = 1.0
+DRAIN_LIMIT_SECONDS = 120
 # The profiled drain's length at the unprofiled rate: the sampler's 5 s, its start and a margin
 # for the sampler's own cost.
 PROFILE_DRAIN_SECONDS = 12
@@ -149,6 +161,8 @@ class Bench:
             )
         )
         await self._payouts("migrate")
+        # Read, not assumed: the report states it, and durability must not be traded for speed.
+        self.results["synchronous_commit"] = await self._sql("SHOW synchronous_commit")
         for index, (name, make) in enumerate(PROTOCOLS.items()):
             count = 40_000 if name.startswith(("aigame", "wallet")) else 120_000
             write_requests(self._requests(name), make, count, seed=index)
@@ -167,6 +181,12 @@ class Bench:
                 await channel.queue_delete(spec["name"])
             for spec in topology.definitions()["exchanges"]:
                 await channel.exchange_delete(spec["name"])
+            # The raw clients' queue, left behind when a ceiling measurement failed.
+            await channel.queue_delete(self._ceiling_queue)
+
+    @property
+    def _ceiling_queue(self) -> str:
+        return f"{self.namespace}.ceiling"
 
     def _requests(self, protocol: str) -> Path:
         return self.workdir / f"{protocol.split()[0]}.requests"
@@ -188,6 +208,15 @@ class Bench:
             return await conn.fetchval(query, *args)
         finally:
             await conn.close()
+
+    async def _sql_row(self, query: str, *args: Any) -> asyncpg.Record:
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            row = await conn.fetchrow(query, *args)
+        finally:
+            await conn.close()
+        assert row is not None, query  # asked only of aggregates, which always return a row
+        return row
 
     # -- ceilings and baselines ------------------------------------------------------------------
 
@@ -228,7 +257,7 @@ class Bench:
 
     async def broker_ceiling(self) -> None:
         body = encode_event(sample_event("ceiling", "user-1", Decimal(7)))
-        queue = f"{self.namespace}.ceiling"
+        queue = self._ceiling_queue
         # The raw clients run in this process: it is the one measured.
         publish = await self._metered(
             "raw publisher",
@@ -276,6 +305,7 @@ class Bench:
                 self.database_url, script, clients=PGBENCH_CLIENTS, seconds=MEASURE_SECONDS
             )
         self.results["pgbench"] = results
+        self.results["pgbench_clients"] = PGBENCH_CLIENTS
 
     # -- the pipeline ----------------------------------------------------------------------------
 
@@ -351,11 +381,13 @@ class Bench:
         }
 
     def _wrk(self, protocol: str, seconds: int) -> Any:
+        name = next(name for name in PROTOCOLS if name.startswith(protocol))
         return wrk(
             f"http://127.0.0.1:{self.port}",
             self._requests(protocol),
             seconds=seconds,
             connections=CONNECTIONS,
+            accepted_body=ACCEPTED_BODIES.get(name, ""),
         )
 
     async def _metered(
@@ -405,7 +437,7 @@ class Bench:
             "hot-batched", HOT_PAYOUTS, 1, hot=True
         )
         drains["5 hot wallets, one payout per transaction (1 process)"] = await self._drain(
-            "hot-single", HOT_PAYOUTS, 1, hot=True, batch_size=1
+            "hot-single", HOT_PAYOUTS, 1, hot=True, one_per_transaction=True
         )
         self.results["drain"] = drains
         # Profiled in a drain of its own: the sampler's CPU would slow the one measured. Long
@@ -421,7 +453,7 @@ class Bench:
         processes: int,
         *,
         hot: bool,
-        batch_size: int = 0,
+        one_per_transaction: bool = False,
         profiled: bool = False,
     ) -> dict[str, float]:
         rng = random.Random(instance)
@@ -437,11 +469,14 @@ class Bench:
         ]
         await broker_ceiling.fill(self.broker_url, Topology(self.namespace).work_queue, events)
         config = self.config
-        if batch_size:
-            config = self.workdir / f"payouts-batch-{batch_size}.toml"
+        if one_per_transaction:
+            # One payout per transaction, with as many transactions at once as pgbench's clients
+            # (the worker's whole pool): the fairest one-per-transaction worker, not a slow one.
+            config = self.workdir / "payouts-one-per-transaction.toml"
             config.write_text(
                 self.config.read_text().replace(
-                    "[worker]\n", f"[worker]\nbatch_size = {batch_size}\n"
+                    "[worker]\n",
+                    f"[worker]\nbatch_size = 1\nconcurrent_batches = {PGBENCH_CLIENTS}\n",
                 )
             )
         service = self._service(
@@ -518,8 +553,16 @@ class Bench:
             await self._profile_end_to_end(steps, pids)
             # Half the highest sustained rate; half the first step's if none was sustained.
             half = (sustained or steps[0]["target_per_second"]) / 2
+            # The memory samples taken during the steady run: whether it grows is judged on them.
+            soak_from = len(ingress.rss_samples), len(worker.rss_samples)
             soak = await self._steady("adjoe", half, self.soak_seconds, pids)
-            json_answers = await self._steady("aigame_payout", half, STEP_SECONDS, pids)
+            self.memory["ingress (steady run)"] = ingress.rss_samples[soak_from[0] :]
+            self.memory["worker (steady run)"] = worker.rss_samples[soak_from[1] :]
+            # Both protocols that answer with the outcome, at the same half rate.
+            json_answers = [
+                await self._steady(protocol, half, STEP_SECONDS, pids)
+                for protocol in ("aigame_payout", "wallet_billing")
+            ]
         finally:
             await ingress.stop()
             await worker.stop()
@@ -544,12 +587,6 @@ class Bench:
             self._steady("offerwall_md5", rate, STEP_SECONDS, pids),
             STEP_SECONDS,
         )
-        # The soak that follows starts from an empty queue, not behind this step's backlog.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if not await self._backlog():
-                break
-            await asyncio.sleep(0.5)
 
     async def _steady(
         self, protocol: str, rate: float, seconds: int, pids: dict[str, list[int]]
@@ -574,15 +611,14 @@ class Bench:
             seconds=seconds,
             connections=CONNECTIONS,
             rate=rate,
+            accepted_body=ACCEPTED_BODIES.get(name, ""),
         )
         cores = meter.stop()
-        # Sustained: within two seconds of the load ending, the workers have caught up.
-        backlog_deadline = time.monotonic() + 2
-        while time.monotonic() < backlog_deadline:
-            backlog = await self._backlog()
-            if backlog == 0:
-                break
-            await asyncio.sleep(0.2)
+        ended = datetime.now(UTC)
+        # Every payout of the step credited before the latency is read, and before the next step
+        # starts: else the slowest credits would be missing from it, and the next step would
+        # start behind this one's backlog.
+        last_credit = await self._drained(started)
         conn = await asyncpg.connect(self.database_url)
         try:
             latency = await conn.fetchrow(
@@ -606,10 +642,45 @@ class Bench:
             "credited": latency["n"],
             "non_2xx": load.non_2xx,
             "errors": load.errors,
-            "sustained": backlog == 0 and load.requests_per_second >= 0.95 * rate,
+            "refused": load.refused,
+            "caught_up_seconds": (
+                (last_credit - ended).total_seconds() if last_credit is not None else None
+            ),
+            # Sustained: the rate reached, every answer an acceptance, and the last payout
+            # credited within CAUGHT_UP_SECONDS of the load's end.
+            "sustained": (
+                load.requests_per_second >= 0.95 * rate
+                and load.refused == 0
+                and load.errors == 0
+                and last_credit is not None
+                and last_credit <= ended + timedelta(seconds=CAUGHT_UP_SECONDS)
+            ),
             "seconds": seconds,
             "cores": cores,
         }
+
+    async def _drained(self, since: datetime) -> datetime | None:
+        """Wait until the payouts received since `since` are all credited: the work queue empty
+        and no new credit for QUIET_SECONDS (the worker's prefetched deliveries are not in the
+        queue's count). The last credit's time, or None if nothing was credited."""
+        deadline = time.monotonic() + DRAIN_LIMIT_SECONDS
+        seen: tuple[int, datetime | None] = (-1, None)
+        changed = time.monotonic()
+        while time.monotonic() < deadline:
+            row = await self._sql_row(
+                "SELECT count(*) AS n, max(credited_at) AS last FROM payouts"
+                " WHERE received_at >= $1 AND credited_at IS NOT NULL",
+                since,
+            )
+            now = (int(row["n"]), row["last"])
+            if now != seen:
+                seen, changed = now, time.monotonic()
+            elif time.monotonic() - changed >= QUIET_SECONDS and not await self._backlog():
+                return seen[1]
+            await asyncio.sleep(0.25)
+        raise RuntimeError(
+            f"payouts received since {since} not credited in {DRAIN_LIMIT_SECONDS} s"
+        )
 
     async def _backlog(self) -> int:
         connection = await aio_pika.connect(self.broker_url)
@@ -626,6 +697,7 @@ def _load(load: Load) -> dict[str, float]:
         "p99_ms": load.p99_ms,
         "non_2xx": load.non_2xx,
         "errors": load.errors,
+        "refused": load.refused,
     }
 
 
@@ -646,8 +718,8 @@ async def main() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="payouts-bench-") as workdir:
         bench = Bench(admin_url, broker_url, Path(workdir), args.soak_seconds)
-        await bench.set_up()
         try:
+            await bench.set_up()
             for step in (
                 bench.http_ceiling,
                 bench.broker_ceiling,

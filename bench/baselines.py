@@ -57,8 +57,17 @@ INSERT INTO accounts (kind, owner, currency, balance) VALUES ('wallet', $1, 'COI
 ON CONFLICT (kind, owner, currency) DO UPDATE SET balance = accounts.balance + excluded.balance
 RETURNING account_id
 """
+# Both sides, as the pipeline and bench/pgbench_credit.sql write them: the wallet's credit and
+# the provider funding account's debit.
 NAIVE_LEDGER = """
-INSERT INTO ledger_entries (payout_id, account_id, amount) VALUES ($1, $2, $3)
+INSERT INTO ledger_entries (payout_id, account_id, amount)
+VALUES ($1, $2, $3),
+       ($1, (SELECT account_id FROM accounts WHERE kind = 'funding' AND owner = 'naive'
+             AND currency = 'COIN'), -$3::numeric)
+"""
+NAIVE_FUNDING = """
+INSERT INTO accounts (kind, owner, currency) VALUES ('funding', 'naive', 'COIN')
+ON CONFLICT DO NOTHING
 """
 
 
@@ -128,6 +137,7 @@ def naive() -> Starlette:
         state["pool"] = await asyncpg.create_pool(
             os.environ["BENCH_DATABASE_URL"], min_size=10, max_size=10
         )
+        await state["pool"].execute(NAIVE_FUNDING)
         try:
             yield
         finally:

@@ -123,6 +123,9 @@ class Load:
     p99_ms: float
     non_2xx: int
     errors: int
+    # Answers that were not acceptances: non-2xx ones, and with an accepted body given to `wrk`,
+    # 2xx ones without it.
+    refused: int
 
 
 _DURATION_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -143,14 +146,17 @@ async def wrk(
     connections: int,
     threads: int = 1,
     rate: float = 0,
+    accepted_body: str = "",
 ) -> Load:
-    """Replay `requests_file` against `url` with wrk; `rate` > 0 paces it (requests/s)."""
+    """Replay `requests_file` against `url` with wrk; `rate` > 0 paces it (requests/s). With
+    `accepted_body` (texts separated by "|"), an answer holding none of them counts as refused."""
     env = {
         **os.environ,
         "REQUESTS": str(requests_file),
         "THREADS": str(threads),
         "CONNECTIONS": str(connections),
         "RATE": str(rate),
+        "ACCEPTED_BODY": accepted_body,
     }
     command = [
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s",
@@ -176,12 +182,15 @@ def parse_wrk(output: str) -> Load:
     errors = re.search(
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
     )
+    refused = re.search(r"^Refused answers: (\d+)", output, re.MULTILINE)
+    non_2xx_count = int(non_2xx.group(1)) if non_2xx else 0
     return Load(
         requests_per_second=float(rate_match.group(1)),
         p50_ms=_ms(p50.group(1)),
         p99_ms=_ms(p99.group(1)),
-        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        non_2xx=non_2xx_count,
         errors=sum(int(n) for n in errors.groups()) if errors else 0,
+        refused=int(refused.group(1)) if refused else non_2xx_count,
     )
 
 

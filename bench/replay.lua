@@ -4,6 +4,10 @@
 --
 -- With RATE set (requests per second for the whole run, THREADS and CONNECTIONS as given to
 -- wrk), each thread paces its connections, so the pipeline sees a steady rate, not a flood.
+--
+-- With ACCEPTED_BODY set (texts separated by "|"), an answer is an acceptance only if it is
+-- HTTP 200 and its body holds one of those texts: the JSON protocols answer a refusal with HTTP
+-- 200 and a code in the body. The count of the others is printed as "Refused answers: N".
 
 local requests = {}
 local position = 1
@@ -20,10 +24,12 @@ local function load(path)
 end
 
 local thread_number = 0
+local threads = {}
 
 function setup(thread)
   thread_number = thread_number + 1
   thread:set("offset", thread_number)
+  threads[thread_number] = thread
 end
 
 -- Pacing: each response claims the thread's next send slot, so the thread keeps a fixed rate
@@ -70,4 +76,35 @@ function request()
   position = position + 1
   if position > #requests then position = 1 end
   return next_request
+end
+
+local accepted_bodies = {}
+for text in string.gmatch(os.getenv("ACCEPTED_BODY") or "", "[^|]+") do
+  accepted_bodies[#accepted_bodies + 1] = text
+end
+-- Global, so that done() can read each thread's count.
+refused = 0
+
+local function accepting(body)
+  for _, text in ipairs(accepted_bodies) do
+    if string.find(body, text, 1, true) then return true end
+  end
+  return false
+end
+
+if #accepted_bodies > 0 then
+  -- Defined only when asked: wrk then hands every answer's body to Lua, which costs it CPU.
+  function response(status, headers, body)
+    if status ~= 200 or not accepting(body) then
+      refused = refused + 1
+    end
+  end
+
+  function done(summary, latency, requests)
+    local total = 0
+    for _, thread in ipairs(threads) do
+      total = total + thread:get("refused")
+    end
+    io.write(string.format("Refused answers: %d\n", total))
+  end
 end

@@ -20,7 +20,15 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-__all__ = ["PROTOCOLS", "SECRETS", "Request", "pick_user", "sample_event", "write_requests"]
+__all__ = [
+    "ACCEPTED_BODIES",
+    "PROTOCOLS",
+    "SECRETS",
+    "Request",
+    "pick_user",
+    "sample_event",
+    "write_requests",
+]
 
 USERS = 10_000
 HOT_USERS = 10
@@ -113,6 +121,13 @@ PROTOCOLS: dict[str, Callable[[random.Random], Request]] = {
     "adjoe (003)": adjoe,
     "aigame_payout (001)": aigame,
     "wallet_billing (004)": wallet_billing,
+}
+# What an accepting answer's body holds (texts separated by "|"), for the protocols that answer
+# a refusal with HTTP 200 and a code in the body (the query protocols refuse with an HTTP error
+# status). Spec 004 answers a re-send of a credited payout with its own code, 2.
+ACCEPTED_BODIES = {
+    "aigame_payout (001)": '"code":200,',
+    "wallet_billing (004)": '"resultCode":1,|"resultCode":2,',
 }
 
 
