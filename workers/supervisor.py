@@ -14,7 +14,7 @@ import logging
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from schema.logs import log
 
@@ -26,11 +26,16 @@ FIRST_RESTART_DELAY_SECONDS = 1.0
 MAX_RESTART_DELAY_SECONDS = 30.0
 # A child that ran this long without dying is healthy again: its next restart waits briefly.
 STABLE_SECONDS = 60.0
+# Deaths in a row, each younger than STABLE_SECONDS, after which a child is broken for good (its
+# port held, its config refused) and all stop: restarts take 1 + 2 + 4 + 8 s, so the service
+# manager hears of it in under half a minute. An outage does not count: a worker waits for
+# Postgres and RabbitMQ, and leaves after worker.no_consumer_exit_seconds (past STABLE_SECONDS).
+MAX_YOUNG_DEATHS = 5
 # Beyond the children's own stop bound (workers.consumer.stop_seconds), before the supervisor
 # kills what is left: the time they take to close their connections.
 STOP_MARGIN_SECONDS = 10.0
-# What `run` returns when the children did not all stop as told: a service manager (systemd,
-# compose, Kubernetes) sees a failure, not a clean stop.
+# What `run` returns when a child could not be kept running or did not stop as told: the service
+# manager (systemd, compose, Kubernetes) sees a failure, not a clean stop.
 EXIT_FAILURE = 1
 
 
@@ -51,6 +56,7 @@ class Limits:
     first_restart_delay_seconds: float = FIRST_RESTART_DELAY_SECONDS
     max_restart_delay_seconds: float = MAX_RESTART_DELAY_SECONDS
     stable_seconds: float = STABLE_SECONDS
+    max_young_deaths: int = MAX_YOUNG_DEATHS
     stop_margin_seconds: float = STOP_MARGIN_SECONDS
 
 
@@ -60,7 +66,8 @@ class _Child:
     command: list[str]
     restart_delay: float
     process: asyncio.subprocess.Process | None = None
-    started_at: float = 0.0
+    # (exit code, seconds it ran) of each death since it last ran STABLE_SECONDS, oldest first.
+    young_deaths: list[tuple[int, float]] = field(default_factory=list)
 
 
 class Supervisor:
@@ -80,38 +87,57 @@ class Supervisor:
         self._stopping.set()
 
     async def run(self) -> int:
-        """Keep every child running until `stop`; then stop them all. 0 once all stopped as told,
-        EXIT_FAILURE when one had to be killed."""
+        """Keep every child running until `stop`, or until one keeps dying young; then stop them
+        all. 0 once all stopped as told; EXIT_FAILURE when one was given up on or had to be
+        killed."""
         keepers = [asyncio.create_task(self._keep(child)) for child in self._children]
-        await self._stopping.wait()
+        stopping = asyncio.create_task(self._stopping.wait())
+        # A keeper ends before `stop` only when it gives up on its child: then all stop.
+        await asyncio.wait([stopping, *keepers], return_when=asyncio.FIRST_COMPLETED)
+        self._stopping.set()
+        await stopping
         for child in self._children:
             if child.process is not None and child.process.returncode is None:
                 child.process.send_signal(signal.SIGTERM)
         bound = self._shutdown_seconds + self._limits.stop_margin_seconds
         _, late = await asyncio.wait(keepers, timeout=bound)
-        code = 0
+        killed = False
         for child in self._children:
             if child.process is not None and child.process.returncode is None:
                 log(logger, logging.ERROR, "worker did not stop in time; killing it",
                     index=child.index, worker_pid=child.process.pid)  # fmt: skip
                 child.process.kill()
-                code = EXIT_FAILURE
+                killed = True
         if late:
             await asyncio.wait(late)
+        kept = all(keeper.result() for keeper in keepers)
+        code = 0 if kept and not killed else EXIT_FAILURE
         log(logger, logging.INFO, "all workers stopped", exit_code=code)
         return code
 
-    async def _keep(self, child: _Child) -> None:
+    async def _keep(self, child: _Child) -> bool:
+        """Run `child` until `stop` (True), restarting it whenever it dies; give up on it (False,
+        logged) once it has died young `max_young_deaths` times in a row."""
         while not self._stopping.is_set():
             child.process = await asyncio.create_subprocess_exec(*child.command)
-            child.started_at = time.monotonic()
+            started_at = time.monotonic()
             log(logger, logging.INFO, "worker process started",
                 index=child.index, worker_pid=child.process.pid)  # fmt: skip
             code = await child.process.wait()
             if self._stopping.is_set():
-                return
-            if time.monotonic() - child.started_at > self._limits.stable_seconds:
+                break
+            ran_seconds = time.monotonic() - started_at
+            if ran_seconds > self._limits.stable_seconds:
                 child.restart_delay = self._limits.first_restart_delay_seconds
+                child.young_deaths.clear()
+            else:
+                child.young_deaths.append((code, round(ran_seconds, 1)))
+            if len(child.young_deaths) >= self._limits.max_young_deaths:
+                log(logger, logging.ERROR, "worker process keeps dying; stopping all workers",
+                    index=child.index, worker_pid=child.process.pid, exit_code=code,
+                    recent_exits=[{"exit_code": exit_code, "ran_seconds": ran}
+                                  for exit_code, ran in child.young_deaths])  # fmt: skip
+                return False
             log(logger, logging.ERROR, "worker process exited; restarting it",
                 index=child.index, worker_pid=child.process.pid, exit_code=code,
                 restart_in_seconds=child.restart_delay)  # fmt: skip
@@ -120,3 +146,4 @@ class Supervisor:
             child.restart_delay = min(
                 child.restart_delay * 2, self._limits.max_restart_delay_seconds
             )
+        return True

@@ -7,7 +7,8 @@ import json
 import os
 import signal
 import socket
-from typing import TYPE_CHECKING
+import subprocess
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -34,13 +35,18 @@ def free_port_pair() -> int:
                 return port
 
 
-def started_pids(log: str) -> list[int]:
-    """The children a supervisor says it started, from its log (other lines skipped)."""
+def supervisor_lines(log: str, message: str) -> list[dict[str, Any]]:
+    """The supervisor's lines with this message, from its log (other lines skipped)."""
     return [
-        line["worker_pid"]
+        line
         for line in map(json.loads, (text for text in log.splitlines() if text[:1] == "{"))
-        if line.get("message") == "worker process started"
+        if line.get("message") == message and line.get("logger") == "workers.supervisor"
     ]
+
+
+def started_pids(log: str) -> list[int]:
+    """The children a supervisor says it started, from its log."""
+    return [line["worker_pid"] for line in supervisor_lines(log, "worker process started")]
 
 
 async def ready(port: int) -> bool:
@@ -78,3 +84,30 @@ async def test_n_processes_are_kept_running_and_stopped_together(stack: Stack) -
         assert not alive(pid), f"worker {pid} outlived its supervisor"
     assert not await ready(base)
     assert not await ready(base + 1)
+
+
+async def test_a_worker_that_cannot_start_stops_all_and_the_supervisor_fails(stack: Stack) -> None:
+    base = free_port_pair()
+    with socket.socket() as squatter:
+        # Another program holds worker 1's status port: it dies at once, every time.
+        squatter.bind(("127.0.0.1", base + 1))
+        squatter.listen()
+        supervisor = stack.start_worker_processes(2, base)
+        try:
+            # 1 + 2 + 4 + 8 s of back-off between five short lives, and worker 0's stop.
+            code = supervisor.popen.wait(60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the supervisor kept going; log:\n{supervisor.log()}") from None
+    log = supervisor.log()
+    assert code == 1, log
+    (gave_up,) = supervisor_lines(log, "worker process keeps dying; stopping all workers")
+    assert gave_up["index"] == 1
+    assert gave_up["exit_code"] == 1
+    assert len(gave_up["recent_exits"]) == 5
+    assert f"worker status port 127.0.0.1:{base + 1}" in log, "the worker's own reason"
+    first_of_worker_0 = next(
+        line["worker_pid"]
+        for line in supervisor_lines(log, "worker process started")
+        if line["index"] == 0
+    )
+    assert not alive(first_of_worker_0)

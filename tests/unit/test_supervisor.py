@@ -87,3 +87,20 @@ async def test_a_child_killed_at_shutdown_makes_the_supervisor_fail(
     assert await finished(running) == EXIT_FAILURE
     (killed,) = logged(caplog, "worker did not stop in time; killing it")
     assert killed["index"] == 1
+
+
+async def test_a_child_that_keeps_dying_young_stops_all_and_fails(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    healthy = tmp_path / "healthy"
+    supervisor = Supervisor(
+        [python(SLEEPER, str(healthy)), python("raise SystemExit(3)")], 0.0, FAST
+    )
+    running = asyncio.create_task(supervisor.run())
+    assert await finished(running) == EXIT_FAILURE
+    (gave_up,) = logged(caplog, "worker process keeps dying; stopping all workers")
+    assert gave_up["index"] == 1
+    assert gave_up["exit_code"] == 3
+    assert [exit["exit_code"] for exit in gave_up["recent_exits"]] == [3] * FAST.max_young_deaths
+    assert len(logged(caplog, "worker process exited; restarting it")) == FAST.max_young_deaths - 1
+    assert [line["index"] for line in logged(caplog, "worker process started")].count(0) == 1
