@@ -66,8 +66,9 @@ class _Child:
     command: list[str]
     restart_delay: float
     process: asyncio.subprocess.Process | None = None
-    # (exit code, seconds it ran) of each death since it last ran STABLE_SECONDS, oldest first.
-    young_deaths: list[tuple[int, float]] = field(default_factory=list)
+    # (exit code, seconds it ran) of each death since it last ran STABLE_SECONDS, oldest first;
+    # no exit code when it could not be started.
+    young_deaths: list[tuple[int | None, float]] = field(default_factory=list)
 
 
 class Supervisor:
@@ -87,12 +88,12 @@ class Supervisor:
         self._stopping.set()
 
     async def run(self) -> int:
-        """Keep every child running until `stop`, or until one keeps dying young; then stop them
-        all. 0 once all stopped as told; EXIT_FAILURE when one was given up on or had to be
+        """Keep every child running until `stop`, or until one cannot be kept running; then stop
+        them all. 0 once all stopped as told; EXIT_FAILURE when one was given up on or had to be
         killed."""
         keepers = [asyncio.create_task(self._keep(child)) for child in self._children]
         stopping = asyncio.create_task(self._stopping.wait())
-        # A keeper ends before `stop` only when it gives up on its child: then all stop.
+        # A keeper ends before `stop` only when it gives up on its child or fails: then all stop.
         await asyncio.wait([stopping, *keepers], return_when=asyncio.FIRST_COMPLETED)
         self._stopping.set()
         await stopping
@@ -117,33 +118,54 @@ class Supervisor:
 
     async def _keep(self, child: _Child) -> bool:
         """Run `child` until `stop` (True), restarting it whenever it dies; give up on it (False,
-        logged) once it has died young `max_young_deaths` times in a row."""
-        while not self._stopping.is_set():
+        logged) once it has died young `max_young_deaths` times in a row, or on a fault here."""
+        try:
+            while not self._stopping.is_set():
+                started_at = time.monotonic()
+                code = await self._run_once(child)
+                if self._stopping.is_set():
+                    break
+                if not self._may_restart(child, code, time.monotonic() - started_at):
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), child.restart_delay)
+                child.restart_delay = min(
+                    child.restart_delay * 2, self._limits.max_restart_delay_seconds
+                )
+        except Exception as error:  # a fault of ours: stop all rather than run one process short
+            log(logger, logging.ERROR, "worker process keeper failed; stopping all workers",
+                index=child.index, error=repr(error))  # fmt: skip
+            return False
+        return True
+
+    async def _run_once(self, child: _Child) -> int | None:
+        """Start `child` and wait for it to exit: its exit code, or None if it could not start."""
+        try:
             child.process = await asyncio.create_subprocess_exec(*child.command)
-            started_at = time.monotonic()
-            log(logger, logging.INFO, "worker process started",
-                index=child.index, worker_pid=child.process.pid)  # fmt: skip
-            code = await child.process.wait()
-            if self._stopping.is_set():
-                break
-            ran_seconds = time.monotonic() - started_at
-            if ran_seconds > self._limits.stable_seconds:
-                child.restart_delay = self._limits.first_restart_delay_seconds
-                child.young_deaths.clear()
-            else:
-                child.young_deaths.append((code, round(ran_seconds, 1)))
-            if len(child.young_deaths) >= self._limits.max_young_deaths:
-                log(logger, logging.ERROR, "worker process keeps dying; stopping all workers",
-                    index=child.index, worker_pid=child.process.pid, exit_code=code,
-                    recent_exits=[{"exit_code": exit_code, "ran_seconds": ran}
-                                  for exit_code, ran in child.young_deaths])  # fmt: skip
-                return False
-            log(logger, logging.ERROR, "worker process exited; restarting it",
-                index=child.index, worker_pid=child.process.pid, exit_code=code,
-                restart_in_seconds=child.restart_delay)  # fmt: skip
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), child.restart_delay)
-            child.restart_delay = min(
-                child.restart_delay * 2, self._limits.max_restart_delay_seconds
-            )
+        except OSError as error:  # the interpreter gone after an upgrade, no memory to fork
+            child.process = None
+            log(logger, logging.ERROR, "cannot start worker process",
+                index=child.index, command=child.command[0], error=repr(error))  # fmt: skip
+            return None
+        log(logger, logging.INFO, "worker process started",
+            index=child.index, worker_pid=child.process.pid)  # fmt: skip
+        return await child.process.wait()
+
+    def _may_restart(self, child: _Child, code: int | None, ran_seconds: float) -> bool:
+        """Count a death of `child` and log it: whether to restart it, or give up on it."""
+        if ran_seconds > self._limits.stable_seconds:
+            child.restart_delay = self._limits.first_restart_delay_seconds
+            child.young_deaths.clear()
+        else:
+            child.young_deaths.append((code, round(ran_seconds, 1)))
+        pid = child.process.pid if child.process is not None else None
+        if len(child.young_deaths) >= self._limits.max_young_deaths:
+            log(logger, logging.ERROR, "worker process keeps dying; stopping all workers",
+                index=child.index, worker_pid=pid, exit_code=code,
+                recent_exits=[{"exit_code": exit_code, "ran_seconds": ran}
+                              for exit_code, ran in child.young_deaths])  # fmt: skip
+            return False
+        log(logger, logging.ERROR, "worker process exited; restarting it",
+            index=child.index, worker_pid=pid, exit_code=code,
+            restart_in_seconds=child.restart_delay)  # fmt: skip
         return True

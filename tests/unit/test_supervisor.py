@@ -104,3 +104,33 @@ async def test_a_child_that_keeps_dying_young_stops_all_and_fails(
     assert [exit["exit_code"] for exit in gave_up["recent_exits"]] == [3] * FAST.max_young_deaths
     assert len(logged(caplog, "worker process exited; restarting it")) == FAST.max_young_deaths - 1
     assert [line["index"] for line in logged(caplog, "worker process started")].count(0) == 1
+
+
+async def test_a_command_that_cannot_be_executed_counts_as_a_death_and_fails(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    healthy = tmp_path / "healthy"
+    supervisor = Supervisor(
+        [python(SLEEPER, str(healthy)), [str(tmp_path / "upgraded-away" / "python")]], 0.0, FAST
+    )
+    running = asyncio.create_task(supervisor.run())
+    assert await finished(running) == EXIT_FAILURE
+    failures = logged(caplog, "cannot start worker process")
+    assert len(failures) == FAST.max_young_deaths
+    assert "FileNotFoundError" in failures[0]["error"]
+    (gave_up,) = logged(caplog, "worker process keeps dying; stopping all workers")
+    assert gave_up["index"] == 1
+    assert gave_up["exit_code"] is None
+
+
+async def test_a_keeper_that_fails_stops_all_and_fails(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    healthy = tmp_path / "healthy"
+    # A NUL byte in the program's name: not an OSError from the system, a ValueError from Python.
+    supervisor = Supervisor([python(SLEEPER, str(healthy)), ["python\0"]], 0.0, FAST)
+    running = asyncio.create_task(supervisor.run())
+    assert await finished(running) == EXIT_FAILURE
+    (failed,) = logged(caplog, "worker process keeper failed; stopping all workers")
+    assert failed["index"] == 1
+    assert "ValueError" in failed["error"]
