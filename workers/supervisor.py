@@ -149,6 +149,8 @@ class Supervisor:
             return None
         log(logger, logging.INFO, "worker process started",
             index=child.index, worker_pid=child.process.pid)  # fmt: skip
+        if self._stopping.is_set():  # stop() came while it started: run() did not see it
+            child.process.send_signal(signal.SIGTERM)
         return await child.process.wait()
 
     def _may_restart(self, child: _Child, code: int | None, ran_seconds: float) -> bool:

@@ -134,3 +134,20 @@ async def test_a_keeper_that_fails_stops_all_and_fails(
     (failed,) = logged(caplog, "worker process keeper failed; stopping all workers")
     assert failed["index"] == 1
     assert "ValueError" in failed["error"]
+
+
+async def test_a_child_started_during_shutdown_is_told_to_stop_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    supervisor = Supervisor([python(SLEEPER, str(tmp_path / "late"))], 0.0, FAST)
+    spawn = asyncio.create_subprocess_exec
+
+    async def spawn_as_stop_comes(*command: Any, **options: Any) -> asyncio.subprocess.Process:
+        process = await spawn(*command, **options)
+        supervisor.stop()  # SIGTERM reaching the supervisor while its child starts
+        await asyncio.sleep(0.2)  # run() signals the children it knows of meanwhile
+        return process
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", spawn_as_stop_comes)
+    assert await finished(asyncio.create_task(supervisor.run())) == 0
+    assert not logged(caplog, "worker did not stop in time; killing it")
