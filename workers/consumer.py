@@ -61,6 +61,9 @@ logger = logging.getLogger(__name__)
 
 # Outcomes that need no one's attention; the others are logged as warnings.
 QUIET_OUTCOMES = frozenset({Outcome.CREDITED, Outcome.DUPLICATE})
+HELD_FAILURE = Failure(
+    FailureKind.BUSINESS, Outcome.HELD_UNKNOWN_ACCOUNT.value, "the user's wallet does not exist"
+)
 FIRST_RETRY_DELAY_SECONDS = 0.1
 MAX_RETRY_DELAY_SECONDS = 2.0
 WATCHDOG_INTERVAL_SECONDS = 1.0
@@ -258,12 +261,23 @@ class Worker:
 
     async def _handle(self, batch: list[Delivery]) -> None:
         decoded: list[tuple[Delivery, PayoutEvent]] = []
+        poison: list[tuple[Delivery, Failure]] = []
         for message in batch:
             try:
                 decoded.append((message, decode_event(message.body)))
             except ContractError as error:
-                failure = Failure(FailureKind.POISON, "ContractError", str(error)[:500])
+                poison.append(
+                    (message, Failure(FailureKind.POISON, "ContractError", str(error)[:500]))
+                )
+        try:
+            await self._credit(decoded)
+        finally:
+            # After the batch's payouts: each move waits for the broker's confirm, and neither
+            # the credits nor the answers their providers wait for should wait behind it.
+            for message, failure in poison:
                 await self._dead_letter(message, failure, None)
+
+    async def _credit(self, decoded: list[tuple[Delivery, PayoutEvent]]) -> None:
         if len(decoded) == 1:
             await self._handle_one(*decoded[0])
             return
@@ -291,12 +305,17 @@ class Worker:
                 settle = self._handle_one
             log(logger, logging.WARNING, what, size=len(decoded), error=repr(error))
         else:
-            to_ack = [
-                message
+            held = [
+                (message, event)
                 for (message, event), result in zip(decoded, results, strict=True)
-                if await self._settle_result(message, event, result)
+                if self._log_result(message, event, result)
             ]
-            await self._ack_committed(to_ack)
+            # The committed payouts are acked first: a held one's move to the dead-letter queue
+            # waits for the broker, and the others' acks (and this batch's slot) need not.
+            held_messages = {message for message, _ in held}
+            await self._ack_committed([m for m, _ in decoded if m not in held_messages])
+            for message, event in held:
+                await self._dead_letter(message, HELD_FAILURE, event)
             return
         # Every one settles before the last line of defence may requeue the rest.
         errors: list[Exception] = []
@@ -322,14 +341,16 @@ class Worker:
                 )
             await self._retry_later(message, failure, event)
             return
-        if await self._settle_result(message, event, result):
+        if self._log_result(message, event, result):
+            await self._dead_letter(message, HELD_FAILURE, event)
+        else:
             await self._ack_committed([message])
 
-    async def _settle_result(
-        self, message: Delivery, event: PayoutEvent, result: CreditResult
-    ) -> bool:
-        """Log and count a committed outcome; dead-letter a newly held payout. True when the
-        delivery is still to be acked."""
+    def _log_result(self, message: Delivery, event: PayoutEvent, result: CreditResult) -> bool:
+        """Log and count a committed outcome. True when the payout was newly held: recorded, and
+        its delivery goes to the dead-letter queue, from where an engineer replays it once the
+        wallet exists (a provider's re-send of a held payout is acked: its first delivery is
+        already there)."""
         lag_seconds = (datetime.now(UTC) - event.received_at).total_seconds()
         metrics.PAYOUTS.labels(event.provider_instance, result.outcome.value).inc()
         metrics.LAG_SECONDS.labels(event.provider_instance).observe(max(lag_seconds, 0.0))
@@ -344,15 +365,7 @@ class Worker:
             lag_ms=round(lag_seconds * 1000, 1),
             redelivered=message.redelivered,
         )
-        if result.outcome is Outcome.HELD_UNKNOWN_ACCOUNT and result.own_record:
-            # Recorded; the dead-letter entry lets an engineer replay it once the wallet exists.
-            # A provider's re-send of a held payout is acked: its first delivery is already there.
-            failure = Failure(
-                FailureKind.BUSINESS, result.outcome.value, "the user's wallet does not exist"
-            )
-            await self._dead_letter(message, failure, event)
-            return False
-        return True
+        return result.outcome is Outcome.HELD_UNKNOWN_ACCOUNT and result.own_record
 
     async def _ack_committed(self, messages: list[Delivery]) -> None:
         """Ack deliveries whose payouts have committed: with one `multiple` ack when they are

@@ -539,3 +539,29 @@ async def test_a_delivery_on_a_closed_channel_is_known_as_returned(services: Ser
         assert channel_of(message) is None
         with pytest.raises(aio_pika.exceptions.ChannelInvalidStateError):
             await message.ack()  # raised when awaited, where the worker's settling catches it
+
+
+async def test_a_poison_message_does_not_hold_back_its_batch(
+    settings: Settings, observer: asyncpg.Connection
+) -> None:
+    """Its move to the dead-letter queue waits for the broker; the payouts delivered with it are
+    credited first, not behind it (a provider waiting for the outcome would be told to retry)."""
+    pool = await create_pool_when_available(settings.database)
+    pausing = PausingAfterConfirm(settings.broker, pause_seconds=5)
+    stop = asyncio.Event()
+    running: asyncio.Task[int] | None = None
+    try:
+        async with publisher_for(settings) as publisher:
+            # Delivered first, and in the same batch as the payouts behind it.
+            await publisher.publish(aio_pika.Message(b"not json", message_id="poison"))
+            for user in ("fern", "gus", "hal"):
+                await publisher.publish_event(event(user, 5))
+            running = asyncio.create_task(Worker(settings, pool, pausing).run(stop))
+            await asyncio.wait_for(pausing.confirmed.wait(), 30)
+            # The poison's copy is confirmed and its move is paused: the payouts are in already.
+            assert await count(observer, "SELECT count(*) FROM payouts") == 3
+    finally:
+        stop.set()
+        if running is not None:
+            await asyncio.wait([running], timeout=30)
+        await pool.close()
