@@ -9,7 +9,9 @@ each leaves, adds each wallet's total, writes the ledger and grants the items. T
 accounts' ids are looked up once per worker process (`FundingAccounts`). Everything else in the
 batch goes through `apply_payout` afterwards, in the same transaction: re-sends and in-batch
 duplicates, payouts that need an existing wallet or a pending order, old requests, and the
-payouts to their wallets that follow one of these that may credit its wallet.
+payouts to their wallets that follow one of these that may credit its wallet. A funding account
+the batch created and paid nothing from in the end is deleted before it commits: one transaction
+per payout creates one only to credit a wallet from it.
 
 Each payout row is written once, already credited: a payout claimed as held and then marked
 credited would cost a second row version and a second entry in every index of `payouts`.
@@ -148,12 +150,20 @@ WITH recorded AS (
 SELECT payout_id, event_id FROM recorded
 """
 
-# Wallets and funding accounts alike ($1 is the kind), each created once whoever asks first.
+# Wallets and funding accounts alike ($1 is the kind), each created once whoever asks first;
+# returns those this statement created.
 CREATE_ACCOUNTS = """
 INSERT INTO accounts (kind, owner, currency)
 SELECT $1, t.owner, t.currency FROM unnest($2::text[], $3::text[]) AS t(owner, currency)
 ORDER BY t.owner, t.currency
 ON CONFLICT (kind, owner, currency) DO NOTHING
+RETURNING account_id, owner, currency
+"""
+
+# Funding accounts this transaction created and paid nothing from: no other transaction has seen
+# them. A ledger entry on one would fail the foreign key rather than lose the entry.
+DELETE_ACCOUNTS = """
+DELETE FROM accounts WHERE account_id = ANY($1::bigint[])
 """
 
 # LIMIT 1 (the key is unique anyway) keeps the planner from flattening the subquery into a join.
@@ -194,10 +204,11 @@ class _Account:
 class FundingAccounts:
     """The ids of the funding accounts seen committed, by (provider instance, currency).
 
-    Accounts are never deleted, so a worker process looks each one up once, not in every batch.
-    An id is kept only when found before the transaction created any funding account: a
-    committed row, not one a rollback could take away. A failover to a replica that had not
-    received the commit can still take one away; the worker forgets them all when a batch fails.
+    Committed accounts are never deleted, so a worker process looks each one up once, not in
+    every batch. An id is kept only when found before the transaction created any funding
+    account: a committed row, not one a rollback (or `apply_batch`) could take away. A failover
+    to a replica that had not received the commit can still take one away; the worker forgets
+    them all when a batch fails.
     """
 
     def __init__(self) -> None:
@@ -207,17 +218,23 @@ class FundingAccounts:
         """Look every account up again from the next batch on."""
         self._committed.clear()
 
-    async def ids(self, conn: Connection, accounts: set[FundingKey]) -> dict[FundingKey, int]:
-        """The id of each of `accounts`, created in the caller's transaction when missing."""
+    async def ids(
+        self, conn: Connection, accounts: set[FundingKey]
+    ) -> tuple[dict[FundingKey, int], dict[FundingKey, int]]:
+        """The id of each of `accounts`, created in the caller's transaction when missing; and
+        the ids of those this call created."""
         ids = {key: self._committed[key] for key in accounts if key in self._committed}
+        created: dict[FundingKey, int] = {}
         if unknown := accounts - ids.keys():
             found = await _find_accounts(conn, "funding", unknown)
             self._committed.update(found)
             ids |= found
             if missing := unknown - found.keys():
-                await _create_accounts(conn, "funding", missing)
-                ids |= await _find_accounts(conn, "funding", missing)
-        return ids
+                created = await _create_accounts(conn, "funding", missing)
+                ids |= created
+                if raced := missing - created.keys():  # committed meanwhile by another worker
+                    ids |= await _find_accounts(conn, "funding", raced)
+        return ids, created
 
 
 async def apply_batch(
@@ -257,9 +274,10 @@ async def apply_batch(
     credited = _balances_after(events, fresh, wallets)
     # Every funding account the batch may pay from, those of its one-by-one payouts included,
     # so that `apply_payout` never creates one after recording a payout: all are created here,
-    # in one sorted statement, before any payout's key is taken.
-    funding_ids = await funding.ids(
-        conn, {(event.provider_instance, event.currency) for event in events if event.amount}
+    # in one sorted statement, before any payout's key is taken. Whether a one-by-one payout
+    # pays is known only once it has run: those created for none are deleted at the end.
+    funding_ids, created_funding = await funding.ids(
+        conn, {_funding(event) for event in events if event.amount}
     )
     payout_ids = await _record_credited(conn, credited, wallets, funding_ids)
     for item in credited:
@@ -267,13 +285,39 @@ async def apply_batch(
             Outcome.CREDITED, payout_ids[item.index], item.balance_after, own_record=True
         )
     for index in one_by_one:
-        results[index] = await apply_payout(conn, events[index])
+        results[index] = await apply_payout(conn, events[index], funding_ids)
     assert all(result is not None for result in results)
-    return [result for result in results if result is not None]
+    done = [result for result in results if result is not None]
+    await _delete_unpaid_funding(conn, events, done, created_funding)
+    return done
+
+
+async def _delete_unpaid_funding(
+    conn: Connection,
+    events: Sequence[PayoutEvent],
+    results: list[CreditResult],
+    created: dict[FundingKey, int],
+) -> None:
+    """Delete the funding accounts this batch created that none of its payouts paid from (a
+    conflict, a reused signature, an expired request, a refused order, a held payout): one
+    transaction per payout would not have created them."""
+    if not created:
+        return  # the common case: every funding account existed already
+    paid = {
+        _funding(event)
+        for event, result in zip(events, results, strict=True)
+        if event.amount and result.outcome is Outcome.CREDITED
+    }
+    if unpaid := sorted(account_id for key, account_id in created.items() if key not in paid):
+        await conn.execute(DELETE_ACCOUNTS, unpaid)
 
 
 def _wallet(event: PayoutEvent) -> Wallet:
     return (event.user_id, event.currency)
+
+
+def _funding(event: PayoutEvent) -> FundingKey:
+    return (event.provider_instance, event.currency)
 
 
 def _split(events: Sequence[PayoutEvent]) -> tuple[list[int], list[int]]:
@@ -374,9 +418,14 @@ async def _recorded_and_locked(
     return recorded, locked
 
 
-async def _create_accounts(conn: Connection, kind: str, accounts: set[tuple[str, str]]) -> None:
-    if accounts:
-        await conn.execute(CREATE_ACCOUNTS, kind, *_columns(sorted(accounts), 2))
+async def _create_accounts(
+    conn: Connection, kind: str, accounts: set[tuple[str, str]]
+) -> dict[tuple[str, str], int]:
+    """Those of `accounts` this call created, with their ids."""
+    if not accounts:
+        return {}
+    rows = await conn.fetch(CREATE_ACCOUNTS, kind, *_columns(sorted(accounts), 2))
+    return {(row["owner"], row["currency"]): row["account_id"] for row in rows}
 
 
 async def _find_accounts(
@@ -465,7 +514,7 @@ def _ledger_entries(
     for item in credited:
         event = item.event
         if event.amount:
-            source = funding_ids[(event.provider_instance, event.currency)]
+            source = funding_ids[_funding(event)]
             entries.append((event.event_id, wallets[item.wallet].account_id, event.amount))
             entries.append((event.event_id, source, event.amount.copy_negate()))  # exact, unlike -x
     return entries

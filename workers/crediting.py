@@ -16,6 +16,7 @@ from schema.outcomes import Outcome
 from workers.orders import consume_order
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from decimal import Decimal
 
     import asyncpg
@@ -146,14 +147,19 @@ class PayoutToCredit:
     items: tuple[str, ...] = ()
 
 
-async def apply_payout(conn: Connection, event: PayoutEvent) -> CreditResult:
-    """Record and credit `event`; the caller owns the transaction and commits before acking."""
+async def apply_payout(
+    conn: Connection, event: PayoutEvent, funding: Mapping[tuple[str, str], int] | None = None
+) -> CreditResult:
+    """Record and credit `event`; the caller owns the transaction and commits before acking.
+
+    `funding`: funding account ids by (provider instance, currency) that the caller has looked
+    up or created in this transaction; an account not in it is created when first paid from."""
     if not event.create_account:
         await conn.execute(LOCK_WALLET_CREATION, event.user_id, event.currency)
     if event.may_record_new:
         payout_id = await _claim(conn, event)
         if payout_id is not None:
-            return await _apply_claimed(conn, payout_id, event)
+            return await _apply_claimed(conn, payout_id, event, funding)
 
     existing = await conn.fetchrow(
         LOCK_EXISTING_TRANSACTION, event.provider_instance, event.transaction_id
@@ -187,7 +193,7 @@ async def apply_payout(conn: Connection, event: PayoutEvent) -> CreditResult:
     own_record = existing["event_id"] == event.event_id
     if existing["status"] == "held":
         result = await _credit_new_or_held(
-            conn, existing["payout_id"], event, existing["create_account"]
+            conn, existing["payout_id"], event, existing["create_account"], funding
         )
         return CreditResult(result.outcome, result.payout_id, result.balance_after, own_record)
     balance_after = await conn.fetchval(COUNT_DUPLICATE_DELIVERY, existing["payout_id"])
@@ -218,14 +224,19 @@ async def _claim(conn: Connection, event: PayoutEvent) -> int | None:
     return payout_id
 
 
-async def _apply_claimed(conn: Connection, payout_id: int, event: PayoutEvent) -> CreditResult:
+async def _apply_claimed(
+    conn: Connection,
+    payout_id: int,
+    event: PayoutEvent,
+    funding: Mapping[tuple[str, str], int] | None,
+) -> CreditResult:
     if event.verify_order:
         refusal = await consume_order(conn, event, payout_id)
         if refusal is not None:
             await conn.execute(RELEASE_CLAIM, payout_id)
             await _record_refused(conn, event, refusal)
             return CreditResult(refusal, None, None)
-    result = await _credit_new_or_held(conn, payout_id, event, event.create_account)
+    result = await _credit_new_or_held(conn, payout_id, event, event.create_account, funding)
     return CreditResult(result.outcome, result.payout_id, result.balance_after, own_record=True)
 
 
@@ -242,7 +253,11 @@ def _same_payout(existing: asyncpg.Record, event: PayoutEvent) -> bool:
 
 
 async def _credit_new_or_held(
-    conn: Connection, payout_id: int, event: PayoutEvent, create_account: bool
+    conn: Connection,
+    payout_id: int,
+    event: PayoutEvent,
+    create_account: bool,
+    funding: Mapping[tuple[str, str], int] | None,
 ) -> CreditResult:
     if create_account:
         await conn.execute(CREATE_WALLET, event.user_id, event.currency)
@@ -251,6 +266,7 @@ async def _credit_new_or_held(
         PayoutToCredit(payout_id, event.provider_instance, event.amount, event.items),
         event.user_id,
         event.currency,
+        funding,
     )
     if balance is None:
         return CreditResult(Outcome.HELD_UNKNOWN_ACCOUNT, payout_id, None)
@@ -258,7 +274,11 @@ async def _credit_new_or_held(
 
 
 async def _credit(
-    conn: Connection, payout: PayoutToCredit, user_id: str, currency: str
+    conn: Connection,
+    payout: PayoutToCredit,
+    user_id: str,
+    currency: str,
+    funding: Mapping[tuple[str, str], int] | None = None,
 ) -> Decimal | None:
     """Move the amount from the instance's funding account to the wallet and grant the items;
     None if the wallet does not exist. A zero amount still needs the wallet (the user exists)."""
@@ -266,10 +286,12 @@ async def _credit(
     if wallet is None:
         return None
     if payout.amount:
-        await conn.execute(CREATE_FUNDING_ACCOUNT, payout.provider_instance, currency)
-        funding_account_id = await conn.fetchval(
-            FUNDING_ACCOUNT_ID, payout.provider_instance, currency
-        )
+        funding_account_id = (funding or {}).get((payout.provider_instance, currency))
+        if funding_account_id is None:
+            await conn.execute(CREATE_FUNDING_ACCOUNT, payout.provider_instance, currency)
+            funding_account_id = await conn.fetchval(
+                FUNDING_ACCOUNT_ID, payout.provider_instance, currency
+            )
         await conn.execute(
             WRITE_LEDGER, payout.payout_id, wallet["account_id"], funding_account_id, payout.amount
         )

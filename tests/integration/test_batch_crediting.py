@@ -71,6 +71,7 @@ class Books:
     """Everything a payout can change, in a form two databases can be compared by."""
 
     wallets: list[tuple[str, str, Decimal]]
+    funding: list[tuple[str, str]]
     payouts: list[tuple[str, str, str, str, Decimal | None, int]]
     refused: list[tuple[str, str, str]]
     ledger: list[tuple[str, str, Decimal]]
@@ -84,6 +85,9 @@ async def books(conn: asyncpg.Connection) -> Books:
     return Books(
         wallets=await rows(
             "SELECT owner, currency, balance FROM accounts WHERE kind = 'wallet' ORDER BY 1, 2"
+        ),
+        funding=await rows(
+            "SELECT owner, currency FROM accounts WHERE kind = 'funding' ORDER BY 1, 2"
         ),
         payouts=await rows(
             "SELECT provider_instance, transaction_id, status, outcome, balance_after,"
@@ -204,6 +208,58 @@ async def test_a_batch_ends_as_one_transaction_per_payout_would(
             Outcome.CONFLICT,
             Outcome.HELD_UNKNOWN_ACCOUNT,
         } <= outcomes, "the traffic did not exercise the cases it is meant to"
+    finally:
+        await batched.close()
+        await serial.close()
+
+
+def moving_no_money(case: str, recorded: PayoutEvent) -> PayoutEvent:
+    """A payout in GEM, which `recorded`'s provider instance has never paid in, that credits
+    nothing: what `case` names it."""
+    gem: dict[str, Any] = {"currency": "GEM", "amount": Decimal(7)}
+    if case == "conflict":  # spec 001 re-sends a credited transaction in another currency
+        return recorded.model_copy(update={"event_id": uuid.uuid4(), **gem})
+    if case == "signature_reused":
+        return payout_event(signature=recorded.signature, **gem)
+    if case == "expired":
+        return payout_event(may_record_new=False, **gem)
+    if case == "order_not_found":
+        return payout_event(verify_order=True, order_id="order-unknown", **gem)
+    assert case == "held_unknown_account"
+    return payout_event(user_id="nobody", create_account=False, **gem)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["conflict", "signature_reused", "expired", "order_not_found", "held_unknown_account"],
+)
+async def test_a_payout_that_moves_no_money_leaves_no_funding_account(
+    services: Services, case: str
+) -> None:
+    """Alone, a payout creates its instance's funding account in its currency only when it
+    credits a wallet from it; a batch leaves the same accounts, whether the funding account it
+    creates is then paid from (the second payout, from a new instance) or not."""
+    recorded = payout_event(user_id="ann")
+    events = [moving_no_money(case, recorded), payout_event(provider_instance="new", user_id="bob")]
+    batched, serial = (
+        await asyncpg.connect(await services.new_database()),
+        await asyncpg.connect(await services.new_database()),
+    )
+    try:
+        for conn in (batched, serial):
+            async with conn.transaction():
+                await apply_payout(conn, recorded)
+        async with batched.transaction():
+            results = await apply_batch(batched, events, FundingAccounts())
+        expected = []
+        for event in events:
+            async with serial.transaction():
+                expected.append(await apply_payout(serial, event))
+        assert [r.outcome for r in results] == [r.outcome for r in expected]
+        assert [r.outcome for r in results] == [Outcome(case), Outcome.CREDITED]
+        assert await books(batched) == await books(serial)
+        assert (await books(batched)).funding == [("new", "COIN"), ("ow", "COIN")]
+        await assert_books_balance(batched)
     finally:
         await batched.close()
         await serial.close()
@@ -453,6 +509,7 @@ async def test_every_funding_account_is_created_before_any_payout_is_recorded(
         assert result.outcome is Outcome.CREDITED
         inserts = [inserted(query.query, tuple(query.args)) for query in queries]
         assert inserts.index("funding") < inserts.index("payout"), inserts
+        assert inserts.count("funding") == 1, "the payout pays from the id the batch has"
         await assert_books_balance(conn)
 
 
