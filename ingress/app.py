@@ -3,6 +3,8 @@ order APIs when configured, and health checks."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -45,6 +47,9 @@ if TYPE_CHECKING:
 __all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
+
+# How stale another process's connection gauges may be when this one answers a scrape.
+GAUGE_REFRESH_SECONDS = 1.0
 
 
 class CallbackEndpoint:
@@ -338,14 +343,22 @@ def create_app(settings: Settings, environ: Mapping[str, str]) -> Starlette:
             outcomes.start()
         if database is not None:
             await database.open()
+        gauges = asyncio.create_task(
+            _keep_connection_gauges(publisher, outcomes), name="connection-gauges"
+        )
         try:
             yield
         finally:
+            # Awaited last: a turn of the loop here would let a publisher still connecting get
+            # halfway into the handshake that close() then cancels.
+            gauges.cancel()
             await publisher.close()
             if outcomes is not None:
                 await outcomes.close()
             if database is not None:
                 await database.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gauges
 
     return IngressApp(callbacks, routes=routes, lifespan=lifespan)
 
@@ -382,9 +395,25 @@ def _metrics(
         address = request_address(request, settings.trusted_proxies)
         if not is_allowed(address, settings.metrics_allowlist):
             return JSONResponse({"error": "forbidden"}, status_code=403)
-        metrics.BROKER_CONNECTED.set(publisher.ready)
-        if outcomes is not None:
-            metrics.OUTCOMES_LISTENING.set(outcomes.listening)
+        _set_connection_gauges(publisher, outcomes)  # this process's own, exact at the scrape
         return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return serve_metrics
+
+
+def _set_connection_gauges(publisher: ConfirmedPublisher, outcomes: OutcomeListener | None) -> None:
+    metrics.BROKER_CONNECTED.set(publisher.ready)
+    if outcomes is not None:
+        metrics.OUTCOMES_LISTENING.set(outcomes.listening)
+
+
+async def _keep_connection_gauges(
+    publisher: ConfirmedPublisher, outcomes: OutcomeListener | None
+) -> None:
+    """Write this process's connection state every GAUGE_REFRESH_SECONDS. Under --processes N
+    whichever process answers a scrape renders the values every process last wrote, and
+    Prometheus's kept-alive connection reaches only one of them: a value written only at the
+    scrape would stay at its initial 0 in all the others, the minimum with it."""
+    while True:
+        _set_connection_gauges(publisher, outcomes)
+        await asyncio.sleep(GAUGE_REFRESH_SECONDS)

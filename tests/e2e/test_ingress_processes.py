@@ -1,5 +1,6 @@
 """`payouts ingress --processes N`: N real processes sharing the callback port, one killed and
-replaced without the port going dark, and /metrics counting the answers of all of them."""
+replaced without the port going dark, and /metrics counting the answers of all of them and
+reporting the connections of the living ones."""
 
 from __future__ import annotations
 
@@ -68,3 +69,31 @@ async def test_processes_share_the_port_survive_a_kill_and_count_together(stack:
 
     assert ingress.stop() == 0
     assert not [pid for pid in first_children if alive(pid)]
+
+
+async def connection_gauges(client: httpx.AsyncClient) -> tuple[float, float]:
+    response = await client.get("/metrics")
+    assert response.status_code == 200, response.text
+    return (
+        sample_value(response.text, "payouts_ingress_broker_connected"),
+        sample_value(response.text, "payouts_ingress_outcomes_listening"),
+    )
+
+
+async def test_any_process_answering_a_scrape_reports_every_process_connected(
+    stack: Stack,
+) -> None:
+    ingress = await stack.start_ingress(processes=2)
+
+    # Prometheus keeps its connection alive, so one process answers every one of its scrapes:
+    # the other process's connection state must reach the gauges without a scrape of its own.
+    async with httpx.AsyncClient(base_url=stack.base_url) as prometheus:
+
+        async def connected() -> bool:
+            return await connection_gauges(prometheus) == (1, 1)
+
+        await wait_until(connected, f"both processes reported connected; log:\n{ingress.log()}")
+
+    for _ in range(8):
+        async with httpx.AsyncClient(base_url=stack.base_url) as scraper:  # a new connection
+            assert await connection_gauges(scraper) == (1, 1)

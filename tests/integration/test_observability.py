@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
+from ingress import metrics
 from ingress.app import create_app
 from ingress.device_ids import mask
 from schema.events import decode_event
@@ -107,6 +109,21 @@ async def test_the_ingress_counts_answers_failures_secrets_and_publishes(
     assert grew("payouts_ingress_publish_seconds_count") == 3
     assert grew("payouts_ingress_request_seconds_count", instance=instance) == 5
     assert sample_value(after, "payouts_ingress_broker_connected") == 1
+
+
+async def test_the_broker_gauge_follows_the_connection_without_a_scrape(
+    services: Services, namespace: str
+) -> None:
+    # Under --processes N another process answers the scrapes: this one's value must be
+    # written all the same.
+    metrics.BROKER_CONNECTED.set(0)  # whatever an earlier test's app left in this process
+    app = create_app(settings_for(services.rabbitmq_url, namespace), {"TEST_SECRET": SECRET})
+    async with app.router.lifespan_context(app):
+
+        async def reported() -> bool:
+            return REGISTRY.get_sample_value("payouts_ingress_broker_connected") == 1
+
+        await wait_until(reported, "the broker gauge at 1, unscraped")
 
 
 async def test_metrics_are_served_only_to_the_allowlisted_networks(
