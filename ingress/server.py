@@ -15,7 +15,7 @@ from uvicorn.supervisors import Multiprocess
 
 from ingress.app import create_app
 from ingress.protocols import validate_providers
-from schema.metrics import MULTIPROCESS_DIR_ENV
+from schema.metrics import MULTIPROCESS_DIR_ENV, forget_process
 from schema.settings import CONFIG_PATH_ENV, load_settings
 
 if TYPE_CHECKING:
@@ -39,6 +39,9 @@ def serve(settings: Settings, environ: Mapping[str, str], processes: int = 1) ->
             os.environ[MULTIPROCESS_DIR_ENV] = cleanup.enter_context(
                 tempfile.TemporaryDirectory(prefix="payouts-ingress-metrics-")
             )
+        # With the operator's directory set before start, this supervisor wrote its gauges there
+        # at 0 when it imported the app; it serves nothing and never updates them, and it lives.
+        forget_process(os.getpid(), os.environ[MULTIPROCESS_DIR_ENV])
         _serve_processes(settings, processes)
 
 

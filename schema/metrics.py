@@ -7,7 +7,9 @@ variable each process serves its own registry (docs/operations.md, "Metrics").
 
 from __future__ import annotations
 
+import contextlib
 import os
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -17,7 +19,13 @@ from prometheus_client import (
     multiprocess,
 )
 
-__all__ = ["CONTENT_TYPE_LATEST", "LATENCY_BUCKETS", "MULTIPROCESS_DIR_ENV", "exposition"]
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "LATENCY_BUCKETS",
+    "MULTIPROCESS_DIR_ENV",
+    "exposition",
+    "forget_process",
+]
 
 MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -29,8 +37,38 @@ LATENCY_BUCKETS = (
 
 def exposition() -> bytes:
     """Every metric of this process, or of all processes sharing the multiprocess directory."""
-    if os.environ.get(MULTIPROCESS_DIR_ENV):
+    if directory := os.environ.get(MULTIPROCESS_DIR_ENV):
+        _forget_exited_processes(directory)
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
     return generate_latest(REGISTRY)
+
+
+def forget_process(pid: int, directory: str) -> None:
+    """Leave process `pid` out of the "live*" gauges (livemin and the like) of `directory`; its
+    counters and histograms still count."""
+    with contextlib.suppress(FileNotFoundError):  # another process's scrape was first
+        multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
+
+def _forget_exited_processes(directory: str) -> None:
+    """The client library renders a "live*" gauge's file until mark_process_dead removes it, and
+    uvicorn's supervisor, which replaces a dead process, has no hook to call it: so a process
+    that died with a gauge at 0 would hold a livemin at 0 for good. Whoever scrapes forgets the
+    processes that no longer run, which assumes the directory holds the processes of one host
+    (one PID namespace), as a directory of one `payouts ingress` command does."""
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = int(path.stem.rpartition("_")[2])
+        if not _running(pid):
+            forget_process(pid, directory)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: it runs
+    return True

@@ -4,20 +4,25 @@ reporting the connections of the living ones."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
+from prometheus_client.mmap_dict import MmapedDict
 
 from tests.e2e.provider import ProviderSimulator, reconcile
 from tests.e2e.stack import alive
 from tests.e2e.test_faults import settle
 from tests.metrics_reading import sample_value
 from tests.polling import wait_until
+from tests.tcp_proxy import TcpProxy
 
 if TYPE_CHECKING:
+    import pytest
+
     from tests.e2e.stack import Stack
 
 
@@ -97,3 +102,59 @@ async def test_any_process_answering_a_scrape_reports_every_process_connected(
     for _ in range(8):
         async with httpx.AsyncClient(base_url=stack.base_url) as scraper:  # a new connection
             assert await connection_gauges(scraper) == (1, 1)
+
+
+def broker_connected_by_process(directory: Path) -> dict[int, float]:
+    """What each process last wrote to its own file in the multiprocess directory."""
+    written = {}
+    for path in directory.glob("gauge_livemin_*.db"):
+        values = MmapedDict.read_all_values_from_file(str(path))  # type: ignore[no-untyped-call]
+        for key, value, _timestamp, _position in values:
+            if json.loads(key)[0] == "payouts_ingress_broker_connected":
+                written[int(path.stem.rpartition("_")[2])] = value
+    return written
+
+
+async def test_a_process_killed_while_disconnected_does_not_hold_the_gauge_at_zero(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))  # the operator's own
+    proxy = await TcpProxy.in_front_of(stack.broker_url)
+    try:
+        ingress = await stack.start_ingress(
+            broker_url=proxy.url_through(stack.broker_url), processes=2
+        )
+        children = serving_children(ingress.popen.pid)
+        assert len(children) == 2, ingress.log()
+        async with httpx.AsyncClient(base_url=stack.base_url) as prometheus:
+
+            async def broker_connected() -> bool:
+                return (await connection_gauges(prometheus))[0] == 1
+
+            # Not held at 0 by the supervisor either: with the operator's directory set, it wrote
+            # its own gauges there when it imported the app.
+            await wait_until(broker_connected, f"both processes connected; log:\n{ingress.log()}")
+            await proxy.cut()
+
+            async def every_process_wrote_disconnected() -> bool:
+                written = broker_connected_by_process(directory)
+                return all(written.get(pid) == 0 for pid in children)
+
+            await wait_until(every_process_wrote_disconnected, "every process reporting 0")
+            killed = min(children)
+            os.kill(killed, signal.SIGKILL)
+
+            async def replaced() -> bool:
+                serving = serving_children(ingress.popen.pid)
+                return len(serving) == 2 and killed not in serving
+
+            await wait_until(replaced, f"the killed process replaced; log:\n{ingress.log()}")
+            await proxy.restore()
+
+            # The replacement and the survivor reconnect; the dead process's 0 must not count.
+            await wait_until(broker_connected, "connected again, the killed process forgotten")
+        assert killed not in broker_connected_by_process(directory)
+    finally:
+        await proxy.close()
