@@ -154,11 +154,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         stop = _stop_on_signals()
+        orphan_watch = None
+        if args.supervisor_pid is not None:
+            from workers.supervisor import stop_when_orphaned
+
+            orphan_watch = asyncio.create_task(stop_when_orphaned(args.supervisor_pid, stop))
         pool = await create_pool_when_available(settings.database)
         try:
             return await Worker(settings, pool).run(stop)
         finally:
             await pool.close()
+            if orphan_watch is not None:
+                orphan_watch.cancel()
 
     return event_loop.run(run())
 
@@ -370,6 +377,8 @@ def _parser() -> argparse.ArgumentParser:
         "run N worker processes, restarting any that dies; process i serves its status on "
         "status port + i",
     )
+    # Given by the supervisor of --processes to each worker it starts: stop once it is gone.
+    worker.add_argument("--supervisor-pid", type=int, help=argparse.SUPPRESS)
 
     payout = commands.add_parser("payout", help="inspect payouts").add_subparsers(required=True)
     show = command("show", cmd_payout_show, "one payout: outcome, ledger, raw request", payout)

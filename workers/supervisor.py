@@ -1,5 +1,5 @@
 """`payouts worker --processes N`: N worker processes under one supervisor, each restarted when it
-dies, all stopped together.
+dies, all stopped together; and each worker's side of that, stopping once its supervisor is gone.
 
 Processes rather than tasks, because crediting is CPU work in Python and one process uses one
 core. Each child is a plain `payouts worker` with its own status port (the configured one plus its
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 from schema.logs import log
 
-__all__ = ["Limits", "Supervisor", "child_command"]
+__all__ = ["Limits", "Supervisor", "child_command", "stop_when_orphaned"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,15 +38,32 @@ STOP_MARGIN_SECONDS = 10.0
 # What `run` returns when a child could not be kept running or did not stop as told: the service
 # manager (systemd, compose, Kubernetes) sees a failure, not a clean stop.
 EXIT_FAILURE = 1
+# How often a worker checks that its supervisor is still its parent: a getppid() a second costs
+# nothing, and an orphan starts stopping within a second of its supervisor's death.
+ORPHAN_CHECK_SECONDS = 1.0
 
 
 def child_command(config: str, index: int, status_host: str, status_port: int) -> list[str]:
-    """The command line of child `index`: port 0 (any free port) stays 0 for every child."""
+    """The command line of child `index` of this process: port 0 (any free port) stays 0 for
+    every child."""
     port = status_port + index if status_port else 0
     return [
         sys.executable, "-m", "workers.cli", "--config", config, "worker",
         "--status-host", status_host, "--status-port", str(port),
+        "--supervisor-pid", str(os.getpid()),
     ]  # fmt: skip
+
+
+async def stop_when_orphaned(supervisor_pid: int, stop: asyncio.Event) -> None:
+    """In a worker: set `stop` once its parent is no longer `supervisor_pid`, because the
+    supervisor died without stopping it (SIGKILL, the OOM killer) and init adopted it."""
+    while not stop.is_set():
+        if os.getppid() != supervisor_pid:
+            log(logger, logging.ERROR, "supervisor gone; stopping", supervisor_pid=supervisor_pid)
+            stop.set()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), ORPHAN_CHECK_SECONDS)
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,9 @@ def free_port_pair() -> int:
                 return port
 
 
-def supervisor_lines(log: str, message: str) -> list[dict[str, Any]]:
-    """The supervisor's lines with this message, from its log (other lines skipped)."""
+def supervision_lines(log: str, message: str) -> list[dict[str, Any]]:
+    """The lines of workers.supervisor (the supervisor's, and its workers' about it) with this
+    message, from the supervisor's log (other lines skipped)."""
     return [
         line
         for line in map(json.loads, (text for text in log.splitlines() if text[:1] == "{"))
@@ -46,7 +47,7 @@ def supervisor_lines(log: str, message: str) -> list[dict[str, Any]]:
 
 def started_pids(log: str) -> list[int]:
     """The children a supervisor says it started, from its log."""
-    return [line["worker_pid"] for line in supervisor_lines(log, "worker process started")]
+    return [line["worker_pid"] for line in supervision_lines(log, "worker process started")]
 
 
 async def ready(port: int) -> bool:
@@ -100,14 +101,40 @@ async def test_a_worker_that_cannot_start_stops_all_and_the_supervisor_fails(sta
             raise AssertionError(f"the supervisor kept going; log:\n{supervisor.log()}") from None
     log = supervisor.log()
     assert code == 1, log
-    (gave_up,) = supervisor_lines(log, "worker process keeps dying; stopping all workers")
+    (gave_up,) = supervision_lines(log, "worker process keeps dying; stopping all workers")
     assert gave_up["index"] == 1
     assert gave_up["exit_code"] == 1
     assert len(gave_up["recent_exits"]) == 5
     assert f"worker status port 127.0.0.1:{base + 1}" in log, "the worker's own reason"
     first_of_worker_0 = next(
         line["worker_pid"]
-        for line in supervisor_lines(log, "worker process started")
+        for line in supervision_lines(log, "worker process started")
         if line["index"] == 0
     )
     assert not alive(first_of_worker_0)
+
+
+async def test_workers_stop_when_their_supervisor_is_killed(stack: Stack) -> None:
+    base = free_port_pair()
+    supervisor = stack.start_worker_processes(2, base)
+
+    async def both_ready() -> bool:
+        return await ready(base) and await ready(base + 1)
+
+    await wait_until(both_ready, f"two workers ready; log:\n{supervisor.log()}")
+    children = started_pids(supervisor.log())
+    supervisor.popen.kill()
+    supervisor.popen.wait()
+
+    async def orphans_gone() -> bool:
+        return not any(alive(pid) for pid in children)
+
+    try:
+        await wait_until(orphans_gone, f"the orphaned workers stopped; log:\n{supervisor.log()}")
+    finally:
+        for pid in filter(alive, children):  # no one else would stop them
+            os.kill(pid, signal.SIGKILL)
+    assert not await ready(base)
+    assert not await ready(base + 1)
+    gone = supervision_lines(supervisor.log(), "supervisor gone; stopping")
+    assert sorted(line["pid"] for line in gone) == sorted(children)
