@@ -1,8 +1,10 @@
 """`payouts worker --processes N`: N real worker processes, each on its own status port, a dead
-one restarted, all stopped together by one signal."""
+one restarted, all stopped together by one signal; one that cannot start is given up on, and a
+killed supervisor leaves none behind."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -96,7 +98,7 @@ async def test_a_worker_that_cannot_start_stops_all_and_the_supervisor_fails(sta
         supervisor = stack.start_worker_processes(2, base)
         try:
             # 1 + 2 + 4 + 8 s of back-off between five short lives, and worker 0's stop.
-            code = supervisor.popen.wait(60)
+            code = await asyncio.to_thread(supervisor.popen.wait, 60)
         except subprocess.TimeoutExpired:
             raise AssertionError(f"the supervisor kept going; log:\n{supervisor.log()}") from None
     log = supervisor.log()
