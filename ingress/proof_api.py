@@ -169,7 +169,7 @@ class ProofEndpoint:
             logger,
             logging.INFO,
             "proof request answered",
-            pid=partner.pid,
+            partner=partner.pid,  # `pid` names the process that wrote the line
             order_id=order_id,
             transaction_status=found[0] if found else None,
         )
