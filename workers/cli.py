@@ -46,14 +46,6 @@ def _ensure_own_schema_package() -> None:
         )
 
 
-def _stop_on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    return stop
-
-
 def cmd_migrate(args: argparse.Namespace) -> int:
     from schema.topology import Topology
     from workers.database import apply_migrations, create_database_if_missing
@@ -137,9 +129,13 @@ def _overridden(
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from schema.logs import log
     from workers import event_loop
     from workers.consumer import Worker
     from workers.database import create_pool_when_available
+    from workers.stopping import stop_on_signals, unless_stopped
 
     settings = _overridden(
         load_checked_settings(args),
@@ -153,17 +149,27 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return _supervise(args, settings)
 
     async def run() -> int:
-        stop = _stop_on_signals()
+        stop = stop_on_signals()
         orphan_watch = None
         if args.supervisor_pid is not None:
             from workers.supervisor import stop_when_orphaned
 
             orphan_watch = asyncio.create_task(stop_when_orphaned(args.supervisor_pid, stop))
-        pool = await create_pool_when_available(settings.database)
         try:
-            return await Worker(settings, pool).run(stop)
+            pool = await unless_stopped(create_pool_when_available(settings.database), stop)
+            if pool is None:
+                log(
+                    logging.getLogger("workers.consumer"),
+                    logging.INFO,
+                    "worker stopped before the database answered",
+                    exit_code=0,
+                )
+                return 0
+            try:
+                return await Worker(settings, pool).run(stop)
+            finally:
+                await pool.close()
         finally:
-            await pool.close()
             if orphan_watch is not None:
                 orphan_watch.cancel()
 

@@ -43,6 +43,7 @@ from workers.failures import (
 )
 from workers.outcome_reports import send_reports
 from workers.status_server import Readiness, StatusServer
+from workers.stopping import unless_stopped
 from workers.subscription import Subscription
 
 if TYPE_CHECKING:
@@ -129,7 +130,14 @@ class Worker:
         """Consume until `stop` is set (exit code 0) or no consumer was held for too long (1)."""
         await self.status.start()
         self._publisher.start()
-        connection = await connect_when_available(self._settings.broker, "worker")
+        connection = await unless_stopped(
+            connect_when_available(self._settings.broker, "worker"), stop
+        )
+        if connection is None:
+            await self._publisher.close()
+            await self.status.close()
+            log(logger, logging.INFO, "worker stopped before the broker answered", exit_code=0)
+            return 0
         sampler: asyncio.Task[None] | None = None
         try:
             channel = await connection.channel()

@@ -1,0 +1,48 @@
+"""A worker started while Postgres or RabbitMQ is away waits for it, and still stops at once on
+SIGTERM, as compose, Kubernetes and the supervisor expect (else they SIGKILL it)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.e2e.stack import free_port
+
+if TYPE_CHECKING:
+    from tests.e2e.stack import Stack
+
+# Well inside the worker's own stop bound and the 45 s `Process.stop` waits before SIGKILL.
+STOP_WITHIN_SECONDS = 10
+
+
+def _closed_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize("away", ["database", "broker"])
+async def test_a_worker_waiting_for_a_service_stops_on_sigterm(stack: Stack, away: str) -> None:
+    unreachable = {
+        "database": {"database_url": f"postgresql://payouts@127.0.0.1:{_closed_port()}/payouts"},
+        "broker": {"broker_url": f"amqp://guest:guest@127.0.0.1:{_closed_port()}/"},
+    }[away]
+    worker = stack._start(
+        "worker", "worker", "--status-port", str(free_port()), env=stack.env(**unreachable)
+    )
+    # Waiting, and saying so.
+    for _ in range(100):
+        if "unreachable, retrying" in worker.log():
+            break
+        await asyncio.sleep(0.1)
+    assert "unreachable, retrying" in worker.log(), worker.log()
+    assert worker.popen.poll() is None, worker.log()
+
+    code = worker.stop(timeout=STOP_WITHIN_SECONDS)
+    assert code == 0, f"exit {code} (-9: killed after {STOP_WITHIN_SECONDS} s):\n{worker.log()}"
+    assert "worker stopped before the" in worker.log()
