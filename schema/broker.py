@@ -30,6 +30,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _EVENT_MESSAGE_TYPE = f"payout.v{CONTRACT_VERSION}"
+# How long a connection attempt nobody waits for any more may take to end before it is cut off.
+CLOSE_TIMEOUT_SECONDS = 5.0
 
 
 class BrokerUnavailable(Exception):
@@ -44,12 +46,20 @@ def connection_name(role: str, settings: BrokerSettings) -> str:
 async def connect_when_available(settings: BrokerSettings, role: str) -> AbstractRobustConnection:
     """Retry the first connection until it succeeds; aio-pika handles every later reconnect."""
     while True:
-        try:
-            return await aio_pika.connect_robust(
+        attempt: asyncio.Future[AbstractRobustConnection] = asyncio.ensure_future(
+            aio_pika.connect_robust(
                 settings.url,
                 reconnect_interval=settings.reconnect_interval_seconds,
                 client_properties={"connection_name": connection_name(role, settings)},
             )
+        )
+        try:
+            # Shielded: a handshake cancelled halfway leaves aiormq's reader and heartbeat tasks
+            # behind, pending until the loop closes. A caller that gives up waits for it instead.
+            return await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            await _close_when_connected(attempt)
+            raise
         except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as error:
             log(
                 logger,
@@ -60,6 +70,18 @@ async def connect_when_available(settings: BrokerSettings, role: str) -> Abstrac
                 retry_in_seconds=settings.reconnect_interval_seconds,
             )
             await asyncio.sleep(settings.reconnect_interval_seconds)
+
+
+async def _close_when_connected(attempt: asyncio.Future[AbstractRobustConnection]) -> None:
+    """Let a connection attempt nobody waits for any more end, within CLOSE_TIMEOUT_SECONDS, and
+    close the connection it opened."""
+    done, _ = await asyncio.wait([attempt], timeout=CLOSE_TIMEOUT_SECONDS)
+    if not done:
+        attempt.cancel()
+        return
+    if attempt.cancelled() or attempt.exception() is not None:
+        return
+    await attempt.result().close()
 
 
 def persistent_message(body: bytes, **properties: Any) -> aio_pika.Message:
@@ -107,6 +129,9 @@ class ConfirmedPublisher:
                 channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
                 self._exchanges = frozenset((await declare(channel, self.topology)).exchanges)
                 self._channel = channel
+            except asyncio.CancelledError:
+                await connection.close()  # closed while declaring: nobody will use it
+                raise
             except (TimeoutError, aio_pika.exceptions.AMQPError, OSError) as error:
                 log(
                     logger,
@@ -194,6 +219,8 @@ class ConfirmedPublisher:
 
     async def close(self) -> None:
         if self._connecting is not None and not self._connecting.done():
+            # Awaited: a connection still in its handshake is let finish, then closed.
             self._connecting.cancel()
+            await asyncio.wait([self._connecting], timeout=2 * CLOSE_TIMEOUT_SECONDS)
         if self._connection is not None:
             await self._connection.close()
