@@ -135,6 +135,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from workers import event_loop
     from workers.consumer import Worker
     from workers.database import create_pool_when_available
+    from workers.status_server import StatusServer, waiting_for_database
     from workers.stopping import stop_on_signals, unless_stopped
 
     settings = _overridden(
@@ -155,9 +156,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
             from workers.supervisor import stop_when_orphaned
 
             orphan_watch = asyncio.create_task(stop_when_orphaned(args.supervisor_pid, stop))
+        # Open before the pool: while Postgres is away at start-up the process is alive, not
+        # ready, and a startup or liveness probe must not restart it for waiting.
+        status = StatusServer(
+            settings.worker.status_host, settings.worker.status_port, waiting_for_database
+        )
         try:
+            await status.start()
             pool = await unless_stopped(create_pool_when_available(settings.database), stop)
             if pool is None:
+                await status.close()
                 log(
                     logging.getLogger("workers.consumer"),
                     logging.INFO,
@@ -166,7 +174,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 )
                 return 0
             try:
-                return await Worker(settings, pool).run(stop)
+                return await Worker(settings, pool, status=status).run(stop)
             finally:
                 await pool.close()
         finally:

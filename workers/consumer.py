@@ -102,10 +102,15 @@ class Worker:
     batches at a time."""
 
     def __init__(
-        self, settings: Settings, pool: asyncpg.Pool, publisher: ConfirmedPublisher | None = None
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        publisher: ConfirmedPublisher | None = None,
+        status: StatusServer | None = None,
     ) -> None:
         """`publisher` re-publishes retries and dead letters (by default one of its own); the
-        worker starts it and closes it."""
+        worker starts it and closes it. `status`, the status port, may be open already (while
+        the pool waited for Postgres); the worker then answers its /readyz, and closes it."""
         self._settings = settings
         self._pool = pool
         self._move_finish_seconds = move_finish_seconds(settings.broker)
@@ -122,13 +127,17 @@ class Worker:
         # Its own connection: flow control on a publishing connection must not delay our acks.
         self._publisher = publisher or ConfirmedPublisher(settings.broker, "worker-publisher")
         self._consuming = False
-        self.status = StatusServer(
-            settings.worker.status_host, settings.worker.status_port, self._readiness
-        )
+        if status is None:
+            status = StatusServer(
+                settings.worker.status_host, settings.worker.status_port, self._readiness
+            )
+        status.answer_readiness_with(self._readiness)
+        self.status = status
 
     async def run(self, stop: asyncio.Event) -> int:
         """Consume until `stop` is set (exit code 0) or no consumer was held for too long (1)."""
-        await self.status.start()
+        if self.status.port is None:
+            await self.status.start()
         self._publisher.start()
         connection = await unless_stopped(
             connect_when_available(self._settings.broker, "worker"), stop

@@ -20,7 +20,7 @@ from schema.metrics import CONTENT_TYPE_LATEST, exposition
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-__all__ = ["Readiness", "StatusServer"]
+__all__ = ["Readiness", "StatusServer", "waiting_for_database"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +30,21 @@ REQUEST_TIMEOUT_SECONDS = 5.0
 MAX_HEADER_BYTES = 8192
 
 
+async def waiting_for_database() -> Readiness:
+    """Before the worker exists: alive (the port answers /healthz), not ready."""
+    return False, {"database": "waiting for it at start-up", "broker": "not consuming"}
+
+
 class StatusServer:
     def __init__(self, host: str, port: int, readiness: Callable[[], Awaitable[Readiness]]) -> None:
         self._host = host
         self._port = port
         self._readiness = readiness
         self._server: asyncio.Server | None = None
+
+    def answer_readiness_with(self, readiness: Callable[[], Awaitable[Readiness]]) -> None:
+        """From now on, /readyz answers with `readiness`: the worker's, once it exists."""
+        self._readiness = readiness
 
     @property
     def port(self) -> int | None:

@@ -1,5 +1,6 @@
-"""A worker started while Postgres or RabbitMQ is away waits for it, and still stops at once on
-SIGTERM, as compose, Kubernetes and the supervisor expect (else they SIGKILL it)."""
+"""A worker started while Postgres or RabbitMQ is away waits for it: alive and not ready on its
+status port meanwhile, and it still stops at once on SIGTERM, as compose, Kubernetes and the
+supervisor expect (else they SIGKILL it)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import socket
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 
 from tests.e2e.stack import free_port
@@ -32,8 +34,9 @@ async def test_a_worker_waiting_for_a_service_stops_on_sigterm(stack: Stack, awa
         "database": {"database_url": f"postgresql://payouts@127.0.0.1:{_closed_port()}/payouts"},
         "broker": {"broker_url": f"amqp://guest:guest@127.0.0.1:{_closed_port()}/"},
     }[away]
+    status_port = free_port()
     worker = stack._start(
-        "worker", "worker", "--status-port", str(free_port()), env=stack.env(**unreachable)
+        "worker", "worker", "--status-port", str(status_port), env=stack.env(**unreachable)
     )
     # Waiting, and saying so.
     for _ in range(100):
@@ -42,6 +45,12 @@ async def test_a_worker_waiting_for_a_service_stops_on_sigterm(stack: Stack, awa
         await asyncio.sleep(0.1)
     assert "unreachable, retrying" in worker.log(), worker.log()
     assert worker.popen.poll() is None, worker.log()
+    # Alive for a liveness or startup probe, which must not restart it for waiting; not ready.
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{status_port}") as client:
+        assert (await client.get("/healthz")).status_code == 200
+        readiness = await client.get("/readyz")
+    assert readiness.status_code == 503
+    assert readiness.json()["status"] == "not ready"
 
     code = worker.stop(timeout=STOP_WITHIN_SECONDS)
     assert code == 0, f"exit {code} (-9: killed after {STOP_WITHIN_SECONDS} s):\n{worker.log()}"
