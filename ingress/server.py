@@ -16,25 +16,43 @@ from uvicorn.supervisors import Multiprocess
 from ingress.app import create_app
 from ingress.protocols import validate_providers
 from schema.metrics import MULTIPROCESS_DIR_ENV, forget_process
-from schema.settings import CONFIG_PATH_ENV, load_settings
+from schema.settings import Settings
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from starlette.applications import Starlette
 
-    from schema.settings import Settings
 
-__all__ = ["app_from_environment", "listening_socket", "serve", "uvicorn_config"]
+__all__ = [
+    "app_from_environment",
+    "listening_socket",
+    "serve",
+    "settings_from_snapshot",
+    "settings_snapshot",
+    "uvicorn_config",
+]
+
+# The settings the command validated, as a file each further process reads: not the
+# configuration file itself, which may have been edited since (a mounted ConfigMap updates in
+# place), so a process replaced later runs what its siblings run, and cannot fail to start.
+SETTINGS_SNAPSHOT_ENV = "PAYOUTS_INGRESS_SETTINGS_SNAPSHOT"
 
 
 def serve(settings: Settings, environ: Mapping[str, str], processes: int = 1) -> None:
     if processes == 1:
         uvicorn.Server(uvicorn_config(create_app(settings, environ), settings)).run()
         return
-    # Each process is a fresh interpreter importing the app by name: it reads the same file
-    # (PAYOUTS_CONFIG, set by the command) and writes its metrics where all of them can be read.
+    # Each process is a fresh interpreter importing the app by name: it reads the settings this
+    # one validated and writes its metrics where all of them can be read.
     with contextlib.ExitStack() as cleanup:
+        # Private (0700): the settings hold the database URL, as the configuration file does.
+        private = Path(
+            cleanup.enter_context(tempfile.TemporaryDirectory(prefix="payouts-ingress-"))
+        )
+        snapshot = private / "settings.json"
+        snapshot.write_text(settings_snapshot(settings), encoding="utf-8")
+        os.environ[SETTINGS_SNAPSHOT_ENV] = str(snapshot)
         if not os.environ.get(MULTIPROCESS_DIR_ENV):
             os.environ[MULTIPROCESS_DIR_ENV] = cleanup.enter_context(
                 tempfile.TemporaryDirectory(prefix="payouts-ingress-metrics-")
@@ -47,9 +65,21 @@ def serve(settings: Settings, environ: Mapping[str, str], processes: int = 1) ->
 
 def app_from_environment() -> Starlette:
     """The app of one of several ingress processes (uvicorn imports this by name)."""
-    settings = load_settings(Path(os.environ[CONFIG_PATH_ENV]))
+    snapshot = Path(os.environ[SETTINGS_SNAPSHOT_ENV])
+    settings = settings_from_snapshot(snapshot.read_text(encoding="utf-8"))
     validate_providers(settings.providers)
     return create_app(settings, os.environ)
+
+
+def settings_snapshot(settings: Settings) -> str:
+    """`settings` as further processes read them back. Only the keys the file set: a key set to
+    its default would count as given, and validate_providers refuses keys a protocol does not
+    use."""
+    return settings.model_dump_json(exclude_unset=True)
+
+
+def settings_from_snapshot(snapshot: str) -> Settings:
+    return Settings.model_validate_json(snapshot)
 
 
 def _serve_processes(settings: Settings, processes: int) -> None:

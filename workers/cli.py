@@ -89,14 +89,9 @@ def cmd_topology(args: argparse.Namespace) -> int:
 
 
 def cmd_ingress(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ingress.server import serve
-    from schema.settings import CONFIG_PATH_ENV
 
     settings = _overridden(load_checked_settings(args), "ingress", args, host="host", port="port")
-    # Further processes read the file themselves, wherever they start.
-    os.environ[CONFIG_PATH_ENV] = str(Path(args.config).resolve())
     serve(settings, os.environ, args.processes)
     return 0
 

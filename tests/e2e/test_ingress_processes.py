@@ -4,6 +4,7 @@ reporting the connections of the living ones."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -158,3 +159,30 @@ async def test_a_process_killed_while_disconnected_does_not_hold_the_gauge_at_ze
         assert killed not in broker_connected_by_process(directory)
     finally:
         await proxy.close()
+
+
+async def test_a_replaced_process_runs_the_settings_validated_at_start(stack: Stack) -> None:
+    """The configuration file edited, even broken, after the start (a ConfigMap updates in place)
+    does not reach a process that replaces a dead one: it runs what its sibling runs."""
+    ingress = await stack.start_ingress(processes=2)
+    first_children = serving_children(ingress.popen.pid)
+    assert len(first_children) == 2, ingress.log()
+    stack.config_path.write_text("[database\nnot toml at all\n")
+
+    killed = min(first_children)
+    os.kill(killed, signal.SIGKILL)
+
+    async def replaced() -> bool:
+        children = serving_children(ingress.popen.pid)
+        return len(children) == 2 and killed not in children
+
+    await wait_until(replaced, f"the killed process replaced; log:\n{ingress.log()}")
+    replacement = (serving_children(ingress.popen.pid) - first_children).pop()
+    await asyncio.sleep(2)  # a replacement that cannot load its settings dies within this
+    assert alive(replacement), ingress.log()
+    assert serving_children(ingress.popen.pid) == {max(first_children), replacement}
+    async with httpx.AsyncClient(base_url=stack.base_url) as client:
+        for _ in range(20):  # new connections, spread over both processes
+            response = await client.get("/readyz", headers={"Connection": "close"})
+            assert response.status_code == 200, response.text
+    assert ingress.stop() == 0

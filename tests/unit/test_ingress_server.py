@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from ingress.server import listening_socket, uvicorn_config
-from schema.settings import IngressSettings, Settings
+from ingress.protocols import validate_providers
+from ingress.server import (
+    listening_socket,
+    settings_from_snapshot,
+    settings_snapshot,
+    uvicorn_config,
+)
+from schema.settings import IngressSettings, Settings, load_settings
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: ingress\r\n\r\n"
 
@@ -73,3 +80,31 @@ async def test_idle_kept_alive_connections_stay_open_as_configured() -> None:
 def test_the_default_keep_alive_outlasts_the_proxies_in_front() -> None:
     # ingress-nginx's upstream keep-alive timeout and AWS's load balancers' idle timeout: 60 s.
     assert IngressSettings().keep_alive_seconds > 60
+
+
+def test_further_processes_read_back_exactly_the_settings_validated_at_start(
+    tmp_path: Path,
+) -> None:
+    """Equal, with the same keys given (a key given where a protocol does not use it is refused):
+    the example's every protocol, plus networks, a decimal and a secret being rotated."""
+    extra = """
+[[providers]]
+name = "ow-rotating"
+protocol = "offerwall_md5"
+route = "/cb/ow-rotating"
+secret_env = ["OW_KEY", "OW_KEY_NEXT"]
+default_currency = "COIN"
+max_amount = "500.50"
+amount_decimal_places = 2
+account_policy = "require_existing"
+ip_allowlist = ["198.51.100.0/24", "2001:db8::/32"]
+"""
+    config = tmp_path / "payouts.toml"
+    config.write_text(Path("deploy/payouts.example.toml").read_text() + extra)
+    settings = load_settings(config, environ={})
+    read_back = settings_from_snapshot(settings_snapshot(settings))
+    assert read_back == settings
+    assert [p.model_fields_set for p in read_back.providers] == [
+        p.model_fields_set for p in settings.providers
+    ]
+    validate_providers(read_back.providers)
