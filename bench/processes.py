@@ -195,10 +195,11 @@ def parse_wrk(output: str) -> Load:
 
 
 async def pgbench(database_url: str, script: Path, *, clients: int, seconds: int) -> float:
-    """Transactions per second of `script` (pgbench, `clients` connections, 2 threads)."""
+    """Transactions per second of `script` (pgbench, `clients` connections, 2 threads), with
+    prepared statements, as the worker's asyncpg uses them."""
     command = [
-        "pgbench", "-n", "-f", str(script), "-c", str(clients), "-j", "2", "-T", str(seconds),
-        database_url,
+        "pgbench", "-n", "-M", "prepared", "-f", str(script), "-c", str(clients), "-j", "2",
+        "-T", str(seconds), database_url,
     ]  # fmt: skip
     process = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
