@@ -18,7 +18,7 @@ RETURNING account_id AS wallet_id, balance \gset
 INSERT INTO ledger_entries (payout_id, account_id, amount)
 VALUES (:payout_id, :wallet_id, :amount),
        (:payout_id, (SELECT account_id FROM accounts WHERE kind = 'funding' AND owner = 'pgbench'
-                     AND currency = 'COIN'), -:amount);
+                     AND currency = 'COIN'), -(:amount::numeric));
 UPDATE payouts SET status = 'credited', outcome = 'credited', balance_after = :balance,
                    credited_at = now()
 WHERE payout_id = :payout_id;
