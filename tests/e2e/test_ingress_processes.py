@@ -24,7 +24,7 @@ from tests.tcp_proxy import TcpProxy
 if TYPE_CHECKING:
     import pytest
 
-    from tests.e2e.stack import Stack
+    from tests.e2e.stack import Process, Stack
 
 
 def serving_children(parent: int) -> set[int]:
@@ -41,6 +41,17 @@ def serving_children(parent: int) -> set[int]:
     return serving
 
 
+async def kill_and_wait_until_replaced(ingress: Process, killed: int) -> None:
+    """SIGKILL serving process `killed`; return once uvicorn serves with a replacement."""
+    os.kill(killed, signal.SIGKILL)
+
+    async def replaced() -> bool:
+        serving = serving_children(ingress.popen.pid)
+        return len(serving) == 2 and killed not in serving
+
+    await wait_until(replaced, f"the killed process replaced; log:\n{ingress.log()}")
+
+
 async def accepted_answers_counted(stack: Stack) -> float:
     async with httpx.AsyncClient(base_url=stack.base_url) as client:
         response = await client.get("/metrics")
@@ -55,13 +66,7 @@ async def test_processes_share_the_port_survive_a_kill_and_count_together(stack:
     provider = ProviderSimulator(stack, seed=53)
     await provider.run(60, 1.0)
 
-    os.kill(min(first_children), signal.SIGKILL)
-
-    async def replaced() -> bool:
-        children = serving_children(ingress.popen.pid)
-        return len(children) == 2 and min(first_children) not in children
-
-    await wait_until(replaced, f"the killed process replaced; log:\n{ingress.log()}")
+    await kill_and_wait_until_replaced(ingress, min(first_children))
     await provider.run(60, 1.0)
     await stack.start_worker()
     await settle(stack)
@@ -145,13 +150,7 @@ async def test_a_process_killed_while_disconnected_does_not_hold_the_gauge_at_ze
 
             await wait_until(every_process_wrote_disconnected, "every process reporting 0")
             killed = min(children)
-            os.kill(killed, signal.SIGKILL)
-
-            async def replaced() -> bool:
-                serving = serving_children(ingress.popen.pid)
-                return len(serving) == 2 and killed not in serving
-
-            await wait_until(replaced, f"the killed process replaced; log:\n{ingress.log()}")
+            await kill_and_wait_until_replaced(ingress, killed)
             await proxy.restore()
 
             # The replacement and the survivor reconnect; the dead process's 0 must not count.
@@ -169,14 +168,7 @@ async def test_a_replaced_process_runs_the_settings_validated_at_start(stack: St
     assert len(first_children) == 2, ingress.log()
     stack.config_path.write_text("[database\nnot toml at all\n")
 
-    killed = min(first_children)
-    os.kill(killed, signal.SIGKILL)
-
-    async def replaced() -> bool:
-        children = serving_children(ingress.popen.pid)
-        return len(children) == 2 and killed not in children
-
-    await wait_until(replaced, f"the killed process replaced; log:\n{ingress.log()}")
+    await kill_and_wait_until_replaced(ingress, min(first_children))
     replacement = (serving_children(ingress.popen.pid) - first_children).pop()
     await asyncio.sleep(2)  # a replacement that cannot load its settings dies within this
     assert alive(replacement), ingress.log()
