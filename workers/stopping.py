@@ -32,6 +32,9 @@ async def unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T
     stopped = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()  # cancelled itself: the work must not go on unowned
+        raise
     finally:
         stopped.cancel()
     if task.done():

@@ -35,3 +35,21 @@ async def test_a_stop_already_set_wins_over_work_still_to_do() -> None:
     stop = asyncio.Event()
     stop.set()
     assert await unless_stopped(asyncio.sleep(3600, "late"), stop) is None
+
+
+async def test_cancelling_the_wait_cancels_the_work() -> None:
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def retry_forever() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    waiting = asyncio.ensure_future(unless_stopped(retry_forever(), asyncio.Event()))
+    await started.wait()
+    waiting.cancel()
+    await asyncio.wait([waiting])
+    await asyncio.wait_for(cancelled.wait(), 5)
