@@ -193,7 +193,7 @@ class Bench:
 
     async def _payouts(self, *args: str) -> None:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "workers.cli", "--config", str(self.config), *args,
+            sys.executable, "-m", "payouts", "--config", str(self.config), *args,
             env=self.env, stdout=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         if await process.wait() != 0:
@@ -311,13 +311,13 @@ class Bench:
 
     def _ingress(self, processes: int = 1) -> Service:
         return self._service(
-            f"ingress-{processes}", sys.executable, "-m", "workers.cli", "ingress",
+            f"ingress-{processes}", sys.executable, "-m", "payouts", "ingress",
             "--processes", str(processes),
         )  # fmt: skip
 
     def _workers(self, processes: int, *extra: str) -> Service:
         return self._service(
-            f"worker-{processes}", sys.executable, "-m", "workers.cli", "worker",
+            f"worker-{processes}", sys.executable, "-m", "payouts", "worker",
             "--processes", str(processes), *extra,
         )  # fmt: skip
 
@@ -480,7 +480,7 @@ class Bench:
                 )
             )
         service = self._service(
-            f"drain-{instance}", sys.executable, "-m", "workers.cli", "--config", str(config),
+            f"drain-{instance}", sys.executable, "-m", "payouts", "--config", str(config),
             "worker", "--processes", str(processes),
         )  # fmt: skip
         service.start()

@@ -29,7 +29,7 @@ from starlette.routing import Route
 
 from bench.broker_ceiling import QUORUM
 from bench.traffic import SECRETS, sample_event
-from schema.broker import event_properties
+from broker.publisher import event_properties
 from schema.events import encode_event
 
 if TYPE_CHECKING:

@@ -361,8 +361,8 @@ _LIBRARIES = (
 
 
 # How a process starts: on the stack of every sample its main task takes, so they say nothing.
-_ENTRY_MODULES = frozenset({"workers/cli.py", "workers/event_loop.py", "ingress/server.py"})
-_OUR_PACKAGES = ("ingress", "workers", "schema")
+_ENTRY_MODULES = frozenset({"payouts/cli.py", "workers/event_loop.py", "ingress/server.py"})
+_OUR_PACKAGES = ("ingress", "workers", "schema", "broker", "payouts")
 # py-spy's frame: `function (path:line)`.
 _FRAME = re.compile(r"(.+) \((.+?):\d+\)$")
 

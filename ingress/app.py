@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from broker.publisher import ConfirmedPublisher
 from ingress import metrics
 from ingress.abuse import FailedVerificationLimiter
 from ingress.bodies import read_body
@@ -29,7 +30,7 @@ from ingress.outcomes import OutcomeListener, OutcomeUnavailable
 from ingress.proof_api import ProofEndpoint
 from ingress.protocols import protocol_class, validate_providers
 from ingress.verdicts import Rejection, Verdict
-from schema.broker import BrokerUnavailable, ConfirmedPublisher
+from schema.errors import BrokerUnavailable
 from schema.events import PayoutEvent, RawRequest
 from schema.logs import log
 from schema.metrics import CONTENT_TYPE_LATEST, exposition

@@ -11,21 +11,16 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
+from schema.errors import DatabaseUnavailable
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from schema.settings import DatabaseSettings
 
-__all__ = ["DatabaseUnavailable", "IngressDatabase"]
+__all__ = ["IngressDatabase"]
 
-POOL_MAX_SIZE = 5
-ACQUIRE_TIMEOUT_SECONDS = 2.0
-STATEMENT_TIMEOUT_SECONDS = 5.0
 DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
-
-
-class DatabaseUnavailable(Exception):
-    """Postgres did not answer in time; the caller answers "unavailable, retry"."""
 
 
 class IngressDatabase:
@@ -38,9 +33,9 @@ class IngressDatabase:
         self._pool = await asyncpg.create_pool(
             self._settings.url,
             min_size=0,
-            max_size=POOL_MAX_SIZE,
-            timeout=ACQUIRE_TIMEOUT_SECONDS,
-            command_timeout=STATEMENT_TIMEOUT_SECONDS,
+            max_size=self._settings.api_pool_max_size,
+            timeout=self._settings.api_acquire_timeout_seconds,
+            command_timeout=self._settings.api_statement_timeout_seconds,
             server_settings=self._settings.server_settings(),
         )
 
@@ -54,7 +49,9 @@ class IngressDatabase:
         if self._pool is None:
             raise DatabaseUnavailable("the database pool is not open")
         try:
-            async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as conn:
+            async with self._pool.acquire(
+                timeout=self._settings.api_acquire_timeout_seconds
+            ) as conn:
                 yield conn
         except DATABASE_ERRORS as error:
             raise DatabaseUnavailable(repr(error)) from error
@@ -62,7 +59,7 @@ class IngressDatabase:
     async def reachable(self) -> bool:
         try:
             async with self.connection() as conn:
-                await conn.fetchval("SELECT 1", timeout=ACQUIRE_TIMEOUT_SECONDS)
+                await conn.fetchval("SELECT 1", timeout=self._settings.api_acquire_timeout_seconds)
         except DatabaseUnavailable:
             return False
         return True

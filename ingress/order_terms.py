@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 from ingress import fields
 from ingress.protocols import protocol_class
 from ingress.verdicts import Rejection
-from workers.orders import Order
+from schema.errors import PayoutsError
+from schema.orders import Order
 
 if TYPE_CHECKING:
     from schema.settings import Settings
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["OrderRefused", "checked_order"]
 
 
-class OrderRefused(ValueError):
+class OrderRefused(PayoutsError, ValueError):
     """The order cannot be registered for that instance; the message says why."""
 
 

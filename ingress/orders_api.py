@@ -12,15 +12,16 @@ from starlette.routing import Route
 
 from ingress.bodies import parse_json_object, read_body
 from ingress.client_ip import is_allowed, request_address
-from ingress.database import DatabaseUnavailable
 from ingress.fields import is_storable_id
 from ingress.order_terms import OrderRefused, checked_order
+from ingress.pending_orders import cancel_order, find_order, register_order
 from ingress.protocols.base import same_secret
 from ingress.verdicts import Rejection
+from schema.errors import DatabaseUnavailable
 from schema.events import decimal_text
 from schema.logs import log
+from schema.orders import RegisterResult
 from schema.settings import read_secrets
-from workers.orders import RegisterResult, cancel_order, find_order, register_order
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -29,8 +30,8 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
     from ingress.database import IngressDatabase
+    from schema.orders import Order
     from schema.settings import Settings
-    from workers.orders import Order
 
 __all__ = ["order_routes"]
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
+from schema.errors import ServiceUnavailable
 from schema.logs import log, redacted_url
 from schema.outcomes import OUTCOME_CHANNEL, decode_reports
 
@@ -38,7 +39,7 @@ PING_TIMEOUT_SECONDS = 3.0
 LISTENER_APPLICATION_NAME = "payouts-outcome-listener"
 
 
-class OutcomeUnavailable(Exception):
+class OutcomeUnavailable(ServiceUnavailable):
     """No outcome will arrive for this request; `reason` is one of NOT_LISTENING, TIMED_OUT and
     LISTENER_LOST, fit for a metric label."""
 

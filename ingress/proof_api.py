@@ -20,11 +20,11 @@ from starlette.responses import JSONResponse
 
 from ingress import metrics
 from ingress.bodies import parse_json_object, read_body
-from ingress.database import DatabaseUnavailable
 from ingress.fields import is_storable_id
 from ingress.protocols.base import same_secret, signatures_match
 from ingress.receipts import Receipt, data_uri, render_receipt
 from ingress.verdicts import Rejection
+from schema.errors import DatabaseUnavailable
 from schema.logs import log
 from schema.settings import read_secrets
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from schema.errors import PayoutsError
+
 __all__ = ["Rejection", "Verdict"]
 
 
@@ -37,7 +39,7 @@ _HTTP_STATUS = {
 }
 
 
-class Rejection(Exception):
+class Rejection(PayoutsError):
     """A request refused before anything was published; `detail` is safe to show the caller.
 
     `after_signature` is set when the request's signature had been found good: the refusal is

@@ -21,9 +21,11 @@ from pydantic import (
     model_validator,
 )
 
+from schema.errors import ContractError
+
 __all__ = [
     "CONTRACT_VERSION",
-    "ContractError",
+    "EVENT_TYPE",
     "PayoutEvent",
     "RawRequest",
     "decimal_text",
@@ -31,11 +33,11 @@ __all__ = [
     "encode_event",
 ]
 
-CONTRACT_VERSION: Literal[1] = 1
-
-
-class ContractError(ValueError):
-    """A message body that is not a valid payout event of a version this code knows."""
+# The one place the version is written: mypy holds the value to the type.
+ContractVersion = Literal[1]
+CONTRACT_VERSION: ContractVersion = 1
+# The AMQP message type of an event, and the routing key that carries it to the work queue.
+EVENT_TYPE = f"payout.v{CONTRACT_VERSION}"
 
 
 def _amount_not_a_number(value: object) -> object:
@@ -77,7 +79,7 @@ class RawRequest(_Frozen):
 
 
 class PayoutEvent(_Frozen):
-    contract_version: Literal[1] = CONTRACT_VERSION
+    contract_version: ContractVersion = CONTRACT_VERSION
     event_id: UUID
     provider_instance: str = Field(min_length=1, max_length=64)
     protocol: str = Field(min_length=1, max_length=64)

@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from schema.errors import ConfigError
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
@@ -28,7 +30,6 @@ if TYPE_CHECKING:
 __all__ = [
     "AccountPolicy",
     "BrokerSettings",
-    "ConfigError",
     "DatabaseSettings",
     "IngressSettings",
     "InternalApiSettings",
@@ -53,10 +54,6 @@ PRIVATE_NETWORKS: tuple[IPNetwork, ...] = tuple(
         "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7",
     )
 )  # fmt: skip
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; the message names the file and the key."""
 
 
 def _decimal_not_float(value: object) -> object:
@@ -93,6 +90,11 @@ class DatabaseSettings(_Section):
     # SIGSTOP) must not hold its row locks, and with them every worker crediting the same
     # wallets, for good. Our transactions wait on nothing but Postgres: seconds are generous.
     idle_in_transaction_timeout_seconds: float = Field(default=10.0, ge=1, le=3600)
+    # The ingress's own pool, for the proof and orders APIs only: small, opened lazily, and quick
+    # to answer "unavailable" while a partner or the game waits on the other end.
+    api_pool_max_size: int = Field(default=5, ge=1, le=100)
+    api_acquire_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    api_statement_timeout_seconds: float = Field(default=5.0, gt=0, le=600)
 
     def server_settings(self) -> dict[str, str]:
         """Session settings for every connection of ours that may open a transaction."""

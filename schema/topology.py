@@ -1,21 +1,20 @@
-"""The broker topology, declared from this one place by the ingress, the workers and `migrate`,
-and exported as RabbitMQ definitions for operators who manage the broker declaratively."""
+"""The broker topology: every exchange, queue and binding, named from one namespace. The broker
+package declares it (`broker.declaration`), and `payouts topology` exports it as RabbitMQ
+definitions for operators who manage the broker declaratively."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import aio_pika
+from schema.events import EVENT_TYPE
 
 if TYPE_CHECKING:
-    from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
-
     from schema.settings import BrokerSettings
 
-__all__ = ["ROUTING_KEY", "Declared", "Topology", "declare"]
+__all__ = ["DELIVERY_LIMIT", "ROUTING_KEY", "Topology"]
 
-ROUTING_KEY = "payout.v1"
+ROUTING_KEY = EVENT_TYPE
 # A message that keeps killing its consumer is dead-lettered after this many deliveries, so one
 # poison message cannot stall a queue forever. Failures the worker sees never count against it:
 # it re-publishes those to a retry tier and acks the original.
@@ -147,35 +146,3 @@ class Topology:
                 binding(self.dead_letter_exchange, self.dead_letter_queue, ""),
             ],
         }
-
-
-@dataclass(frozen=True)
-class Declared:
-    """What `declare` made, as objects of the channel that declared them.
-
-    Consume from `work_queue` itself: a robust channel restores consumers only on the queue
-    objects it declared, so a queue looked up another way loses its consumer on reconnect.
-    """
-
-    exchanges: dict[str, AbstractExchange]
-    work_queue: AbstractQueue
-
-
-async def declare(channel: AbstractChannel, topology: Topology) -> Declared:
-    """Declare everything idempotently, from `topology.definitions()` so the two never differ."""
-    definitions = topology.definitions()
-    exchanges = {
-        spec["name"]: await channel.declare_exchange(
-            spec["name"], aio_pika.ExchangeType(spec["type"]), durable=True
-        )
-        for spec in definitions["exchanges"]
-    }
-    queues = {
-        spec["name"]: await channel.declare_queue(
-            spec["name"], durable=True, arguments=spec["arguments"]
-        )
-        for spec in definitions["queues"]
-    }
-    for spec in definitions["bindings"]:
-        await queues[spec["destination"]].bind(exchanges[spec["source"]], spec["routing_key"])
-    return Declared(exchanges, queues[topology.work_queue])

@@ -20,9 +20,9 @@ from urllib.parse import urlsplit, urlunsplit
 import aio_pika
 import asyncpg
 
+from payouts.actions.setup import apply_migrations
 from schema.settings import BrokerSettings
 from schema.topology import Topology
-from workers.database import apply_migrations
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -17,21 +17,20 @@ from typing import TYPE_CHECKING, Any
 
 import aio_pika
 
-from schema.broker import (
-    BrokerUnavailable,
-    ConfirmedPublisher,
-    connect_when_available,
-    persistent_message,
-)
-from schema.events import ContractError, PayoutEvent, decode_event
+from broker.connection import connect_when_available
+from broker.declaration import declare
+from broker.deliveries import Delivery, OpenDeliveries, channel_of
+from broker.publisher import ConfirmedPublisher, persistent_message
+from broker.subscription import Subscription
+from schema.errors import BrokerUnavailable, ContractError
+from schema.events import PayoutEvent, decode_event
 from schema.logs import log
 from schema.outcomes import Outcome, OutcomeReport
-from schema.topology import Topology, declare
+from schema.topology import Topology
 from workers import metrics
 from workers.batch_crediting import FundingAccounts, apply_batch
 from workers.batching import Batches
 from workers.dead_letters import record_dead_letter
-from workers.deliveries import Delivery, OpenDeliveries, channel_of
 from workers.failures import (
     TRANSIENT_ERRORS,
     Failure,
@@ -44,7 +43,6 @@ from workers.failures import (
 from workers.outcome_reports import send_reports
 from workers.status_server import Readiness, StatusServer
 from workers.stopping import unless_stopped
-from workers.subscription import Subscription
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable

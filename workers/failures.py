@@ -22,6 +22,8 @@ from typing import Any
 
 import asyncpg
 
+from schema.errors import PayoutsError
+
 __all__ = [
     "DEAD_LETTER_ID",
     "FAILURE_HEADERS",
@@ -37,7 +39,7 @@ __all__ = [
 ]
 
 
-class ClaimRaced(Exception):
+class ClaimRaced(PayoutsError):
     """Another transaction recorded one of the batch's transaction ids or signatures between
     the look-up and the insert. Nothing is wrong with the payouts: rolled back and retried, the
     batch finds the key recorded and gives that payout the outcome of a re-send, a conflict or

@@ -13,13 +13,12 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 
 from schema.logs import log
 
-__all__ = ["Limits", "Supervisor", "child_command", "stop_when_orphaned"]
+__all__ = ["Limits", "Supervisor", "stop_when_orphaned"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,17 +40,6 @@ EXIT_FAILURE = 1
 # How often a worker checks that its supervisor is still its parent: a getppid() a second costs
 # nothing, and an orphan starts stopping within a second of its supervisor's death.
 ORPHAN_CHECK_SECONDS = 1.0
-
-
-def child_command(config: str, index: int, status_host: str, status_port: int) -> list[str]:
-    """The command line of child `index` of this process: port 0 (any free port) stays 0 for
-    every child."""
-    port = status_port + index if status_port else 0
-    return [
-        sys.executable, "-m", "workers.cli", "--config", config, "worker",
-        "--status-host", status_host, "--status-port", str(port),
-        "--supervisor-pid", str(os.getpid()),
-    ]  # fmt: skip
 
 
 async def stop_when_orphaned(supervisor_pid: int, stop: asyncio.Event) -> None:

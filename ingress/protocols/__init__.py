@@ -12,7 +12,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from ingress.protocols.base import Claim, ProviderProtocol, QueryCallbackProtocol
-from schema.settings import ConfigError
+from schema.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -19,9 +19,9 @@ from starlette.responses import JSONResponse
 from ingress import fields
 from ingress.protocols.base import Claim, JsonCallbackProtocol, require_fields, signed_text
 from ingress.verdicts import Rejection, Verdict
+from schema.errors import ConfigError
 from schema.events import decimal_text
 from schema.outcomes import Outcome
-from schema.settings import ConfigError
 
 if TYPE_CHECKING:
     from starlette.responses import Response

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from ingress.bodies import parse_json_object
 from ingress.querystring import parse_query
 from ingress.verdicts import Rejection, Verdict
-from schema.settings import ConfigError
+from schema.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping

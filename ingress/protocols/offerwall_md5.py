@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from ingress import fields
 from ingress.protocols.base import Claim, QueryCallbackProtocol
 from ingress.verdicts import Rejection, Verdict
-from schema.settings import ConfigError
+from schema.errors import ConfigError
 
 if TYPE_CHECKING:
     from schema.settings import ProviderInstance

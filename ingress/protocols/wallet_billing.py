@@ -18,8 +18,9 @@ from starlette.responses import JSONResponse
 from ingress import fields
 from ingress.protocols.base import Claim, JsonCallbackProtocol, require_fields, signed_text
 from ingress.verdicts import Verdict
+from schema.errors import ConfigError
 from schema.outcomes import Outcome
-from schema.settings import AccountPolicy, ConfigError
+from schema.settings import AccountPolicy
 
 if TYPE_CHECKING:
     from starlette.responses import Response

@@ -298,9 +298,9 @@ async def reconcile(stack: Stack, payouts: list[Payout]) -> Reconciliation:
 
 async def _in_dead_letter_queue(stack: Stack) -> set[tuple[str, str]]:
     """Dead letters the worker could not record in Postgres (it was down) are still in the queue."""
+    from payouts.actions.dead_letters import DeadLetterQueue, Selection
     from schema.settings import BrokerSettings
     from tests.e2e.stack import RETRY_TIERS
-    from workers.dead_letters import DeadLetterQueue, Selection
 
     settings = BrokerSettings(
         url=stack.broker_url, namespace=stack.namespace, retry_delays_seconds=RETRY_TIERS

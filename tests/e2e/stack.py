@@ -120,7 +120,7 @@ def _above_info(log_line: str) -> bool:
 
 def _payouts_command() -> list[str]:
     script = Path(sys.executable).parent / "payouts"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "workers.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "payouts"]
 
 
 @dataclass

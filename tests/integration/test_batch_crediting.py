@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import pytest
 
+from ingress.pending_orders import register_order
+from schema.orders import Order
 from schema.outcomes import Outcome
 from tests.books import assert_books_balance, wallet_balance
 from tests.factories import payout_event
@@ -25,7 +27,6 @@ from workers.accounts import create_wallet
 from workers.batch_crediting import FundingAccounts, apply_batch
 from workers.crediting import CreditResult, apply_payout
 from workers.failures import ClaimRaced, FailureKind, failure_of
-from workers.orders import Order, register_order
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from ingress.pending_orders import register_order
+from schema.orders import Order
 from schema.outcomes import Outcome
 from tests.books import assert_books_balance, wallet_balance
 from tests.factories import payout_event
 from workers.accounts import create_wallet
 from workers.crediting import CreditResult, apply_payout
-from workers.orders import Order, register_order
 
 if TYPE_CHECKING:
     import asyncpg

@@ -17,7 +17,7 @@ import aio_pika
 import asyncpg
 import pytest
 
-from schema.broker import ConfirmedPublisher
+from broker.publisher import ConfirmedPublisher
 from schema.settings import BrokerSettings, DatabaseSettings, Settings, WorkerSettings
 from schema.topology import DELIVERY_LIMIT, ROUTING_KEY, Topology
 from tests.books import assert_books_balance, wallet_balance
@@ -81,7 +81,7 @@ class Scene:
 
     def dlq(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "workers.cli", "--config", str(self.config), "dlq", *args],
+            [sys.executable, "-m", "payouts", "--config", str(self.config), "dlq", *args],
             capture_output=True,
             text=True,
             timeout=120,
@@ -240,7 +240,7 @@ async def test_interrupted_replay_run_again_and_a_queue_replayed_twice_credit_on
         slow = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "workers.cli",
+            "payouts",
             "--config",
             str(scene.config),
             "dlq",

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import aio_pika
 
-from workers.deliveries import Delivery, OpenDeliveries
+from broker.deliveries import Delivery, OpenDeliveries
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractChannel

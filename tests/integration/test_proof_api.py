@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngImageFile
 
+from payouts.actions.proofs import attach_proof
 from schema.settings import DatabaseSettings
 from tests.integration.pipeline import (
     AIGAME,
@@ -36,7 +37,6 @@ from tests.signing import (
     proof_signature,
     wallet_billing_body,
 )
-from workers.proofs import attach_proof
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

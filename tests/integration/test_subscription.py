@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, cast
 
 import aio_pika
 
+from broker.subscription import Subscription
 from tests.polling import wait_until
-from workers.subscription import Subscription
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     import aiormq
     from aio_pika.abc import AbstractQueue, AbstractRobustChannel, AbstractRobustConnection
 
+    from broker.deliveries import Delivery
     from tests.services import Services
-    from workers.deliveries import Delivery
 
 
 class Received:

@@ -12,8 +12,9 @@ import aio_pika
 import pytest
 from yarl import URL
 
+from broker.declaration import declare
 from schema.settings import load_settings
-from schema.topology import Topology, declare
+from schema.topology import Topology
 from tests.polling import wait_until
 
 if TYPE_CHECKING:

@@ -14,7 +14,8 @@ import asyncpg
 import pytest
 from prometheus_client import generate_latest
 
-from schema.broker import ConfirmedPublisher
+from broker.deliveries import Delivery, channel_of
+from broker.publisher import ConfirmedPublisher
 from schema.settings import BrokerSettings, DatabaseSettings, Settings, WorkerSettings
 from schema.topology import ROUTING_KEY, Topology
 from tests.books import assert_books_balance
@@ -26,7 +27,6 @@ from tests.services import queue_depth
 from tests.tcp_proxy import TcpProxy
 from workers.consumer import Worker, move_finish_seconds
 from workers.database import create_pool_when_available
-from workers.deliveries import Delivery, channel_of
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable

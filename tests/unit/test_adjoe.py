@@ -11,7 +11,7 @@ import pytest
 from ingress.protocols.adjoe import Adjoe
 from ingress.querystring import parse_query
 from ingress.verdicts import Rejection, Verdict
-from schema.settings import ConfigError
+from schema.errors import ConfigError
 from tests.factories import provider
 from tests.signing import adjoe_query
 

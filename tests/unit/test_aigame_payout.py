@@ -14,8 +14,8 @@ import pytest
 from ingress.bodies import parse_json_object
 from ingress.protocols.aigame_payout import AigamePayout
 from ingress.verdicts import Rejection, Verdict
+from schema.errors import ConfigError
 from schema.outcomes import Outcome, OutcomeReport
-from schema.settings import ConfigError
 from tests.factories import provider
 from tests.signing import aigame_payout_body
 

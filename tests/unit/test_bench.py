@@ -58,7 +58,7 @@ def test_profile_frames_are_grouped_by_our_function_or_by_library() -> None:
     assert _frame_group("Connection.fetch (asyncpg/connection.py:689)") == "(asyncpg)"
     assert _frame_group("_run_code (<frozen runpy>:88)") is None
     # The process's entry points are on every stack: no share of theirs would tell anything.
-    assert _frame_group("cmd_worker (workers/cli.py:120)") is None
+    assert _frame_group("cmd_worker (payouts/cli.py:120)") is None
     assert _frame_group("serve (ingress/server.py:70)") is None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.deliveries import single_ack_tag
+from broker.deliveries import single_ack_tag
 
 
 def test_a_batch_of_the_oldest_open_deliveries_is_settled_by_its_highest_tag() -> None:

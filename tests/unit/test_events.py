@@ -9,7 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from schema.events import ContractError, PayoutEvent, RawRequest, decode_event, encode_event
+from schema.errors import ContractError
+from schema.events import PayoutEvent, RawRequest, decode_event, encode_event
 
 
 def event(**overrides: object) -> PayoutEvent:

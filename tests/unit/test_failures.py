@@ -8,8 +8,9 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
+from payouts.actions.dead_letters import Exported, Selection
 from workers import failures
-from workers.dead_letters import DeadLetter, Exported, Selection
+from workers.dead_letters import DeadLetter
 from workers.failures import (
     Failure,
     FailureKind,

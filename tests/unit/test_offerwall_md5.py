@@ -10,7 +10,7 @@ import pytest
 from ingress.protocols.offerwall_md5 import OfferwallMd5, sign
 from ingress.querystring import parse_query
 from ingress.verdicts import Rejection, Verdict
-from schema.settings import ConfigError
+from schema.errors import ConfigError
 from tests.factories import provider
 from tests.signing import offerwall_query
 

@@ -11,7 +11,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from workers.proof_images import ProofImageError, validated_media_type
+from payouts.actions.proof_images import ProofImageError, validated_media_type
 
 MAX_BYTES = 1_000_000
 

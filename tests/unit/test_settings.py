@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from ingress.app import create_app
-from schema.settings import AccountPolicy, ConfigError, load_settings
+from schema.errors import ConfigError
+from schema.settings import AccountPolicy, load_settings
 
 if TYPE_CHECKING:
     from pathlib import Path

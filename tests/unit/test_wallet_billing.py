@@ -13,8 +13,8 @@ import pytest
 from ingress.bodies import parse_json_object
 from ingress.protocols.wallet_billing import WalletBilling
 from ingress.verdicts import Rejection, Verdict
+from schema.errors import ConfigError
 from schema.outcomes import Outcome, OutcomeReport
-from schema.settings import ConfigError
 from tests.factories import provider
 from tests.signing import wallet_billing_body
 

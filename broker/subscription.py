@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, cast
 
 import aio_pika
 
+from broker.deliveries import Delivery
 from schema.logs import log
-from workers.deliveries import Delivery
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -1,87 +1,29 @@
-"""The one AMQP adapter both sides use: patient connections and broker-confirmed publishing."""
+"""Publishing that waits for the broker's confirm, on a connection of its own."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
 from pamqp.commands import Basic
 
-from schema.events import CONTRACT_VERSION, PayoutEvent, encode_event
-from schema.logs import log, redacted_url
-from schema.topology import ROUTING_KEY, Topology, declare
+from broker.connection import BROKER_ERRORS, CLOSE_TIMEOUT_SECONDS, connect_when_available
+from broker.declaration import declare
+from schema.errors import BrokerUnavailable
+from schema.events import EVENT_TYPE, PayoutEvent, encode_event
+from schema.logs import log
+from schema.topology import ROUTING_KEY, Topology
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
     from schema.settings import BrokerSettings
 
-__all__ = [
-    "BrokerUnavailable",
-    "ConfirmedPublisher",
-    "connect_when_available",
-    "event_properties",
-    "persistent_message",
-]
+__all__ = ["ConfirmedPublisher", "event_properties", "persistent_message"]
 
 logger = logging.getLogger(__name__)
-
-_EVENT_MESSAGE_TYPE = f"payout.v{CONTRACT_VERSION}"
-# How long a connection attempt nobody waits for any more may take to end before it is cut off.
-CLOSE_TIMEOUT_SECONDS = 5.0
-
-
-class BrokerUnavailable(Exception):
-    """The message was not confirmed by the broker; whoever sent it must be told to retry."""
-
-
-def connection_name(role: str, settings: BrokerSettings) -> str:
-    """Shown by `rabbitmqctl list_connections`, so an operator can tell processes apart."""
-    return f"payouts-{role} {settings.namespace} pid={os.getpid()}"
-
-
-async def connect_when_available(settings: BrokerSettings, role: str) -> AbstractRobustConnection:
-    """Retry the first connection until it succeeds; aio-pika handles every later reconnect."""
-    while True:
-        attempt: asyncio.Future[AbstractRobustConnection] = asyncio.ensure_future(
-            aio_pika.connect_robust(
-                settings.url,
-                reconnect_interval=settings.reconnect_interval_seconds,
-                client_properties={"connection_name": connection_name(role, settings)},
-            )
-        )
-        try:
-            # Shielded: a handshake cancelled halfway leaves aiormq's reader and heartbeat tasks
-            # behind, pending until the loop closes. A caller that gives up waits for it instead.
-            return await asyncio.shield(attempt)
-        except asyncio.CancelledError:
-            await _close_when_connected(attempt)
-            raise
-        except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as error:
-            log(
-                logger,
-                logging.WARNING,
-                "broker unreachable, retrying",
-                broker=redacted_url(settings.url),
-                error=repr(error),
-                retry_in_seconds=settings.reconnect_interval_seconds,
-            )
-            await asyncio.sleep(settings.reconnect_interval_seconds)
-
-
-async def _close_when_connected(attempt: asyncio.Future[AbstractRobustConnection]) -> None:
-    """Let a connection attempt nobody waits for any more end, within CLOSE_TIMEOUT_SECONDS, and
-    close the connection it opened."""
-    done, _ = await asyncio.wait([attempt], timeout=CLOSE_TIMEOUT_SECONDS)
-    if not done:
-        attempt.cancel()
-        return
-    if attempt.cancelled() or attempt.exception() is not None:
-        return
-    await attempt.result().close()
 
 
 def persistent_message(body: bytes, **properties: Any) -> aio_pika.Message:
@@ -99,7 +41,7 @@ def event_properties(event: PayoutEvent) -> Basic.Properties:
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         message_id=str(event.event_id),
         timestamp=event.received_at,
-        message_type=_EVENT_MESSAGE_TYPE,
+        message_type=EVENT_TYPE,
         headers={"provider_instance": event.provider_instance},
     )
 
@@ -212,7 +154,7 @@ class ConfirmedPublisher:
                 )
         except TimeoutError:
             raise BrokerUnavailable("the broker did not confirm in time") from None
-        except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
+        except BROKER_ERRORS as error:
             raise BrokerUnavailable(f"publish failed: {error!r}") from None
         if not isinstance(confirmation, Basic.Ack):
             raise BrokerUnavailable(f"the broker did not acknowledge: {confirmation!r}")

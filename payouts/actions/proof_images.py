@@ -13,6 +13,8 @@ import warnings
 
 from PIL import Image, UnidentifiedImageError
 
+from schema.errors import PayoutsError
+
 __all__ = ["ACCEPTED_FORMATS", "ProofImageError", "validated_media_type"]
 
 # Pillow's format name -> the media type stored with the image and put in its data URI.
@@ -22,7 +24,7 @@ _ACCEPTED_NAMES = "PNG, JPEG or WebP"
 _DAMAGE = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 
 
-class ProofImageError(ValueError):
+class ProofImageError(PayoutsError, ValueError):
     """An attached file that is not an acceptable proof image."""
 
 

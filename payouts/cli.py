@@ -11,24 +11,15 @@ import asyncio
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workers.console import (
-    POSTGRES_HINT,
-    RABBITMQ_HINT,
-    ServiceUnreachable,
-    add_command,
-    load_checked_settings,
-    print_data,
-    with_connection,
-)
-from workers.dlq_commands import register_dlq_commands
+from payouts.output import add_command, print_data
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    import asyncpg
-
+    from payouts.actions.operator import Operator
     from schema.settings import Settings
 
 __all__ = ["main"]
@@ -46,52 +37,30 @@ def _ensure_own_schema_package() -> None:
         )
 
 
+def _settings(args: argparse.Namespace) -> Settings:
+    from payouts.actions.connections import load_checked_settings
+
+    return load_checked_settings(Path(args.config))
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from schema.topology import Topology
-    from workers.database import apply_migrations, create_database_if_missing
+    from payouts.actions.setup import migrate
 
-    settings = load_checked_settings(args)
-    if args.create_database:
-        try:
-            asyncio.run(create_database_if_missing(settings.database.url))
-        except OSError as error:
-            raise ServiceUnreachable(f"Postgres: {error}; {POSTGRES_HINT}") from None
-    applied = asyncio.run(with_connection(settings, apply_migrations))
-    asyncio.run(_declare_topology(settings))
-    print_data(
-        {"applied": applied, "topology": Topology.from_settings(settings.broker).exchange},
-        args.json,
-    )
+    print_data(asyncio.run(migrate(_settings(args), args.create_database)), args.json)
     return 0
-
-
-async def _declare_topology(settings: Settings) -> None:
-    import aio_pika
-
-    from schema.logs import redacted_url
-    from schema.topology import Topology, declare
-
-    try:
-        connection = await aio_pika.connect(settings.broker.url, timeout=10)
-    except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as error:
-        where = redacted_url(settings.broker.url)
-        raise ServiceUnreachable(f"RabbitMQ at {where}: {error!r}; {RABBITMQ_HINT}") from None
-    async with connection:
-        await declare(await connection.channel(), Topology.from_settings(settings.broker))
 
 
 def cmd_topology(args: argparse.Namespace) -> int:
     from schema.topology import Topology
 
-    settings = load_checked_settings(args)
-    print_data(Topology.from_settings(settings.broker).definitions(), as_json=True)
+    print_data(Topology.from_settings(_settings(args).broker).definitions(), as_json=True)
     return 0
 
 
 def cmd_ingress(args: argparse.Namespace) -> int:
     from ingress.server import serve
 
-    settings = _overridden(load_checked_settings(args), "ingress", args, host="host", port="port")
+    settings = _overridden(_settings(args), "ingress", args, host="host", port="port")
     serve(settings, os.environ, args.processes)
     return 0
 
@@ -109,7 +78,7 @@ def _overridden(
         return settings
     from pydantic import ValidationError
 
-    from schema.settings import ConfigError
+    from schema.errors import ConfigError
 
     current = getattr(settings, section)
     try:
@@ -134,7 +103,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from workers.stopping import stop_on_signals, unless_stopped
 
     settings = _overridden(
-        load_checked_settings(args),
+        _settings(args),
         "worker",
         args,
         status_host="status_host",
@@ -181,11 +150,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def _supervise(args: argparse.Namespace, settings: Settings) -> int:
     from workers.consumer import stop_seconds
-    from workers.supervisor import Supervisor, child_command
+    from workers.supervisor import Supervisor
 
     worker = settings.worker
     commands = [
-        child_command(args.config, index, worker.status_host, worker.status_port)
+        _worker_command(args.config, index, worker.status_host, worker.status_port)
         for index in range(args.processes)
     ]
 
@@ -199,13 +168,25 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(run())
 
 
+def _operator(args: argparse.Namespace) -> Operator:
+    from payouts.actions.operator import Operator
+
+    return Operator(_settings(args))
+
+
+def _worker_command(config: str, index: int, status_host: str, status_port: int) -> list[str]:
+    """The command line of worker `index` of this supervisor: port 0 (any free port) stays 0
+    for every worker."""
+    port = status_port + index if status_port else 0
+    return [
+        sys.executable, "-m", "payouts", "--config", config, "worker",
+        "--status-host", status_host, "--status-port", str(port),
+        "--supervisor-pid", str(os.getpid()),
+    ]  # fmt: skip
+
+
 def cmd_payout_show(args: argparse.Namespace) -> int:
-    from workers.inspection import payout_details
-
-    async def show(conn: asyncpg.Connection) -> Any:
-        return await payout_details(conn, args.provider, args.transaction)
-
-    details = asyncio.run(with_connection(load_checked_settings(args), show))
+    details = asyncio.run(_operator(args).payout(args.provider, args.transaction))
     if details is None:
         print(
             f"no payout {args.transaction!r} for provider instance {args.provider!r}",
@@ -217,95 +198,60 @@ def cmd_payout_show(args: argparse.Namespace) -> int:
 
 
 def cmd_balance_show(args: argparse.Namespace) -> int:
-    from workers.inspection import user_balances
-
-    async def show(conn: asyncpg.Connection) -> Any:
-        return await user_balances(conn, args.user)
-
-    print_data(asyncio.run(with_connection(load_checked_settings(args), show)), args.json)
+    print_data(asyncio.run(_operator(args).balances(args.user)), args.json)
     return 0
 
 
 def cmd_account_create(args: argparse.Namespace) -> int:
-    from workers.accounts import create_wallet
-
-    async def create(conn: asyncpg.Connection) -> Any:
-        created, credited = await create_wallet(conn, args.user, args.currency)
-        return {
-            "user_id": args.user,
-            "currency": args.currency,
-            "created": created,
-            "credited_held_payouts": [vars(payout) for payout in credited],
-        }
-
-    print_data(asyncio.run(with_connection(load_checked_settings(args), create)), args.json)
+    print_data(asyncio.run(_operator(args).create_account(args.user, args.currency)), args.json)
     return 0
 
 
 def cmd_payout_attach_proof(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from payouts.actions.proof_images import ProofImageError
+    from payouts.actions.proofs import NoSuchPayout
 
-    from workers.proof_images import ProofImageError, validated_media_type
-    from workers.proofs import NoSuchPayout, attach_proof
-
-    settings = load_checked_settings(args)
-    limit = settings.proof_api.max_image_bytes
+    operator = _operator(args)
+    limit = operator.settings.proof_api.max_image_bytes
     try:
         path = Path(args.file)
         if path.stat().st_size > limit:
             raise ProofImageError(f"the file is over proof_api.max_image_bytes ({limit} bytes)")
-        data = path.read_bytes()
-        media_type = validated_media_type(data, max_bytes=limit)
+        attached = asyncio.run(
+            operator.attach_proof(args.provider, args.transaction, path.read_bytes())
+        )
     except OSError as error:
         print(f"payouts: cannot read {args.file}: {error.strerror}", file=sys.stderr)
         return 1
     except ProofImageError as error:
         print(f"payouts: {args.file}: {error}", file=sys.stderr)
         return 1
-
-    async def attach(conn: asyncpg.Connection) -> Any:
-        return await attach_proof(conn, args.provider, args.transaction, media_type, data)
-
-    try:
-        image_id = asyncio.run(with_connection(settings, attach))
     except NoSuchPayout as error:
         print(f"payouts: {error}", file=sys.stderr)
         return 1
-    print_data(
-        {"image_id": image_id, "media_type": media_type, "already_attached": image_id is None},
-        args.json,
-    )
+    print_data(attached, args.json)
     return 0
 
 
 def cmd_order_register(args: argparse.Namespace) -> int:
-    from ingress.order_terms import OrderRefused, checked_order
-    from workers.orders import RegisterResult, register_order
+    from ingress.order_terms import OrderRefused
+    from schema.orders import RegisterResult
 
-    settings = load_checked_settings(args)
     try:
-        order = checked_order(
-            settings, args.provider, args.order_id, args.user, args.item, args.amount
+        result, stored = asyncio.run(
+            _operator(args).register_order(
+                args.provider, args.order_id, args.user, args.item, args.amount
+            )
         )
     except OrderRefused as error:
         print(f"payouts: {error}", file=sys.stderr)
         return 1
-
-    async def register(conn: asyncpg.Connection) -> Any:
-        return await register_order(conn, order)
-
-    result, stored = asyncio.run(with_connection(settings, register))
     print_data({"result": result.value, "order": vars(stored)}, args.json)
     return 1 if result is RegisterResult.CONFLICT else 0
 
 
 def cmd_order_show(args: argparse.Namespace) -> int:
-    from workers.orders import find_order
-
-    async def show(conn: asyncpg.Connection) -> Any:
-        return await find_order(conn, args.provider, args.order_id)
-
-    order = asyncio.run(with_connection(load_checked_settings(args), show))
+    order = asyncio.run(_operator(args).order(args.provider, args.order_id))
     if order is None:
         print(f"no order {args.order_id!r} for {args.provider!r}", file=sys.stderr)
         return 1
@@ -314,12 +260,7 @@ def cmd_order_show(args: argparse.Namespace) -> int:
 
 
 def cmd_order_cancel(args: argparse.Namespace) -> int:
-    from workers.orders import cancel_order
-
-    async def cancel(conn: asyncpg.Connection) -> Any:
-        return await cancel_order(conn, args.provider, args.order_id)
-
-    if not asyncio.run(with_connection(load_checked_settings(args), cancel)):
+    if not asyncio.run(_operator(args).cancel_order(args.provider, args.order_id)):
         print(f"no pending order {args.order_id!r} for {args.provider!r}", file=sys.stderr)
         return 1
     print_data({"cancelled": args.order_id}, args.json)
@@ -441,15 +382,17 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--user", required=True)
     create.add_argument("--currency", required=True)
 
+    from payouts.dlq_cli import register_dlq_commands
+
     register_dlq_commands(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     _ensure_own_schema_package()
-    from schema.broker import BrokerUnavailable
+    from payouts.actions.connections import start_hint
+    from schema.errors import ConfigError, ServiceUnavailable
     from schema.logs import configure_logging
-    from schema.settings import ConfigError
 
     args = _parser().parse_args(argv)
     # The long-running parts log every request and payout; one-shot commands only what is wrong.
@@ -460,11 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"payouts: configuration error: {error}", file=sys.stderr)
         return 2
-    except ServiceUnreachable as error:
-        print(f"payouts: cannot reach {error}", file=sys.stderr)
-        return 3
-    except BrokerUnavailable as error:
-        print(f"payouts: cannot reach {error}; {RABBITMQ_HINT}", file=sys.stderr)
+    except ServiceUnavailable as error:
+        print(f"payouts: cannot reach {error}; {start_hint(error)}", file=sys.stderr)
         return 3
     except BrokenPipeError:
         # Output piped into `head` and the like: stop quietly, as other command-line tools do.

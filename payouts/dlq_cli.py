@@ -10,17 +10,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aio_pika
-
-from workers.console import add_command, load_checked_settings, print_data, with_connection
+from payouts.actions.connections import load_checked_settings
+from payouts.actions.dead_letters import (
+    DeadLetterQueue,
+    Exported,
+    Selection,
+    SelectionError,
+    run_on_selection,
+)
+from payouts.output import add_command, print_data
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from payouts.actions.dead_letters import Fetched, SelectionRun
+    from schema.errors import BrokerUnavailable
     from workers.database import Connection
-    from workers.dead_letters import DeadLetterQueue, Fetched, Selection
 
 __all__ = ["register_dlq_commands"]
 
-MIN_ID_LENGTH = 8
 _DURATION = re.compile(r"(\d+)([smhd])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _TABLE_COLUMNS = (
@@ -42,8 +50,6 @@ def _duration(text: str) -> float:
 
 
 def _selection(args: argparse.Namespace) -> Selection:
-    from workers.dead_letters import Selection
-
     return Selection(
         ids=tuple(getattr(args, "ids", ()) or ()),
         provider=args.provider,
@@ -66,9 +72,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 
 
 async def _session(args: argparse.Namespace, work: Any) -> Any:
-    from workers.dead_letters import DeadLetterQueue
-
-    settings = load_checked_settings(args)
+    settings = load_checked_settings(Path(args.config))
     async with DeadLetterQueue.open(settings.broker) as dlq:
         return await work(dlq, settings)
 
@@ -103,23 +107,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_ids(args: argparse.Namespace, selected: list[Fetched]) -> None:
-    """Each id names one message: an exact message id, or a prefix of one dead-letter id."""
-    for wanted in getattr(args, "ids", None) or ():
-        matches = {
-            item.entry.dead_letter_id
-            for item in selected
-            if item.entry.dead_letter_id.startswith(wanted) or item.entry.message_id == wanted
-        }
-        if len(matches) > 1 and not any(item.entry.message_id == wanted for item in selected):
-            raise SystemExit(
-                f"payouts dlq: {wanted!r} matches {len(matches)} dead letters; give more of the id"
-            )
-
-
-def _require_selection(args: argparse.Namespace) -> None:
-    chosen = args.ids or args.provider or args.reason or args.transaction or args.older_than
-    if not chosen and not args.all:
+def _require_selection(args: argparse.Namespace, selection: Selection) -> None:
+    if not selection.narrowed and not args.all:
         raise SystemExit("payouts dlq: name messages, give a filter, or say --all")
 
 
@@ -145,54 +134,40 @@ class _Progress:
 def _run_on_each(
     args: argparse.Namespace,
     verb: str,
-    action: Any,
+    action: Callable[[DeadLetterQueue, Fetched, Connection], Awaitable[None]],
 ) -> int:
-    """Fetch the selection, apply `action` to each (recording in Postgres first), summarize."""
-    from schema.broker import BrokerUnavailable
+    """Apply `action` to the selection (recording each in Postgres first) and summarize."""
+    selection = _selection(args)
+    _require_selection(args, selection)
+    progress: _Progress | None = None
 
-    _require_selection(args)
-    if any(len(wanted.strip()) < MIN_ID_LENGTH for wanted in getattr(args, "ids", None) or ()):
-        raise SystemExit(f"payouts dlq: ids must have at least {MIN_ID_LENGTH} characters")
-    dry_run = getattr(args, "dry_run", False)
-    interval = 1 / args.rate if getattr(args, "rate", None) else 0.0
+    def each(run: SelectionRun, item: Fetched, failure: BrokerUnavailable | None) -> None:
+        nonlocal progress
+        if failure is not None:
+            print(f"{item.entry.dead_letter_id}: not {verb}: {failure}", file=sys.stderr)
+        progress = progress or _Progress(run.selected, verb)
+        progress.step()
 
-    async def work(dlq: DeadLetterQueue, settings: Any) -> dict[str, Any]:
-        selected = await dlq.fetch(_selection(args))
-        summary: dict[str, Any] = {
-            "selected": len(selected),
-            verb: 0,
-            "failed": 0,
-            "dry_run": dry_run,
-        }
-        _check_ids(args, selected)
-        if dry_run or not selected or not await _confirmed(args, verb, len(selected)):
-            summary["ids"] = [item.entry.dead_letter_id for item in selected]
-            return summary
-        progress = _Progress(len(selected), verb)
+    async def confirm(count: int) -> bool:
+        return await _confirmed(args, verb, count)
 
-        async def each(conn: Connection) -> None:
-            for item in selected:
-                try:
-                    await action(dlq, item, conn)
-                    summary[verb] += 1
-                except BrokerUnavailable as error:
-                    summary["failed"] += 1
-                    print(f"{item.entry.dead_letter_id}: not {verb}: {error}", file=sys.stderr)
-                except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
-                    # The session's connection is gone: every message it held is back in the
-                    # queue (a replayed one may come back as a duplicate, which changes nothing).
-                    summary["failed"] += 1
-                    summary["stopped"] = f"lost the broker connection ({error!r}); run it again"
-                    return
-                progress.step()
-                await asyncio.sleep(interval)
-
-        await with_connection(settings, each)
-        return summary
-
-    summary = asyncio.run(_session(args, work))
-    print_data(summary, args.json)
-    return 1 if summary["failed"] else 0
+    try:
+        run = asyncio.run(
+            run_on_selection(
+                load_checked_settings(Path(args.config)),
+                selection,
+                verb,
+                action,
+                dry_run=getattr(args, "dry_run", False),
+                per_second=getattr(args, "rate", None),
+                confirm=confirm,
+                on_each=each,
+            )
+        )
+    except SelectionError as error:
+        raise SystemExit(f"payouts dlq: {error}") from None
+    print_data(run.summary(), args.json)
+    return 1 if run.failures or run.stopped else 0
 
 
 async def _confirmed(args: argparse.Namespace, verb: str, count: int) -> bool:
@@ -208,19 +183,12 @@ async def _confirmed(args: argparse.Namespace, verb: str, count: int) -> bool:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    async def replay(dlq: DeadLetterQueue, item: Fetched, conn: Connection) -> None:
-        await dlq.replay(item, conn)
-
-    return _run_on_each(args, "replayed", replay)
+    return _run_on_each(args, "replayed", DeadLetterQueue.replay)
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
     args.confirm = True
-
-    async def purge(dlq: DeadLetterQueue, item: Fetched, conn: Connection) -> None:
-        await dlq.purge(item, conn)
-
-    return _run_on_each(args, "purged", purge)
+    return _run_on_each(args, "purged", DeadLetterQueue.purge)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -236,8 +204,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from workers.dead_letters import Exported
-
     lines = Path(args.file).read_text(encoding="utf-8").splitlines()
     messages = []
     for number, line in enumerate(lines, start=1):

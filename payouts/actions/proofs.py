@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
+from schema.errors import PayoutsError
+
 if TYPE_CHECKING:
     from workers.database import Connection
 
@@ -21,7 +23,7 @@ RETURNING image_id
 """
 
 
-class NoSuchPayout(LookupError):
+class NoSuchPayout(PayoutsError, LookupError):
     """No payout has that transaction id under that provider instance."""
 
 

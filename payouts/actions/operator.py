@@ -1,0 +1,103 @@
+"""The operator's actions on the records: look a payout or a user up, create an account, attach
+proof, and register, show or cancel a pending order. Each runs on a Postgres connection of its
+own; a refusal raises a PayoutsError that says why, before any connection is opened."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ingress.order_terms import checked_order
+from ingress.pending_orders import cancel_order, find_order, register_order
+from payouts.actions.connections import with_connection
+from payouts.actions.inspection import payout_details, user_balances
+from payouts.actions.proof_images import validated_media_type
+from payouts.actions.proofs import attach_proof
+from workers.accounts import create_wallet
+
+if TYPE_CHECKING:
+    from schema.orders import Order, RegisterResult
+    from schema.settings import Settings
+    from workers.database import Connection
+
+__all__ = ["Operator"]
+
+
+class Operator:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def payout(self, provider: str, transaction: str) -> dict[str, Any] | None:
+        """The payout with its ledger, items and proofs, and the deliveries refused under its
+        transaction id; None when there is neither."""
+
+        async def show(conn: Connection) -> dict[str, Any] | None:
+            return await payout_details(conn, provider, transaction)
+
+        return await with_connection(self.settings, show)
+
+    async def balances(self, user: str) -> dict[str, Any]:
+        """The user's wallets, held payouts and inventory."""
+
+        async def show(conn: Connection) -> dict[str, Any]:
+            return await user_balances(conn, user)
+
+        return await with_connection(self.settings, show)
+
+    async def create_account(self, user: str, currency: str) -> dict[str, Any]:
+        """Create the wallet if missing and credit the payouts held for it, exactly once."""
+
+        async def create(conn: Connection) -> dict[str, Any]:
+            created, credited = await create_wallet(conn, user, currency)
+            return {
+                "user_id": user,
+                "currency": currency,
+                "created": created,
+                "credited_held_payouts": [vars(payout) for payout in credited],
+            }
+
+        return await with_connection(self.settings, create)
+
+    async def attach_proof(self, provider: str, transaction: str, image: bytes) -> dict[str, Any]:
+        """Attach a proof image to the payout (ProofImageError if it is not one we accept,
+        NoSuchPayout if there is no such payout)."""
+        media_type = validated_media_type(image, max_bytes=self.settings.proof_api.max_image_bytes)
+
+        async def attach(conn: Connection) -> int | None:
+            return await attach_proof(conn, provider, transaction, media_type, image)
+
+        image_id = await with_connection(self.settings, attach)
+        return {
+            "image_id": image_id,
+            "media_type": media_type,
+            "already_attached": image_id is None,
+        }
+
+    async def register_order(
+        self,
+        provider: str,
+        order_id: str,
+        user: str,
+        items: list[str] | None,
+        amount: str | None,
+    ) -> tuple[RegisterResult, Order]:
+        """Register a pending order, checked as the orders API checks it (OrderRefused)."""
+        order = checked_order(self.settings, provider, order_id, user, items, amount)
+
+        async def register(conn: Connection) -> tuple[RegisterResult, Order]:
+            return await register_order(conn, order)
+
+        return await with_connection(self.settings, register)
+
+    async def order(self, provider: str, order_id: str) -> Order | None:
+        async def show(conn: Connection) -> Order | None:
+            return await find_order(conn, provider, order_id)
+
+        return await with_connection(self.settings, show)
+
+    async def cancel_order(self, provider: str, order_id: str) -> bool:
+        """Cancel a pending order; False if none is pending under that id."""
+
+        async def cancel(conn: Connection) -> bool:
+            return await cancel_order(conn, provider, order_id)
+
+        return await with_connection(self.settings, cancel)

@@ -1,0 +1,64 @@
+"""What every `payouts` subcommand shares on the command line: the `--json` switch, and output
+as indented text or as JSON."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable
+
+__all__ = ["add_command", "print_data"]
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"cannot show {type(value).__name__} as JSON")
+
+
+def print_data(data: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(data, default=_json_default, indent=2))
+        return
+    _print_text(data, indent=0)
+
+
+def _print_text(data: Any, indent: int) -> None:
+    pad = "  " * indent
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(value, dict | list) and value:
+                print(f"{pad}{key}:")
+                _print_text(value, indent + 1)
+            else:
+                print(f"{pad}{key}: {_json_default(value) if _is_special(value) else value}")
+    elif isinstance(data, list):
+        for item in data:
+            print(f"{pad}-")
+            _print_text(item, indent + 1)
+    else:
+        print(f"{pad}{data}")
+
+
+def _is_special(value: object) -> bool:
+    return isinstance(value, Decimal | datetime | UUID)
+
+
+def add_command(
+    parent: Any, name: str, handler: Callable[[argparse.Namespace], int], help_text: str
+) -> argparse.ArgumentParser:
+    """A subcommand with its handler and the `--json` switch every command has."""
+    sub: argparse.ArgumentParser = parent.add_parser(name, help=help_text, description=help_text)
+    sub.set_defaults(handler=handler)
+    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    return sub
