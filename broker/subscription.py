@@ -1,13 +1,9 @@
 """The worker's consumer on the work queue, registered on the channel underneath aio-pika's.
 
-Through `Queue.consume`, aio-pika wraps every delivery in an IncomingMessage and runs the callback
-in a task of its own, on top of the task aiormq already runs it in: about 40 µs a delivery on the
-bench machine, an eighth of the worker's CPU per payout. Registered with aiormq directly, a delivery
-costs one task and a `Delivery` view. aio-pika then no longer knows of the consumer, so this keeps
-it as aio-pika kept its own: a reopened channel (after a reconnect, or after the broker closed the
-channel) gets the consumer again, under the same tag, and so does the channel of a consumer the
-broker cancelled (its queue deleted, say: consuming again fails, aio-pika reopens the channel and
-declares the queue again, and the consumer follows).
+aio-pika's `Queue.consume` costs a wrapper object and a second task per delivery
+(docs/benchmarks.md); registered with aiormq directly, a delivery costs one task and a `Delivery`
+view. aio-pika then no longer knows of the consumer, so this registers it again, under the same
+tag, on every channel aio-pika reopens and after a broker cancel.
 """
 
 from __future__ import annotations

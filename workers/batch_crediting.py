@@ -1,36 +1,10 @@
 """Apply many payout events in one Postgres transaction, each with the outcome it would have had
 alone.
 
-New payouts to wallets that may be created (the common case) take the set-based path, a fixed
-number of statements whatever the batch size: one finds those whose transaction id or signature
-is already recorded and locks the wallets, reading their balances (two more create and lock the
-wallets that do not exist yet), and one records the payouts as credited with the balance
-each leaves, adds each wallet's total, writes the ledger and grants the items. The funding
-accounts' ids are looked up once per worker process (`FundingAccounts`). Everything else in the
-batch goes through `apply_payout` afterwards, in the same transaction: re-sends and in-batch
-duplicates, payouts that need an existing wallet or a pending order, old requests, and the
-payouts to their wallets that follow one of these that may credit its wallet. A funding account
-the batch created and paid nothing from in the end is deleted before it commits: one transaction
-per payout creates one only to credit a wallet from it.
-
-Each payout row is written once, already credited: a payout claimed as held and then marked
-credited would cost a second row version and a second entry in every index of `payouts`.
-
-Locks are taken in one order in every batch: first the wallet-creation advisory lock of every
-wallet the batch names, sorted by lock key, so that no other batch creates or credits those
-wallets meanwhile (this covers wallets that do not exist yet, which no row lock can); then the
-wallet rows in sorted order (those the batch creates after the others: no one can be waiting for
-them without their creation lock); then the funding accounts the batch pays from, those it
-creates in one sorted statement; then the payouts' unique keys. Two workers crediting
-overlapping wallets therefore queue behind each other instead of deadlocking. Batches for
-different wallets are not ordered by those locks when they carry the same transaction id or
-signature (a conflict or a reused signature, rare by nature). When only one batch inserts the
-key, the other finds it taken when it records its payouts and raises `ClaimRaced`; when each
-inserts a key the other then needs (crossed keys, or the same pending orders), Postgres detects
-the deadlock. Either way the batch rolls back whole and is retried like any transient failure.
-
-Payouts and accounts are looked up by key one index probe per element (a lateral subquery),
-never by a join the planner could turn into a scan of every wallet or payout.
+New payouts to wallets that may be created take the set-based path, a fixed number of statements
+whatever the batch size; everything else goes through `apply_payout` afterwards, in the same
+transaction. Locks are taken in one order in every batch, so workers crediting the same wallets
+queue instead of deadlocking. Why each rule holds: docs/architecture.md#batches.
 """
 
 from __future__ import annotations
