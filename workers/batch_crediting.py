@@ -9,7 +9,6 @@ queue instead of deadlocking. Why each rule holds: docs/architecture.md#batches.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import MAX_PREC, Context, Decimal, Inexact, InvalidOperation, localcontext
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from schema.outcomes import Outcome
 from workers.crediting import CreditResult, apply_payout
 from workers.failures import ClaimRaced
+from workers.payout_rows import PayoutRow
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -78,11 +78,12 @@ SELECT NULL, NULL, account_id, owner, currency, balance FROM locked
 """
 
 # The fresh payouts, recorded as credited, in one statement with everything they change: each
-# wallet credited once by its total ($17, $18), the ledger ($19-$21: the funding account pays
-# the wallet) and the items granted ($22-$24), the last two matched to their payouts by event
-# id. A payout whose key another transaction took meanwhile is not returned; the caller then
-# rolls the whole statement back. Constraints are checked at the end of the statement, when
-# every payout the ledger and the items refer to is in.
+# payout's `PayoutRow` as arrays ($1-$16) and its balance after ($17), each wallet credited once
+# by its total ($18, $19), the ledger ($20-$22: the funding account pays the wallet) and the
+# items granted ($23-$25), the last two matched to their payouts by event id. A payout whose key
+# another transaction took meanwhile is not returned; the caller then rolls the whole statement
+# back. Constraints are checked at the end of the statement, when every payout the ledger and
+# the items refer to is in.
 RECORD_CREDITED = """
 WITH recorded AS (
     INSERT INTO payouts (provider_instance, transaction_id, event_id, protocol, user_id, amount,
@@ -90,33 +91,33 @@ WITH recorded AS (
                          attributes, raw_request, received_at, items, price, order_id,
                          balance_after, credited_at)
     SELECT t.provider_instance, t.transaction_id, t.event_id, t.protocol, t.user_id, t.amount,
-           t.currency, t.signature, true, 'credited', 'credited', t.answer_code,
+           t.currency, t.signature, t.create_account, 'credited', 'credited', t.answer_code,
            t.attributes::jsonb, t.raw_request::jsonb, t.received_at, t.items::jsonb, t.price,
            t.order_id, t.balance_after, now()
     FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::numeric[],
-                $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[],
-                $13::text[], $14::numeric[], $15::text[], $16::numeric[])
+                $7::text[], $8::text[], $9::boolean[], $10::text[], $11::text[], $12::text[],
+                $13::timestamptz[], $14::text[], $15::numeric[], $16::text[], $17::numeric[])
          AS t(provider_instance, transaction_id, event_id, protocol, user_id, amount, currency,
-              signature, answer_code, attributes, raw_request, received_at, items, price,
-              order_id, balance_after)
+              signature, create_account, answer_code, attributes, raw_request, received_at,
+              items, price, order_id, balance_after)
     ORDER BY t.provider_instance, t.transaction_id
     ON CONFLICT DO NOTHING
     RETURNING payout_id, event_id
 ), credited_wallets AS (
     UPDATE accounts a SET balance = a.balance + t.total
-    FROM unnest($17::bigint[], $18::numeric[]) AS t(account_id, total)
+    FROM unnest($18::bigint[], $19::numeric[]) AS t(account_id, total)
     WHERE a.account_id = t.account_id
 ), ledger AS (
     INSERT INTO ledger_entries (payout_id, account_id, amount)
     SELECT r.payout_id, e.account_id, e.amount
-    FROM unnest($19::uuid[], $20::bigint[], $21::numeric[]) WITH ORDINALITY
+    FROM unnest($20::uuid[], $21::bigint[], $22::numeric[]) WITH ORDINALITY
          AS e(event_id, account_id, amount, position)
     JOIN recorded r USING (event_id)
     ORDER BY e.position
 ), granted AS (
     INSERT INTO inventory_entries (payout_id, user_id, item_id, quantity)
     SELECT r.payout_id, g.user_id, g.item_id, 1
-    FROM unnest($22::uuid[], $23::text[], $24::text[]) WITH ORDINALITY
+    FROM unnest($23::uuid[], $24::text[], $25::text[]) WITH ORDINALITY
          AS g(event_id, user_id, item_id, position)
     JOIN recorded r USING (event_id)
     ORDER BY g.position
@@ -440,21 +441,7 @@ async def _record_credited(
     chosen = [item.event for item in credited]
     rows = await conn.fetch(
         RECORD_CREDITED,
-        [e.provider_instance for e in chosen],
-        [e.transaction_id for e in chosen],
-        [e.event_id for e in chosen],
-        [e.protocol for e in chosen],
-        [e.user_id for e in chosen],
-        [e.amount for e in chosen],
-        [e.currency for e in chosen],
-        [e.signature for e in chosen],
-        [e.answer_code for e in chosen],
-        [json.dumps(e.attributes) for e in chosen],
-        [e.raw_request.model_dump_json() for e in chosen],
-        [e.received_at for e in chosen],
-        [json.dumps(list(e.items)) for e in chosen],
-        [e.price for e in chosen],
-        [e.order_id for e in chosen],
+        *_columns([PayoutRow.of(event) for event in chosen], len(PayoutRow._fields)),
         [item.balance_after for item in credited],
         *_columns(_wallet_totals(credited, wallets), 2),
         *_columns(_ledger_entries(credited, wallets, funding_ids), 3),

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from schema.outcomes import Outcome
 from workers.orders import consume_order
+from workers.payout_rows import PayoutRow
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -41,6 +42,7 @@ LOCK_WALLET_CREATION = """
 SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))
 """
 
+# Parameters: a `PayoutRow`, in order.
 CLAIM_TRANSACTION = """
 INSERT INTO payouts (provider_instance, transaction_id, event_id, protocol, user_id, amount,
                      currency, signature, create_account, status, outcome, answer_code,
@@ -202,25 +204,7 @@ async def apply_payout(
 
 async def _claim(conn: Connection, event: PayoutEvent) -> int | None:
     """Insert the payout as held; None if its transaction id or signature is already taken."""
-    payout_id: int | None = await conn.fetchval(
-        CLAIM_TRANSACTION,
-        event.provider_instance,
-        event.transaction_id,
-        event.event_id,
-        event.protocol,
-        event.user_id,
-        event.amount,
-        event.currency,
-        event.signature,
-        event.create_account,
-        event.answer_code,
-        json.dumps(event.attributes),
-        event.raw_request.model_dump_json(),
-        event.received_at,
-        json.dumps(list(event.items)),
-        event.price,
-        event.order_id,
-    )
+    payout_id: int | None = await conn.fetchval(CLAIM_TRANSACTION, *PayoutRow.of(event))
     return payout_id
 
 
@@ -303,21 +287,22 @@ async def _credit(
 
 
 async def _record_refused(conn: Connection, event: PayoutEvent, outcome: Outcome) -> None:
+    row = PayoutRow.of(event)
     await conn.execute(
         RECORD_REFUSED_DELIVERY,
-        event.provider_instance,
-        event.transaction_id,
-        event.event_id,
+        row.provider_instance,
+        row.transaction_id,
+        row.event_id,
         outcome.value,
-        event.user_id,
-        event.amount,
-        event.currency,
-        event.signature,
-        event.raw_request.model_dump_json(),
-        event.received_at,
-        json.dumps(list(event.items)),
-        event.price,
-        event.order_id,
+        row.user_id,
+        row.amount,
+        row.currency,
+        row.signature,
+        row.raw_request,
+        row.received_at,
+        row.items,
+        row.price,
+        row.order_id,
     )
 
 
