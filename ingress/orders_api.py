@@ -15,7 +15,7 @@ from ingress.client_ip import is_allowed, request_address
 from ingress.fields import is_storable_id
 from ingress.order_terms import OrderRefused, checked_order
 from ingress.pending_orders import cancel_order, find_order, register_order
-from ingress.protocols.base import same_secret
+from ingress.rotated_secrets import matching_secret
 from ingress.verdicts import Rejection
 from schema.errors import DatabaseUnavailable
 from schema.events import decimal_text
@@ -81,9 +81,7 @@ class OrdersApi:
         if not is_allowed(address, self._settings.internal_api.ip_allowlist):
             return _error(403, "forbidden", f"address {address} is not allowed")
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        valid = scheme.lower() == "bearer" and any(
-            same_secret(known, token) for known in self._tokens.values()
-        )
+        valid = scheme.lower() == "bearer" and matching_secret(self._tokens, token) is not None
         if not valid:
             return _error(401, "unauthorized", "send Authorization: Bearer <token>")
         return None

@@ -21,8 +21,8 @@ from starlette.responses import JSONResponse
 from ingress import metrics
 from ingress.bodies import parse_json_object, read_body
 from ingress.fields import is_storable_id
-from ingress.protocols.base import same_secret, signatures_match
 from ingress.receipts import Receipt, data_uri, render_receipt
+from ingress.rotated_secrets import matching_secret
 from ingress.verdicts import Rejection
 from schema.errors import DatabaseUnavailable
 from schema.logs import log
@@ -100,18 +100,15 @@ class _Partner:
 
     def key_holding(self, api_key: str) -> str | None:
         """The name of the API key that `api_key` is, if any."""
-        for name, known in self.api_keys.items():
-            if same_secret(known, api_key):
-                return name
-        return None
+        return matching_secret(self.api_keys, api_key)
 
     def secret_signing(self, order_id: str, signature: str) -> str | None:
         """The name of the secret under which `signature` signs `order_id`, if any."""
-        for name, secret in self.secrets.items():
-            expected = hashlib.sha256(f"{self.pid}{secret}{order_id}".encode()).hexdigest()
-            if signatures_match(expected, signature):
-                return name
-        return None
+        return matching_secret(
+            self.secrets,
+            signature,
+            lambda secret: hashlib.sha256(f"{self.pid}{secret}{order_id}".encode()).hexdigest(),
+        )
 
 
 class _Refused(Exception):

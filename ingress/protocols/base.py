@@ -3,7 +3,6 @@ answered at once, and POSTed JSON objects answered with the worker's outcome."""
 
 from __future__ import annotations
 
-import hmac
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from starlette.responses import JSONResponse, Response
 
+from ingress import rotated_secrets
 from ingress.bodies import parse_json_object
 from ingress.querystring import parse_query
 from ingress.verdicts import Rejection, Verdict
@@ -33,8 +33,6 @@ __all__ = [
     "ProviderProtocol",
     "QueryCallbackProtocol",
     "require_fields",
-    "same_secret",
-    "signatures_match",
     "signed_text",
 ]
 
@@ -76,16 +74,6 @@ class Claim:
     may_record_new: bool = True
 
 
-def signatures_match(expected_hex: str, received: str) -> bool:
-    """Constant-time; hex case carries no meaning, so either case is accepted."""
-    return hmac.compare_digest(expected_hex.encode(), received.lower().encode())
-
-
-def same_secret(known: str, received: str) -> bool:
-    """Constant-time and exact: an API key or token, unlike a hex digest, is case-sensitive."""
-    return hmac.compare_digest(known.encode(), received.encode())
-
-
 class ProviderProtocol(ABC):
     """One configured provider instance speaking one protocol."""
 
@@ -121,11 +109,11 @@ class ProviderProtocol(ABC):
     ) -> str:
         """The name of the secret under which `received` is the expected signature; if there is
         none, the request is refused with `mismatch` as the detail."""
-        for name, secret in self._secrets.items():
-            if signatures_match(expected_for(secret), received):
-                _signature_matched.set(True)
-                return name
-        raise Rejection(Verdict.BAD_SIGNATURE, mismatch)
+        name = rotated_secrets.matching_secret(self._secrets, received, expected_for)
+        if name is None:
+            raise Rejection(Verdict.BAD_SIGNATURE, mismatch)
+        _signature_matched.set(True)
+        return name
 
     @classmethod
     def validate(cls, instance: ProviderInstance) -> dict[str, str]:
