@@ -4,10 +4,9 @@ as indented text or as JSON."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
+
+from schema.plain_values import plain_value
 
 if TYPE_CHECKING:
     import argparse
@@ -16,19 +15,9 @@ if TYPE_CHECKING:
 __all__ = ["add_command", "print_data"]
 
 
-def _json_default(value: object) -> str:
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    raise TypeError(f"cannot show {type(value).__name__} as JSON")
-
-
 def print_data(data: Any, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(data, default=_json_default, indent=2))
+        print(json.dumps(data, default=plain_value, indent=2))
         return
     _print_text(data, indent=0)
 
@@ -41,17 +30,13 @@ def _print_text(data: Any, indent: int) -> None:
                 print(f"{pad}{key}:")
                 _print_text(value, indent + 1)
             else:
-                print(f"{pad}{key}: {_json_default(value) if _is_special(value) else value}")
+                print(f"{pad}{key}: {plain_value(value)}")
     elif isinstance(data, list):
         for item in data:
             print(f"{pad}-")
             _print_text(item, indent + 1)
     else:
         print(f"{pad}{data}")
-
-
-def _is_special(value: object) -> bool:
-    return isinstance(value, Decimal | datetime | UUID)
 
 
 def add_command(

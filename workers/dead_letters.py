@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from schema.errors import ContractError
 from schema.events import decode_event
+from schema.plain_values import plain_value
 from workers import failures as names
 
 if TYPE_CHECKING:
@@ -28,22 +28,6 @@ INSERT INTO dead_letters (dead_letter_id, message_id, provider_instance, transac
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14)
 ON CONFLICT (dead_letter_id) DO NOTHING
 """
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", "replace")
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)  # Decimal and whatever else a producer put in a header
 
 
 def _time(value: Any) -> datetime | None:
@@ -100,8 +84,8 @@ class DeadLetter:
             error = f"{headers.get(names.ERROR_TYPE, '')}: {headers.get(names.ERROR_MESSAGE, '')}"
             attempts = headers.get(names.ATTEMPTS, 0)
         else:
-            kind = f"broker:{_jsonable(death.get('reason', 'unknown'))}"
-            error = f"dead-lettered by the broker from {_jsonable(death.get('queue', '?'))}"
+            kind = f"broker:{plain_value(death.get('reason', 'unknown'))}"
+            error = f"dead-lettered by the broker from {plain_value(death.get('queue', '?'))}"
             attempts = headers.get("x-delivery-count") or death.get("count", 0)
         history = headers.get(names.HISTORY)
         return cls(
@@ -116,7 +100,7 @@ class DeadLetter:
             last_failure_at=_time(headers.get(names.LAST_FAILURE)) or _time(death.get("time")),
             worker=headers.get(names.WORKER),
             original_exchange=headers.get(names.ORIGINAL_EXCHANGE)
-            or _jsonable(death.get("exchange")),
+            or plain_value(death.get("exchange")),
             original_routing_key=headers.get(names.ORIGINAL_ROUTING_KEY),
             history=[str(item) for item in history] if isinstance(history, list) else [],
             headers=headers,
@@ -163,7 +147,7 @@ class DeadLetter:
     def to_jsonl(self) -> str:
         # The id goes into the headers too, so an imported copy keeps its identity (and its
         # record) even where the id was derived from broker headers that do not survive JSON.
-        headers = {**_jsonable(self.headers), names.DEAD_LETTER_ID: self.dead_letter_id}
+        headers = {**plain_value(self.headers), names.DEAD_LETTER_ID: self.dead_letter_id}
         return json.dumps(
             {
                 "dead_letter_id": self.dead_letter_id,
@@ -192,7 +176,7 @@ async def record_dead_letter(
         entry.worker,
         entry.original_exchange,
         entry.original_routing_key,
-        json.dumps(_jsonable(headers)),
+        json.dumps(plain_value(headers)),
         body,
     )
     return entry

@@ -10,7 +10,6 @@ travel in our own `x-payouts-*` headers: the broker ignores client-set `x-death`
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import socket
@@ -23,6 +22,7 @@ from typing import Any
 import asyncpg
 
 from schema.errors import PayoutsError
+from schema.plain_values import plain_value
 
 __all__ = [
     "DEAD_LETTER_ID",
@@ -128,29 +128,12 @@ def failure_of(error: BaseException) -> Failure:
 _BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
 
 
-def _encodable(value: Any) -> Any:
-    """A header value AMQP can carry again: text for bytes, decimals, times and odd floats."""
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", "replace")
-    if isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, list | tuple):
-        return [_encodable(item) for item in value if item is not None]
-    if isinstance(value, dict):
-        return carried_headers(value)
-    return str(value)
-
-
 def carried_headers(headers: Any) -> dict[str, Any]:
     """The headers of a message we re-publish: ours and the producer's, never the broker's."""
     if not isinstance(headers, dict):
         return {}
     return {
-        str(key): _encodable(value)
+        str(key): plain_value(value)
         for key, value in headers.items()
         if value is not None and not str(key).startswith(_BROKER_HEADERS)
     }

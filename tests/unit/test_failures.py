@@ -118,7 +118,7 @@ def test_carried_headers_drop_the_brokers_and_make_the_rest_encodable() -> None:
         "money": "1.50",
         "when": "2026-01-01T00:00:00+00:00",
         "odd": "nan",
-        "nested": {"deeper": ["x", 1]},
+        "nested": {"deeper": ["x", None, 1]},
     }
     assert carried_headers(["not", "a", "dict"]) == {}
 
