@@ -10,7 +10,6 @@ import logging
 import time
 import uuid
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -22,19 +21,18 @@ from broker.publisher import ConfirmedPublisher
 from ingress import metrics
 from ingress.abuse import FailedVerificationLimiter
 from ingress.bodies import read_body
+from ingress.claimed_events import claimed_event
 from ingress.client_ip import is_allowed, request_address
 from ingress.database import IngressDatabase
-from ingress.device_ids import mask, masked_query
 from ingress.orders_api import order_routes
 from ingress.outcomes import OutcomeListener, OutcomeUnavailable
 from ingress.proof_api import ProofEndpoint
 from ingress.protocols import protocol_class, validate_providers
 from ingress.verdicts import Rejection, Verdict
 from schema.errors import BrokerUnavailable
-from schema.events import PayoutEvent, RawRequest
+from schema.events import RawRequest
 from schema.logs import log
 from schema.metrics import CONTENT_TYPE_LATEST, exposition
-from schema.settings import AccountPolicy
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -43,6 +41,7 @@ if TYPE_CHECKING:
 
     from ingress.client_ip import IPAddress
     from ingress.protocols import Claim, ProviderProtocol
+    from schema.events import PayoutEvent
     from schema.settings import IngressSettings, Settings
 
 __all__ = ["create_app"]
@@ -76,7 +75,6 @@ class CallbackEndpoint:
             self._accepted = protocol.answer(Verdict.ACCEPTED)
             self._accepted_code = _answer_code(self._accepted)
         self._request_seconds = metrics.REQUEST_SECONDS.labels(protocol.instance.name)
-        self._sent_device_parameters = protocol.sent_device_parameters
         if protocol.waits_for_outcome and outcomes is None:
             raise ValueError(f"protocol {protocol.name} waits for outcomes: give it a listener")
 
@@ -101,7 +99,7 @@ class CallbackEndpoint:
             claim, raw_request = await self._read(request, address)
             transaction_id, secret_name = claim.transaction_id, claim.secret_name
             metrics.SECRET_MATCHES.labels(instance, secret_name).inc()
-            event = self._event(event_id, claim, raw_request)
+            event = claimed_event(self._protocol, claim, raw_request, event_id)
             built_event_id = str(event_id)
             if self._protocol.waits_for_outcome:
                 response, outcome = await self._publish_and_wait(event, claim)
@@ -162,43 +160,6 @@ class CallbackEndpoint:
             metrics.PUBLISH_FAILURES.inc()
             raise
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
-
-    def _event(self, event_id: uuid.UUID, claim: Claim, raw_request: RawRequest) -> PayoutEvent:
-        instance = self._protocol.instance
-        attributes = claim.attributes
-        if not instance.store_device_ids:
-            hashed = self._protocol.device_parameters
-            attributes = {
-                name: mask(value) if name in hashed else value for name, value in attributes.items()
-            }
-            raw_request = raw_request.model_copy(
-                update={
-                    "query_string": masked_query(
-                        raw_request.query_string, self._sent_device_parameters
-                    )
-                }
-            )
-        return PayoutEvent(
-            event_id=event_id,
-            provider_instance=instance.name,
-            protocol=self._protocol.name,
-            transaction_id=claim.transaction_id,
-            user_id=claim.user_id,
-            amount=claim.amount,
-            currency=claim.currency,
-            items=claim.items,
-            price=claim.price,
-            order_id=claim.order_id,
-            verify_order=instance.verify_orders,
-            may_record_new=claim.may_record_new,
-            report_outcome=self._protocol.waits_for_outcome,
-            signature=claim.signature,
-            create_account=instance.account_policy is AccountPolicy.CREATE,
-            answer_code=self._protocol.accepted_answer_code,
-            received_at=datetime.now(UTC),
-            attributes=attributes,
-            raw_request=raw_request,
-        )
 
     async def _publish_and_wait(self, event: PayoutEvent, claim: Claim) -> tuple[Response, str]:
         """Publish, then answer with the committed outcome; raise OutcomeUnavailable if it is

@@ -1,0 +1,61 @@
+"""From a verified claim to the payout event the ingress publishes: the claim's fields, what the
+provider instance's settings ask of the worker, and device identifiers hashed unless the
+instance stores them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from ingress.device_ids import mask, masked_query
+from schema.events import PayoutEvent
+from schema.settings import AccountPolicy
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from ingress.protocols import Claim, ProviderProtocol
+    from schema.events import RawRequest
+
+__all__ = ["claimed_event"]
+
+
+def claimed_event(
+    protocol: ProviderProtocol, claim: Claim, raw_request: RawRequest, event_id: UUID
+) -> PayoutEvent:
+    """The event for `claim`, verified by `protocol` from `raw_request`, received now."""
+    instance = protocol.instance
+    attributes = claim.attributes
+    if not instance.store_device_ids:
+        hashed = protocol.device_parameters
+        attributes = {
+            name: mask(value) if name in hashed else value for name, value in attributes.items()
+        }
+        raw_request = raw_request.model_copy(
+            update={
+                "query_string": masked_query(
+                    raw_request.query_string, protocol.sent_device_parameters
+                )
+            }
+        )
+    return PayoutEvent(
+        event_id=event_id,
+        provider_instance=instance.name,
+        protocol=protocol.name,
+        transaction_id=claim.transaction_id,
+        user_id=claim.user_id,
+        amount=claim.amount,
+        currency=claim.currency,
+        items=claim.items,
+        price=claim.price,
+        order_id=claim.order_id,
+        verify_order=instance.verify_orders,
+        may_record_new=claim.may_record_new,
+        report_outcome=protocol.waits_for_outcome,
+        signature=claim.signature,
+        create_account=instance.account_policy is AccountPolicy.CREATE,
+        answer_code=protocol.accepted_answer_code,
+        received_at=datetime.now(UTC),
+        attributes=attributes,
+        raw_request=raw_request,
+    )
