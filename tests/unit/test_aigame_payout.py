@@ -13,10 +13,11 @@ import pytest
 
 from ingress.bodies import parse_json_object
 from ingress.protocols.aigame_payout import AigamePayout
-from ingress.verdicts import Rejection, Verdict
+from ingress.verdicts import Verdict
 from schema.errors import ConfigError
 from schema.outcomes import Outcome, OutcomeReport
 from tests.factories import provider
+from tests.json_callbacks import answer_body, refusal, verified
 from tests.signing import aigame_payout_body
 
 KEY = "merchant-key"
@@ -47,18 +48,11 @@ def fresh(**overrides: object) -> dict[str, object]:
 
 
 def verify(body: dict[str, object], proto: AigamePayout | None = None) -> Any:
-    return (proto or protocol()).verify(parse_json_object(json.dumps(body).encode()))
+    return verified(proto or protocol(), body)
 
 
 def verdict_of(body: dict[str, object], proto: AigamePayout | None = None) -> Verdict:
-    with pytest.raises(Rejection) as raised:
-        verify(body, proto)
-    return raised.value.verdict
-
-
-def answer_json(response: Any) -> Any:
-    assert response.status_code == 200
-    return json.loads(response.body)
+    return refusal(proto or protocol(), body)
 
 
 def test_signature_is_md5_of_key_ampersand_sorted_pairs() -> None:
@@ -121,7 +115,7 @@ def test_key_param_last_scheme_when_configured() -> None:
 
 def test_a_wrong_key_is_a_signature_error() -> None:
     assert verdict_of(aigame_payout_body(fresh(), "other")) is Verdict.BAD_SIGNATURE
-    answer = answer_json(protocol().answer(Verdict.BAD_SIGNATURE))
+    answer = answer_body(protocol().answer(Verdict.BAD_SIGNATURE))
     assert answer == {"code": 600100, "message": "Signature error", "data": {}}
 
 
@@ -130,7 +124,7 @@ def test_a_missing_field_is_a_parameter_error(missing: str) -> None:
     body = aigame_payout_body(fresh(), KEY)
     del body[missing]
     assert verdict_of(body) is Verdict.MALFORMED
-    assert answer_json(protocol().answer(Verdict.MALFORMED))["code"] == 408000
+    assert answer_body(protocol().answer(Verdict.MALFORMED))["code"] == 408000
 
 
 @pytest.mark.parametrize(
@@ -160,7 +154,7 @@ def test_a_win_of_zero_settles_a_lost_bet() -> None:
 def test_a_currency_not_enabled_is_currency_does_not_exist() -> None:
     proto = protocol(allowed_currencies=("VND",))
     assert verdict_of(aigame_payout_body(fresh(), KEY), proto) is Verdict.UNKNOWN_CURRENCY
-    assert answer_json(proto.answer(Verdict.UNKNOWN_CURRENCY)) == {
+    assert answer_body(proto.answer(Verdict.UNKNOWN_CURRENCY)) == {
         "code": 800102,
         "message": "Currency does not exist",
         "data": {},
@@ -189,10 +183,15 @@ def report(outcome: Outcome, balance: str | None = None) -> OutcomeReport:
     )
 
 
-def test_success_answers_the_balance_after_the_payout_as_in_the_spec_example() -> None:
+def answer_to(outcome: Outcome, balance: str | None = None) -> Any:
+    """The answer to a fresh spec example once the worker reports `outcome` and `balance`."""
     proto = protocol()
     claim = verify(aigame_payout_body(fresh(), KEY), proto)
-    answer = answer_json(proto.answer_outcome(claim, report(Outcome.CREDITED, "1282.66")))
+    return answer_body(proto.answer_outcome(claim, report(outcome, balance)))
+
+
+def test_success_answers_the_balance_after_the_payout_as_in_the_spec_example() -> None:
+    answer = answer_to(Outcome.CREDITED, "1282.66")
     assert answer == {
         "code": 200,
         "message": "success",
@@ -201,9 +200,7 @@ def test_success_answers_the_balance_after_the_payout_as_in_the_spec_example() -
 
 
 def test_balance_is_written_with_the_instance_decimal_places() -> None:
-    proto = protocol()
-    claim = verify(aigame_payout_body(fresh(), KEY), proto)
-    answer = answer_json(proto.answer_outcome(claim, report(Outcome.DUPLICATE, "1282.6")))
+    answer = answer_to(Outcome.DUPLICATE, "1282.6")
     assert answer["data"]["balance"] == "1282.60"
 
 
@@ -219,14 +216,12 @@ def test_balance_is_written_with_the_instance_decimal_places() -> None:
     ],
 )
 def test_each_refusing_outcome_has_its_spec_code(outcome: Outcome, code: int, message: str) -> None:
-    proto = protocol()
-    claim = verify(aigame_payout_body(fresh(), KEY), proto)
-    answer = answer_json(proto.answer_outcome(claim, report(outcome)))
+    answer = answer_to(outcome)
     assert answer == {"code": code, "message": message, "data": {}}
 
 
 def test_try_again_is_service_exception() -> None:
-    assert answer_json(protocol().answer(Verdict.TRY_AGAIN))["code"] == 800100
+    assert answer_body(protocol().answer(Verdict.TRY_AGAIN))["code"] == 800100
 
 
 def test_settings_it_does_not_use_are_refused() -> None:
@@ -235,16 +230,12 @@ def test_settings_it_does_not_use_are_refused() -> None:
 
 
 def test_a_balance_finer_than_the_instance_places_is_written_exactly() -> None:
-    proto = protocol()
-    claim = verify(aigame_payout_body(fresh(), KEY), proto)
-    answer = answer_json(proto.answer_outcome(claim, report(Outcome.CREDITED, "1282.665")))
+    answer = answer_to(Outcome.CREDITED, "1282.665")
     assert answer["data"]["balance"] == "1282.665"
 
 
 def test_a_settled_order_resent_with_other_content_is_answered_as_settled() -> None:
-    proto = protocol()
-    claim = verify(aigame_payout_body(fresh(), KEY), proto)
-    answer = answer_json(proto.answer_outcome(claim, report(Outcome.CONFLICT, "70")))
+    answer = answer_to(Outcome.CONFLICT, "70")
     assert answer == {
         "code": 200,
         "message": "success",

@@ -12,10 +12,11 @@ import pytest
 
 from ingress.bodies import parse_json_object
 from ingress.protocols.wallet_billing import WalletBilling
-from ingress.verdicts import Rejection, Verdict
+from ingress.verdicts import Verdict
 from schema.errors import ConfigError
 from schema.outcomes import Outcome, OutcomeReport
 from tests.factories import provider
+from tests.json_callbacks import answer_body, refusal, verified
 from tests.signing import wallet_billing_body
 
 SECRET = "wallet-secret"
@@ -37,18 +38,11 @@ def protocol(**overrides: Any) -> WalletBilling:
 
 
 def verify(body: dict[str, object], proto: WalletBilling | None = None) -> Any:
-    return (proto or protocol()).verify(parse_json_object(json.dumps(body).encode()))
+    return verified(proto or protocol(), body)
 
 
 def verdict_of(body: dict[str, object], proto: WalletBilling | None = None) -> Verdict:
-    with pytest.raises(Rejection) as raised:
-        verify(body, proto)
-    return raised.value.verdict
-
-
-def answer(response: Any) -> Any:
-    assert response.status_code == 200
-    return json.loads(response.body)
+    return refusal(proto or protocol(), body)
 
 
 def test_sig_is_md5_of_the_values_in_spec_order_then_the_key() -> None:
@@ -86,7 +80,7 @@ def test_numbers_sign_as_their_json_text() -> None:
 
 def test_a_wrong_secret_is_an_invalid_signature() -> None:
     assert verdict_of(wallet_billing_body(FIELDS, "other")) is Verdict.BAD_SIGNATURE
-    assert answer(protocol().answer(Verdict.BAD_SIGNATURE)) == {
+    assert answer_body(protocol().answer(Verdict.BAD_SIGNATURE)) == {
         "resultCode": 3,
         "resultMessage": "Invalid signature",
     }
@@ -97,7 +91,7 @@ def test_a_missing_required_field_is_invalid_parameters(missing: str) -> None:
     body = wallet_billing_body(FIELDS, SECRET)
     del body[missing]
     assert verdict_of(body) is Verdict.MALFORMED
-    assert answer(protocol().answer(Verdict.MALFORMED))["resultCode"] == 4
+    assert answer_body(protocol().answer(Verdict.MALFORMED))["resultCode"] == 4
 
 
 def test_apptxnid_is_required_when_orders_are_verified() -> None:
@@ -133,7 +127,7 @@ def test_correctly_signed_but_malformed_fields_are_invalid_parameters(
 def test_each_outcome_has_its_result_code(outcome: Outcome, code: int) -> None:
     proto = protocol()
     claim = verify(wallet_billing_body(FIELDS, SECRET), proto)
-    result = answer(
+    result = answer_body(
         proto.answer_outcome(claim, OutcomeReport(event_id=uuid.uuid4(), outcome=outcome))
     )
     assert result["resultCode"] == code
@@ -144,14 +138,14 @@ def test_spec_codes_keep_their_spec_words() -> None:
     proto = protocol()
     claim = verify(wallet_billing_body(FIELDS, SECRET), proto)
     duplicate = OutcomeReport(event_id=uuid.uuid4(), outcome=Outcome.DUPLICATE)
-    assert answer(proto.answer_outcome(claim, duplicate)) == {
+    assert answer_body(proto.answer_outcome(claim, duplicate)) == {
         "resultCode": 2,
         "resultMessage": "Transaction Duplicate",
     }
 
 
 def test_try_again_has_its_own_code() -> None:
-    assert answer(protocol().answer(Verdict.TRY_AGAIN))["resultCode"] == 9
+    assert answer_body(protocol().answer(Verdict.TRY_AGAIN))["resultCode"] == 9
 
 
 def test_default_currency_is_required() -> None:
