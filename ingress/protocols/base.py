@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar
 
 from starlette.responses import JSONResponse, Response
@@ -154,7 +155,7 @@ class ProviderProtocol(ABC):
                 f"known: {', '.join(cls.signature_schemes)}"
             )
 
-    @property
+    @cached_property  # read for every callback; the names are fixed once validated
     def sent_device_parameters(self) -> frozenset[str]:
         """`device_parameters` under the names this instance's provider sends them."""
         return frozenset(self.names.get(name, name) for name in self.device_parameters)
