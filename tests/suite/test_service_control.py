@@ -1,7 +1,10 @@
-"""The suite's own rules, checked on small suites run inside this one: a test cannot control a
-shared service without the `disruptive` marker, and under CI a missing requirement fails."""
+"""The suite's own rules, partly on small suites run inside this one: only the service_control
+fixture stops or reconfigures a shared service, it refuses a test without the `disruptive`
+marker, and under CI a missing requirement fails instead of skipping."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +56,26 @@ def test_a_missing_tool_skips_locally_and_fails_under_ci(
         """
     )
     pytester.runpytest_inprocess().assert_outcomes(**{outcome: 1})
+
+
+# What only tests/service_control.py may do: each stops or reconfigures a whole shared service.
+SERVER_WIDE = (
+    '"pg_ctlcluster"',
+    '"stop_app"',
+    "set_env(",
+    '"close_all_connections"',
+    "ServiceControl(",
+)
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def test_only_service_control_stops_or_reconfigures_a_shared_service() -> None:
+    allowed = {TESTS / "service_control.py", Path(__file__).resolve()}
+    found = [
+        f"{path.relative_to(TESTS)}: {word}"
+        for path in sorted(TESTS.rglob("*.py"))
+        if path not in allowed
+        for word in SERVER_WIDE
+        if word in path.read_text(encoding="utf-8")
+    ]
+    assert not found, "use the service_control fixture instead: " + ", ".join(found)
