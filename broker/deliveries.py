@@ -25,9 +25,9 @@ class Delivery:
     """One delivery as aiormq hands it over, with what the worker reads of it.
 
     aio-pika's IncomingMessage copies every property of every delivery up front, through an
-    attribute setter that checks a lock on each assignment: about 20 µs a delivery here, near a
-    tenth of the worker's CPU per payout, for fields the worker mostly never reads. This reads
-    them when asked.
+    attribute setter that checks a lock on each assignment (its cost: docs/benchmarks.md,
+    *Changed between the 20:56 and 22:48 runs*), for fields the worker mostly never reads. This
+    reads them when asked.
     """
 
     __slots__ = ("_message",)

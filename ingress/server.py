@@ -95,8 +95,8 @@ def listening_socket(config: uvicorn.Config) -> socket.socket:
 
     uvicorn's own bind leaves the protocol number at 0; accepted connections inherit it, and
     asyncio then never sets TCP_NODELAY on them, so every answer on a kept-alive connection
-    waited about 40 ms for the client's delayed ACK (measured: 640/s from two processes against
-    1,250/s from one; uvicorn issue #3149).
+    waited for the client's delayed ACK (uvicorn issue #3149; docs/benchmarks.md, *Found by this
+    benchmark*).
     """
     bound = config.bind_socket()
     return socket.socket(bound.family, bound.type, socket.IPPROTO_TCP, fileno=bound.detach())

@@ -26,7 +26,7 @@ class _JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            # Asked per line rather than cached: 0.2 µs of a line's 6 µs, and right after a fork.
+            # Asked per line rather than cached: cheap, and right after a fork too.
             "pid": os.getpid(),
             "message": record.getMessage(),
         }

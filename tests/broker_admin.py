@@ -1,32 +1,36 @@
-"""Breaking broker connections on purpose, as `rabbitmqctl` lets an operator do."""
+"""Breaking one run's broker connections on purpose, as `rabbitmqctl` lets an operator do."""
 
 from __future__ import annotations
 
-import shutil
+import re
 import subprocess
 
-import pytest
+from tests.availability import require_tool
+
+# broker/connection.py names each connection "payouts-<role> <namespace> pid=<pid>"; rabbitmqctl
+# shows it among the client properties as {"connection_name","..."}.
+_CONNECTION_NAME = re.compile(r'\{"connection_name","payouts-([\w-]+) (\S+) pid=')
 
 
 def _rabbitmqctl(*args: str) -> str:
-    if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not on this machine (broker in a container)")
+    rabbitmqctl = require_tool("rabbitmqctl", "the broker is not local (in a container)")
     done = subprocess.run(
-        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=True
+        [rabbitmqctl, "-q", *args], capture_output=True, text=True, timeout=60, check=True
     )
     return done.stdout
 
 
-def close_connections(name_contains: str) -> int:
-    """Close every connection whose client-given name contains the text; returns how many."""
-    # One line per connection: its pid, a tab, then its client properties (which hold the
-    # connection_name) as an Erlang term. JSON output would name pids in a form
-    # close_connection does not accept.
+def close_connections(namespace: str, role: str | None = None) -> int:
+    """Close the connections of `namespace` (only those of `role`, if given), never another
+    run's; returns how many."""
+    # One line per connection: its pid, a tab, then its client properties as an Erlang term.
+    # JSON output would name pids in a form close_connection does not accept.
     listed = _rabbitmqctl("list_connections", "--no-table-headers", "pid", "client_properties")
     closed = 0
     for line in listed.splitlines():
         pid, _, properties = line.partition("\t")
-        if name_contains in properties:
+        name = _CONNECTION_NAME.search(properties)
+        if name and name[2] == namespace and role in (None, name[1]):
             _rabbitmqctl("close_connection", pid, "closed by a payouts test")
             closed += 1
     return closed

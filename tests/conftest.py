@@ -11,6 +11,10 @@ from tests.services import Services, service_urls
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+# pytester: tests/suite runs small suites of its own. service_control: the one way to stop or
+# reconfigure a shared service, refused to a test not marked disruptive.
+pytest_plugins = ("pytester", "tests.service_control")
+
 
 @pytest.fixture(scope="session")
 async def services() -> AsyncIterator[Services]:

@@ -12,23 +12,20 @@ from urllib.parse import urlsplit
 
 import aio_pika
 import asyncpg
+import pytest
 
 from schema.topology import ROUTING_KEY, Topology
+from tests.broker_admin import close_connections
 from tests.e2e.provider import ProviderSimulator, Reconciliation, reconcile
 from tests.e2e.stack import RETRY_TIERS
 from tests.polling import wait_until
-from tests.service_control import (
-    broker_stopped,
-    close_all_broker_connections,
-    consumer_timeout,
-    postgres_killed,
-)
 from tests.tcp_proxy import TcpProxy
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from tests.e2e.stack import Process, Stack
+    from tests.service_control import ServiceControl
 
 # Traffic lasts at least this long, and until the fault is over, so each fault meets live
 # traffic instead of an idle pipeline, however slowly a loaded machine runs it.
@@ -91,18 +88,25 @@ async def test_workers_killed_repeatedly_under_load(stack: Stack) -> None:
 
 
 async def test_broker_connections_dropped_mid_load(stack: Stack) -> None:
+    """Every connection of this run's processes closed by the broker, twice; no other run's."""
+    closed: list[int] = []
+
     async def drop_twice(_: list[Process]) -> None:
         for _round in range(2):
             await asyncio.sleep(1.5)
-            await close_all_broker_connections()
+            closed.append(await asyncio.to_thread(close_connections, stack.namespace))
 
     (await run_under_fault(stack, drop_twice, seed=2)).assert_clean()
+    assert closed[0] > 0, "no connection of this run to drop"
 
 
-async def test_broker_stopped_and_started_mid_load(stack: Stack) -> None:
+@pytest.mark.disruptive
+async def test_broker_stopped_and_started_mid_load(
+    stack: Stack, service_control: ServiceControl
+) -> None:
     async def restart(_: list[Process]) -> None:
         await asyncio.sleep(1.5)
-        async with broker_stopped():
+        async with service_control.broker_stopped():
             await asyncio.sleep(3)
 
     result = await run_under_fault(stack, restart, seed=3)
@@ -130,7 +134,10 @@ async def test_connection_reset_between_publish_and_confirm(stack: Stack) -> Non
     assert 503 in result.details["answers"], "no reset ever reached a provider"
 
 
-async def test_database_cut_off_then_postgres_killed_and_restarted(stack: Stack) -> None:
+@pytest.mark.disruptive
+async def test_database_cut_off_then_postgres_killed_and_restarted(
+    stack: Stack, service_control: ServiceControl
+) -> None:
     proxy = await TcpProxy.in_front_of(stack.database_url)
 
     async def cut_then_crash(_: list[Process]) -> None:
@@ -139,7 +146,7 @@ async def test_database_cut_off_then_postgres_killed_and_restarted(stack: Stack)
         await asyncio.sleep(3)  # longer than the in-place retries: deliveries go to the tiers
         await proxy.restore()
         await asyncio.sleep(1)
-        async with postgres_killed(stack.database_url):
+        async with service_control.postgres_killed(stack.database_url):
             await asyncio.sleep(1.5)
 
     try:
@@ -192,7 +199,10 @@ async def test_poison_in_the_middle_of_good_traffic(stack: Stack) -> None:
     await wait_until(poison_dead_lettered, "the three poison messages dead-lettered")
 
 
-async def test_worker_paused_past_the_consumer_timeout(stack: Stack) -> None:
+@pytest.mark.disruptive
+async def test_worker_paused_past_the_consumer_timeout(
+    stack: Stack, service_control: ServiceControl
+) -> None:
     """SIGSTOP a worker holding deliveries, past the (lowered) consumer timeout.
 
     The broker closes a timed-out consumer's channel, but a frozen process never answers the
@@ -201,7 +211,7 @@ async def test_worker_paused_past_the_consumer_timeout(stack: Stack) -> None:
     channel gone: its acks fail, which is logged, not fatal, and nothing is credited twice.
     Frozen inside a transaction, it held its wallets' row locks until Postgres's idle-in-transaction
     timeout (10 s) rolled that transaction back."""
-    async with consumer_timeout(3000):
+    async with service_control.consumer_timeout(3000):
         paused: list[Process] = []
 
         async def pause_one(running: list[Process]) -> None:

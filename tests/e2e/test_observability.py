@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote_plus
 
 import httpx
+import pytest
 
 from schema.topology import Topology
 from tests.e2e.provider import ProviderSimulator, device_ids, reconcile
@@ -16,11 +17,11 @@ from tests.e2e.stack import ADJOE_TOKEN, AIGAME_KEY, BILLING_SECRET, OFFERWALL_K
 from tests.e2e.test_faults import settle
 from tests.metrics_reading import sample_value
 from tests.polling import wait_until
-from tests.service_control import broker_stopped
 from tests.tcp_proxy import TcpProxy
 
 if TYPE_CHECKING:
     from tests.e2e.stack import Process, Stack
+    from tests.service_control import ServiceControl
 
 # At least this long, and until the outages are over, however slowly a loaded machine runs them.
 PAYOUTS_PER_SECOND = 12.0
@@ -41,7 +42,10 @@ def log_lines(process: Process) -> list[dict[str, object]]:
     return lines
 
 
-async def test_health_metrics_and_logs_through_database_and_broker_outages(stack: Stack) -> None:
+@pytest.mark.disruptive
+async def test_health_metrics_and_logs_through_database_and_broker_outages(
+    stack: Stack, service_control: ServiceControl
+) -> None:
     proxy = await TcpProxy.in_front_of(stack.database_url)
     try:
         ingress = await stack.start_ingress()
@@ -73,7 +77,7 @@ async def test_health_metrics_and_logs_through_database_and_broker_outages(stack
                 assert (await back.get("/healthz")).status_code == 200
                 await proxy.restore()
 
-                async with broker_stopped():
+                async with service_control.broker_stopped():
 
                     async def both_unready() -> bool:
                         front_ready = await front.get("/readyz")

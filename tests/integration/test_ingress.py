@@ -282,7 +282,7 @@ async def test_ingress_recovers_after_its_broker_connection_is_closed(
     """While it reconnects the answer is 503 (retry), never a 500 and never an unpublished 200."""
     statuses: list[int] = []
     async with running(settings_for(services.rabbitmq_url, namespace)) as client:
-        assert close_connections(f"payouts-ingress {namespace}") == 1
+        assert close_connections(namespace, "ingress") == 1
 
         async def provider_retry_accepted() -> bool:
             statuses.append((await client.get(f"{CALLBACK}?{signed()}")).status_code)

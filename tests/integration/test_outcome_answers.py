@@ -404,7 +404,11 @@ async def assert_try_again_and_nothing_published(services: Services, settings: S
 async def test_the_outcome_listener_reconnects_after_its_connection_is_killed(
     running: Pipeline,
 ) -> None:
-    listeners = "SELECT array_agg(pid) FROM pg_stat_activity WHERE application_name = $1"
+    # This database's listener only: other runs on the same server have theirs.
+    listeners = (
+        "SELECT array_agg(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND application_name = $1"
+    )
     (killed,) = await running.value(listeners, LISTENER_APPLICATION_NAME)
     assert await running.value("SELECT pg_terminate_backend($1)", killed)
 

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aio_pika
-import pytest
 from yarl import URL
 
 from broker.declaration import declare
 from schema.settings import load_settings
 from schema.topology import Topology
+from tests.availability import require_tool
 from tests.polling import wait_until
 
 if TYPE_CHECKING:
@@ -33,10 +32,8 @@ def test_shipped_definitions_match_the_example_configuration() -> None:
 
 
 async def rabbitmqctl(*arguments: str, stdin: bytes = b"") -> None:
-    if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not on this machine (broker in a container)")
     command = await asyncio.create_subprocess_exec(
-        "rabbitmqctl",
+        require_tool("rabbitmqctl", "the broker is not local (in a container)"),
         "-q",
         *arguments,
         stdin=asyncio.subprocess.PIPE,

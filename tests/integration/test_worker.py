@@ -280,7 +280,7 @@ async def test_worker_resumes_consuming_after_its_connection_is_closed(
             return check
 
         await wait_until(await credited(20), "first batch credited")
-        assert close_connections(f"payouts-worker {settings.broker.namespace}") == 1
+        assert close_connections(settings.broker.namespace, "worker") == 1
         second = [event("frank", 1) for _ in range(20)]
         await asyncio.gather(*(publisher.publish_event(e) for e in second))
         await wait_until(await credited(40), "second batch credited after the reconnect", 60)

@@ -18,7 +18,7 @@ import pytest
 from prometheus_client import Counter, Gauge, Histogram
 
 from ingress import metrics as ingress_metrics
-from tests.unit.test_k8s_manifests import EVERY_ADDRESS, k8s_settings, load_documents
+from tests.deploy.test_k8s_manifests import EVERY_ADDRESS, k8s_settings, load_documents
 from workers import metrics as worker_metrics
 from workers.consumer import stop_seconds
 
