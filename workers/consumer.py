@@ -15,13 +15,11 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import aio_pika
-
-from broker.connection import connect_when_available
-from broker.declaration import declare
+from broker.connection import BROKER_ERRORS, connect_when_available
 from broker.deliveries import Delivery, OpenDeliveries, channel_of
+from broker.depths import QueueDepths
 from broker.publisher import ConfirmedPublisher, persistent_message
-from broker.subscription import Subscription
+from broker.subscription import subscribe
 from schema.errors import BrokerUnavailable, ContractError
 from schema.events import PayoutEvent, decode_event
 from schema.logs import log
@@ -45,12 +43,12 @@ from workers.status_server import Readiness, StatusServer
 from workers.stopping import unless_stopped
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
-
     import asyncpg
-    from aio_pika.abc import AbstractRobustConnection
     from prometheus_client import Counter
 
+    from broker.connection import RobustConnection
+    from broker.publisher import OutgoingMessage
+    from broker.subscription import Subscription
     from schema.settings import BrokerSettings, Settings
     from workers.crediting import CreditResult
 
@@ -147,18 +145,16 @@ class Worker:
             return 0
         sampler: asyncio.Task[None] | None = None
         try:
-            channel = await connection.channel()
-            await channel.set_qos(prefetch_count=self._settings.worker.prefetch)
-            queue = (await declare(channel, self._topology)).work_queue
-            subscription = Subscription(channel, queue.name, self._on_delivery)
-            await subscription.start()
+            subscription = await subscribe(
+                connection, self._topology, self._settings.worker.prefetch, self._on_delivery
+            )
             self._set_consuming(True)
             log(logger, logging.INFO, "worker consuming", queue=self._topology.work_queue)
             sampler = asyncio.create_task(self._sample_queues(connection), name="queue-sampler")
             exit_code = await self._watch(stop, connection, subscription)
             # Stop taking work, let what is in flight finish within the bound, then close.
             # Bounded: on a dead connection the cancel would wait for a reconnect.
-            with contextlib.suppress(aio_pika.exceptions.AMQPError, RuntimeError, TimeoutError):
+            with contextlib.suppress(*BROKER_ERRORS, TimeoutError):
                 await asyncio.wait_for(subscription.cancel(), CANCEL_TIMEOUT_SECONDS)
             await self._drain(self._settings.worker.shutdown_grace_seconds)
         finally:
@@ -174,7 +170,7 @@ class Worker:
         return exit_code
 
     async def _watch(
-        self, stop: asyncio.Event, connection: AbstractRobustConnection, subscription: Subscription
+        self, stop: asyncio.Event, connection: RobustConnection, subscription: Subscription
     ) -> int:
         """Wait for `stop`; give up (1) after `no_consumer_exit_seconds` without a live consumer."""
         limit = self._settings.worker.no_consumer_exit_seconds
@@ -216,21 +212,15 @@ class Worker:
             "database": database,
         }
 
-    async def _sample_queues(self, connection: AbstractRobustConnection) -> None:
+    async def _sample_queues(self, connection: RobustConnection) -> None:
         """Read each queue's depth every `queue_sample_seconds` for payouts_queue_messages."""
         names = [*self._topology.pending_queues, self._topology.dead_letter_queue]
-        channel: aio_pika.abc.AbstractChannel | None = None
+        depths = QueueDepths(connection)
         while True:
             try:
-                if channel is None or channel.is_closed:
-                    channel = await connection.channel()
                 for name in names:
-                    declared = await channel.declare_queue(name, passive=True)
-                    assert declared.declaration_result.message_count is not None
-                    metrics.QUEUE_MESSAGES.labels(name).set(
-                        declared.declaration_result.message_count
-                    )
-            except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
+                    metrics.QUEUE_MESSAGES.labels(name).set(await depths.read(name))
+            except BROKER_ERRORS as error:
                 # A broker outage shows in the other signals; the depths resume with it.
                 log(logger, logging.DEBUG, "queue depths not sampled", error=repr(error))
             await asyncio.sleep(self._settings.worker.queue_sample_seconds)
@@ -253,11 +243,8 @@ class Worker:
 
     def _on_delivery(self, message: Delivery) -> None:
         """Collect the delivery into the next batch; the batch's task settles it."""
-        try:
-            self._open.received(message)
-        except aio_pika.exceptions.ChannelInvalidStateError:
-            return  # its channel closed before this ran: the broker has requeued it
-        self._batches.add(message)
+        if self._open.received(message):
+            self._batches.add(message)
 
     async def _settle_batch(self, batch: list[Delivery]) -> None:
         try:
@@ -272,7 +259,7 @@ class Worker:
             )
             await asyncio.sleep(RETURN_PAUSE_SECONDS)
             for message in unsettled:
-                await self._settle(message.nack(requeue=True), message)
+                await self._open.settle(message.nack(requeue=True), message)
 
     async def _handle(self, batch: list[Delivery]) -> None:
         decoded: list[tuple[Delivery, PayoutEvent]] = []
@@ -390,10 +377,10 @@ class Worker:
         last = self._open.single_ack(messages)
         if last is None:
             for message in messages:
-                await self._settle(message.ack(), message)
+                await self._open.settle(message.ack(), message)
             return
         try:
-            await self._settle(last.ack(multiple=True), last)
+            await self._open.settle(last.ack(multiple=True), last)
         finally:
             for message in messages:
                 self._open.settled(message)
@@ -523,7 +510,7 @@ class Worker:
     async def _republish(
         self,
         original: Delivery,
-        copy: aio_pika.Message,
+        copy: OutgoingMessage,
         exchange: str,
         key: str,
         counted_in: Counter | None = None,
@@ -584,7 +571,7 @@ class Worker:
     async def _publish_then_ack(
         self,
         original: Delivery,
-        copy: aio_pika.Message,
+        copy: OutgoingMessage,
         exchange: str,
         key: str,
         counted_in: Counter | None,
@@ -602,32 +589,17 @@ class Worker:
             # Paused, so a broker that refuses the copy does not see the original bounce back
             # at once, again and again, until the delivery limit dead-letters it without history.
             await asyncio.sleep(RETURN_PAUSE_SECONDS)
-            await self._settle(original.nack(requeue=True), original)
+            await self._open.settle(original.nack(requeue=True), original)
             return False
-        await self._settle(original.ack(), original)
+        await self._open.settle(original.ack(), original)
         if counted_in is not None:
             counted_in.inc()
         return True
 
-    async def _settle(self, action: Awaitable[None], message: Delivery) -> None:
-        """Ack, nack or reject; on a dead channel the broker has already requeued the message."""
-        try:
-            await action
-        except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
-            log(
-                logger,
-                logging.WARNING,
-                "could not settle message; the broker will redeliver it",
-                message_id=message.message_id,
-                error=repr(error),
-            )
-        finally:
-            self._open.settled(message)
-
 
 def _copy(
     message: Delivery, headers: dict[str, Any], expiration_ms: int | None = None
-) -> aio_pika.Message:
+) -> OutgoingMessage:
     return persistent_message(
         message.body,
         headers=headers,
