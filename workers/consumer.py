@@ -22,7 +22,7 @@ from broker.publisher import ConfirmedPublisher, persistent_message
 from broker.subscription import subscribe
 from schema.errors import BrokerUnavailable, ContractError
 from schema.events import PayoutEvent, decode_event
-from schema.logs import log
+from schema.logs import log, log_exception
 from schema.outcomes import Outcome, OutcomeReport
 from schema.topology import Topology
 from workers import metrics
@@ -253,9 +253,10 @@ class Worker:
             # The last line of defence (a header nothing can encode, say): never leave a delivery
             # unsettled, which would hold its prefetch slot until the consumer timeout.
             unsettled = [message for message in batch if self._open.is_open(message)]
-            logger.exception(
+            log_exception(
+                logger,
                 "could not route failed messages; returning them to the queue",
-                extra={"payouts_fields": {"message_ids": [m.message_id for m in unsettled]}},
+                message_ids=[m.message_id for m in unsettled],
             )
             await asyncio.sleep(RETURN_PAUSE_SECONDS)
             for message in unsettled:
@@ -338,9 +339,7 @@ class Worker:
                 await self._dead_letter(message, failure, event)
                 return
             if failure.kind is FailureKind.UNEXPECTED:
-                logger.exception(
-                    "unexpected error while crediting", extra={"payouts_fields": _fields(event)}
-                )
+                log_exception(logger, "unexpected error while crediting", **event.log_fields())
             await self._retry_later(message, failure, event)
             return
         if self._log_result(message, event, result):
@@ -360,7 +359,7 @@ class Worker:
             logger,
             logging.INFO if result.outcome in QUIET_OUTCOMES else logging.WARNING,
             "payout processed",
-            **_fields(event),
+            **event.log_fields(),
             outcome=result.outcome.value,
             answer_code=event.answer_code,
             balance_after=str(result.balance_after) if result.balance_after is not None else None,
@@ -401,7 +400,7 @@ class Worker:
                     logger,
                     logging.WARNING,
                     "transient failure, retrying in place",
-                    **(_fields(events[0]) if len(events) == 1 else {"batch_size": len(events)}),
+                    **(events[0].log_fields() if len(events) == 1 else {"batch_size": len(events)}),
                     error=repr(error),
                     retry_in_seconds=round(delay, 2),
                 )
@@ -454,7 +453,7 @@ class Worker:
             logger,
             logging.WARNING,
             "delivery failed; retrying later",
-            **_fields(event),
+            **event.log_fields(),
             kind=failure.kind.value,
             error=f"{failure.error_type}: {failure.message}",
             attempts=headers["x-payouts-attempts"],
@@ -481,7 +480,7 @@ class Worker:
             logger,
             logging.ERROR,
             "message dead-lettered",
-            **(_fields(event) if event else {}),
+            **(event.log_fields() if event else {}),
             message_id=message.message_id,
             kind=failure.kind.value,
             error=f"{failure.error_type}: {failure.message}",
@@ -609,11 +608,3 @@ def _copy(
         type=message.type,
         expiration=expiration_ms / 1000 if expiration_ms is not None else None,
     )
-
-
-def _fields(event: PayoutEvent) -> dict[str, str]:
-    return {
-        "event_id": str(event.event_id),
-        "provider_instance": event.provider_instance,
-        "transaction_id": event.transaction_id,
-    }
