@@ -1,8 +1,8 @@
 """Consume payout events, credit them in batches of one Postgres transaction each, and ack only
 after the commit.
 
-Whatever fails is re-published before the original is acked, so nothing leaves the work queue
-without being credited, recorded, waiting in a retry tier, or in the dead-letter queue.
+Whatever fails is moved (workers/moves.py) before the original is acked, so nothing leaves the
+work queue without being credited, recorded, waiting in a retry tier, or in the dead-letter queue.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ import logging
 import random
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from broker.connection import BROKER_ERRORS, connect_when_available
-from broker.deliveries import Delivery, OpenDeliveries, channel_of
-from broker.depths import QueueDepths
-from broker.publisher import ConfirmedPublisher, persistent_message
+from broker.deliveries import Delivery, OpenDeliveries
+from broker.publisher import ConfirmedPublisher
 from broker.subscription import subscribe
-from schema.errors import BrokerUnavailable, ContractError
+from schema.errors import ContractError
 from schema.events import PayoutEvent, decode_event
 from schema.logs import log, log_exception
 from schema.outcomes import Outcome, OutcomeReport
@@ -28,28 +27,20 @@ from schema.topology import Topology
 from workers import metrics
 from workers.batch_crediting import FundingAccounts, apply_batch
 from workers.batching import Batches
-from workers.dead_letters import record_dead_letter
-from workers.failures import (
-    TRANSIENT_ERRORS,
-    Failure,
-    FailureKind,
-    dead_letter_headers,
-    failure_of,
-    retry_delay_ms,
-    retry_headers,
-)
+from workers.failures import TRANSIENT_ERRORS, Failure, FailureKind, failure_of
+from workers.moves import RETURN_PAUSE_SECONDS, MessageMover, move_finish_seconds
 from workers.outcome_reports import send_reports
-from workers.status_server import Readiness, StatusServer
+from workers.queue_depths import sample_queue_depths
+from workers.readiness import WorkerReadiness
+from workers.status_server import StatusServer
 from workers.stopping import unless_stopped
 
 if TYPE_CHECKING:
     import asyncpg
-    from prometheus_client import Counter
 
     from broker.connection import RobustConnection
-    from broker.publisher import OutgoingMessage
     from broker.subscription import Subscription
-    from schema.settings import BrokerSettings, Settings
+    from schema.settings import Settings
     from workers.crediting import CreditResult
 
 __all__ = ["Worker"]
@@ -65,22 +56,6 @@ FIRST_RETRY_DELAY_SECONDS = 0.1
 MAX_RETRY_DELAY_SECONDS = 2.0
 WATCHDOG_INTERVAL_SECONDS = 1.0
 CANCEL_TIMEOUT_SECONDS = 5.0
-# Before returning a message we could not route, so it cannot bounce back at once.
-RETURN_PAUSE_SECONDS = 1.0
-# Recording a dead letter in Postgres is for review; it must not hold up the queue when the
-# database is the reason for the failure.
-RECORD_TIMEOUT_SECONDS = 2.0
-# A readiness probe's look at the database: short, it only reports.
-DATABASE_CHECK_SECONDS = 1.0
-# Beyond its publish's own timeout, what a retry or dead-letter move under way at a shutdown may
-# still take: the pause before returning a refused message, and the ack or nack.
-MOVE_SETTLE_SECONDS = 4.0
-
-
-def move_finish_seconds(broker: BrokerSettings) -> float:
-    """How long a shutdown lets a retry or dead-letter move under way finish, past the grace
-    period for the payouts in flight."""
-    return broker.publish_timeout_seconds + RETURN_PAUSE_SECONDS + MOVE_SETTLE_SECONDS
 
 
 def stop_seconds(settings: Settings) -> float:
@@ -109,7 +84,6 @@ class Worker:
         the pool waited for Postgres); the worker then answers its /readyz, and closes it."""
         self._settings = settings
         self._pool = pool
-        self._move_finish_seconds = move_finish_seconds(settings.broker)
         self._funding = FundingAccounts()
         self._topology = Topology.from_settings(settings.broker)
         worker = settings.worker
@@ -122,12 +96,13 @@ class Worker:
         self._open = OpenDeliveries()
         # Its own connection: flow control on a publishing connection must not delay our acks.
         self._publisher = publisher or ConfirmedPublisher(settings.broker, "worker-publisher")
-        self._consuming = False
+        self._mover = MessageMover(settings.broker, pool, self._publisher, self._open)
+        self._readiness = WorkerReadiness(pool)
         if status is None:
             status = StatusServer(
-                settings.worker.status_host, settings.worker.status_port, self._readiness
+                settings.worker.status_host, settings.worker.status_port, self._readiness.report
             )
-        status.answer_readiness_with(self._readiness)
+        status.answer_readiness_with(self._readiness.report)
         self.status = status
 
     async def run(self, stop: asyncio.Event) -> int:
@@ -148,9 +123,14 @@ class Worker:
             subscription = await subscribe(
                 connection, self._topology, self._settings.worker.prefetch, self._on_delivery
             )
-            self._set_consuming(True)
+            self._readiness.set_consuming(True)
             log(logger, logging.INFO, "worker consuming", queue=self._topology.work_queue)
-            sampler = asyncio.create_task(self._sample_queues(connection), name="queue-sampler")
+            sampler = asyncio.create_task(
+                sample_queue_depths(
+                    connection, self._topology, self._settings.worker.queue_sample_seconds
+                ),
+                name="queue-sampler",
+            )
             exit_code = await self._watch(stop, connection, subscription)
             # Stop taking work, let what is in flight finish within the bound, then close.
             # Bounded: on a dead connection the cancel would wait for a reconnect.
@@ -158,7 +138,7 @@ class Worker:
                 await asyncio.wait_for(subscription.cancel(), CANCEL_TIMEOUT_SECONDS)
             await self._drain(self._settings.worker.shutdown_grace_seconds)
         finally:
-            self._set_consuming(False)
+            self._readiness.set_consuming(False)
             if sampler is not None:
                 sampler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -179,7 +159,7 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), WATCHDOG_INTERVAL_SECONDS)
             consuming = connection.connected.is_set() and subscription.active
-            self._set_consuming(consuming)
+            self._readiness.set_consuming(consuming)
             if consuming:
                 since = None
             elif since is None:
@@ -193,37 +173,6 @@ class Worker:
                 )
                 return 1
         return 0
-
-    def _set_consuming(self, consuming: bool) -> None:
-        self._consuming = consuming
-        metrics.CONSUMING.set(consuming)
-
-    async def _readiness(self) -> Readiness:
-        """Ready while consuming. The database is reported, not required: without it the worker
-        still takes deliveries and moves them to the retry tiers."""
-        try:
-            async with asyncio.timeout(DATABASE_CHECK_SECONDS), self._pool.acquire() as conn:
-                await conn.fetchval("SELECT 1")
-            database = "reachable"
-        except Exception:  # any failure to answer in time is "unreachable" to the operator
-            database = "unreachable"
-        return self._consuming, {
-            "broker": "consuming" if self._consuming else "not consuming",
-            "database": database,
-        }
-
-    async def _sample_queues(self, connection: RobustConnection) -> None:
-        """Read each queue's depth every `queue_sample_seconds` for payouts_queue_messages."""
-        names = [*self._topology.pending_queues, self._topology.dead_letter_queue]
-        depths = QueueDepths(connection)
-        while True:
-            try:
-                for name in names:
-                    metrics.QUEUE_MESSAGES.labels(name).set(await depths.read(name))
-            except BROKER_ERRORS as error:
-                # A broker outage shows in the other signals; the depths resume with it.
-                log(logger, logging.DEBUG, "queue depths not sampled", error=repr(error))
-            await asyncio.sleep(self._settings.worker.queue_sample_seconds)
 
     async def _drain(self, grace_seconds: float) -> None:
         self._batches.start_all()  # credited now, not left waiting for a batch to finish
@@ -278,7 +227,7 @@ class Worker:
             # After the batch's payouts: each move waits for the broker's confirm, and neither
             # the credits nor the answers their providers wait for should wait behind it.
             for message, failure in poison:
-                await self._dead_letter(message, failure, None)
+                await self._mover.dead_letter(message, failure, None)
 
     async def _credit(self, decoded: list[tuple[Delivery, PayoutEvent]]) -> None:
         if len(decoded) == 1:
@@ -297,7 +246,7 @@ class Worker:
                 what = "batch failed on a transient error; its payouts wait in a retry tier"
 
                 async def settle(message: Delivery, event: PayoutEvent) -> None:
-                    await self._retry_later(message, failure, event)
+                    await self._mover.retry_later(message, failure, event)
 
             else:
                 # One payout the database refuses: credit each on its own, so that the others
@@ -318,7 +267,7 @@ class Worker:
             held_messages = {message for message, _ in held}
             await self._ack_committed([m for m, _ in decoded if m not in held_messages])
             for message, event in held:
-                await self._dead_letter(message, HELD_FAILURE, event)
+                await self._mover.dead_letter(message, HELD_FAILURE, event)
             return
         # Every one settles before the last line of defence may requeue the rest.
         errors: list[Exception] = []
@@ -336,14 +285,14 @@ class Worker:
         except Exception as error:
             failure = failure_of(error)
             if failure.kind is FailureKind.POISON:
-                await self._dead_letter(message, failure, event)
+                await self._mover.dead_letter(message, failure, event)
                 return
             if failure.kind is FailureKind.UNEXPECTED:
                 log_exception(logger, "unexpected error while crediting", **event.log_fields())
-            await self._retry_later(message, failure, event)
+            await self._mover.retry_later(message, failure, event)
             return
         if self._log_result(message, event, result):
-            await self._dead_letter(message, HELD_FAILURE, event)
+            await self._mover.dead_letter(message, HELD_FAILURE, event)
         else:
             await self._ack_committed([message])
 
@@ -435,176 +384,3 @@ class Worker:
             # without its commit took away fails every batch paying from it until looked up again.
             self._funding.forget()
             raise
-
-    async def _retry_later(self, message: Delivery, failure: Failure, event: PayoutEvent) -> None:
-        """Into the next retry tier, or the dead-letter queue after the last."""
-        headers = retry_headers(dict(message.headers), failure)
-        step = retry_delay_ms(
-            self._topology.retry_delays_seconds,
-            headers["x-payouts-attempts"],
-            self._settings.broker.retry_jitter,
-        )
-        if step is None:
-            await self._dead_letter(message, failure, event, headers)
-            return
-        tier, wait_ms = step
-        metrics.RETRIES.labels(str(tier)).inc()
-        log(
-            logger,
-            logging.WARNING,
-            "delivery failed; retrying later",
-            **event.log_fields(),
-            kind=failure.kind.value,
-            error=f"{failure.error_type}: {failure.message}",
-            attempts=headers["x-payouts-attempts"],
-            retry_tier_seconds=tier,
-        )
-        await self._republish(
-            message,
-            _copy(message, headers, expiration_ms=wait_ms),
-            self._topology.retry_exchange,
-            self._topology.retry_routing_key(tier),
-        )
-
-    async def _dead_letter(
-        self,
-        message: Delivery,
-        failure: Failure,
-        event: PayoutEvent | None,
-        headers: dict[str, Any] | None = None,
-    ) -> None:
-        counted = headers or retry_headers(dict(message.headers), failure)
-        final = dead_letter_headers(counted, message.exchange, message.routing_key)
-        copy = _copy(message, final)
-        log(
-            logger,
-            logging.ERROR,
-            "message dead-lettered",
-            **(event.log_fields() if event else {}),
-            message_id=message.message_id,
-            kind=failure.kind.value,
-            error=f"{failure.error_type}: {failure.message}",
-            attempts=final["x-payouts-attempts"],
-        )
-        moved = await self._republish(
-            message,
-            copy,
-            self._topology.dead_letter_exchange,
-            "",
-            counted_in=metrics.DEAD_LETTERED.labels(failure.kind.value, failure.error_type),
-        )
-        if moved:
-            try:
-                async with asyncio.timeout(RECORD_TIMEOUT_SECONDS), self._pool.acquire() as conn:
-                    await record_dead_letter(conn, copy.body, final, copy.message_id)
-            except Exception as error:  # best effort by design: the queue holds the message
-                log(
-                    logger,
-                    logging.WARNING,
-                    "dead letter not recorded in Postgres yet; "
-                    "payouts dlq records it when it touches the message",
-                    error=repr(error),
-                )
-
-    async def _republish(
-        self,
-        original: Delivery,
-        copy: OutgoingMessage,
-        exchange: str,
-        key: str,
-        counted_in: Counter | None = None,
-    ) -> bool:
-        """Publish `copy`, confirmed, then ack `original` and count the move in `counted_in`; if
-        the broker will not take it, return the original instead (it is redelivered; the worst
-        case is a duplicate, never a loss).
-
-        A shutdown's cancel lets both finish first, within `move_finish_seconds`: stopped between
-        them, the broker would keep the copy and redeliver the original, two live messages for
-        one payout."""
-        if channel_of(original) is None:
-            # The broker has requeued the original already: a copy would be a second live one.
-            log(
-                logger,
-                logging.WARNING,
-                "delivery's channel closed; not re-publishing, the broker redelivers it",
-                message_id=original.message_id,
-            )
-            return False
-        move = asyncio.create_task(
-            self._publish_then_ack(original, copy, exchange, key, counted_in)
-        )
-        try:
-            return await asyncio.shield(move)
-        except asyncio.CancelledError:
-            await self._let_finish(move, original, exchange)
-            raise
-
-    async def _let_finish(
-        self, move: asyncio.Task[bool], original: Delivery, exchange: str
-    ) -> None:
-        """Wait for a move the caller was cancelled in, within its bound; then cut it short: the
-        broker redelivers the original (beside its copy, if that was confirmed: a duplicate,
-        never a loss)."""
-        _, unfinished = await asyncio.wait([move], timeout=self._move_finish_seconds)
-        if unfinished:
-            move.cancel()
-            await asyncio.wait([move])
-            log(
-                logger,
-                logging.WARNING,
-                "shutdown cut a message move short; the broker redelivers the original",
-                message_id=original.message_id,
-                exchange=exchange,
-                seconds=self._move_finish_seconds,
-            )
-        elif not move.cancelled() and (error := move.exception()) is not None:
-            log(
-                logger,
-                logging.ERROR,
-                "message move failed during shutdown; the broker redelivers the original",
-                message_id=original.message_id,
-                exchange=exchange,
-                error=repr(error),
-            )
-
-    async def _publish_then_ack(
-        self,
-        original: Delivery,
-        copy: OutgoingMessage,
-        exchange: str,
-        key: str,
-        counted_in: Counter | None,
-    ) -> bool:
-        try:
-            await self._publisher.publish(copy, exchange=exchange, routing_key=key)
-        except BrokerUnavailable as error:
-            log(
-                logger,
-                logging.WARNING,
-                "could not re-publish; returning the message instead",
-                message_id=original.message_id,
-                error=str(error),
-            )
-            # Paused, so a broker that refuses the copy does not see the original bounce back
-            # at once, again and again, until the delivery limit dead-letters it without history.
-            await asyncio.sleep(RETURN_PAUSE_SECONDS)
-            await self._open.settle(original.nack(requeue=True), original)
-            return False
-        await self._open.settle(original.ack(), original)
-        if counted_in is not None:
-            counted_in.inc()
-        return True
-
-
-def _copy(
-    message: Delivery, headers: dict[str, Any], expiration_ms: int | None = None
-) -> OutgoingMessage:
-    return persistent_message(
-        message.body,
-        headers=headers,
-        content_type=message.content_type,
-        message_id=message.message_id,
-        timestamp=message.timestamp,
-        type=message.type,
-        expiration=expiration_ms / 1000 if expiration_ms is not None else None,
-    )

@@ -26,8 +26,9 @@ from tests.metrics_reading import sample_value
 from tests.polling import wait_until
 from tests.services import queue_depth
 from tests.tcp_proxy import TcpProxy
-from workers.consumer import Worker, move_finish_seconds
+from workers.consumer import Worker
 from workers.database import create_pool_when_available
+from workers.moves import move_finish_seconds
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
