@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from aio_pika.abc import AbstractChannel
+    from aio_pika.abc import AbstractRobustChannel
 
     from broker.connection import RobustConnection
 
@@ -18,13 +18,15 @@ class QueueDepths:
 
     def __init__(self, connection: RobustConnection) -> None:
         self._connection = connection
-        self._channel: AbstractChannel | None = None
+        self._channel: AbstractRobustChannel | None = None
 
     async def read(self, name: str) -> int:
         """Messages ready in queue `name`; one of BROKER_ERRORS when the broker, the channel or
         the queue is away."""
         if self._channel is None or self._channel.is_closed:
             self._channel = await self._connection.channel()
-        declared = await self._channel.declare_queue(name, passive=True)
+        # Not robust: a robust channel answers a passive declare of a queue it declared before
+        # from its cache, with the depth it read then.
+        declared = await self._channel.declare_queue(name, passive=True, robust=False)
         assert declared.declaration_result.message_count is not None
         return declared.declaration_result.message_count

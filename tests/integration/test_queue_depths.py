@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
+import aio_pika
 from prometheus_client import generate_latest
 
 from broker.connection import connect_when_available
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
     from broker.publisher import ConfirmedPublisher
     from schema.settings import BrokerSettings
+    from tests.services import Services
 
 INTERVAL_SECONDS = 0.1
 
@@ -59,3 +61,36 @@ async def test_each_queue_a_payout_may_wait_in_gets_its_depth(
     for queue in (*topology.pending_queues[1:], topology.dead_letter_queue):
         assert f'queue="{queue}"' in exposition
         assert sampled_depth(queue) == 0
+
+
+async def test_the_depths_follow_the_queues_from_one_sample_to_the_next(
+    broker_settings: BrokerSettings, publisher: ConfirmedPublisher
+) -> None:
+    work_queue = Topology.from_settings(broker_settings).work_queue
+    async with sampling(broker_settings):
+        for expected in (1, 2, 3):
+            await publisher.publish_event(payout_event())
+
+            async def caught_up(expected: int = expected) -> bool:
+                return sampled_depth(work_queue) == expected
+
+            await wait_until(caught_up, f"a depth of {expected}", 10)
+
+
+async def test_the_depths_keep_following_after_a_sample_failed(
+    broker_settings: BrokerSettings, publisher: ConfirmedPublisher, services: Services
+) -> None:
+    """A queue gone missing fails its passive declare and closes the channel it was read on;
+    the queues read before it keep being sampled."""
+    topology = Topology.from_settings(broker_settings)
+    connection = await aio_pika.connect(services.rabbitmq_url)
+    async with connection:
+        await (await connection.channel()).queue_delete(topology.dead_letter_queue)
+    async with sampling(broker_settings):
+        for expected in (1, 2):
+            await publisher.publish_event(payout_event())
+
+            async def caught_up(expected: int = expected) -> bool:
+                return sampled_depth(topology.work_queue) == expected
+
+            await wait_until(caught_up, f"a depth of {expected}", 10)
