@@ -43,6 +43,26 @@ async def channel(connection: AbstractConnection) -> AbstractChannel:
     return await connection.channel()
 
 
+@pytest.fixture
+def topology(broker_settings: BrokerSettings) -> Topology:
+    return Topology.from_settings(broker_settings)
+
+
+@pytest.fixture
+def deliveries() -> OpenDeliveries:
+    return OpenDeliveries()
+
+
+@pytest.fixture
+def mover(
+    broker_settings: BrokerSettings,
+    pool: asyncpg.Pool,
+    publisher: ConfirmedPublisher,
+    deliveries: OpenDeliveries,
+) -> MessageMover:
+    return MessageMover(broker_settings, pool, publisher, deliveries)
+
+
 async def delivered(channel: AbstractChannel, queue: str, deliveries: OpenDeliveries) -> Delivery:
     """The next message of `queue`, delivered unacked on `channel` and open in `deliveries`."""
     message = Delivery(await (await channel.get_underlay_channel()).basic_get(queue))
@@ -65,18 +85,16 @@ async def next_message(channel: AbstractChannel, queue: str) -> AbstractIncoming
 
 async def test_a_failed_payout_waits_in_the_first_tier_then_returns_counted(
     broker_settings: BrokerSettings,
-    pool: asyncpg.Pool,
+    topology: Topology,
     publisher: ConfirmedPublisher,
     channel: AbstractChannel,
+    deliveries: OpenDeliveries,
+    mover: MessageMover,
 ) -> None:
-    topology = Topology.from_settings(broker_settings)
     payout = payout_event()
     await publisher.publish_event(payout)
-    deliveries = OpenDeliveries()
     message = await delivered(channel, topology.work_queue, deliveries)
-    await MessageMover(broker_settings, pool, publisher, deliveries).retry_later(
-        message, TRANSIENT, payout
-    )
+    await mover.retry_later(message, TRANSIENT, payout)
     assert not deliveries.is_open(message)
     returned = await next_message(channel, topology.work_queue)
     assert (returned.body, returned.message_id) == (encode_event(payout), str(payout.event_id))
@@ -87,11 +105,13 @@ async def test_a_failed_payout_waits_in_the_first_tier_then_returns_counted(
 
 async def test_after_the_last_tier_a_payout_is_dead_lettered_and_recorded(
     broker_settings: BrokerSettings,
+    topology: Topology,
     pool: asyncpg.Pool,
     publisher: ConfirmedPublisher,
     channel: AbstractChannel,
+    deliveries: OpenDeliveries,
+    mover: MessageMover,
 ) -> None:
-    topology = Topology.from_settings(broker_settings)
     payout = payout_event()
     tiers = len(broker_settings.retry_delays_seconds)
     await publisher.publish(
@@ -99,11 +119,8 @@ async def test_after_the_last_tier_a_payout_is_dead_lettered_and_recorded(
             encode_event(payout), headers={ATTEMPTS: tiers}, message_id=str(payout.event_id)
         )
     )
-    deliveries = OpenDeliveries()
     message = await delivered(channel, topology.work_queue, deliveries)
-    await MessageMover(broker_settings, pool, publisher, deliveries).retry_later(
-        message, TRANSIENT, payout
-    )
+    await mover.retry_later(message, TRANSIENT, payout)
     dead = await next_message(channel, topology.dead_letter_queue)
     assert (dead.body, dead.headers[ATTEMPTS]) == (encode_event(payout), tiers + 1)
     async with pool.acquire() as conn:
@@ -114,13 +131,13 @@ async def test_after_the_last_tier_a_payout_is_dead_lettered_and_recorded(
 
 async def test_a_copy_the_broker_will_not_take_returns_the_original_to_the_queue(
     broker_settings: BrokerSettings,
+    topology: Topology,
     pool: asyncpg.Pool,
     publisher: ConfirmedPublisher,
     channel: AbstractChannel,
+    deliveries: OpenDeliveries,
 ) -> None:
-    topology = Topology.from_settings(broker_settings)
     await publisher.publish(persistent_message(b"not json", message_id="poison"))
-    deliveries = OpenDeliveries()
     message = await delivered(channel, topology.work_queue, deliveries)
     never_connected = ConfirmedPublisher(broker_settings, "never-started")
     await MessageMover(broker_settings, pool, never_connected, deliveries).dead_letter(
@@ -136,21 +153,19 @@ async def test_a_copy_the_broker_will_not_take_returns_the_original_to_the_queue
 
 async def test_a_delivery_whose_channel_closed_is_left_to_the_broker(
     broker_settings: BrokerSettings,
-    pool: asyncpg.Pool,
+    topology: Topology,
     publisher: ConfirmedPublisher,
     connection: AbstractConnection,
     channel: AbstractChannel,
+    deliveries: OpenDeliveries,
+    mover: MessageMover,
 ) -> None:
     """The broker requeues what a closed channel held: a copy would be a second live message."""
-    topology = Topology.from_settings(broker_settings)
     await publisher.publish(persistent_message(b"not json", message_id="poison"))
-    deliveries = OpenDeliveries()
     closing = await connection.channel()
     message = await delivered(closing, topology.work_queue, deliveries)
     await closing.close()
-    await MessageMover(broker_settings, pool, publisher, deliveries).dead_letter(
-        message, POISON, None
-    )
+    await mover.dead_letter(message, POISON, None)
     returned = await next_message(channel, topology.work_queue)
     assert returned.body == b"not json"
     assert await queue_depth(broker_settings.url, topology.dead_letter_queue) == 0
