@@ -1,7 +1,7 @@
 """A worker's answer to /readyz: ready while it holds a consumer on the work queue.
 
 The database is reported, not required: without it the worker still takes deliveries and moves
-them to the retry tiers, which is better than leaving them to pile up in the work queue.
+them to the retry tiers (docs/operations.md#health).
 """
 
 from __future__ import annotations
