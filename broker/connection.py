@@ -9,18 +9,20 @@ import os
 from typing import TYPE_CHECKING
 
 import aio_pika
+from aio_pika.abc import AbstractRobustConnection
 
 from schema.errors import BrokerUnavailable
 from schema.logs import log, redacted_url
 
 if TYPE_CHECKING:
-    from aio_pika.abc import AbstractConnection, AbstractRobustConnection
+    from aio_pika.abc import AbstractConnection
 
     from schema.settings import BrokerSettings
 
 __all__ = [
     "BROKER_ERRORS",
     "CLOSE_TIMEOUT_SECONDS",
+    "RobustConnection",
     "connect_once",
     "connect_when_available",
     "connection_name",
@@ -31,6 +33,8 @@ logger = logging.getLogger(__name__)
 # What a broker operation raises when the broker, the connection or the channel is away: aiormq
 # raises RuntimeError and ConnectionError subclasses on a closed channel, besides AMQP errors.
 BROKER_ERRORS = (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError)
+# The reconnecting connection a long-running process holds, as the other layers name it.
+RobustConnection = AbstractRobustConnection
 # How long a connection attempt nobody waits for any more may take to end before it is cut off.
 CLOSE_TIMEOUT_SECONDS = 5.0
 
@@ -40,10 +44,10 @@ def connection_name(role: str, settings: BrokerSettings) -> str:
     return f"payouts-{role} {settings.namespace} pid={os.getpid()}"
 
 
-async def connect_when_available(settings: BrokerSettings, role: str) -> AbstractRobustConnection:
+async def connect_when_available(settings: BrokerSettings, role: str) -> RobustConnection:
     """Retry the first connection until it succeeds; aio-pika handles every later reconnect."""
     while True:
-        attempt: asyncio.Future[AbstractRobustConnection] = asyncio.ensure_future(
+        attempt: asyncio.Future[RobustConnection] = asyncio.ensure_future(
             aio_pika.connect_robust(
                 settings.url,
                 reconnect_interval=settings.reconnect_interval_seconds,
@@ -84,7 +88,7 @@ async def connect_once(
         raise BrokerUnavailable(f"RabbitMQ at {redacted_url(settings.url)}: {error!r}") from None
 
 
-async def _close_when_connected(attempt: asyncio.Future[AbstractRobustConnection]) -> None:
+async def _close_when_connected(attempt: asyncio.Future[RobustConnection]) -> None:
     """Let a connection attempt nobody waits for any more end, within CLOSE_TIMEOUT_SECONDS, and
     close the connection it opened."""
     done, _ = await asyncio.wait([attempt], timeout=CLOSE_TIMEOUT_SECONDS)

@@ -8,17 +8,23 @@ delivery still being credited, which a crash would then lose.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from aio_pika.exceptions import ChannelInvalidStateError
 
+from broker.connection import BROKER_ERRORS
+from schema.logs import log
+
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping, Set
+    from collections.abc import Awaitable, Collection, Mapping, Set
     from datetime import datetime
 
     from aiormq.abc import AbstractChannel, DeliveredMessage
 
 __all__ = ["Delivery", "OpenDeliveries", "channel_of", "single_ack_tag"]
+
+logger = logging.getLogger(__name__)
 
 
 class Delivery:
@@ -110,8 +116,11 @@ class OpenDeliveries:
     def __init__(self) -> None:
         self._by_channel: dict[AbstractChannel, set[int]] = {}
 
-    def received(self, message: Delivery) -> None:
-        channel = message.channel
+    def received(self, message: Delivery) -> bool:
+        """Open `message`; False when its channel closed first: the broker has requeued it."""
+        channel = channel_of(message)
+        if channel is None:
+            return False
         if channel not in self._by_channel:
             # A channel opened after a reconnect: forget the closed ones and their tags.
             self._by_channel = {
@@ -119,12 +128,29 @@ class OpenDeliveries:
             }
             self._by_channel[channel] = set()
         self._by_channel[channel].add(message.delivery_tag)
+        return True
 
     def is_open(self, message: Delivery) -> bool:
         return message.delivery_tag in self._tags_of(message)
 
     def settled(self, message: Delivery) -> None:
         self._tags_of(message).discard(message.delivery_tag)
+
+    async def settle(self, action: Awaitable[None], message: Delivery) -> None:
+        """Ack, nack or reject `message` by awaiting `action`; on a dead channel the broker has
+        already requeued it."""
+        try:
+            await action
+        except BROKER_ERRORS as error:
+            log(
+                logger,
+                logging.WARNING,
+                "could not settle message; the broker will redeliver it",
+                message_id=message.message_id,
+                error=repr(error),
+            )
+        finally:
+            self.settled(message)
 
     def _tags_of(self, message: Delivery) -> set[int]:
         """Its channel's open tags; none once the channel is closed."""

@@ -21,12 +21,15 @@ if TYPE_CHECKING:
 
     from schema.settings import BrokerSettings
 
-__all__ = ["ConfirmedPublisher", "event_properties", "persistent_message"]
+__all__ = ["ConfirmedPublisher", "OutgoingMessage", "event_properties", "persistent_message"]
 
 logger = logging.getLogger(__name__)
 
+# A message to publish, as the other layers name it.
+OutgoingMessage = aio_pika.Message
 
-def persistent_message(body: bytes, **properties: Any) -> aio_pika.Message:
+
+def persistent_message(body: bytes, **properties: Any) -> OutgoingMessage:
     """Every message we publish carries money or its history: it must survive a broker restart,
     and aio-pika's default is transient."""
     return aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **properties)
@@ -123,7 +126,7 @@ class ConfirmedPublisher:
 
     async def publish(
         self,
-        message: aio_pika.Message,
+        message: OutgoingMessage,
         *,
         exchange: str | None = None,
         routing_key: str = ROUTING_KEY,

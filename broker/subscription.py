@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, cast
 
 import aio_pika
 
+from broker.declaration import declare
 from broker.deliveries import Delivery
 from schema.logs import log
 
@@ -27,7 +28,10 @@ if TYPE_CHECKING:
     from aio_pika.abc import AbstractChannel, AbstractRobustChannel
     from pamqp.commands import Basic
 
-__all__ = ["Subscription"]
+    from broker.connection import RobustConnection
+    from schema.topology import Topology
+
+__all__ = ["Subscription", "subscribe"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,3 +114,19 @@ class Subscription:
             return
         log(logger, logging.WARNING, "the broker cancelled the consumer", queue=self._queue)
         self._resuming = asyncio.get_running_loop().create_task(self._resume())
+
+
+async def subscribe(
+    connection: RobustConnection,
+    topology: Topology,
+    prefetch: int,
+    on_delivery: Callable[[Delivery], None],
+) -> Subscription:
+    """Declare `topology` on a channel of its own with `prefetch` deliveries in flight, and
+    deliver its work queue's messages to `on_delivery`."""
+    channel = await connection.channel()
+    await channel.set_qos(prefetch_count=prefetch)
+    queue = (await declare(channel, topology)).work_queue
+    subscription = Subscription(channel, queue.name, on_delivery)
+    await subscription.start()
+    return subscription

@@ -184,9 +184,7 @@ class CallbackEndpoint:
                     logger,
                     logging.WARNING,
                     "no outcome to answer with",
-                    event_id=str(event.event_id),
-                    provider_instance=event.provider_instance,
-                    transaction_id=event.transaction_id,
+                    **event.log_fields(),
                     error=str(error),
                 )
                 raise

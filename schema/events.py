@@ -116,6 +116,14 @@ class PayoutEvent(_Frozen):
             raise ValueError("verify_order needs an order_id")
         return self
 
+    def log_fields(self) -> dict[str, str]:
+        """What every log line about this payout carries, on either side of the queue."""
+        return {
+            "event_id": str(self.event_id),
+            "provider_instance": self.provider_instance,
+            "transaction_id": self.transaction_id,
+        }
+
 
 def encode_event(event: PayoutEvent) -> bytes:
     return event.model_dump_json().encode()

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["configure_logging", "log", "redacted_url"]
+__all__ = ["configure_logging", "log", "log_exception", "logged_fields", "redacted_url"]
 
 _FIELDS = "payouts_fields"
 
@@ -30,7 +30,7 @@ class _JsonFormatter(logging.Formatter):
             "pid": os.getpid(),
             "message": record.getMessage(),
         }
-        line.update(getattr(record, _FIELDS, {}))
+        line.update(logged_fields(record))
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
@@ -54,6 +54,17 @@ def configure_logging(level: str = "INFO") -> None:
 
 def log(logger: logging.Logger, level: int, message: str, **fields: Any) -> None:
     logger.log(level, message, extra={_FIELDS: fields}, stacklevel=2)
+
+
+def log_exception(logger: logging.Logger, message: str, **fields: Any) -> None:
+    """An error line with the exception being handled, as `logger.exception` writes it."""
+    logger.exception(message, extra={_FIELDS: fields}, stacklevel=2)
+
+
+def logged_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields a line was logged with (none for a line not written by `log`)."""
+    fields: dict[str, Any] = getattr(record, _FIELDS, {})
+    return fields
 
 
 def redacted_url(url: str) -> str:

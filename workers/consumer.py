@@ -1,8 +1,8 @@
 """Consume payout events, credit them in batches of one Postgres transaction each, and ack only
 after the commit.
 
-Whatever fails is re-published before the original is acked, so nothing leaves the work queue
-without being credited, recorded, waiting in a retry tier, or in the dead-letter queue.
+Whatever fails is moved (workers/moves.py) before the original is acked, so nothing leaves the
+work queue without being credited, recorded, waiting in a retry tier, or in the dead-letter queue.
 """
 
 from __future__ import annotations
@@ -13,45 +13,34 @@ import logging
 import random
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import aio_pika
-
-from broker.connection import connect_when_available
-from broker.declaration import declare
-from broker.deliveries import Delivery, OpenDeliveries, channel_of
-from broker.publisher import ConfirmedPublisher, persistent_message
-from broker.subscription import Subscription
-from schema.errors import BrokerUnavailable, ContractError
+from broker.connection import BROKER_ERRORS, connect_when_available
+from broker.deliveries import Delivery, OpenDeliveries
+from broker.publisher import ConfirmedPublisher
+from broker.subscription import subscribe
+from schema.errors import ContractError
 from schema.events import PayoutEvent, decode_event
-from schema.logs import log
+from schema.logs import log, log_exception
 from schema.outcomes import Outcome, OutcomeReport
 from schema.topology import Topology
 from workers import metrics
 from workers.batch_crediting import FundingAccounts, apply_batch
 from workers.batching import Batches
-from workers.dead_letters import record_dead_letter
-from workers.failures import (
-    TRANSIENT_ERRORS,
-    Failure,
-    FailureKind,
-    dead_letter_headers,
-    failure_of,
-    retry_delay_ms,
-    retry_headers,
-)
+from workers.failures import TRANSIENT_ERRORS, Failure, FailureKind, failure_of
+from workers.moves import RETURN_PAUSE_SECONDS, MessageMover, move_finish_seconds
 from workers.outcome_reports import send_reports
-from workers.status_server import Readiness, StatusServer
+from workers.queue_depths import sample_queue_depths
+from workers.readiness import WorkerReadiness
+from workers.status_server import StatusServer
 from workers.stopping import unless_stopped
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
-
     import asyncpg
-    from aio_pika.abc import AbstractRobustConnection
-    from prometheus_client import Counter
 
-    from schema.settings import BrokerSettings, Settings
+    from broker.connection import RobustConnection
+    from broker.subscription import Subscription
+    from schema.settings import Settings
     from workers.crediting import CreditResult
 
 __all__ = ["Worker"]
@@ -67,22 +56,6 @@ FIRST_RETRY_DELAY_SECONDS = 0.1
 MAX_RETRY_DELAY_SECONDS = 2.0
 WATCHDOG_INTERVAL_SECONDS = 1.0
 CANCEL_TIMEOUT_SECONDS = 5.0
-# Before returning a message we could not route, so it cannot bounce back at once.
-RETURN_PAUSE_SECONDS = 1.0
-# Recording a dead letter in Postgres is for review; it must not hold up the queue when the
-# database is the reason for the failure.
-RECORD_TIMEOUT_SECONDS = 2.0
-# A readiness probe's look at the database: short, it only reports.
-DATABASE_CHECK_SECONDS = 1.0
-# Beyond its publish's own timeout, what a retry or dead-letter move under way at a shutdown may
-# still take: the pause before returning a refused message, and the ack or nack.
-MOVE_SETTLE_SECONDS = 4.0
-
-
-def move_finish_seconds(broker: BrokerSettings) -> float:
-    """How long a shutdown lets a retry or dead-letter move under way finish, past the grace
-    period for the payouts in flight."""
-    return broker.publish_timeout_seconds + RETURN_PAUSE_SECONDS + MOVE_SETTLE_SECONDS
 
 
 def stop_seconds(settings: Settings) -> float:
@@ -111,7 +84,6 @@ class Worker:
         the pool waited for Postgres); the worker then answers its /readyz, and closes it."""
         self._settings = settings
         self._pool = pool
-        self._move_finish_seconds = move_finish_seconds(settings.broker)
         self._funding = FundingAccounts()
         self._topology = Topology.from_settings(settings.broker)
         worker = settings.worker
@@ -124,12 +96,13 @@ class Worker:
         self._open = OpenDeliveries()
         # Its own connection: flow control on a publishing connection must not delay our acks.
         self._publisher = publisher or ConfirmedPublisher(settings.broker, "worker-publisher")
-        self._consuming = False
+        self._mover = MessageMover(settings.broker, pool, self._publisher, self._open)
+        self._readiness = WorkerReadiness(pool)
         if status is None:
             status = StatusServer(
-                settings.worker.status_host, settings.worker.status_port, self._readiness
+                settings.worker.status_host, settings.worker.status_port, self._readiness.report
             )
-        status.answer_readiness_with(self._readiness)
+        status.answer_readiness_with(self._readiness.report)
         self.status = status
 
     async def run(self, stop: asyncio.Event) -> int:
@@ -147,22 +120,25 @@ class Worker:
             return 0
         sampler: asyncio.Task[None] | None = None
         try:
-            channel = await connection.channel()
-            await channel.set_qos(prefetch_count=self._settings.worker.prefetch)
-            queue = (await declare(channel, self._topology)).work_queue
-            subscription = Subscription(channel, queue.name, self._on_delivery)
-            await subscription.start()
-            self._set_consuming(True)
+            subscription = await subscribe(
+                connection, self._topology, self._settings.worker.prefetch, self._on_delivery
+            )
+            self._readiness.set_consuming(True)
             log(logger, logging.INFO, "worker consuming", queue=self._topology.work_queue)
-            sampler = asyncio.create_task(self._sample_queues(connection), name="queue-sampler")
+            sampler = asyncio.create_task(
+                sample_queue_depths(
+                    connection, self._topology, self._settings.worker.queue_sample_seconds
+                ),
+                name="queue-sampler",
+            )
             exit_code = await self._watch(stop, connection, subscription)
             # Stop taking work, let what is in flight finish within the bound, then close.
             # Bounded: on a dead connection the cancel would wait for a reconnect.
-            with contextlib.suppress(aio_pika.exceptions.AMQPError, RuntimeError, TimeoutError):
+            with contextlib.suppress(*BROKER_ERRORS, TimeoutError):
                 await asyncio.wait_for(subscription.cancel(), CANCEL_TIMEOUT_SECONDS)
             await self._drain(self._settings.worker.shutdown_grace_seconds)
         finally:
-            self._set_consuming(False)
+            self._readiness.set_consuming(False)
             if sampler is not None:
                 sampler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -174,7 +150,7 @@ class Worker:
         return exit_code
 
     async def _watch(
-        self, stop: asyncio.Event, connection: AbstractRobustConnection, subscription: Subscription
+        self, stop: asyncio.Event, connection: RobustConnection, subscription: Subscription
     ) -> int:
         """Wait for `stop`; give up (1) after `no_consumer_exit_seconds` without a live consumer."""
         limit = self._settings.worker.no_consumer_exit_seconds
@@ -183,7 +159,7 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), WATCHDOG_INTERVAL_SECONDS)
             consuming = connection.connected.is_set() and subscription.active
-            self._set_consuming(consuming)
+            self._readiness.set_consuming(consuming)
             if consuming:
                 since = None
             elif since is None:
@@ -197,43 +173,6 @@ class Worker:
                 )
                 return 1
         return 0
-
-    def _set_consuming(self, consuming: bool) -> None:
-        self._consuming = consuming
-        metrics.CONSUMING.set(consuming)
-
-    async def _readiness(self) -> Readiness:
-        """Ready while consuming. The database is reported, not required: without it the worker
-        still takes deliveries and moves them to the retry tiers."""
-        try:
-            async with asyncio.timeout(DATABASE_CHECK_SECONDS), self._pool.acquire() as conn:
-                await conn.fetchval("SELECT 1")
-            database = "reachable"
-        except Exception:  # any failure to answer in time is "unreachable" to the operator
-            database = "unreachable"
-        return self._consuming, {
-            "broker": "consuming" if self._consuming else "not consuming",
-            "database": database,
-        }
-
-    async def _sample_queues(self, connection: AbstractRobustConnection) -> None:
-        """Read each queue's depth every `queue_sample_seconds` for payouts_queue_messages."""
-        names = [*self._topology.pending_queues, self._topology.dead_letter_queue]
-        channel: aio_pika.abc.AbstractChannel | None = None
-        while True:
-            try:
-                if channel is None or channel.is_closed:
-                    channel = await connection.channel()
-                for name in names:
-                    declared = await channel.declare_queue(name, passive=True)
-                    assert declared.declaration_result.message_count is not None
-                    metrics.QUEUE_MESSAGES.labels(name).set(
-                        declared.declaration_result.message_count
-                    )
-            except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
-                # A broker outage shows in the other signals; the depths resume with it.
-                log(logger, logging.DEBUG, "queue depths not sampled", error=repr(error))
-            await asyncio.sleep(self._settings.worker.queue_sample_seconds)
 
     async def _drain(self, grace_seconds: float) -> None:
         self._batches.start_all()  # credited now, not left waiting for a batch to finish
@@ -253,11 +192,8 @@ class Worker:
 
     def _on_delivery(self, message: Delivery) -> None:
         """Collect the delivery into the next batch; the batch's task settles it."""
-        try:
-            self._open.received(message)
-        except aio_pika.exceptions.ChannelInvalidStateError:
-            return  # its channel closed before this ran: the broker has requeued it
-        self._batches.add(message)
+        if self._open.received(message):
+            self._batches.add(message)
 
     async def _settle_batch(self, batch: list[Delivery]) -> None:
         try:
@@ -266,13 +202,14 @@ class Worker:
             # The last line of defence (a header nothing can encode, say): never leave a delivery
             # unsettled, which would hold its prefetch slot until the consumer timeout.
             unsettled = [message for message in batch if self._open.is_open(message)]
-            logger.exception(
+            log_exception(
+                logger,
                 "could not route failed messages; returning them to the queue",
-                extra={"payouts_fields": {"message_ids": [m.message_id for m in unsettled]}},
+                message_ids=[m.message_id for m in unsettled],
             )
             await asyncio.sleep(RETURN_PAUSE_SECONDS)
             for message in unsettled:
-                await self._settle(message.nack(requeue=True), message)
+                await self._open.settle(message.nack(requeue=True), message)
 
     async def _handle(self, batch: list[Delivery]) -> None:
         decoded: list[tuple[Delivery, PayoutEvent]] = []
@@ -290,7 +227,7 @@ class Worker:
             # After the batch's payouts: each move waits for the broker's confirm, and neither
             # the credits nor the answers their providers wait for should wait behind it.
             for message, failure in poison:
-                await self._dead_letter(message, failure, None)
+                await self._mover.dead_letter(message, failure, None)
 
     async def _credit(self, decoded: list[tuple[Delivery, PayoutEvent]]) -> None:
         if len(decoded) == 1:
@@ -309,7 +246,7 @@ class Worker:
                 what = "batch failed on a transient error; its payouts wait in a retry tier"
 
                 async def settle(message: Delivery, event: PayoutEvent) -> None:
-                    await self._retry_later(message, failure, event)
+                    await self._mover.retry_later(message, failure, event)
 
             else:
                 # One payout the database refuses: credit each on its own, so that the others
@@ -330,7 +267,7 @@ class Worker:
             held_messages = {message for message, _ in held}
             await self._ack_committed([m for m, _ in decoded if m not in held_messages])
             for message, event in held:
-                await self._dead_letter(message, HELD_FAILURE, event)
+                await self._mover.dead_letter(message, HELD_FAILURE, event)
             return
         # Every one settles before the last line of defence may requeue the rest.
         errors: list[Exception] = []
@@ -348,16 +285,14 @@ class Worker:
         except Exception as error:
             failure = failure_of(error)
             if failure.kind is FailureKind.POISON:
-                await self._dead_letter(message, failure, event)
+                await self._mover.dead_letter(message, failure, event)
                 return
             if failure.kind is FailureKind.UNEXPECTED:
-                logger.exception(
-                    "unexpected error while crediting", extra={"payouts_fields": _fields(event)}
-                )
-            await self._retry_later(message, failure, event)
+                log_exception(logger, "unexpected error while crediting", **event.log_fields())
+            await self._mover.retry_later(message, failure, event)
             return
         if self._log_result(message, event, result):
-            await self._dead_letter(message, HELD_FAILURE, event)
+            await self._mover.dead_letter(message, HELD_FAILURE, event)
         else:
             await self._ack_committed([message])
 
@@ -373,7 +308,7 @@ class Worker:
             logger,
             logging.INFO if result.outcome in QUIET_OUTCOMES else logging.WARNING,
             "payout processed",
-            **_fields(event),
+            **event.log_fields(),
             outcome=result.outcome.value,
             answer_code=event.answer_code,
             balance_after=str(result.balance_after) if result.balance_after is not None else None,
@@ -390,10 +325,10 @@ class Worker:
         last = self._open.single_ack(messages)
         if last is None:
             for message in messages:
-                await self._settle(message.ack(), message)
+                await self._open.settle(message.ack(), message)
             return
         try:
-            await self._settle(last.ack(multiple=True), last)
+            await self._open.settle(last.ack(multiple=True), last)
         finally:
             for message in messages:
                 self._open.settled(message)
@@ -414,7 +349,7 @@ class Worker:
                     logger,
                     logging.WARNING,
                     "transient failure, retrying in place",
-                    **(_fields(events[0]) if len(events) == 1 else {"batch_size": len(events)}),
+                    **(events[0].log_fields() if len(events) == 1 else {"batch_size": len(events)}),
                     error=repr(error),
                     retry_in_seconds=round(delay, 2),
                 )
@@ -449,199 +384,3 @@ class Worker:
             # without its commit took away fails every batch paying from it until looked up again.
             self._funding.forget()
             raise
-
-    async def _retry_later(self, message: Delivery, failure: Failure, event: PayoutEvent) -> None:
-        """Into the next retry tier, or the dead-letter queue after the last."""
-        headers = retry_headers(dict(message.headers), failure)
-        step = retry_delay_ms(
-            self._topology.retry_delays_seconds,
-            headers["x-payouts-attempts"],
-            self._settings.broker.retry_jitter,
-        )
-        if step is None:
-            await self._dead_letter(message, failure, event, headers)
-            return
-        tier, wait_ms = step
-        metrics.RETRIES.labels(str(tier)).inc()
-        log(
-            logger,
-            logging.WARNING,
-            "delivery failed; retrying later",
-            **_fields(event),
-            kind=failure.kind.value,
-            error=f"{failure.error_type}: {failure.message}",
-            attempts=headers["x-payouts-attempts"],
-            retry_tier_seconds=tier,
-        )
-        await self._republish(
-            message,
-            _copy(message, headers, expiration_ms=wait_ms),
-            self._topology.retry_exchange,
-            self._topology.retry_routing_key(tier),
-        )
-
-    async def _dead_letter(
-        self,
-        message: Delivery,
-        failure: Failure,
-        event: PayoutEvent | None,
-        headers: dict[str, Any] | None = None,
-    ) -> None:
-        counted = headers or retry_headers(dict(message.headers), failure)
-        final = dead_letter_headers(counted, message.exchange, message.routing_key)
-        copy = _copy(message, final)
-        log(
-            logger,
-            logging.ERROR,
-            "message dead-lettered",
-            **(_fields(event) if event else {}),
-            message_id=message.message_id,
-            kind=failure.kind.value,
-            error=f"{failure.error_type}: {failure.message}",
-            attempts=final["x-payouts-attempts"],
-        )
-        moved = await self._republish(
-            message,
-            copy,
-            self._topology.dead_letter_exchange,
-            "",
-            counted_in=metrics.DEAD_LETTERED.labels(failure.kind.value, failure.error_type),
-        )
-        if moved:
-            try:
-                async with asyncio.timeout(RECORD_TIMEOUT_SECONDS), self._pool.acquire() as conn:
-                    await record_dead_letter(conn, copy.body, final, copy.message_id)
-            except Exception as error:  # best effort by design: the queue holds the message
-                log(
-                    logger,
-                    logging.WARNING,
-                    "dead letter not recorded in Postgres yet; "
-                    "payouts dlq records it when it touches the message",
-                    error=repr(error),
-                )
-
-    async def _republish(
-        self,
-        original: Delivery,
-        copy: aio_pika.Message,
-        exchange: str,
-        key: str,
-        counted_in: Counter | None = None,
-    ) -> bool:
-        """Publish `copy`, confirmed, then ack `original` and count the move in `counted_in`; if
-        the broker will not take it, return the original instead (it is redelivered; the worst
-        case is a duplicate, never a loss).
-
-        A shutdown's cancel lets both finish first, within `move_finish_seconds`: stopped between
-        them, the broker would keep the copy and redeliver the original, two live messages for
-        one payout."""
-        if channel_of(original) is None:
-            # The broker has requeued the original already: a copy would be a second live one.
-            log(
-                logger,
-                logging.WARNING,
-                "delivery's channel closed; not re-publishing, the broker redelivers it",
-                message_id=original.message_id,
-            )
-            return False
-        move = asyncio.create_task(
-            self._publish_then_ack(original, copy, exchange, key, counted_in)
-        )
-        try:
-            return await asyncio.shield(move)
-        except asyncio.CancelledError:
-            await self._let_finish(move, original, exchange)
-            raise
-
-    async def _let_finish(
-        self, move: asyncio.Task[bool], original: Delivery, exchange: str
-    ) -> None:
-        """Wait for a move the caller was cancelled in, within its bound; then cut it short: the
-        broker redelivers the original (beside its copy, if that was confirmed: a duplicate,
-        never a loss)."""
-        _, unfinished = await asyncio.wait([move], timeout=self._move_finish_seconds)
-        if unfinished:
-            move.cancel()
-            await asyncio.wait([move])
-            log(
-                logger,
-                logging.WARNING,
-                "shutdown cut a message move short; the broker redelivers the original",
-                message_id=original.message_id,
-                exchange=exchange,
-                seconds=self._move_finish_seconds,
-            )
-        elif not move.cancelled() and (error := move.exception()) is not None:
-            log(
-                logger,
-                logging.ERROR,
-                "message move failed during shutdown; the broker redelivers the original",
-                message_id=original.message_id,
-                exchange=exchange,
-                error=repr(error),
-            )
-
-    async def _publish_then_ack(
-        self,
-        original: Delivery,
-        copy: aio_pika.Message,
-        exchange: str,
-        key: str,
-        counted_in: Counter | None,
-    ) -> bool:
-        try:
-            await self._publisher.publish(copy, exchange=exchange, routing_key=key)
-        except BrokerUnavailable as error:
-            log(
-                logger,
-                logging.WARNING,
-                "could not re-publish; returning the message instead",
-                message_id=original.message_id,
-                error=str(error),
-            )
-            # Paused, so a broker that refuses the copy does not see the original bounce back
-            # at once, again and again, until the delivery limit dead-letters it without history.
-            await asyncio.sleep(RETURN_PAUSE_SECONDS)
-            await self._settle(original.nack(requeue=True), original)
-            return False
-        await self._settle(original.ack(), original)
-        if counted_in is not None:
-            counted_in.inc()
-        return True
-
-    async def _settle(self, action: Awaitable[None], message: Delivery) -> None:
-        """Ack, nack or reject; on a dead channel the broker has already requeued the message."""
-        try:
-            await action
-        except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
-            log(
-                logger,
-                logging.WARNING,
-                "could not settle message; the broker will redeliver it",
-                message_id=message.message_id,
-                error=repr(error),
-            )
-        finally:
-            self._open.settled(message)
-
-
-def _copy(
-    message: Delivery, headers: dict[str, Any], expiration_ms: int | None = None
-) -> aio_pika.Message:
-    return persistent_message(
-        message.body,
-        headers=headers,
-        content_type=message.content_type,
-        message_id=message.message_id,
-        timestamp=message.timestamp,
-        type=message.type,
-        expiration=expiration_ms / 1000 if expiration_ms is not None else None,
-    )
-
-
-def _fields(event: PayoutEvent) -> dict[str, str]:
-    return {
-        "event_id": str(event.event_id),
-        "provider_instance": event.provider_instance,
-        "transaction_id": event.transaction_id,
-    }

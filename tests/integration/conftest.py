@@ -1,4 +1,5 @@
-"""A fresh, migrated database per test, and a pool on it."""
+"""A fresh, migrated database per test, and a pool on it; a broker namespace per test, and a
+publisher on it."""
 
 from __future__ import annotations
 
@@ -7,10 +8,16 @@ from typing import TYPE_CHECKING
 import asyncpg
 import pytest
 
+from broker.publisher import ConfirmedPublisher
+from schema.settings import BrokerSettings
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from tests.services import Services
+
+# Short retry tiers, so that a test sees a message walk through them in seconds.
+SHORT_TIERS = (1, 2)
 
 
 @pytest.fixture
@@ -26,3 +33,30 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
         yield created
     finally:
         await created.close()
+
+
+@pytest.fixture
+async def broker_settings(services: Services) -> AsyncIterator[BrokerSettings]:
+    """A namespace of the test's own, with short retry tiers; deleted after the test."""
+    settings = BrokerSettings(
+        url=services.rabbitmq_url,
+        namespace=services.new_namespace(SHORT_TIERS),
+        retry_delays_seconds=SHORT_TIERS,
+        publish_timeout_seconds=3,
+    )
+    try:
+        yield settings
+    finally:
+        await services.release_namespace(settings.namespace)
+
+
+@pytest.fixture
+async def publisher(broker_settings: BrokerSettings) -> AsyncIterator[ConfirmedPublisher]:
+    """A confirming publisher on the test's namespace, connected: the topology is declared."""
+    started = ConfirmedPublisher(broker_settings, "test")
+    started.start()
+    try:
+        await started.wait_ready()
+        yield started
+    finally:
+        await started.close()

@@ -17,6 +17,7 @@ import pytest
 
 from ingress.app import create_app
 from schema.events import decode_event
+from schema.logs import logged_fields
 from schema.settings import BrokerSettings, DatabaseSettings, IngressSettings, Settings
 from schema.topology import ROUTING_KEY, Topology
 from tests.broker_admin import close_connections
@@ -203,7 +204,7 @@ async def test_secret_rotated_step_by_step_rejects_no_callback(
             retired = await client.get(f"{CALLBACK}?{offerwall_query(params, 'old')}")
     assert set(statuses) == {200}
     assert retired.status_code == 403  # after the last step the old secret no longer verifies
-    matched = {getattr(r, "payouts_fields", {}).get("secret") for r in caplog.records}
+    matched = {logged_fields(r).get("secret") for r in caplog.records}
     assert {"OW_CURRENT", "OW_NEXT"} <= matched
     assert not {"old", "new"} & matched  # the log names variables, never secrets
 
@@ -270,7 +271,7 @@ async def test_unreachable_broker_means_try_again_never_accepted(
     assert ready.status_code == 503
     assert (response.status_code, response.json()["error"]) == (503, "try_again")
     # An unconfirmed publish may still have reached a queue: its callback line names the event.
-    fields = {r.getMessage(): getattr(r, "payouts_fields", {}) for r in caplog.records}
+    fields = {r.getMessage(): logged_fields(r) for r in caplog.records}
     event_id = fields["publish not confirmed"]["event_id"]
     assert event_id
     assert fields["callback answered"]["event_id"] == event_id

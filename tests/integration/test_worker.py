@@ -16,6 +16,7 @@ from prometheus_client import generate_latest
 
 from broker.deliveries import Delivery, channel_of
 from broker.publisher import ConfirmedPublisher
+from schema.logs import logged_fields
 from schema.settings import BrokerSettings, DatabaseSettings, Settings, WorkerSettings
 from schema.topology import ROUTING_KEY, Topology
 from tests.books import assert_books_balance
@@ -25,8 +26,9 @@ from tests.metrics_reading import sample_value
 from tests.polling import wait_until
 from tests.services import queue_depth
 from tests.tcp_proxy import TcpProxy
-from workers.consumer import Worker, move_finish_seconds
+from workers.consumer import Worker
 from workers.database import create_pool_when_available
+from workers.moves import move_finish_seconds
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -326,7 +328,7 @@ async def test_a_batch_the_database_is_away_for_waits_in_a_retry_tier_whole(
     assert logged("batch failed on a transient error; its payouts wait in a retry tier")
     in_place = logged("transient failure, retrying in place")
     assert in_place, "the batch was not retried in place first"
-    assert all("batch_size" in vars(record)["payouts_fields"] for record in in_place), (
+    assert all("batch_size" in logged_fields(record) for record in in_place), (
         "a payout was retried in place on its own after its batch failed"
     )
     balances = await observer.fetch("SELECT owner, balance FROM accounts WHERE kind = 'wallet'")

@@ -67,3 +67,12 @@ def test_unknown_versions_and_invalid_fields_are_contract_errors(key: str, value
 def test_garbage_is_a_contract_error(body: bytes) -> None:
     with pytest.raises(ContractError):
         decode_event(body)
+
+
+def test_log_fields_name_the_payout_on_either_side_of_the_queue() -> None:
+    payout = event(provider_instance="ow", transaction_id="t-9")
+    assert payout.log_fields() == {
+        "event_id": str(payout.event_id),
+        "provider_instance": "ow",
+        "transaction_id": "t-9",
+    }

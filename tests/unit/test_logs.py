@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from schema.logs import configure_logging, log
+from schema.logs import configure_logging, log, log_exception, logged_fields
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -64,3 +64,24 @@ def test_a_forked_process_names_itself_not_its_parent(
         line = only_line(pipe.read())
     os.waitpid(child, 0)
     assert line["pid"] == child
+
+
+def test_an_exception_line_carries_its_fields_and_traceback(
+    handler: logging.StreamHandler[Any],
+) -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log_exception(logger, "unexpected error while crediting", event_id="e-1")
+    line = only_line(handler.stream.getvalue())
+    assert (line["level"], line["event_id"]) == ("error", "e-1")
+    assert "ValueError: boom" in line["exception"]
+
+
+def test_the_fields_of_a_line_are_read_back_from_its_record(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger.name):
+        log(logger, logging.INFO, "payout processed", outcome="credited")
+        logger.info("a line of a library")
+    assert [logged_fields(record) for record in caplog.records] == [{"outcome": "credited"}, {}]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from schema.logs import logged_fields
 from tests.polling import wait_until
 from workers.supervisor import EXIT_FAILURE, Limits, Supervisor
 
@@ -40,7 +41,7 @@ def python(code: str, *args: str) -> list[str]:
 def logged(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, Any]]:
     """The fields of each supervisor line with this message."""
     return [
-        getattr(record, "payouts_fields", {})
+        logged_fields(record)
         for record in caplog.records
         if record.name == "workers.supervisor" and record.getMessage() == message
     ]
