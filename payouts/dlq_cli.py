@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = ["register_dlq_commands"]
 
+# What stops a replay or purge after the message in hand.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _DURATION = re.compile(r"(\d+)([smhd])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _TABLE_COLUMNS = (
@@ -151,19 +154,34 @@ def _run_on_each(
     async def confirm(count: int) -> bool:
         return await _confirmed(args, verb, count)
 
-    try:
-        run = asyncio.run(
-            run_on_selection(
-                load_checked_settings(Path(args.config)),
-                selection,
-                verb,
-                action,
-                dry_run=getattr(args, "dry_run", False),
-                per_second=getattr(args, "rate", None),
-                confirm=confirm,
-                on_each=each,
-            )
+    async def interruptible() -> SelectionRun:
+        # Ctrl-C or SIGTERM stops between messages, never inside one, so each is done or
+        # untouched; a second signal ends the command at once. Installed even where SIGINT was
+        # inherited ignored (a background job of a script), as the other commands do.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def interrupted() -> None:
+            stop.set()
+            for signum in STOP_SIGNALS:
+                loop.remove_signal_handler(signum)
+
+        for signum in STOP_SIGNALS:
+            loop.add_signal_handler(signum, interrupted)
+        return await run_on_selection(
+            load_checked_settings(Path(args.config)),
+            selection,
+            verb,
+            action,
+            dry_run=getattr(args, "dry_run", False),
+            per_second=getattr(args, "rate", None),
+            confirm=confirm,
+            on_each=each,
+            stop=stop,
         )
+
+    try:
+        run = asyncio.run(interruptible())
     except SelectionError as error:
         raise SystemExit(f"payouts dlq: {error}") from None
     print_data(run.summary(), args.json)

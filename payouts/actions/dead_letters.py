@@ -227,10 +227,12 @@ async def run_on_selection(
     per_second: float | None = None,
     confirm: Callable[[int], Awaitable[bool]] | None = None,
     on_each: Callable[[SelectionRun, Fetched, BrokerUnavailable | None], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> SelectionRun:
     """Fetch the selection and apply `action` (replay or purge) to each message, at most
     `per_second` a second, once `confirm` (if given) agreed to the count. `on_each` hears of
-    every message done or failed, as it happens."""
+    every message done or failed, as it happens. Once `stop` is set, no further message is
+    started; those not done stay in the queue."""
     if any(len(wanted.strip()) < MIN_ID_LENGTH for wanted in selection.ids):
         raise SelectionError(f"ids must have at least {MIN_ID_LENGTH} characters")
     interval = 1 / per_second if per_second else 0.0
@@ -245,6 +247,9 @@ async def run_on_selection(
 
         async def each(conn: Connection) -> None:
             for item in selected:
+                if stop is not None and stop.is_set():
+                    run.stopped = "interrupted; the messages not done stay in the queue"
+                    return
                 failure: BrokerUnavailable | None = None
                 try:
                     await action(dlq, item, conn)

@@ -266,7 +266,7 @@ async def test_interrupted_replay_run_again_and_a_queue_replayed_twice_credit_on
 
         await wait_until(some_replayed, "the slow replay under way")
         slow.send_signal(signal.SIGINT)
-        await asyncio.wait_for(slow.wait(), 30)
+        assert await asyncio.wait_for(slow.wait(), 30) == 1, "stopped, so not a success"
         replayed = int(
             await scene.fetchval("SELECT count(*) FROM dead_letters WHERE status = 'replayed'")
         )
