@@ -80,6 +80,11 @@ class Delivery:
         return self._message.header.properties.message_type
 
     @property
+    def reply_to(self) -> str | None:
+        """Where the publisher wants to hear back: an ingress process's outcome channel."""
+        return self._message.header.properties.reply_to
+
+    @property
     def timestamp(self) -> datetime | None:
         return self._message.header.properties.timestamp
 

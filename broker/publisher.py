@@ -35,10 +35,10 @@ def persistent_message(body: bytes, **properties: Any) -> OutgoingMessage:
     return aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **properties)
 
 
-def event_properties(event: PayoutEvent) -> Basic.Properties:
-    """An event's AMQP properties, persistent like every message we publish. Built directly: an
-    aio_pika.Message per callback cost ten times as much (docs/benchmarks.md, *Changed between
-    the 17:02 and 20:56 runs*)."""
+def event_properties(event: PayoutEvent, reply_to: str | None = None) -> Basic.Properties:
+    """An event's AMQP properties, persistent like every message we publish; `reply_to` names
+    where its outcome is awaited. Built directly: an aio_pika.Message per callback cost ten times
+    as much (docs/benchmarks.md, *Changed between the 17:02 and 20:56 runs*)."""
     return Basic.Properties(
         content_type="application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
@@ -46,6 +46,7 @@ def event_properties(event: PayoutEvent) -> Basic.Properties:
         timestamp=event.received_at,
         message_type=EVENT_TYPE,
         headers={"provider_instance": event.provider_instance},
+        reply_to=reply_to,
     )
 
 
@@ -119,9 +120,13 @@ class ConfirmedPublisher:
             and not self._channel.is_closed
         )
 
-    async def publish_event(self, event: PayoutEvent) -> None:
+    async def publish_event(self, event: PayoutEvent, *, reply_to: str | None = None) -> None:
+        """Publish `event`; `reply_to` is the channel a worker reports its outcome on."""
         await self._publish(
-            encode_event(event), event_properties(event), self.topology.exchange, ROUTING_KEY
+            encode_event(event),
+            event_properties(event, reply_to),
+            self.topology.exchange,
+            ROUTING_KEY,
         )
 
     async def publish(

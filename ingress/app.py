@@ -152,10 +152,10 @@ class CallbackEndpoint:
         )
         return response
 
-    async def _publish(self, event: PayoutEvent) -> None:
+    async def _publish(self, event: PayoutEvent, reply_to: str | None = None) -> None:
         started = time.perf_counter()
         try:
-            await self._publisher.publish_event(event)
+            await self._publisher.publish_event(event, reply_to=reply_to)
         except BrokerUnavailable:
             metrics.PUBLISH_FAILURES.inc()
             raise
@@ -174,7 +174,7 @@ class CallbackEndpoint:
                         OutcomeUnavailable.NOT_LISTENING,
                         "not listening for outcomes; nothing published",
                     )
-                await self._publish(event)
+                await self._publish(event, self._outcomes.channel)
                 report = await self._outcomes.wait(
                     future, self._protocol.instance.outcome_timeout_seconds
                 )

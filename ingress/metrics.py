@@ -11,6 +11,8 @@ from schema.metrics import LATENCY_BUCKETS
 __all__ = [
     "BROKER_CONNECTED",
     "OUTCOMES_LISTENING",
+    "OUTCOME_NOTIFICATIONS",
+    "OUTCOME_REPORTS",
     "OUTCOME_UNAVAILABLE",
     "PROOF_API_KEY_MATCHES",
     "PROOF_API_REQUESTS",
@@ -58,6 +60,18 @@ OUTCOME_UNAVAILABLE = Counter(
     "payouts_ingress_outcome_unavailable",
     "Callbacks answered 'try again' because their outcome was not known in time.",
     ["instance", "reason"],
+)
+OUTCOME_NOTIFICATIONS = Counter(
+    "payouts_ingress_outcome_notifications",
+    "Outcome notifications received, by channel: the process's own, or the shared one that "
+    "workers of an earlier release report on.",
+    ["channel"],
+)
+OUTCOME_REPORTS = Counter(
+    "payouts_ingress_outcome_reports_received",
+    "Outcome reports received, by channel; on its own channel a process receives only the "
+    "reports of the events it published.",
+    ["channel"],
 )
 BROKER_CONNECTED = Gauge(
     "payouts_ingress_broker_connected",

@@ -1,10 +1,14 @@
-"""Wait for the worker's outcome of an event: one Postgres connection LISTENs on the outcome
-channel and wakes the request waiting for each reported event.
+"""Wait for the worker's outcome of an event: one Postgres connection per process LISTENs on the
+process's own outcome channel, which its events name in their `reply_to`, and wakes the request
+waiting for each reported event.
 
 Postgres delivers a NOTIFY only when the crediting transaction commits, so an answer built from a
 report is never ahead of the record. Notifications sent while this connection is down are lost:
 those requests time out and answer "try again", and the provider's retry is answered from the
 record, which is why nothing here needs to be durable.
+
+It also listens on the shared `OUTCOME_CHANNEL`, where workers of an earlier release report every
+event during a rolling upgrade; once every worker runs this release, nothing is sent there.
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from typing import TYPE_CHECKING
 
 import asyncpg
 
+from ingress import metrics
 from schema.errors import ServiceUnavailable
 from schema.logs import log, redacted_url
-from schema.outcomes import OUTCOME_CHANNEL, decode_reports
+from schema.outcomes import OUTCOME_CHANNEL, decode_reports, new_reply_channel
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -27,7 +33,7 @@ if TYPE_CHECKING:
     from schema.outcomes import OutcomeReport
     from schema.settings import DatabaseSettings
 
-__all__ = ["LISTENER_APPLICATION_NAME", "OutcomeListener", "OutcomeUnavailable"]
+__all__ = ["LISTENER_APPLICATION_NAME", "OWN", "SHARED", "OutcomeListener", "OutcomeUnavailable"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +43,9 @@ PING_SECONDS = 5.0
 PING_TIMEOUT_SECONDS = 3.0
 # How an operator (or a test) finds these connections in pg_stat_activity.
 LISTENER_APPLICATION_NAME = "payouts-outcome-listener"
+# Which channel a notification came on, as a metric label.
+OWN = "own"
+SHARED = "shared"
 
 
 class OutcomeUnavailable(ServiceUnavailable):
@@ -55,6 +64,10 @@ class OutcomeUnavailable(ServiceUnavailable):
 class OutcomeListener:
     def __init__(self, settings: DatabaseSettings) -> None:
         self._settings = settings
+        # Kept through reconnects: events published before one still name it.
+        self.channel = new_reply_channel()
+        # Reports received on each channel (OWN, SHARED), this listener's share of the metric.
+        self.reports_received: Counter[str] = Counter()
         self._waiting: dict[UUID, asyncio.Future[OutcomeReport]] = {}
         self._listening = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -126,9 +139,16 @@ class OutcomeListener:
         closed = asyncio.Event()
         conn.add_termination_listener(lambda _: closed.set())
         try:
+            await conn.add_listener(self.channel, self._on_notification)
             await conn.add_listener(OUTCOME_CHANNEL, self._on_notification)
             self._listening.set()
-            log(logger, logging.INFO, "listening for outcomes", channel=OUTCOME_CHANNEL)
+            log(
+                logger,
+                logging.INFO,
+                "listening for outcomes",
+                channel=self.channel,
+                shared_channel=OUTCOME_CHANNEL,
+            )
             while True:
                 # A closed connection wakes this at once, so no request waits on a listener that
                 # is gone; the ping finds one that hangs without closing.
@@ -151,12 +171,16 @@ class OutcomeListener:
                     )
                 )
 
-    def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+    def _on_notification(self, _conn: object, _pid: int, channel: str, payload: object) -> None:
+        received_on = OWN if channel == self.channel else SHARED
+        metrics.OUTCOME_NOTIFICATIONS.labels(received_on).inc()
         try:
             reports, unreadable = decode_reports(str(payload))
         except ValueError as error:
             log(logger, logging.ERROR, "unreadable outcome notification", error=str(error))
             return
+        metrics.OUTCOME_REPORTS.labels(received_on).inc(len(reports))
+        self.reports_received[received_on] += len(reports)
         for why in unreadable:
             # Its request, if this process holds it, answers "try again" at its timeout; the
             # provider's retry is answered from the record.

@@ -1,9 +1,12 @@
 """What a worker decides about one payout event; stored, logged, shown to operators, and reported
-to an ingress waiting to answer the provider (Postgres NOTIFY on `OUTCOME_CHANNEL`)."""
+to the ingress process waiting to answer the provider (Postgres NOTIFY on that process's own
+channel, named in the event message's `reply_to`, or on `OUTCOME_CHANNEL` without one)."""
 
 from __future__ import annotations
 
 import json
+import re
+import uuid
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
@@ -15,13 +18,36 @@ from schema.events import decimal_text
 
 __all__ = [
     "OUTCOME_CHANNEL",
+    "REPLY_CHANNEL_PREFIX",
     "Outcome",
     "OutcomeReport",
     "decode_reports",
     "encode_reports",
+    "new_reply_channel",
+    "report_channel",
 ]
 
+# Where a worker reports an event that names no channel of its own: one published by an ingress
+# of an earlier release, which listens here only.
 OUTCOME_CHANNEL = "payout_outcomes"
+# An ingress process's own channel: this prefix and 32 hex digits, 48 bytes, a plain identifier
+# well under Postgres' 63-byte limit on channel names.
+REPLY_CHANNEL_PREFIX = f"{OUTCOME_CHANNEL}_"
+_REPLY_CHANNEL = re.compile(rf"{REPLY_CHANNEL_PREFIX}[0-9a-f]{{32}}")
+
+
+def new_reply_channel() -> str:
+    """A channel for one ingress process, unique among all processes that ever run."""
+    return f"{REPLY_CHANNEL_PREFIX}{uuid.uuid4().hex}"
+
+
+def report_channel(reply_to: str | None) -> str:
+    """Where to report an event whose message carried `reply_to`. Anything that is not a reply
+    channel goes to the shared one: pg_notify refuses an empty or over-long name, and that must
+    not fail a crediting transaction."""
+    if reply_to is not None and _REPLY_CHANNEL.fullmatch(reply_to):
+        return reply_to
+    return OUTCOME_CHANNEL
 
 
 class Outcome(StrEnum):

@@ -236,7 +236,7 @@ class Worker:
         if not decoded:
             return
         try:
-            results = await self._apply_in_place([event for _, event in decoded])
+            results = await self._apply_in_place(decoded)
         except Exception as error:
             failure = failure_of(error)
             if failure.kind is FailureKind.TRANSIENT:
@@ -281,7 +281,7 @@ class Worker:
 
     async def _handle_one(self, message: Delivery, event: PayoutEvent) -> None:
         try:
-            (result,) = await self._apply_in_place([event])
+            (result,) = await self._apply_in_place([(message, event)])
         except Exception as error:
             failure = failure_of(error)
             if failure.kind is FailureKind.POISON:
@@ -333,14 +333,16 @@ class Worker:
             for message in messages:
                 self._open.settled(message)
 
-    async def _apply_in_place(self, events: list[PayoutEvent]) -> list[CreditResult]:
-        """Credit `events` in one transaction, retrying transient failures briefly while holding
+    async def _apply_in_place(
+        self, decoded: list[tuple[Delivery, PayoutEvent]]
+    ) -> list[CreditResult]:
+        """Credit the events in one transaction, retrying transient failures briefly while holding
         the deliveries; then let the caller decide."""
         deadline = time.monotonic() + self._settings.worker.in_place_retry_seconds
         delay = FIRST_RETRY_DELAY_SECONDS
         while True:
             try:
-                return await self._apply_once(events)
+                return await self._apply_once(decoded)
             except TRANSIENT_ERRORS as error:
                 if time.monotonic() + delay > deadline:
                     raise
@@ -349,14 +351,19 @@ class Worker:
                     logger,
                     logging.WARNING,
                     "transient failure, retrying in place",
-                    **(events[0].log_fields() if len(events) == 1 else {"batch_size": len(events)}),
+                    **(
+                        decoded[0][1].log_fields()
+                        if len(decoded) == 1
+                        else {"batch_size": len(decoded)}
+                    ),
                     error=repr(error),
                     retry_in_seconds=round(delay, 2),
                 )
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
                 delay = min(delay * 2, MAX_RETRY_DELAY_SECONDS)
 
-    async def _apply_once(self, events: list[PayoutEvent]) -> list[CreditResult]:
+    async def _apply_once(self, decoded: list[tuple[Delivery, PayoutEvent]]) -> list[CreditResult]:
+        events = [event for _, event in decoded]
         timeout = self._settings.database.acquire_timeout_seconds
         try:
             async with self._pool.acquire(timeout=timeout) as conn:
@@ -366,13 +373,16 @@ class Worker:
                     await send_reports(
                         conn,
                         [
-                            OutcomeReport(
-                                event_id=event.event_id,
-                                outcome=result.outcome,
-                                balance=result.balance_after,
-                                currency=result.recorded_currency,
+                            (
+                                message.reply_to,
+                                OutcomeReport(
+                                    event_id=event.event_id,
+                                    outcome=result.outcome,
+                                    balance=result.balance_after,
+                                    currency=result.recorded_currency,
+                                ),
                             )
-                            for event, result in zip(events, results, strict=True)
+                            for (message, event), result in zip(decoded, results, strict=True)
                             if event.report_outcome
                         ],
                     )

@@ -236,5 +236,6 @@ def _copy(
         message_id=message.message_id,
         timestamp=message.timestamp,
         type=message.type,
+        reply_to=message.reply_to,  # its outcome may still be awaited
         expiration=expiration_ms / 1000 if expiration_ms is not None else None,
     )

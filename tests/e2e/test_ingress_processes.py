@@ -1,6 +1,7 @@
 """`payouts ingress --processes N`: N real processes sharing the callback port, one killed and
 replaced without the port going dark, and /metrics counting the answers of all of them and
-reporting the connections of the living ones."""
+reporting the connections of the living ones. Several ingress commands, each receiving only the
+outcomes of its own callbacks."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import asyncio
 import json
 import os
 import signal
+import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,10 +18,11 @@ import httpx
 from prometheus_client.mmap_dict import MmapedDict
 
 from tests.e2e.provider import ProviderSimulator, reconcile
-from tests.e2e.stack import alive
+from tests.e2e.stack import AIGAME_KEY, alive, free_port
 from tests.e2e.test_faults import settle
 from tests.metrics_reading import sample_value
 from tests.polling import wait_until
+from tests.signing import aigame_payout_body
 from tests.tcp_proxy import TcpProxy
 
 if TYPE_CHECKING:
@@ -178,3 +182,48 @@ async def test_a_replaced_process_runs_the_settings_validated_at_start(stack: St
             response = await client.get("/readyz", headers={"Connection": "close"})
             assert response.status_code == 200, response.text
     assert ingress.stop() == 0
+
+
+async def settle_payouts(base_url: str, count: int) -> list[object]:
+    """Send `count` spec-001 payouts to new users at once; their answer codes."""
+    now = int(time.time() * 1000)
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+
+        async def settle(user: str) -> object:
+            fields = {
+                "agent_id": "agent001",
+                "user_id": user,
+                "game_id": "101",
+                "inst_id": "000002",
+                "shoe_id": 1,
+                "round_id": 1,
+                "bet_txn_id": uuid.uuid4().hex[:24],
+                "win_amount": "1",
+                "pay_out_time": now,
+                "currency": "VND2",
+                "timestamp": now,
+            }
+            body = aigame_payout_body(fields, AIGAME_KEY)
+            return (await client.post("/aigame/v1/wallet/payout", json=body)).json()["code"]
+
+        return list(
+            await asyncio.gather(*(settle(f"u-{uuid.uuid4().hex[:8]}") for _ in range(count)))
+        )
+
+
+async def test_each_ingress_receives_only_the_outcomes_of_its_own_callbacks(stack: Stack) -> None:
+    callbacks = 40
+    ports = [free_port() for _ in range(3)]
+    for port in ports:
+        await stack.start_ingress(port=port)
+    await stack.start_worker()
+    codes = await asyncio.gather(
+        *(settle_payouts(f"http://127.0.0.1:{port}", callbacks) for port in ports)
+    )
+    assert codes == [[200] * callbacks] * len(ports)
+    for port in ports:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            exposition = (await client.get("/metrics")).text
+        received = "payouts_ingress_outcome_reports_received_total"
+        assert sample_value(exposition, received, channel="own") == callbacks
+        assert sample_value(exposition, received, channel="shared") == 0

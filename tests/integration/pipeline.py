@@ -166,6 +166,20 @@ class Pipeline:
 
 
 @contextlib.asynccontextmanager
+async def worker_running(settings: Settings) -> AsyncIterator[None]:
+    """A worker consuming until the block ends."""
+    stop = asyncio.Event()
+    pool = await create_pool_when_available(settings.database)
+    task = asyncio.create_task(Worker(settings, pool).run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+        await pool.close()
+
+
+@contextlib.asynccontextmanager
 async def pipeline(
     settings: Settings, services: Services, with_worker: bool = True
 ) -> AsyncIterator[Pipeline]:

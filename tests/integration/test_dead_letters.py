@@ -8,7 +8,6 @@ import json
 import signal
 import subprocess
 import sys
-from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,15 +21,12 @@ from schema.settings import BrokerSettings, DatabaseSettings, Settings, WorkerSe
 from schema.topology import DELIVERY_LIMIT, ROUTING_KEY, Topology
 from tests.books import assert_books_balance, wallet_balance
 from tests.factories import payout_event
+from tests.integration.pipeline import worker_running
 from tests.polling import wait_until
 from tests.services import fetch_value, queue_depth
 from tests.tcp_proxy import TcpProxy
-from workers.consumer import Worker
-from workers.database import create_pool_when_available
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from schema.events import PayoutEvent
     from tests.services import Services
 
@@ -117,19 +113,6 @@ def scene(services: Services, database_url: str, tmp_path: Path) -> Scene:
     return Scene(services, database_url, tmp_path)
 
 
-@asynccontextmanager
-async def worker(settings: Settings) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    pool = await create_pool_when_available(settings.database)
-    task = asyncio.create_task(Worker(settings, pool).run(stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await task
-        await pool.close()
-
-
 def payout(user: str, amount: int = 5, create_account: bool = True) -> PayoutEvent:
     return payout_event(user_id=user, amount=Decimal(amount), create_account=create_account)
 
@@ -148,7 +131,7 @@ async def test_transient_failures_walk_the_tiers_then_dead_letter_with_their_his
     through_proxy = proxy.url_through(scene.database_url)
     events = [payout("gina") for _ in range(5)]
     try:
-        async with worker(scene.settings(through_proxy)):
+        async with worker_running(scene.settings(through_proxy)):
             await proxy.cut()  # the database is unreachable for the worker from now on
             await scene.publish(events)
             await wait_for_depth(scene, scene.topology.dead_letter_queue, 5, "all dead-lettered")
@@ -198,7 +181,7 @@ async def test_transient_failures_walk_the_tiers_then_dead_letter_with_their_his
 
 async def test_business_failure_fixed_then_replayed_is_credited_once(scene: Scene) -> None:
     held = payout("hank", amount=7, create_account=False)
-    async with worker(scene.settings()):
+    async with worker_running(scene.settings()):
         await scene.publish([held])
         await wait_for_depth(
             scene, scene.topology.dead_letter_queue, 1, "held payout dead-lettered"
@@ -227,7 +210,7 @@ async def test_interrupted_replay_run_again_and_a_queue_replayed_twice_credit_on
 ) -> None:
     events = [payout("ivy", amount=2, create_account=False) for _ in range(40)]
     export = tmp_path / "dead.jsonl"
-    async with worker(scene.settings()):
+    async with worker_running(scene.settings()):
         await scene.publish(events)
         await wait_for_depth(
             scene, scene.topology.dead_letter_queue, 40, "40 held payouts dead-lettered"
@@ -307,7 +290,7 @@ async def test_interrupted_replay_run_again_and_a_queue_replayed_twice_credit_on
 
 
 async def test_poison_is_dead_lettered_and_purge_needs_confirmation(scene: Scene) -> None:
-    async with worker(scene.settings()):
+    async with worker_running(scene.settings()):
         await scene.publish([])  # its publisher declares the topology before we publish raw
         connection = await aio_pika.connect(scene.broker.url)
         async with connection:
@@ -350,7 +333,7 @@ async def test_a_message_the_broker_dead_lettered_itself_can_be_listed_and_repla
     await wait_for_depth(scene, scene.topology.dead_letter_queue, 1, "dead-lettered by the broker")
     (row,) = scene.dlq_json("list", "--reason", "broker:delivery_limit")
     assert (row["transaction_id"], row["provider_instance"]) == (event.transaction_id, "ow")
-    async with worker(scene.settings()):
+    async with worker_running(scene.settings()):
         assert scene.dlq_json("replay", row["dead_letter_id"][:12])["replayed"] == 1
 
         async def credited() -> bool:

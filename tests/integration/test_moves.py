@@ -11,6 +11,7 @@ import pytest
 from broker.deliveries import Delivery, OpenDeliveries
 from broker.publisher import ConfirmedPublisher, persistent_message
 from schema.events import encode_event
+from schema.outcomes import new_reply_channel
 from schema.topology import Topology
 from tests.factories import payout_event
 from tests.polling import wait_until
@@ -91,13 +92,14 @@ async def test_a_failed_payout_waits_in_the_first_tier_then_returns_counted(
     deliveries: OpenDeliveries,
     mover: MessageMover,
 ) -> None:
-    payout = payout_event()
-    await publisher.publish_event(payout)
+    payout, reply_to = payout_event(report_outcome=True), new_reply_channel()
+    await publisher.publish_event(payout, reply_to=reply_to)
     message = await delivered(channel, topology.work_queue, deliveries)
     await mover.retry_later(message, TRANSIENT, payout)
     assert not deliveries.is_open(message)
     returned = await next_message(channel, topology.work_queue)
     assert (returned.body, returned.message_id) == (encode_event(payout), str(payout.event_id))
+    assert returned.reply_to == reply_to  # its outcome may still be awaited
     assert returned.delivery_mode is aio_pika.DeliveryMode.PERSISTENT
     assert returned.headers[ATTEMPTS] == 1
     assert await queue_depth(broker_settings.url, topology.retry_queue(1)) == 0
