@@ -7,23 +7,18 @@ from typing import TYPE_CHECKING
 
 import aio_pika
 
-from broker.deliveries import Delivery, OpenDeliveries
+from broker.deliveries import OpenDeliveries
 from broker.publisher import persistent_message
 from schema.envelopes import ENVELOPE_TYPE, encode_envelope
 from schema.events import encode_event
 from tests.factories import payout_event
+from tests.integration.test_open_deliveries import take
 from workers.envelope_deliveries import EventDeliveries
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractChannel, AbstractQueue
 
     from tests.services import Services
-
-
-async def take(channel: AbstractChannel, queue: str, count: int) -> list[Delivery]:
-    """`count` deliveries, as the worker's consumer sees them."""
-    underlay = await channel.get_underlay_channel()
-    return [Delivery(await underlay.basic_get(queue, no_ack=False)) for _ in range(count)]
 
 
 async def publish(channel: AbstractChannel, queue: AbstractQueue, events: int) -> None:
