@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
@@ -11,12 +13,15 @@ from pamqp.commands import Basic
 
 from broker.connection import BROKER_ERRORS, CLOSE_TIMEOUT_SECONDS, connect_when_available
 from broker.declaration import declare
+from schema.envelopes import ENVELOPE_TYPE, encode_envelope
 from schema.errors import BrokerUnavailable
 from schema.events import EVENT_TYPE, PayoutEvent, encode_event
 from schema.logs import log
 from schema.topology import ROUTING_KEY, Topology
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
     from schema.settings import BrokerSettings
@@ -127,6 +132,19 @@ class ConfirmedPublisher:
             event_properties(event, reply_to),
             self.topology.exchange,
             ROUTING_KEY,
+        )
+
+    async def publish_envelope(self, events: Sequence[PayoutEvent]) -> None:
+        """`events` in one message (`schema/envelopes.py`), confirmed as one."""
+        properties = Basic.Properties(
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=str(uuid.uuid4()),
+            timestamp=datetime.now(UTC),
+            message_type=ENVELOPE_TYPE,
+        )
+        await self._publish(
+            encode_envelope(events), properties, self.topology.exchange, ROUTING_KEY
         )
 
     async def publish(

@@ -7,7 +7,7 @@ Amounts travel as decimal strings so no float ever touches money.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
@@ -31,6 +31,7 @@ __all__ = [
     "decimal_text",
     "decode_event",
     "encode_event",
+    "event_from_json",
 ]
 
 # The one place the version is written: mypy holds the value to the type.
@@ -133,6 +134,16 @@ def decode_event(body: bytes) -> PayoutEvent:
     try:
         return PayoutEvent.model_validate_json(body)
     except ValidationError as error:
-        raise ContractError(
-            f"not a payout event of contract version {CONTRACT_VERSION}: {error}"
-        ) from None
+        raise _not_an_event(error) from None
+
+
+def event_from_json(value: dict[str, Any]) -> PayoutEvent:
+    """An event already parsed from JSON, as one of an envelope's (`schema/envelopes.py`)."""
+    try:
+        return PayoutEvent.model_validate(value)
+    except ValidationError as error:
+        raise _not_an_event(error) from None
+
+
+def _not_an_event(error: ValidationError) -> ContractError:
+    return ContractError(f"not a payout event of contract version {CONTRACT_VERSION}: {error}")

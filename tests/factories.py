@@ -26,6 +26,17 @@ def provider(protocol: str, **overrides: Any) -> ProviderInstance:
     return ProviderInstance.model_validate(values)
 
 
+# Fields that break the event contract: an unknown version, a negative or non-finite amount, a
+# key the contract does not have, a time without its zone.
+INVALID_EVENT_FIELDS: list[tuple[str, object]] = [
+    ("contract_version", 2),
+    ("amount", "-1"),
+    ("amount", "NaN"),
+    ("unexpected", 1),
+    ("received_at", "2026-01-01T00:00:00"),
+]
+
+
 def payout_event(**overrides: Any) -> PayoutEvent:
     """A valid event with a fresh transaction id and signature; override what the test is about."""
     values: dict[str, Any] = {

@@ -1,5 +1,5 @@
-"""Consume payout events, credit them in batches of one Postgres transaction each, and ack only
-after the commit.
+"""Consume payout events, one per message or many in an envelope, credit them in batches of one
+Postgres transaction each, and ack a delivery only after each of its events is settled.
 
 Whatever fails is moved (workers/moves.py) before the original is acked, so nothing leaves the
 work queue without being credited, recorded, waiting in a retry tier, or in the dead-letter queue.
@@ -19,14 +19,13 @@ from broker.connection import BROKER_ERRORS, connect_when_available
 from broker.deliveries import Delivery, OpenDeliveries
 from broker.publisher import ConfirmedPublisher
 from broker.subscription import subscribe
-from schema.errors import ContractError
-from schema.events import PayoutEvent, decode_event
 from schema.logs import log, log_exception
 from schema.outcomes import Outcome, OutcomeReport
 from schema.topology import Topology
 from workers import metrics
 from workers.batch_crediting import FundingAccounts, apply_batch
 from workers.batching import Batches
+from workers.envelope_deliveries import DeliveredEvent, EventDeliveries
 from workers.failures import TRANSIENT_ERRORS, Failure, FailureKind, failure_of
 from workers.moves import RETURN_PAUSE_SECONDS, MessageMover, move_finish_seconds
 from workers.outcome_reports import send_reports
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
 
     from broker.connection import RobustConnection
     from broker.subscription import Subscription
+    from schema.events import PayoutEvent
     from schema.settings import Settings
     from workers.crediting import CreditResult
 
@@ -93,10 +93,10 @@ class Worker:
             linger_seconds=worker.batch_linger_seconds,
             concurrent=worker.concurrent_batches,
         )
-        self._open = OpenDeliveries()
+        self._deliveries = EventDeliveries(OpenDeliveries())
         # Its own connection: flow control on a publishing connection must not delay our acks.
         self._publisher = publisher or ConfirmedPublisher(settings.broker, "worker-publisher")
-        self._mover = MessageMover(settings.broker, pool, self._publisher, self._open)
+        self._mover = MessageMover(settings.broker, pool, self._publisher, self._deliveries)
         self._readiness = WorkerReadiness(pool)
         if status is None:
             status = StatusServer(
@@ -191,45 +191,41 @@ class Worker:
             )
 
     def _on_delivery(self, message: Delivery) -> None:
-        """Collect the delivery into the next batch; the batch's task settles it."""
-        if self._open.received(message):
-            self._batches.add(message)
+        """Collect the delivery's events into the next batches (`batch_size` counts events);
+        their batches' tasks settle it."""
+        for part in self._deliveries.received(message):
+            self._batches.add(part)
 
-    async def _settle_batch(self, batch: list[Delivery]) -> None:
+    async def _settle_batch(self, batch: list[DeliveredEvent]) -> None:
         try:
             await self._handle(batch)
         except Exception:
             # The last line of defence (a header nothing can encode, say): never leave a delivery
-            # unsettled, which would hold its prefetch slot until the consumer timeout.
-            unsettled = [message for message in batch if self._open.is_open(message)]
+            # unsettled, which would hold its prefetch slot until the consumer timeout. Each is
+            # returned once, whole: its events committed meanwhile come back as duplicates.
+            unsettled = [part for part in batch if self._deliveries.is_open(part)]
             log_exception(
                 logger,
                 "could not route failed messages; returning them to the queue",
-                message_ids=[m.message_id for m in unsettled],
+                message_ids=list(dict.fromkeys(p.delivery.message_id for p in unsettled)),
             )
             await asyncio.sleep(RETURN_PAUSE_SECONDS)
-            for message in unsettled:
-                await self._open.settle(message.nack(requeue=True), message)
+            for part in unsettled:
+                await self._deliveries.returned(part)
 
-    async def _handle(self, batch: list[Delivery]) -> None:
-        decoded: list[tuple[Delivery, PayoutEvent]] = []
-        poison: list[tuple[Delivery, Failure]] = []
-        for message in batch:
-            try:
-                decoded.append((message, decode_event(message.body)))
-            except ContractError as error:
-                poison.append(
-                    (message, Failure(FailureKind.POISON, "ContractError", str(error)[:500]))
-                )
+    async def _handle(self, batch: list[DeliveredEvent]) -> None:
+        decoded = [(part, event) for part in batch if (event := part.event) is not None]
         try:
             await self._credit(decoded)
         finally:
             # After the batch's payouts: each move waits for the broker's confirm, and neither
             # the credits nor the answers their providers wait for should wait behind it.
-            for message, failure in poison:
-                await self._mover.dead_letter(message, failure, None)
+            for part in batch:
+                if part.problem is not None:
+                    failure = Failure(FailureKind.POISON, "ContractError", str(part.problem)[:500])
+                    await self._mover.dead_letter(part, failure)
 
-    async def _credit(self, decoded: list[tuple[Delivery, PayoutEvent]]) -> None:
+    async def _credit(self, decoded: list[tuple[DeliveredEvent, PayoutEvent]]) -> None:
         if len(decoded) == 1:
             await self._handle_one(*decoded[0])
             return
@@ -245,8 +241,8 @@ class Worker:
                 # holding its delivery through another round of retries, one transaction each.
                 what = "batch failed on a transient error; its payouts wait in a retry tier"
 
-                async def settle(message: Delivery, event: PayoutEvent) -> None:
-                    await self._mover.retry_later(message, failure, event)
+                async def settle(part: DeliveredEvent, _: PayoutEvent, /) -> None:
+                    await self._mover.retry_later(part, failure)
 
             else:
                 # One payout the database refuses: credit each on its own, so that the others
@@ -258,45 +254,45 @@ class Worker:
             log(logger, logging.WARNING, what, size=len(decoded), error=repr(error))
         else:
             held = [
-                (message, event)
-                for (message, event), result in zip(decoded, results, strict=True)
-                if self._log_result(message, event, result)
+                part
+                for (part, event), result in zip(decoded, results, strict=True)
+                if self._log_result(part, event, result)
             ]
-            # The committed payouts are acked first: a held one's move to the dead-letter queue
+            # The committed payouts are settled first: a held one's move to the dead-letter queue
             # waits for the broker, and the others' acks (and this batch's slot) need not.
-            held_messages = {message for message, _ in held}
-            await self._ack_committed([m for m, _ in decoded if m not in held_messages])
-            for message, event in held:
-                await self._mover.dead_letter(message, HELD_FAILURE, event)
+            held_parts = set(held)
+            await self._deliveries.finished(part for part, _ in decoded if part not in held_parts)
+            for part in held:
+                await self._mover.dead_letter(part, HELD_FAILURE)
             return
         # Every one settles before the last line of defence may requeue the rest.
         errors: list[Exception] = []
-        for message, event in decoded:
+        for part, event in decoded:
             try:
-                await settle(message, event)
+                await settle(part, event)
             except Exception as failed:
                 errors.append(failed)
         if errors:
             raise errors[0]
 
-    async def _handle_one(self, message: Delivery, event: PayoutEvent) -> None:
+    async def _handle_one(self, part: DeliveredEvent, event: PayoutEvent) -> None:
         try:
-            (result,) = await self._apply_in_place([(message, event)])
+            (result,) = await self._apply_in_place([(part, event)])
         except Exception as error:
             failure = failure_of(error)
             if failure.kind is FailureKind.POISON:
-                await self._mover.dead_letter(message, failure, event)
+                await self._mover.dead_letter(part, failure)
                 return
             if failure.kind is FailureKind.UNEXPECTED:
                 log_exception(logger, "unexpected error while crediting", **event.log_fields())
-            await self._mover.retry_later(message, failure, event)
+            await self._mover.retry_later(part, failure)
             return
-        if self._log_result(message, event, result):
-            await self._mover.dead_letter(message, HELD_FAILURE, event)
+        if self._log_result(part, event, result):
+            await self._mover.dead_letter(part, HELD_FAILURE)
         else:
-            await self._ack_committed([message])
+            await self._deliveries.finished([part])
 
-    def _log_result(self, message: Delivery, event: PayoutEvent, result: CreditResult) -> bool:
+    def _log_result(self, part: DeliveredEvent, event: PayoutEvent, result: CreditResult) -> bool:
         """Log and count a committed outcome. True when the payout was newly held: recorded, and
         its delivery goes to the dead-letter queue, from where an engineer replays it once the
         wallet exists (a provider's re-send of a held payout is acked: its first delivery is
@@ -313,28 +309,12 @@ class Worker:
             answer_code=event.answer_code,
             balance_after=str(result.balance_after) if result.balance_after is not None else None,
             lag_ms=round(lag_seconds * 1000, 1),
-            redelivered=message.redelivered,
+            redelivered=part.delivery.redelivered,
         )
         return result.outcome is Outcome.HELD_UNKNOWN_ACCOUNT and result.own_record
 
-    async def _ack_committed(self, messages: list[Delivery]) -> None:
-        """Ack deliveries whose payouts have committed: with one `multiple` ack when they are
-        the oldest open deliveries on their channel (the usual case for a batch), else each."""
-        if not messages:
-            return
-        last = self._open.single_ack(messages)
-        if last is None:
-            for message in messages:
-                await self._open.settle(message.ack(), message)
-            return
-        try:
-            await self._open.settle(last.ack(multiple=True), last)
-        finally:
-            for message in messages:
-                self._open.settled(message)
-
     async def _apply_in_place(
-        self, decoded: list[tuple[Delivery, PayoutEvent]]
+        self, decoded: list[tuple[DeliveredEvent, PayoutEvent]]
     ) -> list[CreditResult]:
         """Credit the events in one transaction, retrying transient failures briefly while holding
         the deliveries; then let the caller decide."""
@@ -362,7 +342,9 @@ class Worker:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
                 delay = min(delay * 2, MAX_RETRY_DELAY_SECONDS)
 
-    async def _apply_once(self, decoded: list[tuple[Delivery, PayoutEvent]]) -> list[CreditResult]:
+    async def _apply_once(
+        self, decoded: list[tuple[DeliveredEvent, PayoutEvent]]
+    ) -> list[CreditResult]:
         events = [event for _, event in decoded]
         timeout = self._settings.database.acquire_timeout_seconds
         try:
@@ -374,7 +356,7 @@ class Worker:
                         conn,
                         [
                             (
-                                message.reply_to,
+                                part.delivery.reply_to,
                                 OutcomeReport(
                                     event_id=event.event_id,
                                     outcome=result.outcome,
@@ -382,7 +364,7 @@ class Worker:
                                     currency=result.recorded_currency,
                                 ),
                             )
-                            for (message, event), result in zip(decoded, results, strict=True)
+                            for (part, event), result in zip(decoded, results, strict=True)
                             if event.report_outcome
                         ],
                     )

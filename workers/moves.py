@@ -7,7 +7,6 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from broker.deliveries import channel_of
 from broker.publisher import persistent_message
 from schema.errors import BrokerUnavailable
 from schema.logs import log
@@ -20,10 +19,9 @@ if TYPE_CHECKING:
     import asyncpg
     from prometheus_client import Counter
 
-    from broker.deliveries import Delivery, OpenDeliveries
     from broker.publisher import ConfirmedPublisher, OutgoingMessage
-    from schema.events import PayoutEvent
     from schema.settings import BrokerSettings
+    from workers.envelope_deliveries import DeliveredEvent, EventDeliveries, SingleMessage
     from workers.failures import Failure
 
 __all__ = ["RETURN_PAUSE_SECONDS", "MessageMover", "move_finish_seconds"]
@@ -47,25 +45,27 @@ def move_finish_seconds(broker: BrokerSettings) -> float:
 
 
 class MessageMover:
-    """Moves deliveries out of the work queue through `publisher`, settling the originals among
-    `open_deliveries`, and records dead letters in Postgres through `pool`."""
+    """Moves events out of the work queue through `publisher`, each as a single-event message,
+    settling their deliveries through `deliveries`, and records dead letters in Postgres through
+    `pool`."""
 
     def __init__(
         self,
         broker: BrokerSettings,
         pool: asyncpg.Pool,
         publisher: ConfirmedPublisher,
-        open_deliveries: OpenDeliveries,
+        deliveries: EventDeliveries,
     ) -> None:
         self._broker = broker
         self._pool = pool
         self._publisher = publisher
-        self._open = open_deliveries
+        self._deliveries = deliveries
         self._topology = Topology.from_settings(broker)
         self._move_finish_seconds = move_finish_seconds(broker)
 
-    async def retry_later(self, message: Delivery, failure: Failure, event: PayoutEvent) -> None:
+    async def retry_later(self, part: DeliveredEvent, failure: Failure) -> None:
         """Into the next retry tier, or the dead-letter queue after the last."""
+        message = part.as_message()
         headers = retry_headers(dict(message.headers), failure)
         step = retry_delay_ms(
             self._topology.retry_delays_seconds,
@@ -73,7 +73,7 @@ class MessageMover:
             self._broker.retry_jitter,
         )
         if step is None:
-            await self.dead_letter(message, failure, event, headers)
+            await self.dead_letter(part, failure, headers)
             return
         tier, wait_ms = step
         metrics.RETRIES.labels(str(tier)).inc()
@@ -81,43 +81,40 @@ class MessageMover:
             logger,
             logging.WARNING,
             "delivery failed; retrying later",
-            **event.log_fields(),
+            **part.log_fields(),
             kind=failure.kind.value,
             error=f"{failure.error_type}: {failure.message}",
             attempts=headers["x-payouts-attempts"],
             retry_tier_seconds=tier,
         )
         await self._republish(
-            message,
+            part,
             _copy(message, headers, expiration_ms=wait_ms),
             self._topology.retry_exchange,
             self._topology.retry_routing_key(tier),
         )
 
     async def dead_letter(
-        self,
-        message: Delivery,
-        failure: Failure,
-        event: PayoutEvent | None,
-        headers: dict[str, Any] | None = None,
+        self, part: DeliveredEvent, failure: Failure, headers: dict[str, Any] | None = None
     ) -> None:
         """Into the dead-letter queue, recorded in Postgres for review; `headers`, when given,
         already count this failure (the tiers ran out)."""
+        message = part.as_message()
         counted = headers or retry_headers(dict(message.headers), failure)
-        final = dead_letter_headers(counted, message.exchange, message.routing_key)
+        final = dead_letter_headers(counted, part.delivery.exchange, part.delivery.routing_key)
         copy = _copy(message, final)
         log(
             logger,
             logging.ERROR,
             "message dead-lettered",
-            **(event.log_fields() if event else {}),
+            **part.log_fields(),
             message_id=message.message_id,
             kind=failure.kind.value,
             error=f"{failure.error_type}: {failure.message}",
             attempts=final["x-payouts-attempts"],
         )
         moved = await self._republish(
-            message,
+            part,
             copy,
             self._topology.dead_letter_exchange,
             "",
@@ -138,26 +135,28 @@ class MessageMover:
 
     async def _republish(
         self,
-        original: Delivery,
+        original: DeliveredEvent,
         copy: OutgoingMessage,
         exchange: str,
         key: str,
         counted_in: Counter | None = None,
     ) -> bool:
-        """Publish `copy`, confirmed, then ack `original` and count the move in `counted_in`; if
-        the broker will not take it, return the original instead (it is redelivered; the worst
-        case is a duplicate, never a loss).
+        """Publish `copy`, confirmed, then count `original` as moved on (its delivery is acked
+        once none of its events is left) and the move in `counted_in`; if the broker will not
+        take it, return the delivery instead (it is redelivered; the worst case is a duplicate,
+        never a loss).
 
         A shutdown's cancel lets both finish first, within `move_finish_seconds`: stopped between
         them, the broker would keep the copy and redeliver the original, two live messages for
         one payout."""
-        if channel_of(original) is None:
-            # The broker has requeued the original already: a copy would be a second live one.
+        if not self._deliveries.is_open(original):
+            # The broker has requeued the delivery already (its channel closed, or another of its
+            # events returned it): a copy would be a second live one.
             log(
                 logger,
                 logging.WARNING,
-                "delivery's channel closed; not re-publishing, the broker redelivers it",
-                message_id=original.message_id,
+                "delivery closed or returned; not re-publishing, the broker redelivers it",
+                message_id=copy.message_id,
             )
             return False
         move = asyncio.create_task(
@@ -170,7 +169,7 @@ class MessageMover:
             raise
 
     async def _let_finish(
-        self, move: asyncio.Task[bool], original: Delivery, exchange: str
+        self, move: asyncio.Task[bool], original: DeliveredEvent, exchange: str
     ) -> None:
         """Wait for a move the caller was cancelled in, within its bound; then cut it short: the
         broker redelivers the original (beside its copy, if that was confirmed: a duplicate,
@@ -183,7 +182,7 @@ class MessageMover:
                 logger,
                 logging.WARNING,
                 "shutdown cut a message move short; the broker redelivers the original",
-                message_id=original.message_id,
+                message_id=original.delivery.message_id,
                 exchange=exchange,
                 seconds=self._move_finish_seconds,
             )
@@ -192,14 +191,14 @@ class MessageMover:
                 logger,
                 logging.ERROR,
                 "message move failed during shutdown; the broker redelivers the original",
-                message_id=original.message_id,
+                message_id=original.delivery.message_id,
                 exchange=exchange,
                 error=repr(error),
             )
 
     async def _publish_then_ack(
         self,
-        original: Delivery,
+        original: DeliveredEvent,
         copy: OutgoingMessage,
         exchange: str,
         key: str,
@@ -212,22 +211,22 @@ class MessageMover:
                 logger,
                 logging.WARNING,
                 "could not re-publish; returning the message instead",
-                message_id=original.message_id,
+                message_id=copy.message_id,
                 error=str(error),
             )
             # Paused, so a broker that refuses the copy does not see the original bounce back
             # at once, again and again, until the delivery limit dead-letters it without history.
             await asyncio.sleep(RETURN_PAUSE_SECONDS)
-            await self._open.settle(original.nack(requeue=True), original)
+            await self._deliveries.returned(original)
             return False
-        await self._open.settle(original.ack(), original)
+        await self._deliveries.finished([original])
         if counted_in is not None:
             counted_in.inc()
         return True
 
 
 def _copy(
-    message: Delivery, headers: dict[str, Any], expiration_ms: int | None = None
+    message: SingleMessage, headers: dict[str, Any], expiration_ms: int | None = None
 ) -> OutgoingMessage:
     return persistent_message(
         message.body,

@@ -16,17 +16,22 @@ import asyncpg
 import httpx
 import pytest
 
+from broker.publisher import ConfirmedPublisher
+from schema.settings import BrokerSettings
 from tests.books import assert_books_balance
-from tests.e2e.stack import ADJOE_TOKEN, AIGAME_KEY, OFFERWALL_KEY
+from tests.e2e.stack import ADJOE_TOKEN, AIGAME_KEY, OFFERWALL_KEY, RETRY_TIERS
+from tests.factories import payout_event
 from tests.polling import wait_until
 from tests.signing import adjoe_query, aigame_payout_body, offerwall_query
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from tests.e2e.stack import Stack
+    from tests.e2e.stack import Process, Stack
 
 DRAIN_TIMEOUT_SECONDS = 120.0
+# Enough that a worker draining them fast is still killed mid-stream.
+ENVELOPED = 10_000
 Wallets = Counter[tuple[str, str]]
 
 
@@ -270,6 +275,31 @@ async def test_callbacks_queue_up_without_workers_and_are_credited_later(stack: 
     await assert_wallets_exactly(stack, expected)
 
 
+async def sigkill_after_first_credits(stack: Stack, doomed: Process, total: int) -> None:
+    """SIGKILL `doomed` once it has credited some of the `total` payouts, well before all."""
+
+    async def some_credited() -> bool:
+        return int(await stack.fetchval("SELECT count(*) FROM payouts")) >= 150
+
+    await wait_until(some_credited, "first credits", DRAIN_TIMEOUT_SECONDS)
+    doomed.signal(signal.SIGKILL)
+    assert doomed.popen.wait(10) == -signal.SIGKILL
+    assert int(await stack.fetchval("SELECT count(*) FROM payouts")) < total, "killed too late"
+
+
+async def drain_with_a_new_worker(stack: Stack, total: int) -> None:
+    """Start a worker and wait until all `total` payouts are processed and nothing is pending."""
+    await stack.start_worker()
+
+    async def drained() -> bool:
+        return (
+            int(await stack.fetchval("SELECT count(*) FROM payouts")) == total
+            and await stack.pending() == 0
+        )
+
+    await wait_until(drained, "every accepted payout processed", DRAIN_TIMEOUT_SECONDS)
+
+
 async def test_worker_killed_mid_stream_leaves_every_payout_credited_once(stack: Stack) -> None:
     await stack.start_ingress()
     doomed = await stack.start_worker()
@@ -279,24 +309,52 @@ async def test_worker_killed_mid_stream_leaves_every_payout_credited_once(stack:
     async def some_credited() -> bool:
         return int(await stack.fetchval("SELECT count(*) FROM payouts")) >= 150
 
-    await wait_until(some_credited, "first credits", DRAIN_TIMEOUT_SECONDS)
-    doomed.signal(signal.SIGKILL)
-    assert doomed.popen.wait(10) == -signal.SIGKILL
-    assert int(await stack.fetchval("SELECT count(*) FROM payouts")) < 1200, "killed too late"
+    await sigkill_after_first_credits(stack, doomed, 1200)
     responses = await sending
     assert {r.status_code for r in responses} == {200}
-
-    await stack.start_worker()
-
-    async def drained() -> bool:
-        return (
-            int(await stack.fetchval("SELECT count(*) FROM payouts")) == 1200
-            and await stack.queue_depth() == 0
-        )
-
-    await wait_until(drained, "every accepted payout processed", DRAIN_TIMEOUT_SECONDS)
+    await drain_with_a_new_worker(stack, 1200)
     await assert_wallets_exactly(stack, expected)
     assert await stack.fetchval("SELECT count(*) FROM ledger_entries") == 2400
+
+
+async def test_worker_killed_mid_envelope_leaves_every_enclosed_payout_credited_once(
+    stack: Stack,
+) -> None:
+    """Envelopes the killed worker had credited in part come back whole: the redelivery credits
+    the rest, and what was committed is a duplicate."""
+    events = [
+        payout_event(user_id=f"env-{n % 7}", amount=Decimal(n % 5 + 1)) for n in range(ENVELOPED)
+    ]
+    publisher = ConfirmedPublisher(
+        BrokerSettings(
+            url=stack.broker_url, namespace=stack.namespace, retry_delays_seconds=RETRY_TIERS
+        ),
+        "test",
+    )
+    publisher.start()
+    try:
+        await publisher.wait_ready()
+        await asyncio.gather(
+            *(publisher.publish_envelope(events[i : i + 50]) for i in range(0, ENVELOPED, 50))
+        )
+    finally:
+        await publisher.close()
+    await sigkill_after_first_credits(stack, await stack.start_worker(), ENVELOPED)
+    await drain_with_a_new_worker(stack, ENVELOPED)
+    assert await stack.fetchval("SELECT count(*) FROM ledger_entries") == 2 * ENVELOPED
+    expected: Counter[str] = Counter()
+    for each in events:
+        expected[each.user_id] += int(each.amount)
+    for user, total in expected.items():
+        balance = await stack.fetchval(
+            "SELECT balance FROM accounts WHERE kind = 'wallet' AND owner = $1", user
+        )
+        assert balance == Decimal(total), user
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        await assert_books_balance(conn)
+    finally:
+        await conn.close()
 
 
 async def test_sigterm_lets_each_process_finish_its_work_and_exit_zero(stack: Stack) -> None:

@@ -98,12 +98,15 @@ class Scene:
     async def fetchval(self, query: str, *args: Any) -> Any:
         return await fetch_value(self.database_url, query, *args)
 
-    async def publish(self, events: list[PayoutEvent]) -> None:
+    async def publish(self, events: list[PayoutEvent], *, in_envelope: bool = False) -> None:
         publisher = ConfirmedPublisher(self.broker, "test")
         publisher.start()
         await publisher.wait_ready()
         try:
-            await asyncio.gather(*(publisher.publish_event(e) for e in events))
+            if in_envelope:
+                await publisher.publish_envelope(events)
+            else:
+                await asyncio.gather(*(publisher.publish_event(e) for e in events))
         finally:
             await publisher.close()
 
@@ -203,6 +206,38 @@ async def test_business_failure_fixed_then_replayed_is_credited_once(scene: Scen
     assert await scene.fetchval("SELECT balance FROM accounts WHERE owner = 'hank'") == Decimal(7)
     assert await scene.depth(scene.topology.dead_letter_queue) == 0
     assert await scene.fetchval("SELECT status FROM dead_letters") == "replayed"
+
+
+async def test_a_held_payout_from_an_envelope_is_replayed_as_itself_and_credited_once(
+    scene: Scene,
+) -> None:
+    """Its envelope's other payouts are credited and acked; the held one waits in the dead-letter
+    queue as a single payout, which `payouts dlq` lists and replays like any other."""
+    held = payout("uma", amount=7, create_account=False)
+    async with worker_running(scene.settings()):
+        await scene.publish([payout("val"), held, payout("val")], in_envelope=True)
+        await wait_for_depth(
+            scene, scene.topology.dead_letter_queue, 1, "held payout dead-lettered"
+        )
+        (row,) = scene.dlq_json("list")
+        assert (row["kind"], row["transaction_id"]) == ("business", held.transaction_id)
+        await scene.fetchval(
+            "INSERT INTO accounts (kind, owner, currency) VALUES ('wallet', 'uma', 'COIN')"
+        )
+        assert scene.dlq_json("replay", str(held.event_id))["replayed"] == 1
+
+        async def credited() -> bool:
+            return bool(
+                await scene.fetchval("SELECT status FROM payouts WHERE user_id = 'uma'")
+                == "credited"
+            )
+
+        await wait_until(credited, "held payout credited after the replay")
+        assert scene.dlq_json("replay", "--all")["selected"] == 0
+    assert await scene.fetchval("SELECT balance FROM accounts WHERE owner = 'uma'") == Decimal(7)
+    assert await scene.fetchval("SELECT balance FROM accounts WHERE owner = 'val'") == Decimal(10)
+    assert await scene.fetchval("SELECT count(*) FROM payouts") == 3
+    assert await scene.depth(scene.topology.work_queue) == 0
 
 
 async def test_interrupted_replay_run_again_and_a_queue_replayed_twice_credit_once(

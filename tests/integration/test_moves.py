@@ -16,6 +16,7 @@ from schema.topology import Topology
 from tests.factories import payout_event
 from tests.polling import wait_until
 from tests.services import queue_depth
+from workers.envelope_deliveries import DeliveredEvent, EventDeliveries
 from workers.failures import ATTEMPTS, Failure, FailureKind
 from workers.moves import MessageMover
 
@@ -50,8 +51,8 @@ def topology(broker_settings: BrokerSettings) -> Topology:
 
 
 @pytest.fixture
-def deliveries() -> OpenDeliveries:
-    return OpenDeliveries()
+def deliveries() -> EventDeliveries:
+    return EventDeliveries(OpenDeliveries())
 
 
 @pytest.fixture
@@ -59,16 +60,19 @@ def mover(
     broker_settings: BrokerSettings,
     pool: asyncpg.Pool,
     publisher: ConfirmedPublisher,
-    deliveries: OpenDeliveries,
+    deliveries: EventDeliveries,
 ) -> MessageMover:
     return MessageMover(broker_settings, pool, publisher, deliveries)
 
 
-async def delivered(channel: AbstractChannel, queue: str, deliveries: OpenDeliveries) -> Delivery:
-    """The next message of `queue`, delivered unacked on `channel` and open in `deliveries`."""
+async def delivered(
+    channel: AbstractChannel, queue: str, deliveries: EventDeliveries
+) -> DeliveredEvent:
+    """The next message of `queue`, a single event, delivered unacked on `channel` and open in
+    `deliveries`."""
     message = Delivery(await (await channel.get_underlay_channel()).basic_get(queue))
-    assert deliveries.received(message)
-    return message
+    (part,) = deliveries.received(message)
+    return part
 
 
 async def next_message(channel: AbstractChannel, queue: str) -> AbstractIncomingMessage:
@@ -89,13 +93,13 @@ async def test_a_failed_payout_waits_in_the_first_tier_then_returns_counted(
     topology: Topology,
     publisher: ConfirmedPublisher,
     channel: AbstractChannel,
-    deliveries: OpenDeliveries,
+    deliveries: EventDeliveries,
     mover: MessageMover,
 ) -> None:
     payout, reply_to = payout_event(report_outcome=True), new_reply_channel()
     await publisher.publish_event(payout, reply_to=reply_to)
     message = await delivered(channel, topology.work_queue, deliveries)
-    await mover.retry_later(message, TRANSIENT, payout)
+    await mover.retry_later(message, TRANSIENT)
     assert not deliveries.is_open(message)
     returned = await next_message(channel, topology.work_queue)
     assert (returned.body, returned.message_id) == (encode_event(payout), str(payout.event_id))
@@ -111,7 +115,7 @@ async def test_after_the_last_tier_a_payout_is_dead_lettered_and_recorded(
     pool: asyncpg.Pool,
     publisher: ConfirmedPublisher,
     channel: AbstractChannel,
-    deliveries: OpenDeliveries,
+    deliveries: EventDeliveries,
     mover: MessageMover,
 ) -> None:
     payout = payout_event()
@@ -122,7 +126,7 @@ async def test_after_the_last_tier_a_payout_is_dead_lettered_and_recorded(
         )
     )
     message = await delivered(channel, topology.work_queue, deliveries)
-    await mover.retry_later(message, TRANSIENT, payout)
+    await mover.retry_later(message, TRANSIENT)
     dead = await next_message(channel, topology.dead_letter_queue)
     assert (dead.body, dead.headers[ATTEMPTS]) == (encode_event(payout), tiers + 1)
     async with pool.acquire() as conn:
@@ -137,13 +141,13 @@ async def test_a_copy_the_broker_will_not_take_returns_the_original_to_the_queue
     pool: asyncpg.Pool,
     publisher: ConfirmedPublisher,
     channel: AbstractChannel,
-    deliveries: OpenDeliveries,
+    deliveries: EventDeliveries,
 ) -> None:
     await publisher.publish(persistent_message(b"not json", message_id="poison"))
     message = await delivered(channel, topology.work_queue, deliveries)
     never_connected = ConfirmedPublisher(broker_settings, "never-started")
     await MessageMover(broker_settings, pool, never_connected, deliveries).dead_letter(
-        message, POISON, None
+        message, POISON
     )
     assert not deliveries.is_open(message)
     returned = await next_message(channel, topology.work_queue)
@@ -159,7 +163,7 @@ async def test_a_delivery_whose_channel_closed_is_left_to_the_broker(
     publisher: ConfirmedPublisher,
     connection: AbstractConnection,
     channel: AbstractChannel,
-    deliveries: OpenDeliveries,
+    deliveries: EventDeliveries,
     mover: MessageMover,
 ) -> None:
     """The broker requeues what a closed channel held: a copy would be a second live message."""
@@ -167,7 +171,7 @@ async def test_a_delivery_whose_channel_closed_is_left_to_the_broker(
     closing = await connection.channel()
     message = await delivered(closing, topology.work_queue, deliveries)
     await closing.close()
-    await mover.dead_letter(message, POISON, None)
+    await mover.dead_letter(message, POISON)
     returned = await next_message(channel, topology.work_queue)
     assert returned.body == b"not json"
     assert await queue_depth(broker_settings.url, topology.dead_letter_queue) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -15,7 +16,9 @@ import pytest
 from prometheus_client import generate_latest
 
 from broker.deliveries import Delivery, channel_of
-from broker.publisher import ConfirmedPublisher
+from broker.publisher import ConfirmedPublisher, persistent_message
+from schema.envelopes import ENVELOPE_TYPE
+from schema.events import EVENT_TYPE, decode_event, encode_event
 from schema.logs import logged_fields
 from schema.settings import BrokerSettings, DatabaseSettings, Settings, WorkerSettings
 from schema.topology import ROUTING_KEY, Topology
@@ -28,10 +31,14 @@ from tests.services import queue_depth
 from tests.tcp_proxy import TcpProxy
 from workers.consumer import Worker
 from workers.database import create_pool_when_available
+from workers.envelope_deliveries import ENVELOPE_ID
+from workers.failures import ATTEMPTS, KIND
 from workers.moves import move_finish_seconds
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
+
+    from aio_pika.abc import AbstractIncomingMessage
 
     from schema.events import PayoutEvent
     from tests.services import Services
@@ -288,6 +295,18 @@ async def test_worker_resumes_consuming_after_its_connection_is_closed(
         await wait_until(await credited(40), "second batch credited after the reconnect", 60)
 
 
+def database_through(proxy: TcpProxy, settings: Settings, **worker: float) -> Settings:
+    """`settings` with the worker's database reached through `proxy`, and `worker` changed."""
+    return settings.model_copy(
+        update={
+            "database": settings.database.model_copy(
+                update={"url": proxy.url_through(settings.database.url)}
+            ),
+            "worker": settings.worker.model_copy(update=worker),
+        }
+    )
+
+
 async def test_a_batch_the_database_is_away_for_waits_in_a_retry_tier_whole(
     settings: Settings, observer: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -296,15 +315,8 @@ async def test_a_batch_the_database_is_away_for_waits_in_a_retry_tier_whole(
     one first, and once the database is back each is credited once."""
     caplog.set_level(logging.INFO)
     proxy = await TcpProxy.in_front_of(settings.database.url)
-    cut_off = settings.model_copy(
-        update={
-            "database": settings.database.model_copy(
-                update={"url": proxy.url_through(settings.database.url)}
-            ),
-            # Long enough for the six deliveries to make one batch on a slow machine.
-            "worker": settings.worker.model_copy(update={"batch_linger_seconds": 0.5}),
-        }
-    )
+    # A linger long enough for the six deliveries to make one batch on a slow machine.
+    cut_off = database_through(proxy, settings, batch_linger_seconds=0.5)
     events = [event(f"hana-{i}", i + 1) for i in range(6)]
 
     def logged(message: str) -> list[logging.LogRecord]:
@@ -567,3 +579,169 @@ async def test_a_poison_message_does_not_hold_back_its_batch(
         if running is not None:
             await asyncio.wait([running], timeout=30)
         await pool.close()
+
+
+def envelope(message_id: str, *events: PayoutEvent | dict[str, object]) -> aio_pika.Message:
+    """An envelope as the ingress will publish it; a dict stands for an event as sent, valid or
+    not."""
+    enclosed = [e if isinstance(e, dict) else json.loads(encode_event(e)) for e in events]
+    return persistent_message(
+        json.dumps({"envelope_version": 1, "events": enclosed}).encode(),
+        content_type="application/json",
+        message_id=message_id,
+        type=ENVELOPE_TYPE,
+    )
+
+
+async def dead_letters(settings: Settings, expected: int) -> list[AbstractIncomingMessage]:
+    """The dead-letter queue's messages, once it holds `expected` of them."""
+    queue = Topology.from_settings(settings.broker).dead_letter_queue
+
+    async def arrived() -> bool:
+        return await queue_depth(settings.broker.url, queue) >= expected
+
+    await wait_until(arrived, f"{expected} dead letters")
+    connection = await aio_pika.connect(settings.broker.url)
+    async with connection:
+        dead_queue = await (await connection.channel()).get_queue(queue)
+        return [await dead_queue.get(no_ack=True, timeout=5) for _ in range(expected)]
+
+
+async def test_each_event_of_an_envelope_gets_its_own_outcome_and_the_delivery_one_ack(
+    settings: Settings, observer: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Good events are credited, a conflicting one recorded, a held one and one that breaks the
+    event contract dead-lettered each as a single-event message; the envelope is acked once,
+    after all of them, and never comes back."""
+    caplog.set_level(logging.INFO)
+    first = event("ivy", 5)
+    good = [event("jo", 3), event("jo", 4)]
+    conflicting = payout_event(
+        transaction_id=first.transaction_id, user_id="ivy", amount=Decimal(6)
+    )
+    held = payout_event(user_id="ken", create_account=False)
+    poison = json.loads(encode_event(event("lee", 1))) | {"amount": 0.1}
+    async with publisher_for(settings) as publisher, worker_running(settings):
+        await publisher.publish_event(first)
+
+        async def first_credited() -> bool:
+            return await count(observer, "SELECT count(*) FROM payouts") == 1
+
+        await wait_until(first_credited, "the first payout credited")
+        await publisher.publish(envelope("envelope-1", good[0], poison, conflicting, held, good[1]))
+        dead = await dead_letters(settings, 2)
+
+        async def settled() -> bool:
+            return await count(observer, "SELECT count(*) FROM payout_conflicts") == 1
+
+        await wait_until(settled, "the conflict recorded")
+        await asyncio.sleep(1)  # time for a wrongly returned envelope to come back
+    statuses = await observer.fetch("SELECT user_id, status, duplicate_deliveries FROM payouts")
+    assert sorted(tuple(row) for row in statuses) == [
+        ("ivy", "credited", 0),
+        ("jo", "credited", 0),
+        ("jo", "credited", 0),
+        ("ken", "held", 0),
+    ]
+    assert await observer.fetchval(
+        "SELECT balance FROM accounts WHERE kind = 'wallet' AND owner = 'jo'"
+    ) == Decimal(7)
+    by_kind = {message.headers[KIND]: message for message in dead}
+    assert set(by_kind) == {"poison", "business"}
+    assert {m.type for m in dead} == {EVENT_TYPE}
+    assert {m.headers[ENVELOPE_ID] for m in dead} == {"envelope-1"}
+    assert {m.headers[ATTEMPTS] for m in dead} == {1}
+    assert decode_event(by_kind["business"].body) == held
+    assert by_kind["business"].message_id == str(held.event_id)
+    assert json.loads(by_kind["poison"].body) == poison
+    assert by_kind["poison"].message_id == poison["event_id"]
+    assert (
+        await queue_depth(settings.broker.url, Topology.from_settings(settings.broker).work_queue)
+        == 0
+    )
+    messages = [record.getMessage() for record in caplog.records]
+    assert "could not settle message; the broker will redeliver it" not in messages
+    await assert_books_balance(observer)
+
+
+async def test_a_malformed_envelope_is_dead_lettered_whole_with_its_reason(
+    settings: Settings, observer: asyncpg.Connection
+) -> None:
+    malformed = envelope("envelope-2", event("mo", 1)).body.replace(
+        b'"envelope_version": 1', b'"envelope_version": 9'
+    )
+    async with publisher_for(settings) as publisher, worker_running(settings):
+        await publisher.publish(
+            persistent_message(malformed, message_id="envelope-2", type=ENVELOPE_TYPE)
+        )
+        (dead,) = await dead_letters(settings, 1)
+    assert (dead.body, dead.type, dead.message_id) == (malformed, ENVELOPE_TYPE, "envelope-2")
+    assert dead.headers[KIND] == "poison"
+    assert "not a payout envelope" in str(dead.headers["x-payouts-error-message"])
+    assert await count(observer, "SELECT count(*) FROM payouts") == 0
+
+
+async def test_single_event_messages_and_envelopes_in_one_queue_are_all_credited(
+    settings: Settings, observer: asyncpg.Connection
+) -> None:
+    """A rolling upgrade: an ingress of either version may have published what a worker gets."""
+    singles = [event("nia", 1), event("nia", 2)]
+    enveloped = [event("nia", 10), event("oto", 20), event("nia", 30)]
+    async with publisher_for(settings) as publisher:
+        await publisher.publish_event(singles[0])
+        await publisher.publish_envelope(enveloped)
+        await publisher.publish_event(singles[1])
+        async with worker_running(settings):
+
+            async def credited() -> bool:
+                return await count(observer, "SELECT count(*) FROM payouts") == 5
+
+            await wait_until(credited, "every payout credited")
+    balances = await observer.fetch("SELECT owner, balance FROM accounts WHERE kind = 'wallet'")
+    assert {row["owner"]: row["balance"] for row in balances} == {
+        "nia": Decimal(43),
+        "oto": Decimal(20),
+    }
+    await assert_books_balance(observer)
+
+
+async def test_an_envelope_the_database_is_away_for_waits_in_a_retry_tier_as_single_events(
+    settings: Settings, observer: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each of its events goes to the retry tier as a message of its own (the envelope is acked
+    once all are there); once the database is back each is credited once."""
+    caplog.set_level(logging.INFO)
+    proxy = await TcpProxy.in_front_of(settings.database.url)
+    cut_off = database_through(proxy, settings)
+    events = [event(f"pia-{i % 2}", i + 1) for i in range(6)]
+
+    def retried() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage() == "delivery failed; retrying later"]
+
+    async def all_waiting() -> bool:
+        return len(retried()) >= len(events)
+
+    async def all_credited() -> bool:
+        return await count(observer, "SELECT count(*) FROM payouts") == len(events)
+
+    try:
+        async with publisher_for(settings) as publisher, worker_running(cut_off):
+            await proxy.cut()
+            await publisher.publish_envelope(events)
+            await wait_until(all_waiting, "the envelope's events sent to a retry tier")
+            await proxy.restore()
+            await wait_until(all_credited, "every payout credited once the database is back")
+            await asyncio.sleep(1)  # time for a copy credited twice to show
+    finally:
+        await proxy.close()
+    assert {logged_fields(r)["event_id"] for r in retried()[: len(events)]} == {
+        str(e.event_id) for e in events
+    }
+    assert await count(observer, "SELECT count(*) FROM ledger_entries") == 2 * len(events)
+    assert await count(observer, "SELECT sum(duplicate_deliveries) FROM payouts") == 0
+    balances = await observer.fetch("SELECT owner, balance FROM accounts WHERE kind = 'wallet'")
+    assert {row["owner"]: row["balance"] for row in balances} == {
+        "pia-0": Decimal(1 + 3 + 5),
+        "pia-1": Decimal(2 + 4 + 6),
+    }
+    await assert_books_balance(observer)

@@ -11,6 +11,7 @@ import pytest
 
 from schema.errors import ContractError
 from schema.events import PayoutEvent, RawRequest, decode_event, encode_event
+from tests.factories import INVALID_EVENT_FIELDS
 
 
 def event(**overrides: object) -> PayoutEvent:
@@ -46,16 +47,7 @@ def test_numeric_amounts_are_refused_because_they_went_through_a_float() -> None
         decode_event(json.dumps(body).encode())
 
 
-@pytest.mark.parametrize(
-    ("key", "value"),
-    [
-        ("contract_version", 2),
-        ("amount", "-1"),
-        ("amount", "NaN"),
-        ("unexpected", 1),
-        ("received_at", "2026-01-01T00:00:00"),
-    ],
-)
+@pytest.mark.parametrize(("key", "value"), INVALID_EVENT_FIELDS)
 def test_unknown_versions_and_invalid_fields_are_contract_errors(key: str, value: object) -> None:
     body = json.loads(encode_event(event()))
     body[key] = value
