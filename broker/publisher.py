@@ -134,14 +134,18 @@ class ConfirmedPublisher:
             ROUTING_KEY,
         )
 
-    async def publish_envelope(self, events: Sequence[PayoutEvent]) -> None:
-        """`events` in one message (`schema/envelopes.py`), confirmed as one."""
+    async def publish_envelope(
+        self, events: Sequence[PayoutEvent], *, reply_to: str | None = None
+    ) -> None:
+        """`events` in one message (`schema/envelopes.py`), confirmed as one; `reply_to` is the
+        channel the outcomes of those that wait for one are reported on."""
         properties = Basic.Properties(
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=str(uuid.uuid4()),
             timestamp=datetime.now(UTC),
             message_type=ENVELOPE_TYPE,
+            reply_to=reply_to,
         )
         await self._publish(
             encode_envelope(events), properties, self.topology.exchange, ROUTING_KEY

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from schema.envelopes import MAX_EVENTS_PER_ENVELOPE
 from schema.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -106,6 +107,9 @@ class BrokerSettings(_Section):
     url: str = "amqp://guest:guest@127.0.0.1:5672/"
     namespace: str = Field(default="payouts", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
     publish_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Events the ingress gathers into one message while the previous one awaits its confirm; 1
+    # sends one message per callback. The default is a guess until the bench measures it.
+    max_events_per_message: int = Field(default=50, ge=1, le=MAX_EVENTS_PER_ENVELOPE)
     reconnect_interval_seconds: float = Field(default=2.0, gt=0)
     # One wait queue per delay: a failed delivery waits in tier N before its N+1-th attempt, and
     # is dead-lettered after the last tier. Part of the topology, so every process must agree.

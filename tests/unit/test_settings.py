@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from ingress.app import create_app
+from schema.envelopes import MAX_EVENTS_PER_ENVELOPE
 from schema.errors import ConfigError
 from schema.settings import AccountPolicy, load_settings
 
@@ -183,3 +184,16 @@ def test_a_frozen_process_transaction_timeout_reaches_postgres_in_milliseconds(
         environ={},
     ).database
     assert tuned.server_settings() == {"idle_in_transaction_session_timeout": "2500"}
+
+
+@pytest.mark.parametrize("events", [0, MAX_EVENTS_PER_ENVELOPE + 1])
+def test_events_per_message_stay_within_the_envelope_contract(tmp_path: Path, events: int) -> None:
+    section = f"[broker]\nmax_events_per_message = {events}\n"
+    with pytest.raises(ConfigError, match=r"broker\.max_events_per_message"):
+        load_settings(write(tmp_path, section + VALID_PROVIDER), environ={})
+
+
+def test_one_event_per_message_is_a_valid_setting(tmp_path: Path) -> None:
+    section = "[broker]\nmax_events_per_message = 1\n"
+    settings = load_settings(write(tmp_path, section + VALID_PROVIDER), environ={})
+    assert settings.broker.max_events_per_message == 1
