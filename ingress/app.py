@@ -24,6 +24,7 @@ from ingress.bodies import read_body
 from ingress.claimed_events import claimed_event
 from ingress.client_ip import is_allowed, request_address
 from ingress.database import IngressDatabase
+from ingress.envelope_gathering import EnvelopeGatherer
 from ingress.orders_api import order_routes
 from ingress.outcomes import OutcomeListener, OutcomeUnavailable
 from ingress.proof_api import ProofEndpoint
@@ -58,12 +59,12 @@ class CallbackEndpoint:
     def __init__(
         self,
         protocol: ProviderProtocol,
-        publisher: ConfirmedPublisher,
+        gatherer: EnvelopeGatherer,
         settings: IngressSettings,
         outcomes: OutcomeListener | None,
     ) -> None:
         self._protocol = protocol
-        self._publisher = publisher
+        self._gatherer = gatherer
         self._settings = settings
         self._outcomes = outcomes
         self._limiter = FailedVerificationLimiter(protocol.instance.failed_verifications_per_minute)
@@ -155,7 +156,7 @@ class CallbackEndpoint:
     async def _publish(self, event: PayoutEvent, reply_to: str | None = None) -> None:
         started = time.perf_counter()
         try:
-            await self._publisher.publish_event(event, reply_to=reply_to)
+            await self._gatherer.publish(event, reply_to)
         except BrokerUnavailable:
             metrics.PUBLISH_FAILURES.inc()
             raise
@@ -269,6 +270,9 @@ def create_app(settings: Settings, environ: Mapping[str, str]) -> Starlette:
     """Build the app; raises ConfigError for a provider it cannot serve (before any traffic)."""
     validate_providers(settings.providers)
     publisher = ConfirmedPublisher(settings.broker, "ingress")
+    gatherer = EnvelopeGatherer(
+        publisher, settings.broker.max_events_per_message, settings.broker.publish_timeout_seconds
+    )
     protocols = [
         protocol_class(instance.protocol)(instance, instance.read_secrets(environ))
         for instance in settings.providers
@@ -286,7 +290,7 @@ def create_app(settings: Settings, environ: Mapping[str, str]) -> Starlette:
         Route("/metrics", _metrics(settings.ingress, publisher, outcomes), methods=["GET"]),
     ]
     callbacks = {
-        protocol.instance.route: CallbackEndpoint(protocol, publisher, settings.ingress, outcomes)
+        protocol.instance.route: CallbackEndpoint(protocol, gatherer, settings.ingress, outcomes)
         for protocol in protocols
     }
     # Still routes as well: for what Starlette derives from them (a trailing slash's redirect).
@@ -312,6 +316,7 @@ def create_app(settings: Settings, environ: Mapping[str, str]) -> Starlette:
             # Awaited last: a turn of the loop here would let a publisher still connecting get
             # halfway into the handshake that close() then cancels.
             gauges.cancel()
+            await gatherer.close()  # what was accepted is published or answered "try again"
             await publisher.close()
             if outcomes is not None:
                 await outcomes.close()

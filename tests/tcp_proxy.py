@@ -9,7 +9,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to a target; `cut()` drops every connection and refuses new ones
-    until `restore()`, as a network partition would."""
+    until `restore()`, as a network partition would; `freeze()` holds every byte, closing
+    nothing, until `thaw()`, as a stalled network would."""
 
     @classmethod
     async def in_front_of(cls, url: str) -> TcpProxy:
@@ -29,6 +30,8 @@ class TcpProxy:
         self._target = (target_host, target_port)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self.port = 0
 
     async def start(self) -> None:
@@ -38,7 +41,19 @@ class TcpProxy:
     async def _serve(
         self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
     ) -> None:
-        await splice(client_reader, client_writer, *self._target, writers=self._writers)
+        await splice(
+            client_reader,
+            client_writer,
+            *self._target,
+            writers=self._writers,
+            flowing=self._flowing,
+        )
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
 
     async def cut(self) -> None:
         server, self._server = self._server, None
@@ -64,9 +79,10 @@ async def splice(
     host: str,
     port: int,
     writers: set[asyncio.StreamWriter] | None = None,
+    flowing: asyncio.Event | None = None,
 ) -> None:
     """Connect a client to host:port and copy bytes both ways until both sides close; `writers`
-    holds both ends meanwhile, for whoever must abort them."""
+    holds both ends meanwhile, for whoever must abort them; bytes wait while `flowing` is clear."""
     try:
         upstream_reader, upstream_writer = await asyncio.open_connection(host, port)
     except OSError:
@@ -79,6 +95,8 @@ async def splice(
     async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.CancelledError):
             while data := await reader.read(65536):
+                if flowing is not None:
+                    await flowing.wait()
                 writer.write(data)
                 await writer.drain()
         writer.close()
