@@ -8,27 +8,32 @@ import asyncio
 import contextlib
 import logging
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aio_pika
 import asyncpg
 import pytest
 
+from ingress.outcomes import OWN, SHARED
 from schema.envelopes import ENVELOPE_TYPE, decode_envelope
 from schema.events import EVENT_TYPE, decode_event
 from schema.logs import logged_fields
 from schema.topology import ROUTING_KEY, Topology
 from tests.books import assert_books_balance
-from tests.integration.pipeline import Pipeline, pipeline, pipeline_settings
+from tests.integration.pipeline import AIGAME, AIGAME_KEY, Pipeline, pipeline, pipeline_settings
 from tests.integration.test_ingress import CALLBACK, queued_messages, signed
+from tests.integration.test_outcome_answers import payout
+from tests.integration.test_outcome_routing import reports_counted
 from tests.polling import wait_until
+from tests.signing import aigame_payout_body
 from tests.tcp_proxy import TcpProxy
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Coroutine
 
     from tests.services import Services
 
+T = TypeVar("T")
 GATHERED = 12
 # Long enough for the event loop to have handled every request the test sent.
 SETTLE_SECONDS = 0.3
@@ -54,21 +59,21 @@ async def proxy(services: Services) -> AsyncIterator[TcpProxy]:
 
 
 async def answers_while_frozen(
-    running: Pipeline, proxy: TcpProxy, queries: list[str]
-) -> list[asyncio.Task[int]]:
-    """Send the first callback, then the others while its publish is held in flight; check that
-    none is answered before the broker could confirm, and let the broker hear them."""
-
-    async def status(query: str) -> int:
-        return (await running.client.get(f"{CALLBACK}?{query}")).status_code
-
+    proxy: TcpProxy, requests: list[Coroutine[Any, Any, T]]
+) -> list[asyncio.Task[T]]:
+    """Send the first request, then the others while its publish is held in flight; check that
+    none is answered before the broker could confirm."""
     proxy.freeze()
-    answers = [asyncio.create_task(status(queries[0]))]
+    answers = [asyncio.create_task(requests[0])]
     await asyncio.sleep(SETTLE_SECONDS)
-    answers += [asyncio.create_task(status(query)) for query in queries[1:]]
+    answers += [asyncio.create_task(request) for request in requests[1:]]
     await asyncio.sleep(SETTLE_SECONDS)
     assert not any(answer.done() for answer in answers)
     return answers
+
+
+async def status(running: Pipeline, query: str) -> int:
+    return (await running.client.get(f"{CALLBACK}?{query}")).status_code
 
 
 def published(
@@ -118,7 +123,7 @@ async def test_callbacks_arriving_while_a_publish_is_in_flight_share_one_message
 ) -> None:
     queries = [signed() for _ in range(GATHERED + 1)]
     async with gathering(services, database_url, proxy) as running:
-        answers = await answers_while_frozen(running, proxy, queries)
+        answers = await answers_while_frozen(proxy, [status(running, query) for query in queries])
         proxy.thaw()
         assert set(await asyncio.gather(*answers)) == {200}
         messages = await queued_messages(services.rabbitmq_url, running.settings.broker.namespace)
@@ -152,7 +157,9 @@ async def test_a_nacked_envelope_answers_each_of_its_requests_try_again(
             )
             await channel.default_exchange.publish(aio_pika.Message(b"filler"), full.name)
             await full.bind(Topology(namespace).exchange, ROUTING_KEY)
-            answers = await answers_while_frozen(running, proxy, queries)
+            answers = await answers_while_frozen(
+                proxy, [status(running, query) for query in queries]
+            )
             proxy.thaw()
             assert set(await asyncio.gather(*answers)) == {503}
             await full.delete(if_unused=False, if_empty=False)
@@ -178,7 +185,9 @@ async def test_a_returned_envelope_answers_each_of_its_requests_try_again(
         async with admin:
             queue = await (await admin.channel()).get_queue(topology.work_queue)
             await queue.unbind(topology.exchange, ROUTING_KEY)
-            answers = await answers_while_frozen(running, proxy, queries)
+            answers = await answers_while_frozen(
+                proxy, [status(running, query) for query in queries]
+            )
             proxy.thaw()
             assert set(await asyncio.gather(*answers)) == {503}
             await queue.bind(topology.exchange, ROUTING_KEY)
@@ -196,9 +205,32 @@ async def test_an_unconfirmed_envelope_answers_each_of_its_requests_try_again_in
     async with gathering(
         services, database_url, proxy, max_events_per_message=GATHERED, publish_timeout_seconds=1
     ) as running:
-        answers = await answers_while_frozen(running, proxy, queries)
+        answers = await answers_while_frozen(proxy, [status(running, query) for query in queries])
         assert set(await asyncio.gather(*answers)) == {503}
         errors = publish_errors(caplog)
         assert errors == ["the broker did not confirm in time"] * (GATHERED + 1)
         proxy.thaw()  # the broker may now store what it never confirmed
         await credited_once_after_retries(running, queries)
+
+
+async def test_gathered_json_callbacks_are_each_answered_with_their_own_outcome(
+    services: Services, database_url: str, proxy: TcpProxy
+) -> None:
+    """Spec 001 waits for the outcome: the envelope names the process's own channel, and each
+    request hears the balance after its own payout."""
+    async with gathering(services, database_url, proxy) as running:
+        await running.create_member("member-1", "VND2")
+        await running.start_worker()
+        own_before = reports_counted(OWN)
+        shared_before = reports_counted(SHARED)
+        bodies = [aigame_payout_body(payout(win="1"), AIGAME_KEY) for _ in range(GATHERED + 1)]
+        answers = await answers_while_frozen(
+            proxy, [running.client.post(AIGAME, json=body) for body in bodies]
+        )
+        proxy.thaw()
+        answered = [answer.json() for answer in await asyncio.gather(*answers)]
+    assert {answer["code"] for answer in answered} == {200}
+    balances = {Decimal(answer["data"]["balance"]) for answer in answered}
+    assert balances == {Decimal(credited) for credited in range(1, GATHERED + 2)}
+    assert reports_counted(OWN) - own_before == GATHERED + 1
+    assert reports_counted(SHARED) == shared_before
