@@ -7,6 +7,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from ingress import metrics
 from schema.errors import BrokerUnavailable
 
 if TYPE_CHECKING:
@@ -90,6 +91,7 @@ class EnvelopeGatherer:
         pending, self._pending = self._pending, []
         for message in messages_for(pending):
             self._in_flight += 1
+            metrics.EVENTS_PER_MESSAGE.observe(len(message))
             task = asyncio.create_task(self._send(message), name="ingress-publish")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

@@ -10,6 +10,7 @@ from schema.metrics import LATENCY_BUCKETS
 
 __all__ = [
     "BROKER_CONNECTED",
+    "EVENTS_PER_MESSAGE",
     "OUTCOMES_LISTENING",
     "OUTCOME_NOTIFICATIONS",
     "OUTCOME_REPORTS",
@@ -51,6 +52,12 @@ PUBLISH_SECONDS = Histogram(
     "payouts_ingress_publish_seconds",
     "Time from publishing an event to the broker's confirm.",
     buckets=LATENCY_BUCKETS,
+)
+EVENTS_PER_MESSAGE = Histogram(
+    "payouts_ingress_events_per_message",
+    "Events in each message published: 1 at low load, up to broker.max_events_per_message as "
+    "envelopes fill. The queue counts messages; its mean turns them into payouts.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
 )
 PUBLISH_FAILURES = Counter(
     "payouts_ingress_publish_failures",

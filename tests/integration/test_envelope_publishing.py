@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aio_pika
 import asyncpg
 import pytest
+from prometheus_client import generate_latest
 
 from ingress.outcomes import OWN, SHARED
 from schema.envelopes import ENVELOPE_TYPE, decode_envelope
@@ -24,6 +25,7 @@ from tests.integration.pipeline import AIGAME, AIGAME_KEY, Pipeline, pipeline, p
 from tests.integration.test_ingress import CALLBACK, queued_messages, signed
 from tests.integration.test_outcome_answers import payout
 from tests.integration.test_outcome_routing import reports_counted
+from tests.metrics_reading import sample_value
 from tests.polling import wait_until
 from tests.signing import aigame_payout_body
 from tests.tcp_proxy import TcpProxy
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 GATHERED = 12
+SIZES = "payouts_ingress_events_per_message"
 # Long enough for the event loop to have handled every request the test sent.
 SETTLE_SECONDS = 0.3
 
@@ -122,12 +125,18 @@ async def test_callbacks_arriving_while_a_publish_is_in_flight_share_one_message
     services: Services, database_url: str, proxy: TcpProxy
 ) -> None:
     queries = [signed() for _ in range(GATHERED + 1)]
+    before = generate_latest().decode()
     async with gathering(services, database_url, proxy) as running:
         answers = await answers_while_frozen(proxy, [status(running, query) for query in queries])
         proxy.thaw()
         assert set(await asyncio.gather(*answers)) == {200}
         messages = await queued_messages(services.rabbitmq_url, running.settings.broker.namespace)
     assert published(messages) == [(EVENT_TYPE, 1), (ENVELOPE_TYPE, GATHERED)]
+    after = generate_latest().decode()
+    assert [
+        sample_value(after, f"{SIZES}_{part}") - sample_value(before, f"{SIZES}_{part}")
+        for part in ("count", "sum")
+    ] == [2, GATHERED + 1]
     single, envelope = sorted(messages, key=lambda m: m.type == ENVELOPE_TYPE)
     assert envelope.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
     transactions = {decode_event(single.body).transaction_id} | {
