@@ -263,7 +263,7 @@ async def test_callbacks_queue_up_without_workers_and_are_credited_later(stack: 
     paths, expected = mixed_traffic(300, seed=3)
     responses = await send_all(stack, paths)
     assert {r.status_code for r in responses} == {200}
-    # Messages, not payouts: callbacks that met in a publish share an envelope.
+    # Messages, not payouts: callbacks gathered during a publish share an envelope.
     assert 0 < await stack.queue_depth() <= 300
     assert await stack.fetchval("SELECT count(*) FROM payouts") == 0
 
