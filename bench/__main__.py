@@ -44,7 +44,9 @@ from bench.traffic import (
     sample_event,
     write_requests,
 )
+from schema.envelopes import ENVELOPE_TYPE, encode_envelope
 from schema.events import encode_event
+from schema.settings import BrokerSettings
 from schema.topology import Topology
 from tests.e2e.stack import free_port
 from workers import event_loop
@@ -433,6 +435,10 @@ class Bench:
             drains[f"{processes} process(es)"] = await self._drain(
                 f"drain-{processes}", DRAIN_PAYOUTS, processes, hot=False
             )
+        size = BrokerSettings.model_fields["max_events_per_message"].default
+        drains[f"envelopes of {size} (1 process)"] = await self._drain(
+            "drain-envelopes", DRAIN_PAYOUTS, 1, hot=False, envelope_size=size
+        )
         drains["5 hot wallets, batched (1 process)"] = await self._drain(
             "hot-batched", HOT_PAYOUTS, 1, hot=True
         )
@@ -455,19 +461,31 @@ class Bench:
         hot: bool,
         one_per_transaction: bool = False,
         profiled: bool = False,
+        envelope_size: int | None = None,
     ) -> dict[str, float]:
+        """`count` payouts drained, one a message or `envelope_size` to an envelope."""
         rng = random.Random(instance)
         events = [
-            encode_event(
-                sample_event(
-                    instance,
-                    f"hot-{rng.randrange(HOT_WALLETS)}" if hot else pick_user(rng),
-                    Decimal(rng.randint(1, 500)),
-                )
+            sample_event(
+                instance,
+                f"hot-{rng.randrange(HOT_WALLETS)}" if hot else pick_user(rng),
+                Decimal(rng.randint(1, 500)),
             )
             for _ in range(count)
         ]
-        await broker_ceiling.fill(self.broker_url, Topology(self.namespace).work_queue, events)
+        work_queue = Topology(self.namespace).work_queue
+        if envelope_size is None:
+            await broker_ceiling.fill(
+                self.broker_url, work_queue, [encode_event(e) for e in events]
+            )
+        else:
+            envelopes = [
+                encode_envelope(events[start : start + envelope_size])
+                for start in range(0, count, envelope_size)
+            ]
+            await broker_ceiling.fill(
+                self.broker_url, work_queue, envelopes, message_type=ENVELOPE_TYPE
+            )
         config = self.config
         if one_per_transaction:
             # One payout per transaction, with as many transactions at once as pgbench's clients
@@ -494,7 +512,8 @@ class Bench:
                 )
             elif not hot:
                 await self._metered(
-                    f"worker drain, {processes} process(es)",
+                    f"worker drain, {processes} process(es)"
+                    + (f", envelopes of {envelope_size}" if envelope_size else ""),
                     [service.popen.pid],
                     drained,
                     processes=processes,

@@ -48,8 +48,15 @@ async def publish_rate(
     return published / elapsed
 
 
-async def fill(url: str, queue: str, bodies: list[bytes], concurrency: int = 64) -> None:
-    """Publish `bodies` to `queue` (declared beforehand), confirmed, `concurrency` at a time."""
+async def fill(
+    url: str,
+    queue: str,
+    bodies: list[bytes],
+    concurrency: int = 64,
+    message_type: str | None = None,
+) -> None:
+    """Publish `bodies` to `queue` (declared beforehand), confirmed, `concurrency` at a time,
+    with the AMQP type `message_type` (an envelope's) if given."""
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
@@ -58,7 +65,9 @@ async def fill(url: str, queue: str, bodies: list[bytes], concurrency: int = 64)
 
         async def publisher() -> None:
             for body in cursor:
-                message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+                message = aio_pika.Message(
+                    body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, type=message_type
+                )
                 await exchange.publish(message, routing_key=queue)
 
         await asyncio.gather(*(publisher() for _ in range(concurrency)))
