@@ -109,7 +109,7 @@ class BrokerSettings(_Section):
     publish_timeout_seconds: float = Field(default=5.0, gt=0)
     # Events the ingress gathers into one message while the previous one awaits its confirm; 1
     # sends one message per callback. The default is a guess until the bench measures it.
-    max_events_per_message: int = Field(default=50, ge=1, le=MAX_EVENTS_PER_ENVELOPE)
+    max_events_per_message: int = Field(default=10, ge=1, le=MAX_EVENTS_PER_ENVELOPE)
     reconnect_interval_seconds: float = Field(default=2.0, gt=0)
     # One wait queue per delay: a failed delivery waits in tier N before its N+1-th attempt, and
     # is dead-lettered after the last tier. Part of the topology, so every process must agree.
