@@ -126,7 +126,7 @@ async def test_callbacks_arriving_while_a_publish_is_in_flight_share_one_message
 ) -> None:
     queries = [signed() for _ in range(GATHERED + 1)]
     before = generate_latest().decode()
-    async with gathering(services, database_url, proxy) as running:
+    async with gathering(services, database_url, proxy, max_events_per_message=GATHERED) as running:
         answers = await answers_while_frozen(proxy, [status(running, query) for query in queries])
         proxy.thaw()
         assert set(await asyncio.gather(*answers)) == {200}
