@@ -313,8 +313,9 @@ def create_app(settings: Settings, environ: Mapping[str, str]) -> Starlette:
         try:
             yield
         finally:
-            # Awaited last: a turn of the loop here would let a publisher still connecting get
-            # halfway into the handshake that close() then cancels.
+            # No turn of the loop before publisher.close() (`gauges` is awaited last, and the
+            # gatherer waits only for publishes in flight, which need a connected publisher): a
+            # publisher still connecting would get halfway into the handshake close() cancels.
             gauges.cancel()
             await gatherer.close()  # what was accepted is published or answered "try again"
             await publisher.close()
