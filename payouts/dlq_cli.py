@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from payouts.actions.dead_letters import Fetched, SelectionRun
-    from schema.errors import BrokerUnavailable
+    from schema.errors import PayoutsError
     from workers.database import Connection
 
 __all__ = ["register_dlq_commands"]
@@ -59,14 +59,21 @@ def _selection(args: argparse.Namespace) -> Selection:
         reason=args.reason,
         transaction=args.transaction,
         older_than_seconds=args.older_than,
+        envelopes=getattr(args, "envelopes", False),
     )
 
 
+def _cell(row: dict[str, Any], column: str) -> str:
+    envelope = row.get("envelope")
+    if column == "transaction_id" and envelope is not None:
+        # An envelope dead-lettered whole carries many transactions, or unreadable ones.
+        events = envelope["events"]
+        return f"envelope of {events} events" if events is not None else "envelope, unreadable"
+    return str(row[column] if row[column] is not None else "-")
+
+
 def _print_table(rows: list[dict[str, Any]]) -> None:
-    cells = [
-        [str(row[column] if row[column] is not None else "-") for column in _TABLE_COLUMNS]
-        for row in rows
-    ]
+    cells = [[_cell(row, column) for column in _TABLE_COLUMNS] for row in rows]
     cells = [[cell[0][:8], *cell[1:6], cell[6][:60]] for cell in cells]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(_TABLE_COLUMNS)]
     header = ["id", "provider", "transaction", "reason", "attempts", "age_s", "error"]
@@ -98,6 +105,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     args.ids = [args.id]
     args.provider = args.reason = args.transaction = args.older_than = None
+    args.envelopes = False
 
     async def work(dlq: DeadLetterQueue, _: Any) -> list[dict[str, Any]]:
         return [item.entry.details() for item in await dlq.fetch(_selection(args))]
@@ -144,7 +152,7 @@ def _run_on_each(
     _require_selection(args, selection)
     progress: _Progress | None = None
 
-    def each(run: SelectionRun, item: Fetched, failure: BrokerUnavailable | None) -> None:
+    def each(run: SelectionRun, item: Fetched, failure: PayoutsError | None) -> None:
         nonlocal progress
         if failure is not None:
             print(f"{item.entry.dead_letter_id}: not {verb}: {failure}", file=sys.stderr)
@@ -201,7 +209,10 @@ async def _confirmed(args: argparse.Namespace, verb: str, count: int) -> bool:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    return _run_on_each(args, "replayed", DeadLetterQueue.replay)
+    async def replay(dlq: DeadLetterQueue, item: Fetched, conn: Connection) -> None:
+        await dlq.replay(item, conn, force=args.force)
+
+    return _run_on_each(args, "replayed", replay)
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
@@ -258,6 +269,12 @@ def _filters(sub: argparse.ArgumentParser, with_ids: bool = True) -> None:
     sub.add_argument(
         "--older-than", type=_duration, help="only messages older than this (90s, 15m, 2h, 3d)"
     )
+    sub.add_argument(
+        "--envelopes",
+        action="store_true",
+        help="only envelopes dead-lettered whole (their events dead-lettered one by one are "
+        "single payouts)",
+    )
 
 
 def register_dlq_commands(commands: Any) -> None:
@@ -283,6 +300,12 @@ def register_dlq_commands(commands: Any) -> None:
     replay.add_argument("--all", action="store_true", help="every message in the queue")
     replay.add_argument("--dry-run", action="store_true", help="show what would be replayed")
     replay.add_argument("--rate", type=float, default=50.0, help="messages per second (default 50)")
+    replay.add_argument(
+        "--force",
+        action="store_true",
+        help="replay malformed envelopes too (skipped otherwise: this release's workers would "
+        "dead-letter them again)",
+    )
 
     purge = add_command(sub, "purge", cmd_purge, "remove for good (recorded in Postgres first)")
     _filters(purge)

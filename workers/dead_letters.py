@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from schema.envelopes import ENVELOPE_TYPE, decode_envelope
 from schema.errors import ContractError
 from schema.events import decode_event
 from schema.plain_values import plain_value
@@ -19,7 +20,10 @@ from workers import failures as names
 if TYPE_CHECKING:
     from workers.database import Connection
 
-__all__ = ["DeadLetter", "record_dead_letter"]
+__all__ = ["DeadEnvelope", "DeadLetter", "record_dead_letter"]
+
+# What every envelope type starts with, whatever its version (schema.envelopes.ENVELOPE_TYPE).
+_ENVELOPE_TYPE_PREFIX = ENVELOPE_TYPE.rpartition(".")[0] + "."
 
 RECORD = """
 INSERT INTO dead_letters (dead_letter_id, message_id, provider_instance, transaction_id, kind,
@@ -44,6 +48,41 @@ def _time(value: Any) -> datetime | None:
 
 
 @dataclass(frozen=True)
+class DeadEnvelope:
+    """An envelope dead-lettered whole: how many events it holds, when its body can be read
+    that far, and why a worker of this release would refuse it again (None: it would take it,
+    as one dead-lettered by the broker or by a worker that did not know envelopes yet)."""
+
+    events: int | None
+    malformed: str | None
+
+    @classmethod
+    def of(cls, body: bytes, message_type: str | None) -> DeadEnvelope | None:
+        """None for a single-event message. An envelope is told by its AMQP type, or, where the
+        type was lost (an exported copy imported again), by its `envelope_version` key."""
+        try:
+            value: Any = json.loads(body)
+        except (ValueError, RecursionError):
+            value = None
+        by_type = message_type is not None and message_type.startswith(_ENVELOPE_TYPE_PREFIX)
+        by_body = message_type is None and isinstance(value, dict) and "envelope_version" in value
+        if not by_type and not by_body:
+            return None
+        events = value.get("events") if isinstance(value, dict) else None
+        count = len(events) if isinstance(events, list) else None
+        if message_type not in (ENVELOPE_TYPE, None):
+            return cls(count, f"type {message_type!r} is not one this release reads")
+        try:
+            decode_envelope(body)
+        except ContractError as error:
+            return cls(count, str(error))
+        return cls(count, None)
+
+    def details(self) -> dict[str, Any]:
+        return {"events": self.events, "malformed": self.malformed}
+
+
+@dataclass(frozen=True)
 class DeadLetter:
     dead_letter_id: str
     message_id: str | None
@@ -60,11 +99,20 @@ class DeadLetter:
     history: list[str]
     headers: dict[str, Any] = field(repr=False)
     body: bytes = field(repr=False)
+    # Set for an envelope dead-lettered whole; its events dead-lettered one by one are not.
+    envelope: DeadEnvelope | None = None
 
     @classmethod
-    def from_parts(cls, headers: dict[str, Any], body: bytes, message_id: str | None) -> DeadLetter:
+    def from_parts(
+        cls,
+        headers: dict[str, Any],
+        body: bytes,
+        message_id: str | None,
+        message_type: str | None = None,
+    ) -> DeadLetter:
         """Ours carry x-payouts-* headers; one the broker dead-lettered itself (the delivery
-        limit) carries only x-death, and gets an id derived from what cannot change."""
+        limit) carries only x-death, and gets an id derived from what cannot change.
+        `message_type` is the AMQP type, where it is known."""
         provider: Any
         transaction: str | None
         try:
@@ -105,6 +153,7 @@ class DeadLetter:
             history=[str(item) for item in history] if isinstance(history, list) else [],
             headers=headers,
             body=body,
+            envelope=DeadEnvelope.of(body, message_type),
         )
 
     def age_seconds(self, now: datetime) -> float | None:
@@ -120,6 +169,7 @@ class DeadLetter:
             "error": self.error,
             "attempts": self.attempts,
             "age_seconds": round(age) if age is not None else None,
+            "envelope": self.envelope.details() if self.envelope is not None else None,
         }
 
     def details(self) -> dict[str, Any]:
@@ -141,6 +191,7 @@ class DeadLetter:
             "original_exchange": self.original_exchange,
             "original_routing_key": self.original_routing_key,
             "history": self.history,
+            "envelope": self.envelope.details() if self.envelope is not None else None,
             "body": body,
         }
 

@@ -20,6 +20,7 @@ from broker.browsing import QueueBrowser
 from broker.connection import BROKER_ERRORS
 from broker.publisher import ConfirmedPublisher, persistent_message
 from payouts.actions.connections import with_connection
+from schema.envelopes import ENVELOPE_TYPE
 from schema.errors import BrokerUnavailable, PayoutsError
 from schema.topology import Topology
 from workers import failures as names
@@ -37,6 +38,7 @@ __all__ = [
     "DeadLetterQueue",
     "Exported",
     "Fetched",
+    "NotReplayed",
     "Selection",
     "SelectionError",
     "SelectionRun",
@@ -59,6 +61,11 @@ class SelectionError(PayoutsError):
     """The selection cannot be acted on as given; the message says why."""
 
 
+class NotReplayed(PayoutsError):
+    """A message replay leaves in the queue on purpose (it would only be dead-lettered again);
+    the message says why and what to do instead."""
+
+
 @dataclass(frozen=True)
 class Selection:
     """Which dead letters an operation applies to; an empty selection matches all."""
@@ -68,12 +75,19 @@ class Selection:
     reason: str | None = None
     transaction: str | None = None
     older_than_seconds: float | None = None
+    # Only envelopes dead-lettered whole.
+    envelopes: bool = False
 
     @property
     def narrowed(self) -> bool:
         """Whether it names messages or filters them; an empty one needs the operator's --all."""
         return bool(
-            self.ids or self.provider or self.reason or self.transaction or self.older_than_seconds
+            self.ids
+            or self.provider
+            or self.reason
+            or self.transaction
+            or self.older_than_seconds
+            or self.envelopes
         )
 
     def matches(self, entry: DeadLetter, now: datetime) -> bool:
@@ -85,6 +99,8 @@ class Selection:
         if self.provider is not None and entry.provider_instance != self.provider:
             return False
         if self.transaction is not None and entry.transaction_id != self.transaction:
+            return False
+        if self.envelopes and entry.envelope is None:
             return False
         if self.reason is not None and self.reason not in (entry.kind, entry.error.split(":")[0]):
             return False
@@ -146,14 +162,31 @@ class DeadLetterQueue:
             message = await self._browser.next()
             if message is None:
                 break
-            entry = DeadLetter.from_parts(message.headers, message.body, message.message_id)
+            entry = DeadLetter.from_parts(
+                message.headers, message.body, message.message_id, message.type
+            )
             if selection.matches(entry, now):
                 matching.append(Fetched(entry, message))
         return matching
 
-    async def replay(self, fetched: Fetched, conn: Connection) -> None:
-        """Record, re-publish to the work exchange (confirmed), mark replayed, then ack."""
+    async def replay(self, fetched: Fetched, conn: Connection, *, force: bool = False) -> None:
+        """Record, re-publish to the work exchange (confirmed), mark replayed, then ack.
+
+        A malformed envelope would only be dead-lettered whole again: NotReplayed, and it stays
+        in the queue, unless `force` (a worker release that reads it is running now). A
+        well-formed one goes back as an envelope even if its type was lost on the way (an
+        export imported again), so each of its events is credited or is a duplicate."""
         entry = fetched.entry
+        message_type = fetched.message.type
+        if entry.envelope is not None:
+            if entry.envelope.malformed is not None and not force:
+                raise NotReplayed(
+                    f"a malformed envelope ({entry.envelope.malformed[:200]}) would be "
+                    "dead-lettered again; `payouts dlq show` it, purge it, or replay it with "
+                    "--force once workers that read it run"
+                )
+            if entry.envelope.malformed is None:
+                message_type = ENVELOPE_TYPE
         await record_dead_letter(conn, entry.body, entry.headers, entry.message_id)
         headers = {
             key: value
@@ -167,7 +200,7 @@ class DeadLetterQueue:
                 headers=headers,
                 content_type=fetched.message.content_type,
                 message_id=entry.message_id,
-                type=fetched.message.type,
+                type=message_type,
             )
         )
         await conn.execute(MARK, entry.dead_letter_id, "replayed")
@@ -202,12 +235,15 @@ class SelectionRun:
     ids: list[str] | None = None
     stopped: str | None = None
     failures: list[tuple[str, str]] = field(default_factory=list)
+    # Left in the queue on purpose (NotReplayed), with why.
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "selected": self.selected,
             self.verb: self.done,
             "failed": len(self.failures) + (self.stopped is not None),
+            "skipped": len(self.skipped),
             "dry_run": self.dry_run,
         }
         if self.stopped is not None:
@@ -226,13 +262,13 @@ async def run_on_selection(
     dry_run: bool = False,
     per_second: float | None = None,
     confirm: Callable[[int], Awaitable[bool]] | None = None,
-    on_each: Callable[[SelectionRun, Fetched, BrokerUnavailable | None], None] | None = None,
+    on_each: Callable[[SelectionRun, Fetched, PayoutsError | None], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> SelectionRun:
     """Fetch the selection and apply `action` (replay or purge) to each message, at most
     `per_second` a second, once `confirm` (if given) agreed to the count. `on_each` hears of
-    every message done or failed, as it happens. Once `stop` is set, no further message is
-    started; those not done stay in the queue."""
+    every message done, failed or skipped, as it happens. Once `stop` is set, no further message
+    is started; those not done stay in the queue."""
     if any(len(wanted.strip()) < MIN_ID_LENGTH for wanted in selection.ids):
         raise SelectionError(f"ids must have at least {MIN_ID_LENGTH} characters")
     interval = 1 / per_second if per_second else 0.0
@@ -250,9 +286,12 @@ async def run_on_selection(
                 if stop is not None and stop.is_set():
                     run.stopped = "interrupted; the messages not done stay in the queue"
                     return
-                failure: BrokerUnavailable | None = None
+                failure: PayoutsError | None = None
                 try:
                     await action(dlq, item, conn)
+                except NotReplayed as error:
+                    failure = error
+                    run.skipped.append((item.entry.dead_letter_id, str(error)))
                 except BrokerUnavailable as error:
                     failure = error
                     run.failures.append((item.entry.dead_letter_id, str(error)))

@@ -17,6 +17,8 @@ import asyncpg
 import pytest
 
 from broker.publisher import ConfirmedPublisher
+from schema.envelopes import ENVELOPE_TYPE
+from schema.events import encode_event
 from schema.settings import BrokerSettings, DatabaseSettings, Settings, WorkerSettings
 from schema.topology import DELIVERY_LIMIT, ROUTING_KEY, Topology
 from tests.books import assert_books_balance, wallet_balance
@@ -375,3 +377,102 @@ async def test_a_message_the_broker_dead_lettered_itself_can_be_listed_and_repla
             return bool(await scene.fetchval("SELECT status FROM payouts") == "credited")
 
         await wait_until(credited, "the broker's dead letter credited after the replay")
+
+
+async def publish_raw(scene: Scene, message: aio_pika.Message) -> None:
+    await scene.publish([])  # its publisher declares the topology before we publish raw
+    connection = await aio_pika.connect(scene.broker.url)
+    async with connection:
+        exchange = await (await connection.channel()).get_exchange(scene.topology.exchange)
+        await exchange.publish(message, ROUTING_KEY)
+
+
+async def test_a_malformed_envelope_is_listed_as_one_and_replayed_only_when_forced(
+    scene: Scene,
+) -> None:
+    """Dead-lettered whole, it is shown as an envelope with its events counted and its reason;
+    a replay leaves it in the queue (a worker would only dead-letter it again) unless forced."""
+    enclosed = [json.loads(encode_event(payout("wes"))) for _ in range(3)]
+    malformed = json.dumps({"envelope_version": 9, "events": enclosed}).encode()
+    held = payout("xan", create_account=False)
+    async with worker_running(scene.settings()):
+        await publish_raw(
+            scene, aio_pika.Message(malformed, message_id="env-9", type=ENVELOPE_TYPE)
+        )
+        await scene.publish([held])
+        await wait_for_depth(scene, scene.topology.dead_letter_queue, 2, "both dead-lettered")
+
+        (row,) = scene.dlq_json("list", "--envelopes")
+        assert row["kind"] == "poison"
+        assert "not a payout envelope" in row["error"]
+        assert row["envelope"]["events"] == 3
+        assert "not a payout envelope" in row["envelope"]["malformed"]
+        assert {r["envelope"] for r in scene.dlq_json("list", "--reason", "business")} == {None}
+        table = scene.dlq("list").stdout
+        assert "envelope of 3 events" in table
+        assert held.transaction_id in table
+
+        await scene.fetchval(
+            "INSERT INTO accounts (kind, owner, currency) VALUES ('wallet', 'xan', 'COIN')"
+        )
+        skipped = scene.dlq("replay", "--all", "--json")
+        assert skipped.returncode == 0, skipped.stderr
+        summary = json.loads(skipped.stdout)
+        assert (summary["selected"], summary["replayed"], summary["skipped"]) == (2, 1, 1)
+        assert summary["failed"] == 0
+        assert "malformed envelope" in skipped.stderr
+        assert "--force" in skipped.stderr
+        await wait_for_depth(scene, scene.topology.dead_letter_queue, 1, "the held one replayed")
+        (left,) = scene.dlq_json("list")
+        assert left["envelope"]["events"] == 3
+        assert await scene.fetchval("SELECT status FROM dead_letters WHERE kind = 'poison'") == (
+            "dead_lettered"
+        )
+
+        # Forced, it goes back to the work queue, and this release's worker refuses it again.
+        assert scene.dlq_json("replay", "--envelopes", "--force")["replayed"] == 1
+
+        async def poisoned_again() -> bool:
+            poisoned = "SELECT count(*) FROM dead_letters WHERE kind = 'poison'"
+            return int(await scene.fetchval(poisoned)) == 2
+
+        await wait_until(poisoned_again, "the forced envelope dead-lettered again")
+        await wait_for_depth(scene, scene.topology.dead_letter_queue, 1, "back in the queue")
+    assert await scene.fetchval("SELECT count(*) FROM payouts WHERE user_id = 'wes'") == 0
+
+
+async def test_a_whole_envelope_the_broker_dead_lettered_is_replayed_as_an_envelope(
+    scene: Scene, tmp_path: Path
+) -> None:
+    """Well-formed (dead-lettered by the delivery limit), it is replayed as an envelope, even
+    once an export and import lost its AMQP type, and each of its events is credited once."""
+    events = [payout("yul", amount=amount) for amount in (1, 2, 3)]
+    await scene.publish(events, in_envelope=True)
+    connection = await aio_pika.connect(scene.broker.url)
+    async with connection:
+        queue = await (await connection.channel()).get_queue(scene.topology.work_queue)
+        for _ in range(DELIVERY_LIMIT + 1):
+            delivery = await queue.get(timeout=10)
+            await delivery.nack(requeue=True)
+    await wait_for_depth(scene, scene.topology.dead_letter_queue, 1, "dead-lettered by the broker")
+    (row,) = scene.dlq_json("list", "--envelopes")
+    assert row["kind"] == "broker:delivery_limit"
+    assert row["envelope"] == {"events": 3, "malformed": None}
+
+    export = tmp_path / "dead.jsonl"
+    assert scene.dlq_json("export", str(export), "--envelopes")["exported"] == 1
+    assert scene.dlq_json("purge", "--envelopes", "--yes")["purged"] == 1
+    assert scene.dlq_json("import", str(export))["imported"] == 1
+    (imported,) = scene.dlq_json("list", "--envelopes")
+    assert imported["envelope"] == {"events": 3, "malformed": None}
+    async with worker_running(scene.settings()):
+        assert scene.dlq_json("replay", "--envelopes")["replayed"] == 1
+
+        async def credited() -> bool:
+            return int(await scene.fetchval("SELECT count(*) FROM payouts")) == 3
+
+        await wait_until(credited, "the envelope's payouts credited after the replay")
+        await wait_for_depth(scene, scene.topology.work_queue, 0, "the replay settled")
+    assert await scene.fetchval("SELECT balance FROM accounts WHERE owner = 'yul'") == Decimal(6)
+    assert await scene.depth(scene.topology.dead_letter_queue) == 0
+    assert await scene.fetchval("SELECT count(*) FROM ledger_entries") == 6

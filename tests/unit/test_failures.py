@@ -9,8 +9,11 @@ import asyncpg
 import pytest
 
 from payouts.actions.dead_letters import Exported, Selection
+from schema.envelopes import ENVELOPE_TYPE, encode_envelope
+from schema.events import EVENT_TYPE, encode_event
+from tests.factories import payout_event
 from workers import failures
-from workers.dead_letters import DeadLetter
+from workers.dead_letters import DeadEnvelope, DeadLetter
 from workers.failures import (
     Failure,
     FailureKind,
@@ -20,6 +23,7 @@ from workers.failures import (
     retry_headers,
 )
 
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
 BOOM = Failure(FailureKind.TRANSIENT, "ConnectionDoesNotExistError", "connection lost")
 
 
@@ -160,3 +164,47 @@ def test_malformed_export_lines_are_refused_with_a_reason(line: str) -> None:
 def test_deeply_nested_poison_is_shown_as_text() -> None:
     entry = DeadLetter.from_parts({}, b"[" * 100_000, None)
     assert entry.details()["body"].startswith("[[[")
+
+
+ENCLOSED = encode_envelope([payout_event(), payout_event()])
+
+
+@pytest.mark.parametrize(
+    ("body", "message_type", "expected"),
+    [
+        (ENCLOSED, ENVELOPE_TYPE, DeadEnvelope(2, None)),
+        (ENCLOSED, None, DeadEnvelope(2, None)),  # its type lost on the way: told by its body
+        (ENCLOSED.replace(b'"envelope_version":1', b'"envelope_version":9'), None, 2),
+        (ENCLOSED, "payout-envelope.v2", 2),
+        (b'{"envelope_version": 1, "events": []}', ENVELOPE_TYPE, 0),
+        (b"\x00\xff", ENVELOPE_TYPE, None),
+    ],
+)
+def test_an_envelope_dead_lettered_whole_says_how_many_events_and_whether_it_is_malformed(
+    body: bytes, message_type: str | None, expected: DeadEnvelope | int | None
+) -> None:
+    envelope = DeadLetter.from_parts({}, body, "e-1", message_type).envelope
+    assert envelope is not None
+    if isinstance(expected, DeadEnvelope):
+        assert envelope == expected
+    else:  # malformed, with its events counted where they can be
+        assert (envelope.events, envelope.malformed is not None) == (expected, True)
+    assert Selection(envelopes=True).matches(
+        DeadLetter.from_parts({}, body, "e-1", message_type), NOW
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "message_type"),
+    [
+        (encode_event(payout_event()), EVENT_TYPE),
+        (encode_event(payout_event()), None),
+        (b'{"envelope_version": 1}', EVENT_TYPE),  # a single event's poison, not an envelope
+        (b"[" * 100_000, None),
+    ],
+)
+def test_a_single_event_message_is_no_envelope(body: bytes, message_type: str | None) -> None:
+    entry = DeadLetter.from_parts({}, body, "m-1", message_type)
+    assert entry.envelope is None
+    assert entry.summary(NOW)["envelope"] is None
+    assert not Selection(envelopes=True).matches(entry, NOW)
