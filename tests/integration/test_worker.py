@@ -32,7 +32,7 @@ from tests.tcp_proxy import TcpProxy
 from workers.consumer import Worker
 from workers.database import create_pool_when_available
 from workers.envelope_deliveries import ENVELOPE_ID
-from workers.failures import ATTEMPTS, KIND
+from workers.failures import ATTEMPTS, ERROR_MESSAGE, ERROR_TYPE, KIND
 from workers.moves import move_finish_seconds
 
 if TYPE_CHECKING:
@@ -655,6 +655,8 @@ async def test_each_event_of_an_envelope_gets_its_own_outcome_and_the_delivery_o
     assert by_kind["business"].message_id == str(held.event_id)
     assert json.loads(by_kind["poison"].body) == poison
     assert by_kind["poison"].message_id == poison["event_id"]
+    assert "amount must be a decimal string" in str(by_kind["poison"].headers[ERROR_MESSAGE])
+    assert "held_unknown_account" in str(by_kind["business"].headers[ERROR_TYPE])
     assert (
         await queue_depth(settings.broker.url, Topology.from_settings(settings.broker).work_queue)
         == 0
@@ -745,3 +747,70 @@ async def test_an_envelope_the_database_is_away_for_waits_in_a_retry_tier_as_sin
         "pia-1": Decimal(2 + 4 + 6),
     }
     await assert_books_balance(observer)
+
+
+WAITING_ON_A_LOCK = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock'
+"""
+
+
+async def test_a_database_cut_mid_envelope_credits_each_of_its_payouts_exactly_once(
+    settings: Settings, observer: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An envelope spanning three batches: the first is committed, the second is waiting inside
+    its transaction (on a wallet lock the test holds) when the worker's database connections
+    are cut. Once the database is back, every payout of the envelope is credited exactly once,
+    those committed before the cut included."""
+    caplog.set_level(logging.INFO)
+    proxy = await TcpProxy.in_front_of(settings.database.url)
+    cut_off = database_through(proxy, settings, batch_size=2)
+    await observer.execute(
+        "INSERT INTO accounts (kind, owner, currency) VALUES "
+        "('wallet', 'quin', 'COIN'), ('wallet', 'rae', 'COIN')"
+    )
+    events = [event("quin", 1), event("quin", 2), *(event("rae", n) for n in (3, 4, 5, 6))]
+
+    async def first_batch_committed() -> bool:
+        return await count(observer, "SELECT count(*) FROM payouts") == 2
+
+    async def second_batch_waiting() -> bool:
+        return await count(observer, WAITING_ON_A_LOCK) > 0
+
+    async def all_credited() -> bool:
+        credited = "SELECT count(*) FROM payouts WHERE status = 'credited'"
+        return (
+            await count(observer, credited) == len(events)
+            and await queue_depth(
+                settings.broker.url, Topology.from_settings(settings.broker).work_queue
+            )
+            == 0
+        )
+
+    try:
+        async with publisher_for(settings) as publisher, worker_running(cut_off):
+            holding = observer.transaction()
+            await holding.start()
+            try:
+                await observer.execute("SELECT 1 FROM accounts WHERE owner = 'rae' FOR UPDATE")
+                await publisher.publish_envelope(events)
+                await wait_until(first_batch_committed, "the envelope's first batch committed")
+                await wait_until(second_batch_waiting, "the next batch waiting on the wallet")
+                await proxy.cut()
+            finally:
+                await holding.rollback()
+            await proxy.restore()
+            await wait_until(all_credited, "every payout of the envelope credited")
+            await asyncio.sleep(1)  # time for a copy credited twice to show
+    finally:
+        await proxy.close()
+    assert await count(observer, "SELECT count(*) FROM payouts") == len(events)
+    assert await count(observer, "SELECT count(*) FROM ledger_entries") == 2 * len(events)
+    balances = await observer.fetch("SELECT owner, balance FROM accounts WHERE kind = 'wallet'")
+    assert {row["owner"]: row["balance"] for row in balances} == {
+        "quin": Decimal(1 + 2),
+        "rae": Decimal(3 + 4 + 5 + 6),
+    }
+    await assert_books_balance(observer)
+    retried = {"transient failure, retrying in place", "delivery failed; retrying later"}
+    assert retried & {record.getMessage() for record in caplog.records}, "the cut hit no batch"
