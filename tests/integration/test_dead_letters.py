@@ -100,6 +100,19 @@ class Scene:
     async def fetchval(self, query: str, *args: Any) -> Any:
         return await fetch_value(self.database_url, query, *args)
 
+    async def returned_until_the_broker_dead_letters_it(self) -> None:
+        """A consumer returns the work queue's one message until its delivery limit is spent and
+        the broker dead-letters it, with only x-death."""
+        connection = await aio_pika.connect(self.broker.url)
+        async with connection:
+            queue = await (await connection.channel()).get_queue(self.topology.work_queue)
+            for _ in range(DELIVERY_LIMIT + 1):
+                delivery = await queue.get(timeout=10)
+                await delivery.nack(requeue=True)
+        await wait_for_depth(
+            self, self.topology.dead_letter_queue, 1, "dead-lettered by the broker"
+        )
+
     async def publish(self, events: list[PayoutEvent], *, in_envelope: bool = False) -> None:
         publisher = ConfirmedPublisher(self.broker, "test")
         publisher.start()
@@ -361,13 +374,7 @@ async def test_a_message_the_broker_dead_lettered_itself_can_be_listed_and_repla
     broker dead-letters it with only x-death. The tool still shows and replays it."""
     event = payout("jack", amount=4)
     await scene.publish([event])
-    connection = await aio_pika.connect(scene.broker.url)
-    async with connection:
-        queue = await (await connection.channel()).get_queue(scene.topology.work_queue)
-        for _ in range(DELIVERY_LIMIT + 1):
-            delivery = await queue.get(timeout=10)
-            await delivery.nack(requeue=True)
-    await wait_for_depth(scene, scene.topology.dead_letter_queue, 1, "dead-lettered by the broker")
+    await scene.returned_until_the_broker_dead_letters_it()
     (row,) = scene.dlq_json("list", "--reason", "broker:delivery_limit")
     assert (row["transaction_id"], row["provider_instance"]) == (event.transaction_id, "ow")
     async with worker_running(scene.settings()):
@@ -448,13 +455,7 @@ async def test_a_whole_envelope_the_broker_dead_lettered_is_replayed_as_an_envel
     once an export and import lost its AMQP type, and each of its events is credited once."""
     events = [payout("yul", amount=amount) for amount in (1, 2, 3)]
     await scene.publish(events, in_envelope=True)
-    connection = await aio_pika.connect(scene.broker.url)
-    async with connection:
-        queue = await (await connection.channel()).get_queue(scene.topology.work_queue)
-        for _ in range(DELIVERY_LIMIT + 1):
-            delivery = await queue.get(timeout=10)
-            await delivery.nack(requeue=True)
-    await wait_for_depth(scene, scene.topology.dead_letter_queue, 1, "dead-lettered by the broker")
+    await scene.returned_until_the_broker_dead_letters_it()
     (row,) = scene.dlq_json("list", "--envelopes")
     assert row["kind"] == "broker:delivery_limit"
     assert row["envelope"] == {"events": 3, "malformed": None}
