@@ -130,13 +130,20 @@ class ProviderSimulator:
         await self._paced(lambda sent, _: sent < count, spread_seconds / max(count, 1), concurrency)
 
     @contextlib.asynccontextmanager
-    async def traffic(self, per_second: float, at_least_seconds: float) -> AsyncIterator[None]:
+    async def traffic(
+        self, per_second: float, at_least_seconds: float, burst: int = 1
+    ) -> AsyncIterator[None]:
         """Payouts arriving at `per_second` while the body runs, and for `at_least_seconds`: a
-        fault injected in the body meets requests in flight however long it takes."""
+        fault injected in the body meets requests in flight however long it takes. They come
+        `burst` at a time (as a provider flushing its retry queue sends them), the same number
+        a second: concurrent callbacks, which the ingress gathers into envelopes."""
         over = asyncio.Event()
         sending = asyncio.create_task(
             self._paced(
-                lambda _, elapsed: elapsed < at_least_seconds or not over.is_set(), 1 / per_second
+                lambda _, elapsed: elapsed < at_least_seconds or not over.is_set(),
+                1 / per_second,
+                concurrency=max(8, burst),
+                burst=burst,
             )
         )
         try:
@@ -154,8 +161,10 @@ class ProviderSimulator:
         more: Callable[[int, float], bool],
         interval_seconds: float,
         concurrency: int = 8,
+        burst: int = 1,
     ) -> None:
-        """A first send every `interval_seconds` while `more(sent so far, seconds elapsed)`."""
+        """A first send every `interval_seconds` on average while `more(sent so far, seconds
+        elapsed)`, `burst` of them at the same moment."""
         limit = asyncio.Semaphore(concurrency)
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -176,8 +185,9 @@ class ProviderSimulator:
                     )
                     self.payouts.append(payout)
                     deliveries.append(asyncio.create_task(deliver(payout)))
-                    due = started + len(deliveries) * interval_seconds
-                    await asyncio.sleep(max(0.0, due - loop.time()))
+                    if len(deliveries) % burst == 0:
+                        due = started + len(deliveries) * interval_seconds
+                        await asyncio.sleep(max(0.0, due - loop.time()))
                 await asyncio.gather(*deliveries)
             finally:  # cancelled: no send outlives the simulator
                 for delivery in deliveries:

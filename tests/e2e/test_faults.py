@@ -12,12 +12,14 @@ from urllib.parse import urlsplit
 
 import aio_pika
 import asyncpg
+import httpx
 import pytest
 
 from schema.topology import ROUTING_KEY, Topology
 from tests.broker_admin import close_connections
 from tests.e2e.provider import ProviderSimulator, Reconciliation, reconcile
 from tests.e2e.stack import RETRY_TIERS
+from tests.metrics_reading import sample_value
 from tests.polling import wait_until
 from tests.tcp_proxy import TcpProxy
 
@@ -32,6 +34,10 @@ if TYPE_CHECKING:
 PAYOUTS_PER_SECOND = 25.0
 TRAFFIC_SECONDS = 12.0
 SETTLE_SECONDS = 120.0
+# Callbacks arriving together, so the ingress (broker.max_events_per_message at its default)
+# gathers them into envelopes and every fault meets envelopes as well as single events.
+BURST = 8
+EVENTS_PER_MESSAGE = "payouts_ingress_events_per_message"
 
 
 async def settle(stack: Stack) -> None:
@@ -66,12 +72,24 @@ async def run_under_fault(
         for _ in range(workers)
     ]
     provider = ProviderSimulator(stack, seed)
-    async with provider.traffic(PAYOUTS_PER_SECOND, TRAFFIC_SECONDS):
+    async with provider.traffic(PAYOUTS_PER_SECOND, TRAFFIC_SECONDS, burst=BURST):
         await fault(running)
     await settle(stack)
     result = await reconcile(stack, provider.payouts)
     assert provider.tampered_answers.keys() <= {403}, provider.tampered_answers
+    await assert_envelopes_published(stack, result)
     return result
+
+
+async def assert_envelopes_published(stack: Stack, result: Reconciliation) -> None:
+    """Some of the messages the ingress published carried more than one event: the run tested
+    envelopes, not only single-event messages. Their counts go into the run's details."""
+    async with httpx.AsyncClient(base_url=stack.base_url) as client:
+        exposition = (await client.get("/metrics")).text
+    messages = int(sample_value(exposition, f"{EVENTS_PER_MESSAGE}_count"))
+    single = int(sample_value(exposition, f"{EVENTS_PER_MESSAGE}_bucket", le="1.0"))
+    result.details["messages"], result.details["enveloped"] = messages, messages - single
+    assert messages > single, f"none of the {messages} messages carried more than one event"
 
 
 async def test_workers_killed_repeatedly_under_load(stack: Stack) -> None:
@@ -259,6 +277,7 @@ async def test_business_failure_fixed_and_replayed_through_the_real_pipeline(sta
     held = await reconcile(stack, provider.payouts)
     held.assert_clean()  # held is recorded, not lost
     assert held.details["credited"] == 0
+    await assert_envelopes_published(stack, held)  # held ones came out of envelopes too
 
     conn = await asyncpg.connect(stack.database_url)
     try:  # the fix: the game creates its users' wallets, crediting nothing itself
