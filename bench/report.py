@@ -419,6 +419,10 @@ def _markdown(
         f"{proofs['polled']['answer_p50_ms']:.1f} ms | {proofs['polled']['answer_p99_ms']:.1f} ms"
         f" | {proofs['polled']['refused']} | {proofs['polled']['errors']} |",
         "",
+        "The polled payouts' receipts were drawn just before, one request each: "
+        f"{proofs['polled']['warm_up_refused']} of",
+        f"those {proofs['polled']['payouts']:,} answers were refused.",
+        "",
         "## Memory",
         "",
         "Resident set of the largest process, sampled every second.",

@@ -401,6 +401,7 @@ def sample_results() -> tuple[dict[str, Any], dict[str, list[tuple[float, float]
                 "polled": {
                     **steady(1800, True, protocol="proof API (002), polled"),
                     "payouts": 500,
+                    "warm_up_refused": 0,
                 },
             },
             "max_events_per_message": 10,
@@ -510,6 +511,7 @@ def test_the_report_states_each_target_and_keeps_the_notes(tmp_path: Path) -> No
         in text
     )
     assert "| polled, paced, 15 s | 500 | 1,800/s | 1,800/s | 3.0 ms | 50.0 ms | 0 | 0 |" in text
+    assert "one request each: 0 of\nthose 500 answers were refused." in text
     assert (
         "| offerwall_md5 (000) | 4,000/s | 2.0 ms | 9.0 ms | 0 | 0.80 | 1.14 | 0.27 | 2.22 |"
         in text
