@@ -483,7 +483,7 @@ def _markdown(
         "## Reproduce",
         "",
         "```sh",
-        f"bench/run.sh                      # about 13 minutes; writes this file and {plot}",
+        f"bench/run.sh                      # about 12 minutes; writes this file and {plot}",
         "bench/run.sh --soak-seconds 600   # each soak ten minutes: about 30 minutes, at most",
         "                                  # 41 when the soak at the highest rate does not hold",
         "bench/run.sh --parts end_to_end   # one part (or several, comma-separated): prints its",
