@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
 import random
@@ -16,6 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -23,8 +25,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import aio_pika
 import asyncpg
+import httpx
 
 from bench import broker_ceiling, report
+from bench.constants import (
+    ABANDON_BEHIND_SECONDS,
+    ANSWER_WAIT_SECONDS,
+    CONNECTIONS,
+    MAX_CONNECTIONS,
+    SOAK_BUDGET,
+    SOAK_FRACTIONS,
+    WAITS_FOR_OUTCOME,
+)
+from bench.observed import IngressCounts, ingress_counts, latest_settled, read_settled
 from bench.processes import (
     MEASURED,
     CpuMeter,
@@ -38,9 +51,14 @@ from bench.processes import (
 from bench.search import Step, highest_sustained, lowest_not_sustained
 from bench.traffic import (
     ACCEPTED_BODIES,
+    PARTNER,
+    PROOF_ACCEPTED_BODY,
     PROTOCOLS,
     SECRETS,
+    each_once,
     pick_user,
+    polled,
+    proof_lookup,
     sample_event,
     write_requests,
 )
@@ -52,12 +70,13 @@ from tests.e2e.stack import free_port
 from workers import event_loop
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Callable
+
+    from bench.traffic import Request
 
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
-CONNECTIONS = 32  # concurrent requests from the load generator, and publishes for the ceiling
 PGBENCH_CLIENTS = 10  # = the worker's database pool
 MEASURE_SECONDS = 10
 DRAIN_PAYOUTS = 100_000
@@ -72,6 +91,28 @@ DRAIN_LIMIT_SECONDS = 120
 # The profiled drain's length at the unprofiled rate: the sampler's 5 s, its start and a margin
 # for the sampler's own cost.
 PROFILE_DRAIN_SECONDS = 12
+WATCH_SECONDS = 5  # between two looks at a soak attempt
+# Of spec 000's rate: what specs 001 and 004 must sustain.
+JSON_SHARE = 0.8
+# Spec 002: the payouts of specs 001 and 004 its partner may see, how many it asks for once
+# each, and how many it polls.
+PARTNER_INSTANCES = ("aigame", "billing")
+PROOF_PAYOUTS = 20_000
+POLLED_PAYOUTS = 500
+PROOF_NAME = "proof API (002), polled"
+PROOF_FIRST_LABEL = "proof API (002), each payout once"
+# What `--parts` may name, in the order a run takes them.
+PARTS = (
+    "http_ceiling",
+    "broker_ceiling",
+    "publishing_ceiling",
+    "pgbench_baseline",
+    "naive_handler",
+    "ingress_per_protocol",
+    "ingress_processes",
+    "worker_drain",
+    "end_to_end",
+)
 
 CONFIG = """
 [database]
@@ -124,7 +165,34 @@ secret_env = "BENCH_BILLING_SECRET"
 default_currency = "VND"
 max_amount = "10000000"
 account_policy = "create"
+
+[[partners]]
+pid = "{partner}"
+api_key_env = "BENCH_PROOF_API_KEY"
+secret_env = "BENCH_PROOF_SECRET"
+provider_instances = {partner_instances}
 """
+
+
+@dataclass(frozen=True)
+class _Pipeline:
+    """The ingress and the worker of the end-to-end run."""
+
+    ingress: Service
+    worker: Service
+
+    @property
+    def pids(self) -> dict[str, list[int]]:
+        assert self.ingress.popen is not None
+        assert self.worker.popen is not None
+        return {"ingress": [self.ingress.popen.pid], "worker": [self.worker.popen.pid]}
+
+
+def _connections(protocol: str, rate: float) -> int:
+    """wrk's connections for a steady run of `protocol` at `rate`."""
+    if not protocol.startswith(WAITS_FOR_OUTCOME):
+        return CONNECTIONS
+    return min(MAX_CONNECTIONS, max(CONNECTIONS, math.ceil(rate * ANSWER_WAIT_SECONDS)))
 
 
 class Bench:
@@ -144,6 +212,7 @@ class Bench:
         self.steps_run: list[str] = []
         self.memory: dict[str, list[tuple[float, float]]] = {}
         self.env = {**os.environ, **SECRETS, "PAYOUTS_CONFIG": str(self.config)}
+        self._pipeline: _Pipeline  # while the end-to-end run is on
 
     # -- set-up and tear-down ------------------------------------------------------------------
 
@@ -160,6 +229,8 @@ class Bench:
                 namespace=self.namespace,
                 port=self.port,
                 status_port=self.status_port,
+                partner=PARTNER,
+                partner_instances=json.dumps(list(PARTNER_INSTANCES)),
             )
         )
         await self._payouts("migrate")
@@ -210,15 +281,6 @@ class Bench:
             return await conn.fetchval(query, *args)
         finally:
             await conn.close()
-
-    async def _sql_row(self, query: str, *args: Any) -> asyncpg.Record:
-        conn = await asyncpg.connect(self.database_url)
-        try:
-            row = await conn.fetchrow(query, *args)
-        finally:
-            await conn.close()
-        assert row is not None, query  # asked only of aggregates, which always return a row
-        return row
 
     # -- ceilings and baselines ------------------------------------------------------------------
 
@@ -555,33 +617,64 @@ class Bench:
         )
 
     async def end_to_end(self, ceiling: float) -> None:
-        """Stepped steady rates to find the highest the pipeline sustains, then a soak at half of
-        it with the request-to-credit latency measured from the books."""
+        """Stepped steady rates to find the highest the pipeline sustains; a soak at that rate,
+        stepping down when it does not hold; a soak at half the rate that held, with the
+        request-to-credit latency; the protocols that wait for the outcome at half and at
+        JSON_SHARE of it; and the partners' look-ups of spec 002."""
         ingress, worker = self._ingress(), self._workers(1)
+        self._pipeline = _Pipeline(ingress, worker)
         ingress.start()
         worker.start()
         try:
             await wait_http(f"http://127.0.0.1:{self.port}/readyz")
             await wait_http(f"http://127.0.0.1:{self.status_port}/readyz")
-            assert ingress.popen is not None
-            assert worker.popen is not None
-            pids = {"ingress": [ingress.popen.pid], "worker": [worker.popen.pid]}
             sustained, steps = await highest_sustained(
-                lambda rate: self._steady("offerwall_md5", rate, STEP_SECONDS, pids), ceiling
+                lambda rate: self._steady("offerwall_md5", rate, STEP_SECONDS), ceiling
             )
-            await self._profile_end_to_end(steps, pids)
-            # Half the highest sustained rate; half the first step's if none was sustained.
-            half = (sustained or steps[0]["target_per_second"]) / 2
-            # The memory samples taken during the steady run: whether it grows is judged on them.
-            soak_from = len(ingress.rss_samples), len(worker.rss_samples)
-            soak = await self._steady("adjoe", half, self.soak_seconds, pids)
-            self.memory["ingress (steady run)"] = ingress.rss_samples[soak_from[0] :]
-            self.memory["worker (steady run)"] = worker.rss_samples[soak_from[1] :]
-            # Both protocols that answer with the outcome, at the same half rate.
+            await self._profile_end_to_end(steps)
+            # The rate of the step sustained at the highest rate, to be held for the whole soak;
+            # the first step's if none was.
+            highest = max(
+                (step for step in steps if step["sustained"]),
+                key=lambda step: step["achieved_per_second"],
+                default=steps[0],
+            )["target_per_second"]
+            soaks, held = [], None
+            budget = SOAK_BUDGET * self.soak_seconds
+            for fraction in SOAK_FRACTIONS:
+                if budget < self.soak_seconds:
+                    break  # no whole soak left in the budget
+                window = self._memory_window()
+                attempt = await self._steady(
+                    "offerwall_md5", highest * fraction, self.soak_seconds, watch=True
+                )
+                soaks.append(attempt)
+                budget -= attempt["ran_seconds"]
+                self._keep_memory(
+                    window,
+                    f"soak at {attempt['target_per_second']:,.0f}/s"
+                    + ("" if attempt["sustained"] else ", not held"),
+                )
+                if attempt["sustained"]:
+                    held = attempt
+                    break
+            # Spec 000's rate, which the others are measured against: the soak's that held;
+            # the highest step's if none did.
+            rate = held["target_per_second"] if held is not None else highest
+            window = self._memory_window()
+            soak = await self._steady("adjoe", rate / 2, self.soak_seconds)
+            self._keep_memory(window, "soak at half that rate")
+            # Both protocols that answer with the outcome: at half the rate for their answer
+            # times, and at JSON_SHARE of it for their throughput.
             json_answers = [
-                await self._steady(protocol, half, STEP_SECONDS, pids)
-                for protocol in ("aigame_payout", "wallet_billing")
+                await self._steady(protocol, rate / 2, STEP_SECONDS)
+                for protocol in WAITS_FOR_OUTCOME
             ]
+            json_rates = [
+                await self._steady(protocol, rate * JSON_SHARE, STEP_SECONDS)
+                for protocol in WAITS_FOR_OUTCOME
+            ]
+            proofs = await self._proofs(rate / 2)
         finally:
             await ingress.stop()
             await worker.stop()
@@ -589,117 +682,251 @@ class Bench:
             "ceiling_per_second": ceiling,
             "steps": steps,
             "highest_sustained_per_second": sustained,
+            "soaks": soaks,
+            "held_per_second": held["achieved_per_second"] if held is not None else None,
+            "rate_per_second": rate,
             "soak": soak,
             "json_answers": json_answers,
+            "json_rates": json_rates,
+            "json_share": JSON_SHARE,
+            "proofs": proofs,
+            "max_events_per_message": BrokerSettings.model_fields["max_events_per_message"].default,
         }
         self.memory["ingress (end to end)"] = ingress.rss_samples
         self.memory["worker (end to end)"] = worker.rss_samples
 
-    async def _profile_end_to_end(self, steps: list[Step], pids: dict[str, list[int]]) -> None:
+    def _memory_window(self) -> tuple[int, int]:
+        """Where the pipeline's memory samples stand: a run's are those taken after."""
+        return len(self._pipeline.ingress.rss_samples), len(self._pipeline.worker.rss_samples)
+
+    def _keep_memory(self, window: tuple[int, int], label: str) -> None:
+        self.memory[f"ingress ({label})"] = self._pipeline.ingress.rss_samples[window[0] :]
+        self.memory[f"worker ({label})"] = self._pipeline.worker.rss_samples[window[1] :]
+
+    async def _profile_end_to_end(self, steps: list[Step]) -> None:
         """The lowest rate not sustained, once more, with the ingress and the worker sampled: what
         held the pipeline there. A step of its own: the sampler's CPU would slow a measured one."""
         if (failed := lowest_not_sustained(steps)) is None:
             return
         rate = failed["target_per_second"]
         await self._profiled(
-            {f"end to end at {rate:,.0f}/s: {name}": group[0] for name, group in pids.items()},
-            self._steady("offerwall_md5", rate, STEP_SECONDS, pids),
+            {
+                f"end to end at {rate:,.0f}/s: {name}": group[0]
+                for name, group in self._pipeline.pids.items()
+            },
+            self._steady("offerwall_md5", rate, STEP_SECONDS),
             STEP_SECONDS,
         )
 
+    async def _proofs(self, rate: float) -> dict[str, Any]:
+        """Spec 002 against the payouts of specs 001 and 004 just credited: flat out, each payout
+        asked for once (each answer draws its receipt); then paced at `rate`, a partner polling
+        POLLED_PAYOUTS payouts whose receipts were drawn before (the ingress keeps them)."""
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            rows = await conn.fetch(
+                "SELECT transaction_id FROM payouts"
+                " WHERE provider_instance = ANY($1::text[]) AND status = 'credited' LIMIT $2",
+                list(PARTNER_INSTANCES),
+                PROOF_PAYOUTS,
+            )
+        finally:
+            await conn.close()
+        order_ids = [row["transaction_id"] for row in rows]
+        if len(order_ids) < 2 * POLLED_PAYOUTS:
+            raise RuntimeError(f"only {len(order_ids)} payouts of specs 001 and 004 to look up")
+        first = self.workdir / "proof-first.requests"
+        write_requests(first, each_once(order_ids), len(order_ids), seed=2)
+        ingress_pid = self._pipeline.pids["ingress"][0]
+        first_lookups = await self._metered(
+            PROOF_FIRST_LABEL,
+            [ingress_pid],
+            wrk(
+                f"http://127.0.0.1:{self.port}",
+                first,
+                seconds=MEASURE_SECONDS,
+                connections=CONNECTIONS,
+                accepted_body=PROOF_ACCEPTED_BODY,
+            ),
+        )
+        # The last ones: the flat-out run asked for the first ones.
+        chosen = order_ids[-POLLED_PAYOUTS:]
+        warm_up_refused = await self._look_up_once(chosen)
+        polled_run = await self._steady(
+            PROOF_NAME,
+            rate,
+            STEP_SECONDS,
+            make=polled(chosen),
+            accepted_body=PROOF_ACCEPTED_BODY,
+            credits=False,
+        )
+        return {
+            "first_lookups": {**_load(first_lookups), "payouts": len(order_ids)},
+            "polled": {**polled_run, "payouts": len(chosen), "warm_up_refused": warm_up_refused},
+        }
+
+    async def _look_up_once(self, order_ids: list[str]) -> int:
+        """Each of `order_ids` asked for once, a few at a time: their receipts drawn. How many
+        answers were not a success."""
+        slots = asyncio.Semaphore(16)
+        refused = 0
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}") as client:
+
+            async def ask(order_id: str) -> None:
+                nonlocal refused
+                request = proof_lookup(order_id)
+                async with slots:
+                    answer = await client.post(
+                        request.path, content=request.body, headers=dict(request.headers)
+                    )
+                refused += PROOF_ACCEPTED_BODY not in answer.text
+
+            await asyncio.gather(*(ask(order_id) for order_id in order_ids))
+        return refused
+
     async def _steady(
-        self, protocol: str, rate: float, seconds: int, pids: dict[str, list[int]]
+        self,
+        protocol: str,
+        rate: float,
+        seconds: int,
+        *,
+        watch: bool = False,
+        make: Callable[[random.Random], Request] | None = None,
+        accepted_body: str | None = None,
+        credits: bool = True,
     ) -> dict[str, Any]:
-        """One steady rate for `seconds`, with the cores each of `pids` used meanwhile."""
-        name = next(name for name in PROTOCOLS if name.startswith(protocol))
+        """One steady rate for `seconds` against the running pipeline, with the cores each of
+        its processes used meanwhile. With `watch`, the run stops early once it can no longer
+        be sustained (`_watch`). `make` builds the requests (else the protocol's own);
+        `credits` is False for requests that credit nothing (spec 002)."""
+        name = next((name for name in PROTOCOLS if name.startswith(protocol)), protocol)
         # Fresh transactions for every step (and fresh timestamps for spec 001's window).
         requests = self.workdir / f"steady-{len(self.steps_run)}.requests"
         self.steps_run.append(name)
         write_requests(
             requests,
-            PROTOCOLS[name],
+            make or PROTOCOLS[name],
             int(rate * seconds * 1.2) + 1000,
             seed=100 + len(self.steps_run),
         )
-        started = datetime.now(UTC)
-        meter = CpuMeter(pids)
+        pipeline = self._pipeline
+        log_offset = pipeline.worker.log_path.stat().st_size
+        before = await ingress_counts(self._metrics_url)
+        connections = _connections(name, rate)
+        abandoned: list[str] = []
+        started = time.monotonic()
+        meter = CpuMeter(pipeline.pids)
         meter.start()
         load = await wrk(
             f"http://127.0.0.1:{self.port}",
             requests,
             seconds=seconds,
-            connections=CONNECTIONS,
+            connections=connections,
             rate=rate,
-            accepted_body=ACCEPTED_BODIES.get(name, ""),
+            accepted_body=ACCEPTED_BODIES.get(name, "") if accepted_body is None else accepted_body,
+            watch=self._watch(rate, seconds, before, abandoned) if watch else None,
         )
         cores = meter.stop()
         ended = datetime.now(UTC)
+        ran = time.monotonic() - started
+        counts = await ingress_counts(self._metrics_url) - before
+        requests.unlink()  # a soak's file is large
         # Every payout of the step credited before the latency is read, and before the next step
         # starts: else the slowest credits would be missing from it, and the next step would
         # start behind this one's backlog.
-        last_credit = await self._drained(started)
-        conn = await asyncpg.connect(self.database_url)
-        try:
-            latency = await conn.fetchrow(
-                "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag) AS p50,"
-                " percentile_cont(0.99) WITHIN GROUP (ORDER BY lag) AS p99, count(*) AS n"
-                " FROM (SELECT extract(epoch FROM credited_at - received_at) * 1000 AS lag"
-                " FROM payouts WHERE received_at >= $1) AS lags",
-                started,
-            )
-        finally:
-            await conn.close()
-        assert latency is not None  # an aggregate always returns its row
+        await self._drained()
+        settled = read_settled(pipeline.worker.log_path, log_offset)
+        last_credit = settled.last_credit
         return {
             "protocol": name,
             "target_per_second": rate,
             "achieved_per_second": load.requests_per_second,
+            "connections": connections,
             "answer_p50_ms": load.p50_ms,
             "answer_p99_ms": load.p99_ms,
-            "credit_p50_ms": float(latency["p50"] or 0),
-            "credit_p99_ms": float(latency["p99"] or 0),
-            "credited": latency["n"],
+            "credit_p50_ms": settled.percentile(0.5),
+            "credit_p99_ms": settled.percentile(0.99),
+            "credited": len(settled.credit_lags_ms),
             "non_2xx": load.non_2xx,
             "errors": load.errors,
             "refused": load.refused,
+            "events_per_message": counts.events / counts.messages if counts.messages else None,
+            "events": counts.events,
+            "messages": counts.messages,
             "caught_up_seconds": (
                 (last_credit - ended).total_seconds() if last_credit is not None else None
             ),
+            "abandoned": abandoned[0] if abandoned else None,
             # Sustained: the rate reached, every answer an acceptance, and the last payout
             # credited within CAUGHT_UP_SECONDS of the load's end.
             "sustained": (
                 load.requests_per_second >= 0.95 * rate
                 and load.refused == 0
                 and load.errors == 0
-                and last_credit is not None
-                and last_credit <= ended + timedelta(seconds=CAUGHT_UP_SECONDS)
+                and not abandoned
+                and (
+                    not credits
+                    or (
+                        last_credit is not None
+                        and last_credit <= ended + timedelta(seconds=CAUGHT_UP_SECONDS)
+                    )
+                )
             ),
             "seconds": seconds,
+            "ran_seconds": round(ran, 1),
             "cores": cores,
         }
 
-    async def _drained(self, since: datetime) -> datetime | None:
-        """Wait until the payouts received since `since` are all credited: the work queue empty
-        and no new credit for QUIET_SECONDS (the worker's prefetched deliveries are not in the
-        queue's count). The last credit's time, or None if nothing was credited."""
+    @property
+    def _metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/metrics"
+
+    async def _watch(
+        self, rate: float, seconds: int, before: IngressCounts, reasons: list[str]
+    ) -> None:
+        """Return, with the reason in `reasons`, once a run at `rate` for `seconds` can no longer
+        be sustained: a callback refused, 95% of the rate out of reach even if every remaining
+        second ran at the full rate, or the worker more than ABANDON_BEHIND_SECONDS behind."""
+        started, started_at = time.monotonic(), datetime.now(UTC)
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            elapsed = time.monotonic() - started
+            counts = await ingress_counts(self._metrics_url) - before
+            if counts.refused:
+                reasons.append(f"{counts.refused:,.0f} callbacks refused in {elapsed:.0f} s")
+                return
+            if counts.answered + rate * (seconds - elapsed) < 0.95 * rate * seconds:
+                reasons.append(
+                    f"{counts.answered / elapsed:,.0f}/s answered in {elapsed:.0f} s:"
+                    " 95% of the rate out of reach"
+                )
+                return
+            latest = latest_settled(self._pipeline.worker.log_path)
+            if latest is None:
+                continue  # the log's last lines are about something else
+            if latest[0] < started_at:
+                behind = elapsed  # nothing settled since the start
+            else:
+                behind = max(latest[1], (datetime.now(UTC) - latest[0]).total_seconds())
+            if behind > ABANDON_BEHIND_SECONDS:
+                reasons.append(f"the worker {behind:.0f} s behind after {elapsed:.0f} s")
+                return
+
+    async def _drained(self) -> None:
+        """Wait until the payouts received so far are all settled: the work queue empty and no
+        payout settled for QUIET_SECONDS (the worker's prefetched deliveries are not in the
+        queue's count), as the worker's log says."""
         deadline = time.monotonic() + DRAIN_LIMIT_SECONDS
-        seen: tuple[int, datetime | None] = (-1, None)
+        seen: tuple[datetime, float] | None = None
         changed = time.monotonic()
         while time.monotonic() < deadline:
-            row = await self._sql_row(
-                "SELECT count(*) AS n, max(credited_at) AS last FROM payouts"
-                " WHERE received_at >= $1 AND credited_at IS NOT NULL",
-                since,
-            )
-            now = (int(row["n"]), row["last"])
-            if now != seen:
-                seen, changed = now, time.monotonic()
+            latest = latest_settled(self._pipeline.worker.log_path)
+            if latest != seen:
+                seen, changed = latest, time.monotonic()
             elif time.monotonic() - changed >= QUIET_SECONDS and not await self._backlog():
-                return seen[1]
+                return
             await asyncio.sleep(0.25)
-        raise RuntimeError(
-            f"payouts received since {since} not credited in {DRAIN_LIMIT_SECONDS} s"
-        )
+        raise RuntimeError(f"the payouts received were not settled in {DRAIN_LIMIT_SECONDS} s")
 
     async def _backlog(self) -> int:
         connection = await aio_pika.connect(self.broker_url)
@@ -727,50 +954,66 @@ def _with_database(url: str, database: str) -> str:
 
 async def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--soak-seconds", type=int, default=60, help="the steady run (default 60)")
+    parser.add_argument("--soak-seconds", type=int, default=60, help="each soak (default 60)")
     parser.add_argument("--report", default=str(ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument(
+        "--parts",
+        help="only these parts, comma-separated, of: " + ", ".join(PARTS) + " (end_to_end runs"
+        " broker_ceiling too, for its ceiling). To reproduce part of the report: the results"
+        " are printed and the report is not written. Default: every part, and the report.",
+    )
     args = parser.parse_args()
+    parts = PARTS if args.parts is None else tuple(args.parts.split(","))
+    if unknown := set(parts) - set(PARTS):
+        parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
+    if "end_to_end" in parts:
+        parts = (*parts, "broker_ceiling")
     admin_url = os.environ.get(
         "BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
     )
     broker_url = os.environ.get("BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
     started = time.monotonic()
+    seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="payouts-bench-") as workdir:
         bench = Bench(admin_url, broker_url, Path(workdir), args.soak_seconds)
         try:
-            await bench.set_up()
-            for step in (
-                bench.http_ceiling,
-                bench.broker_ceiling,
-                bench.publishing_ceiling,
-                bench.pgbench_baseline,
-                bench.naive_handler,
-                bench.ingress_per_protocol,
-                bench.ingress_processes,
-                bench.worker_drain,
-            ):
-                print(f"bench: {step.__name__} ...", flush=True)
-                await step()
-            # The lower of the broker's two ceilings: what the pipeline could at best sustain.
-            ceiling = min(
-                bench.results["broker"]["publish_per_second"],
-                bench.results["broker"]["consume_per_second"],
-            )
-            print("bench: end_to_end ...", flush=True)
-            await bench.end_to_end(ceiling)
+            await _timed(seconds, "set_up", bench.set_up())
+            for name in PARTS:
+                if name not in parts:
+                    continue
+                if name == "end_to_end":
+                    # The lower of the broker's two ceilings: what the pipeline could at best
+                    # sustain.
+                    ceiling = min(
+                        bench.results["broker"]["publish_per_second"],
+                        bench.results["broker"]["consume_per_second"],
+                    )
+                    await _timed(seconds, name, bench.end_to_end(ceiling))
+                else:
+                    await _timed(seconds, name, getattr(bench, name)())
         finally:
-            await bench.tear_down()
+            await _timed(seconds, "tear_down", bench.tear_down())
     bench.results["run"] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(time.monotonic() - started),
+        "parts": {name: round(took) for name, took in seconds.items()},
         "machine": _machine(),
         "cores": os.cpu_count() or 1,
         "command": "bench/run.sh"
         + (f" --soak-seconds {args.soak_seconds}" if args.soak_seconds != 60 else ""),
     }
-    report.write(Path(args.report), bench.results, bench.memory)
+    if args.parts is None:
+        report.write(Path(args.report), bench.results, bench.memory)
     print(json.dumps(bench.results, indent=2, default=str))
     return 0
+
+
+async def _timed(seconds: dict[str, float], name: str, work: Awaitable[None]) -> None:
+    print(f"bench: {name} ...", flush=True)
+    started = time.monotonic()
+    await work
+    seconds[name] = time.monotonic() - started
+    print(f"bench: {name} took {seconds[name]:.0f} s", flush=True)
 
 
 def _machine() -> str:

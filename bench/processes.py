@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Sequence
 
 __all__ = [
     "MEASURED",
@@ -147,9 +147,12 @@ async def wrk(
     threads: int = 1,
     rate: float = 0,
     accepted_body: str = "",
+    watch: Awaitable[object] | None = None,
 ) -> Load:
     """Replay `requests_file` against `url` with wrk; `rate` > 0 paces it (requests/s). With
-    `accepted_body` (texts separated by "|"), an answer holding none of them counts as refused."""
+    `accepted_body` (texts separated by "|"), an answer holding none of them counts as refused.
+    When `watch` finishes first, wrk is stopped there (SIGINT: it still reports the run so far,
+    its rate over the time it ran)."""
     env = {
         **os.environ,
         "REQUESTS": str(requests_file),
@@ -165,7 +168,15 @@ async def wrk(
     process = await asyncio.create_subprocess_exec(
         *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
-    output = (await process.communicate())[0].decode()
+    finished = asyncio.ensure_future(process.communicate())
+    if watch is not None:
+        watcher = asyncio.ensure_future(watch)
+        await asyncio.wait({finished, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if finished.done():
+            watcher.cancel()
+        else:
+            process.send_signal(signal.SIGINT)
+    output = (await finished)[0].decode()
     if process.returncode != 0:
         raise RuntimeError(f"wrk failed:\n{output}")
     return parse_wrk(output)

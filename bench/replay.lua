@@ -1,6 +1,10 @@
--- Replays pre-signed requests, one per line: METHOD \t PATH \t BODY. Each wrk thread starts at
--- its own offset and walks the file in order, so a run repeats a request only after the file is
--- used up (the generator already mixes in the re-sends a provider makes).
+-- Replays pre-signed requests, one per line: METHOD \t PATH \t BODY, then any headers as
+-- further \t-separated `Name: value` fields. Each wrk thread starts at its own offset and walks
+-- the file in order, so a run repeats a request only after the file is used up (the generator
+-- already mixes in the re-sends a provider makes).
+--
+-- A file up to PRELOAD_BYTES is read and formatted once, before the run; a larger one (a long
+-- soak's) is read a line at a time as the run goes, so wrk's memory stays bounded.
 --
 -- With RATE set (requests per second for the whole run, THREADS and CONNECTIONS as given to
 -- wrk), each thread paces its connections, so the pipeline sees a steady rate, not a flood.
@@ -9,17 +13,45 @@
 -- HTTP 200 and its body holds one of those texts: the JSON protocols answer a refusal with HTTP
 -- 200 and a code in the body. The count of the others is printed as "Refused answers: N".
 
+local PRELOAD_BYTES = 64 * 1024 * 1024
+
 local requests = {}
 local position = 1
+local file = nil
+
+-- One line as the request wrk sends, or nil for a line that is not one.
+local function format(line)
+  local method, target, rest = line:match("^(%u+)\t([^\t]*)\t(.*)$")
+  if not method then return nil end
+  local headers = {}
+  local body = rest
+  local tab = rest:find("\t", 1, true)
+  if tab then
+    body = rest:sub(1, tab - 1)
+    for name, value in rest:sub(tab + 1):gmatch("([^\t:]+): ([^\t]*)") do
+      headers[name] = value
+    end
+  end
+  if body ~= "" then headers["Content-Type"] = "application/json" else body = nil end
+  return wrk.format(method, target, headers, body)
+end
 
 local function load(path)
   for line in io.lines(path) do
-    local method, target, body = line:match("^(%u+)\t([^\t]*)\t(.*)$")
-    if method then
-      local headers = {}
-      if body ~= "" then headers["Content-Type"] = "application/json" else body = nil end
-      requests[#requests + 1] = wrk.format(method, target, headers, body)
+    requests[#requests + 1] = format(line)
+  end
+end
+
+-- The next request of a streamed file, from its start again once used up.
+local function read_next()
+  while true do
+    local line = file:read("*l")
+    if line == nil then
+      file:seek("set", 0)
+      line = file:read("*l")
     end
+    local formatted = format(line)
+    if formatted then return formatted end
   end
 end
 
@@ -51,9 +83,19 @@ local slot_ms = 0
 local next_slot = 0
 
 function init(args)
-  load(os.getenv("REQUESTS"))
+  local path = os.getenv("REQUESTS")
   local threads = tonumber(os.getenv("THREADS") or "1")
-  position = math.floor(#requests * (offset - 1) / threads) + 1
+  file = io.open(path, "r")
+  local size = file:seek("end")
+  if size <= PRELOAD_BYTES then
+    file:close()
+    file = nil
+    load(path)
+    position = math.floor(#requests * (offset - 1) / threads) + 1
+  else
+    file:seek("set", math.floor(size * (offset - 1) / threads))
+    if offset > 1 then file:read("*l") end  -- the rest of a line another thread starts with
+  end
   local rate = tonumber(os.getenv("RATE") or "0")
   if rate > 0 then
     slot_ms = 1000 * threads / rate
@@ -72,6 +114,7 @@ if tonumber(os.getenv("RATE") or "0") > 0 then
 end
 
 function request()
+  if file then return read_next() end
   local next_request = requests[position]
   position = position + 1
   if position > #requests then position = 1 end

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The whole benchmark comparison in one command (about ten minutes on 2 cores): sets up the
+# The whole benchmark comparison in one command (about twelve minutes on 2 cores): sets up the
 # project, the load tools and the services' databases, measures the pipeline beside its ceilings
 # and baselines, and rewrites docs/benchmarks.md and docs/benchmarks.svg. Extra arguments go to
-# `python -m bench` (e.g. --soak-seconds 600 for the ten-minute steady run).
+# `python -m bench` (e.g. --soak-seconds 600 for ten-minute soaks, about half an hour in all;
+# --parts to run part of it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source deploy/local/setup.sh

@@ -1,0 +1,31 @@
+"""The numbers both the harness and its report state: how the load is offered, and when a soak
+counts as held."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ABANDON_BEHIND_SECONDS",
+    "ANSWER_WAIT_SECONDS",
+    "CONNECTIONS",
+    "MAX_CONNECTIONS",
+    "SOAK_BUDGET",
+    "SOAK_FRACTIONS",
+    "WAITS_FOR_OUTCOME",
+]
+
+CONNECTIONS = 32  # concurrent requests from the load generator, and publishes for the ceiling
+# The soak at the highest rate a step sustained: at these fractions of it in turn, until one
+# holds for the whole soak, within SOAK_BUDGET soaks' time in all (an attempt starts only with a
+# whole soak left): what keeps `--soak-seconds 600` under 45 minutes.
+SOAK_FRACTIONS = (1.0, 0.9, 0.8)
+SOAK_BUDGET = 2
+# A soak attempt is given up once its worker is this far behind (the payout it settled last was
+# received that long ago): fifteen times what a step may end behind.
+ABANDON_BEHIND_SECONDS = 30
+# The protocols that hold each request until the worker's outcome comes back (specs 001 and
+# 004): their connections cap their rate at connections / answer time (Little's law), as a
+# provider's would. Each of their steady runs gets enough connections for every request to wait
+# ANSWER_WAIT_SECONDS (twice the answer p99 target), within CONNECTIONS and MAX_CONNECTIONS.
+WAITS_FOR_OUTCOME = ("aigame_payout", "wallet_billing")
+ANSWER_WAIT_SECONDS = 0.2
+MAX_CONNECTIONS = 1024
