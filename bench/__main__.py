@@ -31,6 +31,7 @@ from bench import broker_ceiling, report
 from bench.constants import (
     ABANDON_BEHIND_SECONDS,
     ANSWER_WAIT_SECONDS,
+    CONFIRM_WAIT_SECONDS,
     CONNECTIONS,
     MAX_CONNECTIONS,
     SOAK_BUDGET,
@@ -189,10 +190,11 @@ class _Pipeline:
 
 
 def _connections(protocol: str, rate: float) -> int:
-    """wrk's connections for a steady run of `protocol` at `rate`."""
-    if not protocol.startswith(WAITS_FOR_OUTCOME):
-        return CONNECTIONS
-    return min(MAX_CONNECTIONS, max(CONNECTIONS, math.ceil(rate * ANSWER_WAIT_SECONDS)))
+    """wrk's connections for a steady run of `protocol` at `rate`: enough for each request to
+    wait as long as its protocol may make it (Little's law), within CONNECTIONS and
+    MAX_CONNECTIONS."""
+    wait = ANSWER_WAIT_SECONDS if protocol.startswith(WAITS_FOR_OUTCOME) else CONFIRM_WAIT_SECONDS
+    return min(MAX_CONNECTIONS, max(CONNECTIONS, math.ceil(rate * wait)))
 
 
 class Bench:

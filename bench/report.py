@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from bench.constants import (
     ABANDON_BEHIND_SECONDS,
     ANSWER_WAIT_SECONDS,
+    CONFIRM_WAIT_SECONDS,
     CONNECTIONS,
     MAX_CONNECTIONS,
     SOAK_BUDGET,
@@ -355,7 +356,11 @@ def _markdown(
         "read from those lines: the last payout's commit, not its transaction's start.",
         "",
         "**Connections.** The query protocols (000, 003) answer once the broker confirmed the",
-        "event, and run with wrk's 32 connections. Specs 001 and 004 hold each request until",
+        "event; a paced run still needs a connection free when each request is due, and with a",
+        "fixed 32 a few slow confirms leave wrk behind the pace for good (it never makes up a",
+        "missed send). Each of their steady runs opens rate times "
+        f"{CONFIRM_WAIT_SECONDS:g} s connections (half",
+        f"the p99 target), at least {CONNECTIONS}. Specs 001 and 004 hold each request until",
         "the worker's outcome comes back, so their connections cap their rate at connections /",
         "answer time (Little's law), as a provider's would: each of their steady runs opens",
         f"rate times {ANSWER_WAIT_SECONDS:g} s connections ({ANSWER_WAIT_SECONDS:g} s is twice "

@@ -211,8 +211,10 @@ def test_each_payout_is_asked_for_once_before_any_is_asked_again(tmp_path: Path)
 @pytest.mark.parametrize(
     ("protocol", "rate", "connections"),
     [
-        ("offerwall_md5 (000)", 5000, 32),
-        ("adjoe (003)", 5000, 32),
+        # The query protocols: enough for each request to wait 0.05 s for its confirm...
+        ("offerwall_md5 (000)", 5000, 250),
+        ("adjoe (003)", 2700, 135),
+        ("offerwall_md5 (000)", 400, 32),
         # Enough for each request to wait 0.2 s at that rate (Little's law)...
         ("aigame_payout (001)", 2000, 400),
         ("wallet_billing (004)", 2000, 400),
@@ -221,7 +223,7 @@ def test_each_payout_is_asked_for_once_before_any_is_asked_again(tmp_path: Path)
         ("wallet_billing (004)", 20_000, 1024),
     ],
 )
-def test_the_protocols_that_wait_for_the_outcome_get_connections_for_their_rate(
+def test_each_protocol_gets_connections_for_its_rate(
     protocol: str, rate: float, connections: int
 ) -> None:
     assert _connections(protocol, rate) == connections
