@@ -96,7 +96,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import logging
 
     from schema.logs import log
-    from workers import event_loop
+    from workers import event_loop, garbage
     from workers.consumer import Worker
     from workers.database import create_pool_when_available
     from workers.status_server import StatusServer, waiting_for_database
@@ -145,6 +145,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             if orphan_watch is not None:
                 orphan_watch.cancel()
 
+    garbage.tune()
     return event_loop.run(run())
 
 

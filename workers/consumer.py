@@ -253,10 +253,11 @@ class Worker:
                 settle = self._handle_one
             log(logger, logging.WARNING, what, size=len(decoded), error=repr(error))
         else:
+            committed_at = datetime.now(UTC)
             held = [
                 part
                 for (part, event), result in zip(decoded, results, strict=True)
-                if self._log_result(part, event, result)
+                if self._log_result(part, event, result, committed_at)
             ]
             # The committed payouts are settled first: a held one's move to the dead-letter queue
             # waits for the broker, and the others' acks (and this batch's slot) need not.
@@ -287,19 +288,25 @@ class Worker:
                 log_exception(logger, "unexpected error while crediting", **event.log_fields())
             await self._mover.retry_later(part, failure)
             return
-        if self._log_result(part, event, result):
+        if self._log_result(part, event, result, datetime.now(UTC)):
             await self._mover.dead_letter(part, HELD_FAILURE)
         else:
             await self._deliveries.finished([part])
 
-    def _log_result(self, part: DeliveredEvent, event: PayoutEvent, result: CreditResult) -> bool:
-        """Log and count a committed outcome. True when the payout was newly held: recorded, and
-        its delivery goes to the dead-letter queue, from where an engineer replays it once the
-        wallet exists (a provider's re-send of a held payout is acked: its first delivery is
-        already there)."""
-        lag_seconds = (datetime.now(UTC) - event.received_at).total_seconds()
-        metrics.PAYOUTS.labels(event.provider_instance, result.outcome.value).inc()
-        metrics.LAG_SECONDS.labels(event.provider_instance).observe(max(lag_seconds, 0.0))
+    def _log_result(
+        self,
+        part: DeliveredEvent,
+        event: PayoutEvent,
+        result: CreditResult,
+        committed_at: datetime,
+    ) -> bool:
+        """Log and count an outcome committed at `committed_at` (one clock reading per batch).
+        True when the payout was newly held: recorded, and its delivery goes to the dead-letter
+        queue, from where an engineer replays it once the wallet exists (a provider's re-send of
+        a held payout is acked: its first delivery is already there)."""
+        lag_seconds = (committed_at - event.received_at).total_seconds()
+        metrics.payouts_of(event.provider_instance, result.outcome.value).inc()
+        metrics.lag_of(event.provider_instance).observe(max(lag_seconds, 0.0))
         log(
             logger,
             logging.INFO if result.outcome in QUIET_OUTCOMES else logging.WARNING,

@@ -94,7 +94,7 @@ class DeliveredEvent:
         index, enclosed = self.enclosed
         headers = {**envelope.headers, ENVELOPE_ID: envelope.message_id or ""}
         if self.event is None:
-            claimed = enclosed.value.get("event_id")
+            claimed = (enclosed.value or {}).get("event_id")
             message_id = claimed if isinstance(claimed, str) else f"{envelope.message_id}:{index}"
             return _Unenveloped(
                 enclosed.single_body(), headers, message_id, envelope.timestamp, envelope.reply_to
