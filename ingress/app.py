@@ -75,7 +75,11 @@ class CallbackEndpoint:
         if not protocol.waits_for_outcome:
             self._accepted = protocol.answer(Verdict.ACCEPTED)
             self._accepted_code = _answer_code(self._accepted)
-        self._request_seconds = metrics.REQUEST_SECONDS.labels(protocol.instance.name)
+        instance = protocol.instance.name
+        self._request_seconds = metrics.REQUEST_SECONDS.labels(instance)
+        self._requests = metrics.children(metrics.REQUESTS, instance)
+        self._secret_matches = metrics.children(metrics.SECRET_MATCHES, instance)
+        self._verification_failures = metrics.children(metrics.VERIFICATION_FAILURES, instance)
         if protocol.waits_for_outcome and outcomes is None:
             raise ValueError(f"protocol {protocol.name} waits for outcomes: give it a listener")
 
@@ -99,7 +103,7 @@ class CallbackEndpoint:
         try:
             claim, raw_request = await self._read(request, address)
             transaction_id, secret_name = claim.transaction_id, claim.secret_name
-            metrics.SECRET_MATCHES.labels(instance, secret_name).inc()
+            self._secret_matches(secret_name).inc()
             event = claimed_event(self._protocol, claim, raw_request, event_id)
             built_event_id = str(event_id)
             if self._protocol.waits_for_outcome:
@@ -112,7 +116,7 @@ class CallbackEndpoint:
         except Rejection as rejection:
             verdict, detail = rejection.verdict, rejection.detail
             self._limiter.count(address, rejection)
-            metrics.VERIFICATION_FAILURES.labels(instance, verdict.value).inc()
+            self._verification_failures(verdict.value).inc()
         except OutcomeUnavailable as error:
             # Perhaps published, perhaps even credited, but not answered as accepted: the log
             # line and the metrics must say "try again", as the answer does.
@@ -135,7 +139,7 @@ class CallbackEndpoint:
             response = self._protocol.answer(verdict, detail)
         answer_code = self._accepted_code if response is self._accepted else _answer_code(response)
         elapsed = time.perf_counter() - started
-        metrics.REQUESTS.labels(instance, verdict.value, answer_code).inc()
+        self._requests(verdict.value, answer_code).inc()
         self._request_seconds.observe(elapsed)
         log(
             logger,
