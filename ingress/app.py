@@ -8,7 +8,6 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,7 @@ from broker.publisher import ConfirmedPublisher
 from ingress import metrics
 from ingress.abuse import FailedVerificationLimiter
 from ingress.bodies import read_body
-from ingress.claimed_events import claimed_event
+from ingress.claimed_events import claimed_event, new_event_id
 from ingress.client_ip import is_allowed, request_address
 from ingress.database import IngressDatabase
 from ingress.envelope_gathering import EnvelopeGatherer
@@ -92,7 +91,7 @@ class CallbackEndpoint:
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
         instance = self._protocol.instance.name
-        event_id = uuid.uuid4()
+        event_id = new_event_id()
         transaction_id: str | None = None
         secret_name: str | None = None
         outcome: str | None = None
@@ -105,7 +104,7 @@ class CallbackEndpoint:
             transaction_id, secret_name = claim.transaction_id, claim.secret_name
             self._secret_matches(secret_name).inc()
             event = claimed_event(self._protocol, claim, raw_request, event_id)
-            built_event_id = str(event_id)
+            built_event_id = event_id
             if self._protocol.waits_for_outcome:
                 response, outcome = await self._publish_and_wait(event, claim)
             else:
@@ -127,7 +126,7 @@ class CallbackEndpoint:
                 logger,
                 logging.WARNING,
                 "publish not confirmed",
-                event_id=str(event_id),
+                event_id=event_id,
                 provider_instance=self._protocol.instance.name,
                 error=str(error),
             )
