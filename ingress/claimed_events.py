@@ -40,13 +40,9 @@ def claimed_event(
         attributes = {
             name: mask(value) if name in hashed else value for name, value in attributes.items()
         }
-        raw_request = raw_request.model_copy(
-            update={
-                "query_string": masked_query(
-                    raw_request.query_string, protocol.sent_device_parameters
-                )
-            }
-        )
+        query = masked_query(raw_request.query_string, protocol.sent_device_parameters)
+        if query != raw_request.query_string:  # copied only when something was masked
+            raw_request = raw_request.model_copy(update={"query_string": query})
     return PayoutEvent(
         event_id=event_id,
         provider_instance=instance.name,
