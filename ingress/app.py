@@ -8,7 +8,6 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,7 @@ from broker.publisher import ConfirmedPublisher
 from ingress import metrics
 from ingress.abuse import FailedVerificationLimiter
 from ingress.bodies import read_body
-from ingress.claimed_events import claimed_event
+from ingress.claimed_events import claimed_event, new_event_id
 from ingress.client_ip import is_allowed, request_address
 from ingress.database import IngressDatabase
 from ingress.envelope_gathering import EnvelopeGatherer
@@ -75,7 +74,11 @@ class CallbackEndpoint:
         if not protocol.waits_for_outcome:
             self._accepted = protocol.answer(Verdict.ACCEPTED)
             self._accepted_code = _answer_code(self._accepted)
-        self._request_seconds = metrics.REQUEST_SECONDS.labels(protocol.instance.name)
+        instance = protocol.instance.name
+        self._request_seconds = metrics.REQUEST_SECONDS.labels(instance)
+        self._requests = metrics.children(metrics.REQUESTS, instance)
+        self._secret_matches = metrics.children(metrics.SECRET_MATCHES, instance)
+        self._verification_failures = metrics.children(metrics.VERIFICATION_FAILURES, instance)
         if protocol.waits_for_outcome and outcomes is None:
             raise ValueError(f"protocol {protocol.name} waits for outcomes: give it a listener")
 
@@ -88,7 +91,7 @@ class CallbackEndpoint:
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
         instance = self._protocol.instance.name
-        event_id = uuid.uuid4()
+        event_id = new_event_id()
         transaction_id: str | None = None
         secret_name: str | None = None
         outcome: str | None = None
@@ -99,9 +102,9 @@ class CallbackEndpoint:
         try:
             claim, raw_request = await self._read(request, address)
             transaction_id, secret_name = claim.transaction_id, claim.secret_name
-            metrics.SECRET_MATCHES.labels(instance, secret_name).inc()
+            self._secret_matches(secret_name).inc()
             event = claimed_event(self._protocol, claim, raw_request, event_id)
-            built_event_id = str(event_id)
+            built_event_id = event_id
             if self._protocol.waits_for_outcome:
                 response, outcome = await self._publish_and_wait(event, claim)
             else:
@@ -112,7 +115,7 @@ class CallbackEndpoint:
         except Rejection as rejection:
             verdict, detail = rejection.verdict, rejection.detail
             self._limiter.count(address, rejection)
-            metrics.VERIFICATION_FAILURES.labels(instance, verdict.value).inc()
+            self._verification_failures(verdict.value).inc()
         except OutcomeUnavailable as error:
             # Perhaps published, perhaps even credited, but not answered as accepted: the log
             # line and the metrics must say "try again", as the answer does.
@@ -123,7 +126,7 @@ class CallbackEndpoint:
                 logger,
                 logging.WARNING,
                 "publish not confirmed",
-                event_id=str(event_id),
+                event_id=event_id,
                 provider_instance=self._protocol.instance.name,
                 error=str(error),
             )
@@ -135,7 +138,7 @@ class CallbackEndpoint:
             response = self._protocol.answer(verdict, detail)
         answer_code = self._accepted_code if response is self._accepted else _answer_code(response)
         elapsed = time.perf_counter() - started
-        metrics.REQUESTS.labels(instance, verdict.value, answer_code).inc()
+        self._requests(verdict.value, answer_code).inc()
         self._request_seconds.observe(elapsed)
         log(
             logger,

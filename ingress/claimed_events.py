@@ -4,6 +4,7 @@ instance stores them."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -17,11 +18,19 @@ if TYPE_CHECKING:
     from ingress.protocols import Claim, ProviderProtocol
     from schema.events import RawRequest
 
-__all__ = ["claimed_event"]
+__all__ = ["claimed_event", "new_event_id"]
+
+
+def new_event_id() -> str:
+    """A random UUID version 4, as `str(uuid.uuid4())` writes it, from the same source: a third
+    of uuid4()'s time and no UUID object, which the event's validation takes slower than text."""
+    digits = os.urandom(16).hex()
+    variant = "89ab"[int(digits[16], 16) & 3]  # the two variant bits: 10
+    return f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-{digits[20:]}"
 
 
 def claimed_event(
-    protocol: ProviderProtocol, claim: Claim, raw_request: RawRequest, event_id: UUID
+    protocol: ProviderProtocol, claim: Claim, raw_request: RawRequest, event_id: UUID | str
 ) -> PayoutEvent:
     """The event for `claim`, verified by `protocol` from `raw_request`, received now."""
     instance = protocol.instance
@@ -31,13 +40,9 @@ def claimed_event(
         attributes = {
             name: mask(value) if name in hashed else value for name, value in attributes.items()
         }
-        raw_request = raw_request.model_copy(
-            update={
-                "query_string": masked_query(
-                    raw_request.query_string, protocol.sent_device_parameters
-                )
-            }
-        )
+        query = masked_query(raw_request.query_string, protocol.sent_device_parameters)
+        if query != raw_request.query_string:  # copied only when something was masked
+            raw_request = raw_request.model_copy(update={"query_string": query})
     return PayoutEvent(
         event_id=event_id,
         provider_instance=instance.name,

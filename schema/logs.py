@@ -12,18 +12,44 @@ import logging
 import os
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["configure_logging", "log", "log_exception", "logged_fields", "redacted_url"]
 
 _FIELDS = "payouts_fields"
 
 
+def _line_encoder() -> Callable[[dict[str, Any]], str]:
+    """`json.dumps(line, default=str)`, writing the very same text, with the C encoder built once
+    rather than per line (json.dumps builds one per call: a third of its time on the ingress's
+    line per request). Where the json module has no C encoder, json.dumps itself. Unlike
+    json.dumps it does not look for circular references: a line is flat facts, and one that
+    recursed would still fail (RecursionError), and be reported by logging, not written."""
+    # Not in the json module's documented API (nor its type stubs), but json.dumps's own.
+    make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+    if make_encoder is None:
+        return lambda line: json.dumps(line, default=str)
+    # The arguments json.dumps passes with default=str, bar the circular-reference markers.
+    ascii_text = json.encoder.encode_basestring_ascii
+    encode = make_encoder(None, str, ascii_text, None, ": ", ", ", False, False, True)
+    return lambda line: "".join(encode(line, 0))
+
+
 class _JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._encode = _line_encoder()
+        # The timestamp's date and time to the second, rendered once a second, not once a line.
+        self._second = -1
+        self._second_text = ""
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": self._timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             # Asked per line rather than cached: cheap, and right after a fork too.
@@ -33,7 +59,19 @@ class _JsonFormatter(logging.Formatter):
         line.update(logged_fields(record))
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        return self._encode(line)
+
+    def _timestamp(self, created: float) -> str:
+        """`datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")`, rounding
+        as it does: to the microsecond, half to even, then truncated to the millisecond."""
+        second = int(created)
+        microsecond = round((created - second) * 1e6)
+        if microsecond >= 1_000_000:
+            second, microsecond = second + 1, microsecond - 1_000_000
+        if second != self._second:
+            self._second = second
+            self._second_text = datetime.fromtimestamp(second, UTC).isoformat()[:19]
+        return f"{self._second_text}.{microsecond // 1000:03d}+00:00"
 
 
 def configure_logging(level: str = "INFO") -> None:

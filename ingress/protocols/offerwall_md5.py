@@ -24,7 +24,9 @@ OPTIONAL_DEVICE_PARAMETERS = ("gaid", "mac", "imei", "android_id")
 
 def sign(params: dict[str, str], pub_key: str) -> str:
     """The spec's formula over every parameter in `params` (which must not contain `sign`)."""
-    ordered = sorted(params, key=lambda name: name.encode())
+    # In byte order: for text read from UTF-8, code point order is UTF-8 byte order, so the
+    # names sort as they are, without encoding each.
+    ordered = sorted(params)
     return hashlib.md5(("".join(params[n] for n in ordered) + pub_key).encode()).hexdigest()
 
 

@@ -6,7 +6,7 @@ import dataclasses
 import uuid
 from decimal import Decimal
 
-from ingress.claimed_events import claimed_event
+from ingress.claimed_events import claimed_event, new_event_id
 from ingress.device_ids import mask
 from ingress.protocols.base import Claim
 from ingress.protocols.offerwall_md5 import OfferwallMd5
@@ -69,3 +69,21 @@ def test_a_protocol_that_waits_asks_for_the_outcome_with_its_own_answer_code() -
     assert (event.verify_order, event.order_id) == (True, "o-1")
     assert event.create_account
     assert event.answer_code == "1"
+
+
+def test_a_new_event_id_is_a_random_uuid4_in_its_canonical_text() -> None:
+    made = [new_event_id() for _ in range(2000)]
+    parsed = [uuid.UUID(text) for text in made]
+    assert all(one.version == 4 and one.variant == uuid.RFC_4122 for one in parsed)
+    assert [str(one) for one in parsed] == made
+    assert len(set(made)) == len(made)
+    # Every value of the bits around the fixed ones is drawn.
+    assert {text[19] for text in made} == set("89ab")
+    assert {text[14] for text in made} == {"4"}
+    assert {text[15] for text in made} == set("0123456789abcdef")
+
+
+def test_an_event_built_with_a_new_id_carries_it() -> None:
+    protocol = OfferwallMd5(provider("offerwall_md5"), SECRETS)
+    event_id = new_event_id()
+    assert str(claimed_event(protocol, CLAIM, RAW, event_id).event_id) == event_id

@@ -41,3 +41,14 @@ def test_a_value_sent_as_raw_utf8_is_masked_as_the_protocol_reads_it() -> None:
     read = parse_query(raw)
     masked = masked_query(raw.decode("latin-1"), frozenset({"imei", "gaid"}))
     assert masked == f"imei={quote_plus(mask(read['imei']))}&gaid={quote_plus(mask(read['gaid']))}"
+
+
+def test_a_query_without_a_named_parameter_is_kept_as_sent() -> None:
+    query = "user_id=gaid&amount=5&trans_id=t-1&sign=abc"
+    assert masked_query(query, frozenset({"gaid", "mac"})) == query
+
+
+def test_a_renamed_parameter_sent_as_raw_utf8_is_masked() -> None:
+    raw = "user_id=u&gäid=abc".encode()
+    masked = masked_query(raw.decode("latin-1"), frozenset({"gäid"}))
+    assert masked == f"user_id=u&{'gäid'.encode().decode('latin-1')}={quote_plus(mask('abc'))}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from decimal import Decimal
 from urllib.parse import quote
 
@@ -194,3 +195,12 @@ def test_during_a_rotation_either_secret_verifies_and_the_claim_names_which() ->
         assert claim.secret_name == name
     with pytest.raises(Rejection):
         rotating.verify(parse_query(offerwall_query(MANDATORY, "retired-key").encode()))
+
+
+def test_names_beyond_ascii_are_ordered_by_their_utf8_bytes() -> None:
+    names = ["z", "é", "\uff41", "\U0001f600", "A"]  # bytes 7a, c3a9, efbda1, f09f9880, 41
+    params = {name: str(index) for index, name in enumerate(names)}
+    by_bytes = sorted(names, key=lambda name: name.encode())
+    assert by_bytes == ["A", "z", "é", "\uff41", "\U0001f600"]
+    values = "".join(params[name] for name in by_bytes)
+    assert sign(params, PUB_KEY) == hashlib.md5((values + PUB_KEY).encode()).hexdigest()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ingress.querystring import parse_query
 from ingress.verdicts import Rejection, Verdict
@@ -43,3 +45,29 @@ def test_broken_escapes_invalid_utf8_and_nameless_parameters_are_refused(raw: by
     with pytest.raises(Rejection) as raised:
         parse_query(raw)
     assert raised.value.verdict is Verdict.MALFORMED
+
+
+# Any text but "~", so that the one escaped parameter below, "~~", is no other.
+_TEXT = st.text(st.characters(exclude_characters="~"), max_size=8)
+
+
+@given(st.lists(st.tuples(_TEXT, st.booleans(), _TEXT), min_size=1, max_size=6))
+def test_a_query_without_escapes_reads_as_it_does_with_one(
+    pairs: list[tuple[str, bool, str]],
+) -> None:
+    """A query without a %-escape or a '+' takes a shorter path: it must read, or be refused,
+    as it is with one escaped parameter more, which takes the component-wise path."""
+    text = "&".join(key + ("=" + value if has_value else "") for key, has_value, value in pairs)
+    raw = text.replace("%", "").replace("+", "").encode("utf-8", "surrogatepass")
+    read = _read(raw)
+    read_with_escape = _read(raw + b"&~%7E=1")
+    if isinstance(read_with_escape, dict):
+        assert read_with_escape.pop("~~") == "1"
+    assert read == read_with_escape
+
+
+def _read(raw: bytes) -> dict[str, str] | str:
+    try:
+        return parse_query(raw)
+    except Rejection as rejection:
+        return rejection.detail
