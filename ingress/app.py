@@ -32,7 +32,7 @@ from ingress.verdicts import Rejection, Verdict
 from schema.errors import BrokerUnavailable
 from schema.events import RawRequest
 from schema.logs import log
-from schema.metrics import CONTENT_TYPE_LATEST, exposition
+from schema.metrics import CONTENT_TYPE_LATEST, children, exposition
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -76,9 +76,9 @@ class CallbackEndpoint:
             self._accepted_code = _answer_code(self._accepted)
         instance = protocol.instance.name
         self._request_seconds = metrics.REQUEST_SECONDS.labels(instance)
-        self._requests = metrics.children(metrics.REQUESTS, instance)
-        self._secret_matches = metrics.children(metrics.SECRET_MATCHES, instance)
-        self._verification_failures = metrics.children(metrics.VERIFICATION_FAILURES, instance)
+        self._requests = children(metrics.REQUESTS, instance)
+        self._secret_matches = children(metrics.SECRET_MATCHES, instance)
+        self._verification_failures = children(metrics.VERIFICATION_FAILURES, instance)
         if protocol.waits_for_outcome and outcomes is None:
             raise ValueError(f"protocol {protocol.name} waits for outcomes: give it a listener")
 

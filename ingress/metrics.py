@@ -4,16 +4,9 @@ caller cannot grow the number of series."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
-
 from prometheus_client import Counter, Gauge, Histogram
 
 from schema.metrics import LATENCY_BUCKETS
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from prometheus_client.metrics import MetricWrapperBase
 
 __all__ = [
     "BROKER_CONNECTED",
@@ -30,10 +23,7 @@ __all__ = [
     "REQUEST_SECONDS",
     "SECRET_MATCHES",
     "VERIFICATION_FAILURES",
-    "children",
 ]
-
-Metric = TypeVar("Metric", bound="MetricWrapperBase")
 
 REQUESTS = Counter(
     "payouts_ingress_requests",
@@ -111,18 +101,3 @@ PROOF_API_KEY_MATCHES = Counter(
     "and secret matched; one that stops growing can be retired.",
     ["pid", "api_key", "secret"],
 )
-
-
-def children(metric: Metric, *fixed: str) -> Callable[..., Metric]:
-    """`metric.labels(*fixed, *rest)`, each child looked up once and kept: `labels()` checks and
-    converts every value and takes a lock on each call, and callbacks count per request. The
-    label values are bounded (see above), so what is kept is too."""
-    made: dict[tuple[object, ...], Metric] = {}
-
-    def child(*rest: object) -> Metric:
-        found = made.get(rest)
-        if found is None:
-            found = made[rest] = metric.labels(*fixed, *rest)
-        return found
-
-    return child

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -19,20 +20,43 @@ from prometheus_client import (
     multiprocess,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from prometheus_client.metrics import MetricWrapperBase
+
 __all__ = [
     "CONTENT_TYPE_LATEST",
     "LATENCY_BUCKETS",
     "MULTIPROCESS_DIR_ENV",
+    "children",
     "exposition",
     "forget_process",
 ]
 
 MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
+Metric = TypeVar("Metric", bound="MetricWrapperBase")
+
 # Seconds: fine below 100 ms, where the pipeline should live, coarse above, where it should not.
 LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
+
+
+def children(metric: Metric, *fixed: str) -> Callable[..., Metric]:
+    """`metric.labels(*fixed, *rest)`, each child looked up once and kept: `labels()` checks and
+    converts every value and takes a lock on each call, and callbacks count per request. Label
+    values come from the configuration and fixed vocabularies, so what is kept is bounded too."""
+    made: dict[tuple[object, ...], Metric] = {}
+
+    def child(*rest: object) -> Metric:
+        found = made.get(rest)
+        if found is None:
+            found = made[rest] = metric.labels(*fixed, *rest)
+        return found
+
+    return child
 
 
 def exposition() -> bytes:

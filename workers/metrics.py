@@ -4,11 +4,9 @@ vocabularies, never from message contents."""
 
 from __future__ import annotations
 
-from functools import cache
-
 from prometheus_client import Counter, Gauge, Histogram
 
-from schema.metrics import LATENCY_BUCKETS
+from schema.metrics import LATENCY_BUCKETS, children
 
 __all__ = [
     "BATCH_SIZE",
@@ -19,8 +17,6 @@ __all__ = [
     "PAYOUTS",
     "QUEUE_MESSAGES",
     "RETRIES",
-    "lag_of",
-    "payouts_of",
 ]
 
 PAYOUTS = Counter(
@@ -69,17 +65,7 @@ QUEUE_MESSAGES = Gauge(
     multiprocess_mode="livemax",
 )
 
-
 # The labelled children counted for every payout, looked up once per label values rather than
-# per payout (`labels()` takes a lock and builds a key each time). Bounded, as the label values
-# are: provider instances from the configuration, outcomes from a fixed vocabulary.
-@cache
-def payouts_of(instance: str, outcome: str) -> Counter:
-    """`PAYOUTS` for one provider instance and outcome."""
-    return PAYOUTS.labels(instance, outcome)
-
-
-@cache
-def lag_of(instance: str) -> Histogram:
-    """`LAG_SECONDS` for one provider instance."""
-    return LAG_SECONDS.labels(instance)
+# per payout.
+payouts_of = children(PAYOUTS)
+lag_of = children(LAG_SECONDS)

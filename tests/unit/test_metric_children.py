@@ -1,10 +1,10 @@
-"""The ingress's kept metric children count into the series `labels()` names."""
+"""Kept metric children count into the series `labels()` names."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter
 
-from ingress.metrics import children
+from schema.metrics import children
 
 
 def test_a_kept_child_counts_into_its_labelled_series() -> None:
