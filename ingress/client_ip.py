@@ -66,6 +66,8 @@ def request_address(request: Request, trusted_proxies: Sequence[IPNetwork]) -> I
     """`client_address` of a request, reading every X-Forwarded-For line in order: proxies may
     add a line instead of extending one, and reading only the first would let a caller's forged
     line decide the address."""
-    peer = request.client.host if request.client else None
+    # The scope's pair, not request.client, which builds a named tuple on every read.
+    client = request.scope.get("client")
+    peer = client[0] if client else None
     forwarded_for = ", ".join(request.headers.getlist("x-forwarded-for"))
     return client_address(peer, forwarded_for, trusted_proxies)
