@@ -312,25 +312,33 @@ def _split(events: Sequence[PayoutEvent]) -> tuple[list[int], list[int]]:
     """
     set_based: list[int] = []
     one_by_one: list[int] = []
-    seen: set[tuple[str, ...]] = set()
-    set_based_transactions: set[tuple[str, ...]] = set()
+    # What earlier payouts took, one set per kind of key: no key tuples built per payout.
+    transactions: set[tuple[str, str]] = set()
+    signatures: set[tuple[str, str]] = set()
+    event_ids: set[UUID] = set()
+    wallets: set[Wallet] = set()
+    set_based_transactions: set[tuple[str, str]] = set()
     for index, event in enumerate(events):
-        wallet = ("wallet", *_wallet(event))
-        transaction = _transaction(event)
-        keys = {
-            transaction,
-            ("signature", event.provider_instance, event.signature),
-            ("event", str(event.event_id)),
-        }
+        wallet = (event.user_id, event.currency)
+        transaction = (event.provider_instance, event.transaction_id)
+        signature = (event.provider_instance, event.signature)
         simple = event.may_record_new and event.create_account and not event.verify_order
-        if simple and not keys & seen and wallet not in seen:
+        if (
+            simple
+            and transaction not in transactions
+            and signature not in signatures
+            and event.event_id not in event_ids
+            and wallet not in wallets
+        ):
             set_based.append(index)
             set_based_transactions.add(transaction)
         else:
             one_by_one.append(index)
             if not simple or transaction not in set_based_transactions:
-                seen.add(wallet)
-        seen |= keys
+                wallets.add(wallet)
+        transactions.add(transaction)
+        signatures.add(signature)
+        event_ids.add(event.event_id)
     return set_based, one_by_one
 
 
@@ -481,6 +489,6 @@ def _ledger_entries(
     return entries
 
 
-def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    """Rows as one list per column, for `unnest`: `width` lists even when there are no rows."""
-    return [[row[column] for row in rows] for column in range(width)]
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[tuple[Any, ...]]:
+    """Rows as one tuple per column, for `unnest`: `width` of them even when there are no rows."""
+    return list(zip(*rows, strict=True)) if rows else [()] * width

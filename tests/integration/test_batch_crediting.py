@@ -76,6 +76,10 @@ class Books:
     payouts: list[tuple[str, str, str, str, Decimal | None, int]]
     refused: list[tuple[str, str, str]]
     ledger: list[tuple[str, str, Decimal]]
+    # Each payout's own entries and grants, in the order they were written, amounts as text
+    # (their scale too).
+    entries: list[tuple[str, str, str, str, str, str]]
+    grants: list[tuple[str, str, str, str]]
     inventory: list[tuple[str, str, int]]
 
 
@@ -101,6 +105,15 @@ async def books(conn: asyncpg.Connection) -> Books:
         ledger=await rows(
             "SELECT a.kind, a.owner, sum(e.amount) FROM ledger_entries e"
             " JOIN accounts a USING (account_id) GROUP BY 1, 2 ORDER BY 1, 2"
+        ),
+        entries=await rows(
+            "SELECT p.provider_instance, p.transaction_id, a.kind, a.owner, a.currency,"
+            " e.amount::text FROM ledger_entries e JOIN payouts p USING (payout_id)"
+            " JOIN accounts a USING (account_id) ORDER BY 1, 2, e.entry_id"
+        ),
+        grants=await rows(
+            "SELECT p.provider_instance, p.transaction_id, g.user_id, g.item_id"
+            " FROM inventory_entries g JOIN payouts p USING (payout_id) ORDER BY 1, 2, g.entry_id"
         ),
         inventory=await rows(
             "SELECT user_id, item_id, count(*)::int FROM inventory_entries GROUP BY 1, 2"
