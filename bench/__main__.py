@@ -34,7 +34,6 @@ from bench.constants import (
     CONFIRM_WAIT_SECONDS,
     CONNECTIONS,
     MAX_CONNECTIONS,
-    SOAK_BUDGET,
     SOAK_FRACTIONS,
     WAITS_FOR_OUTCOME,
 )
@@ -642,16 +641,12 @@ class Bench:
                 default=steps[0],
             )["target_per_second"]
             soaks, held = [], None
-            budget = SOAK_BUDGET * self.soak_seconds
             for fraction in SOAK_FRACTIONS:
-                if budget < self.soak_seconds:
-                    break  # no whole soak left in the budget
                 window = self._memory_window()
                 attempt = await self._steady(
                     "offerwall_md5", highest * fraction, self.soak_seconds, watch=True
                 )
                 soaks.append(attempt)
-                budget -= attempt["ran_seconds"]
                 self._keep_memory(
                     window,
                     f"soak at {attempt['target_per_second']:,.0f}/s"

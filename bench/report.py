@@ -13,7 +13,6 @@ from bench.constants import (
     CONFIRM_WAIT_SECONDS,
     CONNECTIONS,
     MAX_CONNECTIONS,
-    SOAK_BUDGET,
     SOAK_FRACTIONS,
 )
 from bench.processes import MEASURED, CpuMeter
@@ -336,9 +335,7 @@ def _markdown(
         "the same rule. If it does not hold, it is run again at "
         + " and then ".join(f"{f:.0%}" for f in SOAK_FRACTIONS[1:])
         + " of that rate, until one",
-        f"holds, within {SOAK_BUDGET} soaks' time in all (an attempt starts only with a whole "
-        "soak left);",
-        "every attempt is shown. An attempt is stopped early once it cannot hold: a",
+        "holds; every attempt is shown. An attempt is stopped early once it cannot hold: a",
         "callback refused, 95% of the rate out of reach even if every remaining second ran at",
         f"the full rate, or the worker more than {ABANDON_BEHIND_SECONDS} s behind (the "
         "payout it settled last received",
