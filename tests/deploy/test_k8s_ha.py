@@ -33,6 +33,7 @@ from tests.deploy.test_k8s_manifests import (
     command_problems,
     component,
     containers,
+    json_schema_problems,
     k8s_settings,
     name_of,
     read_env_file,
@@ -145,10 +146,9 @@ def crd_schema_problems(objs: list[Manifest], config: Config) -> list[str]:
         if (obj["apiVersion"], obj["kind"]) not in CRD_SCHEMA_FILES:
             problems.append(f"{name_of(obj)}: no vendored schema for {obj['apiVersion']}")
             continue
-        schema = json.loads(crd_schema(obj["apiVersion"], obj["kind"]))
-        for error in jsonschema.Draft202012Validator(schema).iter_errors(obj):
-            where = ".".join(str(part) for part in error.absolute_path)
-            problems.append(f"{name_of(obj)}: {where}: {error.message}")
+        problems += json_schema_problems(
+            obj, json.loads(crd_schema(obj["apiVersion"], obj["kind"]))
+        )
     return problems
 
 
@@ -348,71 +348,70 @@ def edit(kind: str, component_label: str | None, *path: str | int, value: object
     return OnObjects(Edit(kind, component_label, path, value))
 
 
-BROKER_SPEC = ("spec",)
-POSTGRESQL = ("spec", "postgresql")
-WORKER_ENV = ("spec", "template", "spec", "containers", 0, "env")
+def broker(*path: str, value: object) -> OnObjects:
+    return edit("RabbitmqCluster", "broker", "spec", *path, value=value)
+
+
+def database(*path: str, value: object) -> OnObjects:
+    return edit("Cluster", "database", "spec", *path, value=value)
+
+
+def env(kind: str, component_label: str, *path: str | int, value: object) -> OnObjects:
+    """Changes the first container's env list: index 0 is PAYOUTS_CONFIG, then connections.yaml."""
+    return edit(kind, component_label, *CONTAINER, "env", *path, value=value)
+
+
+POD = ("spec", "template", "spec")
+LITERAL_CREDENTIALS_URLS = [
+    f"amqp://u:p@payouts-rabbitmq-server-{index}.payouts-rabbitmq-nodes.payouts.svc:5672/?heartbeat=30"
+    for index in range(3)
+]
+CONTAINER = (*POD, "containers", 0)
 
 SPOILS = [
     pytest.param(
         crd_schema_problems,
-        edit("RabbitmqCluster", "broker", *BROKER_SPEC, "replica", value=3),
+        broker("replica", value=3),
         id="misspelt-rabbitmqcluster-field",
     ),
     pytest.param(
         crd_schema_problems,
-        edit("RabbitmqCluster", "broker", *BROKER_SPEC, "persistence", "storage", value="20 GB"),
+        broker("persistence", "storage", value="20 GB"),
         id="storage-not-a-quantity",
     ),
     pytest.param(
         crd_schema_problems,
-        edit(
-            "RabbitmqCluster",
-            "broker",
-            *BROKER_SPEC,
-            "rabbitmq",
-            "additionalConfig",
-            value="x" * 2001,
-        ),
+        broker("rabbitmq", "additionalConfig", value="x" * 2001),
         id="additional-config-too-long",
     ),
     pytest.param(
         crd_schema_problems,
-        edit("Cluster", "database", *POSTGRESQL, "synchronous", "methd", value="any"),
+        database("postgresql", "synchronous", "methd", value="any"),
         id="misspelt-synchronous-field",
     ),
     pytest.param(
         crd_schema_problems,
-        edit("Cluster", "database", *POSTGRESQL, "synchronous", "method", value="all"),
+        database("postgresql", "synchronous", "method", value="all"),
         id="unknown-synchronous-method",
     ),
     pytest.param(
         crd_schema_problems,
-        edit("Cluster", "database", "spec", "instances", value="3"),
+        database("instances", value="3"),
         id="instances-of-the-wrong-type",
     ),
     pytest.param(
         broker_problems,
-        edit("RabbitmqCluster", "broker", *BROKER_SPEC, "replicas", value=2),
+        broker("replicas", value=2),
         id="even-broker-count",
     ),
     pytest.param(
         broker_problems,
-        edit(
-            "RabbitmqCluster",
-            "broker",
-            *BROKER_SPEC,
-            "rabbitmq",
-            "additionalConfig",
-            value="cluster_partition_handling = autoheal\n",
-        ),
+        broker("rabbitmq", "additionalConfig", value="cluster_partition_handling = autoheal\n"),
         id="partitions-autoheal",
     ),
     pytest.param(
         broker_problems,
-        edit(
-            "RabbitmqCluster",
-            "broker",
-            *BROKER_SPEC,
+        broker(
             "rabbitmq",
             "additionalConfig",
             value=(
@@ -429,74 +428,47 @@ SPOILS = [
     ),
     pytest.param(
         database_problems,
-        edit("Cluster", "database", "spec", "instances", value=2),
+        database("instances", value=2),
         id="two-postgres-instances",
     ),
     pytest.param(
         database_problems,
-        edit("Cluster", "database", *POSTGRESQL, "synchronous", value=None),
+        database("postgresql", "synchronous", value=None),
         id="asynchronous-standbys",
     ),
     pytest.param(
         database_problems,
-        edit(
-            "Cluster", "database", *POSTGRESQL, "synchronous", "dataDurability", value="preferred"
-        ),
+        database("postgresql", "synchronous", "dataDurability", value="preferred"),
         id="commits-without-a-standby",
     ),
     pytest.param(
         database_problems,
-        edit("Cluster", "database", *POSTGRESQL, "parameters", "synchronous_commit", value="local"),
+        database("postgresql", "parameters", "synchronous_commit", value="local"),
         id="local-commits",
     ),
     pytest.param(
         connection_problems,
-        edit(
-            "Deployment",
-            "worker",
-            *WORKER_ENV,
-            1,
-            "valueFrom",
-            "secretKeyRef",
-            "name",
-            value="payouts-db-superuser",
-        ),
+        env("Deployment", "worker", 1, "valueFrom", "secretKeyRef", "name", value="payouts-db-su"),
         id="database-url-from-another-secret",
     ),
     pytest.param(
         connection_problems,
-        edit(
-            "Deployment",
-            "ingress",
-            *WORKER_ENV,
-            4,
-            "value",
-            value="amqp://u:p@payouts-rabbitmq.payouts.svc:5672/?heartbeat=30",
-        ),
+        env("Deployment", "ingress", 4, "value", value=",".join(LITERAL_CREDENTIALS_URLS)),
         id="broker-password-in-the-manifest",
     ),
     pytest.param(
         connection_problems,
-        edit("RabbitmqCluster", "broker", *BROKER_SPEC, "replicas", value=5),
+        broker("replicas", value=5),
         id="broker-nodes-missing-from-the-url",
     ),
     pytest.param(
         connection_problems,
-        edit("Job", "migrate", *WORKER_ENV, 2, "name", value="RABBITMQ_USER"),
+        env("Job", "migrate", 2, "name", value="RABBITMQ_USER"),
         id="credential-variable-undefined",
     ),
     pytest.param(
         operated_problems,
-        edit(
-            "Deployment",
-            "worker",
-            "spec",
-            "template",
-            "spec",
-            "securityContext",
-            "runAsUser",
-            value=0,
-        ),
+        edit("Deployment", "worker", *POD, "securityContext", "runAsUser", value=0),
         id="payouts-pod-runs-as-root",
     ),
 ]

@@ -428,10 +428,16 @@ def keda_schema_problems(objs: list[Manifest], settings: Settings) -> list[str]:
         if schema is None:
             problems.append(f"{name_of(obj)}: no schema for this kind in this test")
             continue
-        for error in jsonschema.Draft202012Validator(schema).iter_errors(obj):
-            where = ".".join(str(part) for part in error.absolute_path)
-            problems.append(f"{name_of(obj)}: {where}: {error.message}")
+        problems += json_schema_problems(obj, schema)
     return problems
+
+
+def json_schema_problems(obj: Manifest, schema: Manifest) -> list[str]:
+    """Each place where the object breaks the JSON Schema, named by its path."""
+    return [
+        f"{name_of(obj)}: {'.'.join(str(part) for part in error.absolute_path)}: {error.message}"
+        for error in jsonschema.Draft202012Validator(schema).iter_errors(obj)
+    ]
 
 
 def selector_problems(objs: list[Manifest], settings: Settings) -> list[str]:
