@@ -15,6 +15,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 HA = K8S / "overlays" / "ha"
 HA_CONFIG = HA / "payouts.toml"
 HA_SECRETS = HA / "example-secrets.env"
-SCHEMAS = K8S.parents[1] / "tests" / "deploy" / "schemas"
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
 
 RABBITMQ_API_VERSION = "rabbitmq.com/v1beta1"
 CNPG_API_VERSION = "postgresql.cnpg.io/v1"
