@@ -6,12 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from urllib.parse import urlsplit
+from typing import Self
+from urllib.parse import urlsplit, urlunsplit
 
 # The first message's code when a client asks for TLS or GSS encryption before starting up.
 _ENCRYPTION_REQUESTS = frozenset({80877103, 80877104})
 # What asyncpg sends to commit a transaction, as a simple query.
 _COMMIT = b"COMMIT"
+
+
+def naming_hosts(database_url: str, *hosts: str) -> str:
+    """A database's URL, credentials and all, naming `hosts` (host:port) in turn, as the URL of
+    a primary and its standbys does."""
+    parts = urlsplit(database_url)
+    credentials = parts.netloc.rpartition("@")[0]
+    return urlunsplit(parts._replace(netloc=f"{credentials}@{','.join(hosts)}"))
 
 
 async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -31,7 +40,7 @@ class _Proxy:
         self._server: asyncio.Server | None = None
         self.port = 0
 
-    async def __aenter__(self) -> _Proxy:
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self

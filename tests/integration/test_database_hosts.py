@@ -31,7 +31,7 @@ from tests.books import assert_books_balance
 from tests.factories import payout_event
 from tests.integration.pipeline import pipeline_settings, worker_running
 from tests.polling import wait_until
-from tests.postgres_proxies import CommitAnswerLost, ReadOnlyServer
+from tests.postgres_proxies import CommitAnswerLost, ReadOnlyServer, naming_hosts
 from tests.services import queue_depth
 from tests.tcp_proxy import TcpProxy
 from workers.database import create_pool_when_available
@@ -51,13 +51,6 @@ def closed_port() -> str:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return f"127.0.0.1:{probe.getsockname()[1]}"
-
-
-def naming(database_url: str, *hosts: str) -> str:
-    """The test database's URL, credentials and all, naming `hosts` in turn."""
-    parts = urlsplit(database_url)
-    credentials = parts.netloc.rpartition("@")[0]
-    return urlunsplit(parts._replace(netloc=f"{credentials}@{','.join(hosts)}"))
 
 
 def server_of(database_url: str) -> str:
@@ -96,7 +89,7 @@ async def test_every_part_reaches_the_second_host_when_the_first_is_down(
     ingress's pool, the outcome listener and the commands all pass over the host that is down."""
     config = tmp_path / "payouts.toml"
     config.write_text("")
-    url = naming(database_url, closed_port(), server_of(database_url))
+    url = naming_hosts(database_url, closed_port(), server_of(database_url))
     settings = load_settings(config, {DATABASE_URL_ENV: url}).database
     assert settings.url == f"{url}?target_session_attrs=read-write"
 
@@ -141,9 +134,9 @@ async def test_a_read_only_server_first_in_the_list_is_passed_over(
     settings: Settings, database_url: str
 ) -> None:
     async with ReadOnlyServer(database_url) as standby:
-        alone = naming(database_url, standby.host)
+        alone = naming_hosts(database_url, standby.host)
         # The stand-in refuses writes, as a standby would, to anyone who lands on it...
-        conn = await asyncpg.connect(alone, target_session_attrs="any")
+        conn = await asyncpg.connect(f"{alone}?target_session_attrs=any")
         try:
             with pytest.raises(asyncpg.exceptions.ReadOnlySQLTransactionError):
                 await conn.execute("CREATE TEMPORARY TABLE written (n int)")
@@ -153,7 +146,7 @@ async def test_a_read_only_server_first_in_the_list_is_passed_over(
         only_standby = with_url(settings, alone)
         with pytest.raises(DatabaseUnavailable, match="target attribute"):
             await with_connection(only_standby, lambda conn: conn.fetchval("SELECT 1"))
-        both = with_url(settings, naming(database_url, standby.host, server_of(database_url)))
+        both = with_url(settings, naming_hosts(database_url, standby.host, server_of(database_url)))
         pool = await create_pool_when_available(both.database)
         try:
             assert await pool.fetchval(READ_WRITE_CHECK) == "off"
@@ -172,7 +165,7 @@ async def test_a_commit_whose_answer_was_lost_is_retried_and_credits_once(
     the payout recorded: a duplicate, credited once."""
     caplog.set_level(logging.INFO)
     async with CommitAnswerLost(database_url) as dying:
-        lossy = with_url(settings, naming(database_url, closed_port(), dying.host))
+        lossy = with_url(settings, naming_hosts(database_url, closed_port(), dying.host))
         event = payout_event(amount=Decimal(5), user_id="ida")
         async with worker_running(lossy), publishing(lossy) as publisher:
             await publisher.publish_event(event)
@@ -206,7 +199,7 @@ async def test_the_worker_follows_the_primary_to_the_next_host_without_a_restart
     first = await TcpProxy.in_front_of(database_url)
     second = await TcpProxy.in_front_of(database_url)
     moving = with_url(
-        settings, naming(database_url, f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}")
+        settings, naming_hosts(database_url, f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}")
     )
     try:
         async with worker_running(moving), publishing(moving) as publisher:
