@@ -88,13 +88,13 @@ class _Section(BaseModel):
 # writes: asyncpg tries the hosts in order and keeps the first that is neither in hot standby
 # nor read-only by default. We add it where the URL leaves it out, which also outranks a
 # PGTARGETSESSIONATTRS in the environment.
-TARGET_SESSION_ATTRS = "target_session_attrs"
-READ_WRITE = "read-write"
+_TARGET_SESSION_ATTRS = "target_session_attrs"
+_READ_WRITE = "read-write"
 # One host of a libpq URL: a name, an IPv4 address or a bracketed IPv6 one, and maybe a port.
 _HOST_PORT = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[^\[\]:/]+)(?::(?P<port>[0-9]{1,5}))?$")
 
 
-def read_write_url(url: str) -> str:
+def _read_write_url(url: str) -> str:
     """`url` with `target_session_attrs=read-write`, added if missing; ValueError for a URL
     asyncpg would not take, or one that would let a connection land on a standby."""
     parts = urlsplit(url)
@@ -108,16 +108,16 @@ def read_write_url(url: str) -> str:
                 f"cannot read the host {host!r}: write each host as host, host:port or "
                 "[ipv6]:port, several separated by commas (h1:5432,h2:5432)"
             )
-    targets = [value for key, value in parse_qsl(parts.query) if key == TARGET_SESSION_ATTRS]
+    targets = [value for key, value in parse_qsl(parts.query) if key == _TARGET_SESSION_ATTRS]
     if not targets:
         # Appended to the text: rebuilding the URL from its parts would drop an empty host.
         base, hash_sign, fragment = url.partition("#")
         separator = "&" if parts.query else ("" if base.endswith("?") else "?")
-        return f"{base}{separator}{TARGET_SESSION_ATTRS}={READ_WRITE}{hash_sign}{fragment}"
-    if targets != [READ_WRITE]:
+        return f"{base}{separator}{_TARGET_SESSION_ATTRS}={_READ_WRITE}{hash_sign}{fragment}"
+    if targets != [_READ_WRITE]:
         raise ValueError(
-            f"{TARGET_SESSION_ATTRS}={targets[-1]} could put a connection on a server that "
-            f"refuses writes (a standby); use {TARGET_SESSION_ATTRS}={READ_WRITE}, or leave "
+            f"{_TARGET_SESSION_ATTRS}={targets[-1]} could put a connection on a server that "
+            f"refuses writes (a standby); use {_TARGET_SESSION_ATTRS}={_READ_WRITE}, or leave "
             "it out and it is added"
         )
     return url
@@ -126,7 +126,7 @@ def read_write_url(url: str) -> str:
 class DatabaseSettings(_Section):
     # One host, or a primary and its standbys as libpq writes them (h1:5432,h2:5432);
     # docs/high-availability.md, "Replicated database".
-    url: Annotated[str, AfterValidator(read_write_url)] = (
+    url: Annotated[str, AfterValidator(_read_write_url)] = (
         "postgresql://root@127.0.0.1:5432/payouts?target_session_attrs=read-write"
     )
     pool_min_size: int = Field(default=1, ge=1)

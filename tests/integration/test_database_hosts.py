@@ -131,8 +131,11 @@ async def test_every_part_reaches_the_second_host_when_the_first_is_down(
 
 
 async def test_a_read_only_server_first_in_the_list_is_passed_over(
-    settings: Settings, database_url: str
+    settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Whatever the environment asks for: asyncpg reads PGTARGETSESSIONATTRS only when the URL
+    names no target, and ours always names read-write."""
+    monkeypatch.setenv("PGTARGETSESSIONATTRS", "read-only")
     async with ReadOnlyServer(database_url) as standby:
         alone = naming_hosts(database_url, standby.host)
         # The stand-in refuses writes, as a standby would, to anyone who lands on it...
