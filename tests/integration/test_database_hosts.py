@@ -90,7 +90,8 @@ async def test_every_part_reaches_the_second_host_when_the_first_is_down(
     config = tmp_path / "payouts.toml"
     config.write_text("")
     url = naming_hosts(database_url, closed_port(), server_of(database_url))
-    settings = load_settings(config, {DATABASE_URL_ENV: url}).database
+    full = load_settings(config, {DATABASE_URL_ENV: url})
+    settings = full.database
     assert settings.url == f"{url}?target_session_attrs=read-write"
 
     pool = await create_pool_when_available(settings)
@@ -114,7 +115,6 @@ async def test_every_part_reaches_the_second_host_when_the_first_is_down(
         await wait_until(listening, "the outcome listener listening", 10)
     finally:
         await listener.close()
-    full = load_settings(config, {DATABASE_URL_ENV: url})
     assert await with_connection(full, lambda conn: conn.fetchval(READ_WRITE_CHECK)) == "off"
 
     name = f"payouts_hosts_{uuid.uuid4().hex[:10]}"
