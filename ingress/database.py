@@ -20,7 +20,14 @@ if TYPE_CHECKING:
 
 __all__ = ["IngressDatabase"]
 
-DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+DATABASE_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    # Every host of the URL answered and none takes writes: a failover in progress.
+    asyncpg.exceptions.TargetServerAttributeNotMatched,
+)
 
 
 class IngressDatabase:
@@ -52,7 +59,13 @@ class IngressDatabase:
             async with self._pool.acquire(
                 timeout=self._settings.api_acquire_timeout_seconds
             ) as conn:
-                yield conn
+                try:
+                    yield conn
+                except asyncpg.exceptions.ReadOnlySQLTransactionError:
+                    # Its server stopped taking writes: the pool's next connection goes through
+                    # the host list to the one that does (workers/database.py says more).
+                    conn.terminate()
+                    raise
         except DATABASE_ERRORS as error:
             raise DatabaseUnavailable(repr(error)) from error
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 __all__ = ["configure_logging", "log", "log_exception", "logged_fields", "redacted_url"]
 
 _FIELDS = "payouts_fields"
+# A query parameter of a Postgres URL that holds a secret (libpq's names), up to its value.
+_SECRET_PARAMETER = re.compile(r"([?&](?:password|sslpassword)=)[^&#]*")
 
 
 def _line_encoder() -> Callable[[dict[str, Any]], str]:
@@ -106,9 +109,10 @@ def logged_fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def redacted_url(url: str) -> str:
-    """The URL without its password, fit for a log line or an error message."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    """The URL without its secrets, fit for a log line or an error message: every host of a
+    multi-host URL (h1:5432,h2:5432) stays, and a password, after the user or as a query
+    parameter, becomes ***."""
+    password = urlsplit(url).password
+    if password is not None:
+        url = url.replace(f":{password}@", ":***@", 1)
+    return _SECRET_PARAMETER.sub(r"\1***", url)

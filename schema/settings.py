@@ -9,6 +9,7 @@ from decimal import Decimal
 from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -82,8 +83,52 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Every connection of ours may write (the worker, the orders API, the operator's commands), so a
+# URL naming a primary and its standbys must lead each new connection to the server that takes
+# writes: asyncpg tries the hosts in order and keeps the first that is neither in hot standby
+# nor read-only by default. We add it where the URL leaves it out, which also outranks a
+# PGTARGETSESSIONATTRS in the environment.
+_TARGET_SESSION_ATTRS = "target_session_attrs"
+_READ_WRITE = "read-write"
+# One host of a libpq URL: a name, an IPv4 address or a bracketed IPv6 one, and maybe a port.
+_HOST_PORT = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[^\[\]:/]+)(?::(?P<port>[0-9]{1,5}))?$")
+
+
+def _read_write_url(url: str) -> str:
+    """`url` with `target_session_attrs=read-write`, added if missing; ValueError for a URL
+    asyncpg would not take, or one that would let a connection land on a standby."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ValueError("must be a postgresql:// URL (postgresql://user@host:port/database)")
+    hosts = parts.netloc.rpartition("@")[2]
+    for host in hosts.split(",") if hosts else ():
+        match = _HOST_PORT.match(host)
+        if not match or not 0 < int(match["port"] or 1) < 65536:
+            raise ValueError(
+                f"cannot read the host {host!r}: write each host as host, host:port or "
+                "[ipv6]:port, several separated by commas (h1:5432,h2:5432)"
+            )
+    targets = [value for key, value in parse_qsl(parts.query) if key == _TARGET_SESSION_ATTRS]
+    if not targets:
+        # Appended to the text: rebuilding the URL from its parts would drop an empty host.
+        base, hash_sign, fragment = url.partition("#")
+        separator = "&" if parts.query else ("" if base.endswith("?") else "?")
+        return f"{base}{separator}{_TARGET_SESSION_ATTRS}={_READ_WRITE}{hash_sign}{fragment}"
+    if targets != [_READ_WRITE]:
+        raise ValueError(
+            f"{_TARGET_SESSION_ATTRS}={targets[-1]} could put a connection on a server that "
+            f"refuses writes (a standby); use {_TARGET_SESSION_ATTRS}={_READ_WRITE}, or leave "
+            "it out and it is added"
+        )
+    return url
+
+
 class DatabaseSettings(_Section):
-    url: str = "postgresql://root@127.0.0.1:5432/payouts"
+    # One host, or a primary and its standbys as libpq writes them (h1:5432,h2:5432);
+    # docs/high-availability.md, "Replicated database".
+    url: Annotated[str, AfterValidator(_read_write_url)] = (
+        "postgresql://root@127.0.0.1:5432/payouts?target_session_attrs=read-write"
+    )
     pool_min_size: int = Field(default=1, ge=1)
     pool_max_size: int = Field(default=10, ge=1)
     acquire_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -39,12 +39,17 @@ HOW_TO_START = (
 
 
 def _reachable(url: str) -> bool:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), timeout=2):
-            return True
-    except OSError:
-        return False
+    """Whether a host the URL names accepts a connection: its one host, or any of those a
+    replicated database's URL lists (h1:5432,h2:5432), where `urlsplit(url).port` would fail."""
+    for host in urlsplit(url).netloc.rpartition("@")[2].split(","):
+        parts = urlsplit(f"//{host}")
+        address = (parts.hostname or "127.0.0.1", parts.port or 0)
+        try:
+            with socket.create_connection(address, timeout=2):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _docker_available() -> bool:

@@ -25,6 +25,7 @@ from schema.topology import Topology
 from workers import metrics
 from workers.batch_crediting import FundingAccounts, apply_batch
 from workers.batching import Batches
+from workers.database import dropped_if_read_only
 from workers.envelope_deliveries import DeliveredEvent, EventDeliveries
 from workers.failures import TRANSIENT_ERRORS, Failure, FailureKind, failure_of
 from workers.moves import RETURN_PAUSE_SECONDS, MessageMover, move_finish_seconds
@@ -355,7 +356,7 @@ class Worker:
         events = [event for _, event in decoded]
         timeout = self._settings.database.acquire_timeout_seconds
         try:
-            async with self._pool.acquire(timeout=timeout) as conn:
+            async with self._pool.acquire(timeout=timeout) as conn, dropped_if_read_only(conn):
                 started = time.perf_counter()
                 async with conn.transaction():
                     results = await apply_batch(conn, events, self._funding)

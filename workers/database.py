@@ -1,8 +1,10 @@
-"""The worker's Postgres pool, opened once Postgres answers."""
+"""The worker's Postgres pool, opened once Postgres answers, and kept on the server that takes
+writes."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -11,9 +13,11 @@ import asyncpg
 from schema.logs import log, redacted_url
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from schema.settings import DatabaseSettings
 
-__all__ = ["Connection", "create_pool_when_available"]
+__all__ = ["Connection", "create_pool_when_available", "dropped_if_read_only"]
 
 # What the SQL functions accept: a plain connection or one borrowed from the pool.
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
@@ -40,6 +44,8 @@ async def create_pool_when_available(settings: DatabaseSettings) -> asyncpg.Pool
             TimeoutError,
             asyncpg.PostgresConnectionError,
             asyncpg.CannotConnectNowError,
+            # Every host answered, none takes writes: a failover still in progress.
+            asyncpg.exceptions.TargetServerAttributeNotMatched,
         ) as error:
             log(
                 logger,
@@ -53,3 +59,16 @@ async def create_pool_when_available(settings: DatabaseSettings) -> asyncpg.Pool
             continue
         assert pool is not None
         return pool
+
+
+@contextlib.asynccontextmanager
+async def dropped_if_read_only(conn: asyncpg.pool.PoolConnectionProxy) -> AsyncIterator[None]:
+    """Close a pooled connection whose server refused a write as read-only. The host list is
+    consulted only when a connection opens: one kept open to a server that stopped taking
+    writes (a primary fenced with default_transaction_read_only) would fail every retry, while
+    a new one goes to the server that takes them."""
+    try:
+        yield
+    except asyncpg.exceptions.ReadOnlySQLTransactionError:
+        conn.terminate()
+        raise

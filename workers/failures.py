@@ -52,6 +52,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncpg.InterfaceError,
     asyncpg.exceptions.PostgresConnectionError,
+    # A new connection found no host taking writes: a failover still in progress.
+    asyncpg.exceptions.TargetServerAttributeNotMatched,
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.DeadlockDetectedError,
     asyncpg.exceptions.OperatorInterventionError,

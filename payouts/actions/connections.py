@@ -17,7 +17,15 @@ if TYPE_CHECKING:
 
     from schema.settings import Settings
 
-__all__ = ["load_checked_settings", "start_hint", "with_connection"]
+__all__ = ["DATABASE_UNREACHABLE", "load_checked_settings", "start_hint", "with_connection"]
+
+# What connecting to Postgres raises when no host of the URL can serve us, all hosts included.
+DATABASE_UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.exceptions.TargetServerAttributeNotMatched,
+)
 
 T = TypeVar("T")
 
@@ -63,7 +71,7 @@ async def with_connection(
             timeout=settings.database.acquire_timeout_seconds,
             server_settings=settings.database.server_settings(),
         )
-    except (OSError, TimeoutError, asyncpg.PostgresError) as error:
+    except DATABASE_UNREACHABLE as error:
         where = redacted_url(settings.database.url)
         raise DatabaseUnavailable(f"Postgres at {where}: {error}") from None
     try:

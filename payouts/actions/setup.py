@@ -12,7 +12,7 @@ import asyncpg
 
 from broker.connection import connect_once
 from broker.declaration import declare
-from payouts.actions.connections import with_connection
+from payouts.actions.connections import DATABASE_UNREACHABLE, with_connection
 from schema.errors import DatabaseUnavailable
 from schema.logs import redacted_url
 from schema.topology import Topology
@@ -41,7 +41,7 @@ async def migrate(settings: Settings, create_database: bool) -> dict[str, Any]:
     if create_database:
         try:
             await create_database_if_missing(settings.database.url)
-        except OSError as error:
+        except DATABASE_UNREACHABLE as error:
             where = redacted_url(settings.database.url)
             raise DatabaseUnavailable(f"Postgres at {where}: {error}") from None
     applied = await with_connection(settings, apply_migrations)

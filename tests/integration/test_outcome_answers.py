@@ -32,7 +32,9 @@ from tests.integration.pipeline import (
 )
 from tests.metrics_reading import sample_value
 from tests.polling import wait_until
+from tests.postgres_proxies import naming_hosts
 from tests.signing import aigame_payout_body, wallet_billing_body
+from tests.tcp_proxy import TcpProxy
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -428,3 +430,47 @@ async def test_the_outcome_listener_reconnects_after_its_connection_is_killed(
     await wait_until(listening_again, "the listener back", limit_seconds=20)
     await running.create_member("member-9", "VND2")
     assert (await send(running, payout(user="member-9", win="3")))["data"]["balance"] == "3.00"
+
+
+async def test_the_outcome_listener_moves_to_the_next_host_when_its_host_goes_away(
+    services: Services, database_url: str
+) -> None:
+    """The database URL names two hosts (two proxies in front of one server); the first one
+    dies. Until the listener is back, a JSON protocol answers "try again" at once, publishing
+    nothing; then it listens on the second host, and payouts are answered with their outcome."""
+    first = await TcpProxy.in_front_of(database_url)
+    second = await TcpProxy.in_front_of(database_url)
+    settings = pipeline_settings(
+        services, naming_hosts(database_url, f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}")
+    )
+    try:
+        async with pipeline(settings, services) as running:
+            await running.create_member("member-7", "VND2")
+            await first.cut()
+
+            async def not_listening() -> bool:
+                report: dict[str, str] = (await running.client.get("/readyz")).json()
+                return report["outcomes"] != "listening"
+
+            await wait_until(not_listening, "the lost listener noticed", limit_seconds=2)
+            started = time.monotonic()
+            fields = payout(user="member-7", win="4")
+            assert await send(running, fields) == {
+                "code": 800100,
+                "message": "Service exception",
+                "data": {},
+            }
+            assert time.monotonic() - started < 1, "try again was not answered at once"
+
+            async def listening_again() -> bool:
+                report: dict[str, str] = (await running.client.get("/readyz")).json()
+                return report["outcomes"] == "listening"
+
+            await wait_until(listening_again, "the listener on the second host", 20)
+            # Nothing was published for the request answered "try again": its resend credits.
+            assert await running.value("SELECT count(*) FROM payouts") == 0
+            resent = await send(running, {**fields, "timestamp": int(time.time() * 1000)})
+            assert resent["data"] == {"balance": "4.00", "currency": "VND2"}
+    finally:
+        await first.close()
+        await second.close()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from schema.logs import configure_logging, log, log_exception, logged_fields
+from schema.logs import configure_logging, log, log_exception, logged_fields, redacted_url
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -149,3 +149,22 @@ def test_a_line_is_the_text_json_dumps_writes(handler: logging.StreamHandler[Any
     line = only_line(written)
     expected = {key: line[key] for key in ("ts", "level", "logger", "pid", "message")} | fields
     assert written == json.dumps(expected, default=str) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql://payouts:s3:cr@t@h1:5432,h2:5433/payouts?target_session_attrs=read-write",
+            "postgresql://payouts:***@h1:5432,h2:5433/payouts?target_session_attrs=read-write",
+        ),
+        (
+            "postgresql://payouts@[::1]:5432,h2/p?password=s3cret&sslmode=require&sslpassword=k",
+            "postgresql://payouts@[::1]:5432,h2/p?password=***&sslmode=require&sslpassword=***",
+        ),
+        ("postgres:///p?host=/run/pg", "postgres:///p?host=/run/pg"),
+        ("amqp://guest:guest@mq:5672/", "amqp://guest:***@mq:5672/"),
+    ],
+)
+def test_a_logged_url_names_every_host_and_no_secret(url: str, shown: str) -> None:
+    assert redacted_url(url) == shown

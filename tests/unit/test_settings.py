@@ -59,7 +59,63 @@ def test_valid_file(tmp_path: Path) -> None:
 def test_environment_overrides_the_service_urls(tmp_path: Path) -> None:
     env = {"PAYOUTS_DATABASE_URL": "postgresql://x@db/p", "PAYOUTS_BROKER_URL": "amqp://mq/"}
     settings = load_settings(write(tmp_path, VALID_PROVIDER), environ=env)
-    assert (settings.database.url, settings.broker.url) == ("postgresql://x@db/p", "amqp://mq/")
+    assert (settings.database.url, settings.broker.url) == (
+        "postgresql://x@db/p?target_session_attrs=read-write",
+        "amqp://mq/",
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "read_write"),
+    [
+        (
+            "postgresql://u:pw@h1:5432,h2:5433/payouts",
+            "postgresql://u:pw@h1:5432,h2:5433/payouts?target_session_attrs=read-write",
+        ),
+        (
+            "postgresql://u@h1:5432,h2:5433/payouts?target_session_attrs=read-write",
+            "postgresql://u@h1:5432,h2:5433/payouts?target_session_attrs=read-write",
+        ),
+        (
+            "postgresql://u@[::1]:5432,db.example:5433/p?sslmode=require",
+            "postgresql://u@[::1]:5432,db.example:5433/p?sslmode=require"
+            "&target_session_attrs=read-write",
+        ),
+        (
+            "postgres:///p?host=/run/pg",
+            "postgres:///p?host=/run/pg&target_session_attrs=read-write",
+        ),
+    ],
+)
+def test_every_database_url_asks_for_a_server_that_takes_writes(
+    tmp_path: Path, url: str, read_write: str
+) -> None:
+    """Left out, target_session_attrs=read-write is added: it also outranks a
+    PGTARGETSESSIONATTRS in the environment, which asyncpg reads only when the URL is silent."""
+    settings = load_settings(write(tmp_path, ""), environ={"PAYOUTS_DATABASE_URL": url})
+    assert settings.database.url == read_write
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "postgresql://u@h1,h2/p?target_session_attrs=standby",
+            r"database\.url: .*target_session_attrs=standby .*use target_session_attrs=read-write",
+        ),
+        ("postgresql://u@h1,h2/p?target_session_attrs=any", "target_session_attrs=any"),
+        ("postgresql://u@h1,h2/p?target_session_attrs=read-only", "target_session_attrs=read-only"),
+        ("postgresql://u@h1:5432,h2:x/p", r"cannot read the host 'h2:x'"),
+        ("postgresql://u@h1:5432,,h2/p", r"cannot read the host ''"),
+        ("postgresql://u@h1:70000/p", r"cannot read the host 'h1:70000'"),
+        ("mysql://u@h1/p", "must be a postgresql:// URL"),
+    ],
+)
+def test_a_database_url_that_could_land_on_a_standby_or_cannot_be_read_is_refused(
+    tmp_path: Path, url: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(write(tmp_path, ""), environ={"PAYOUTS_DATABASE_URL": url})
 
 
 @pytest.mark.parametrize(
