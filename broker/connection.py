@@ -125,7 +125,7 @@ class NodeConnection(aio_pika.RobustConnection):
         await super()._on_connection_close(closing)
 
 
-async def connect_when_available(settings: BrokerSettings, role: str) -> RobustConnection:
+async def connect_when_available(settings: BrokerSettings, role: str) -> NodeConnection:
     """Connected to one of the nodes, trying them until one answers; the connection then moves
     between them by itself."""
     connection = NodeConnection(settings, role)

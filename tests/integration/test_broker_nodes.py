@@ -4,8 +4,12 @@ cluster; cutting one is a node lost to its clients."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -24,10 +28,12 @@ from tests.polling import wait_until
 from tests.tcp_proxy import TcpProxy
 
 if TYPE_CHECKING:
+    import uuid
     from collections.abc import AsyncIterator
 
     from broker.deliveries import Delivery
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Each node gets its turn quickly, so a test never waits out a production backoff.
 FAST_RECONNECTS = {"reconnect_interval_seconds": 0.1, "reconnect_max_interval_seconds": 0.4}
 
@@ -76,7 +82,6 @@ async def test_a_dead_first_node_is_passed_over_in_the_listed_order(
     settings = with_nodes(broker_settings, closed_port_url(), live)
     connection = await connect_when_available(settings, "test")
     try:
-        assert isinstance(connection, NodeConnection)
         assert connection.node == redacted_url(live)
     finally:
         await connection.close()
@@ -95,6 +100,37 @@ async def test_a_command_names_every_node_it_could_not_reach(
     with pytest.raises(BrokerUnavailable) as unavailable:
         await connect_once(with_nodes(broker_settings, *dead), "test", timeout_seconds=2)
     assert all(redacted_url(url) in str(unavailable.value) for url in dead)
+
+
+async def test_operator_commands_pass_over_a_dead_first_node(
+    broker_settings: BrokerSettings, database_url: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "payouts.toml"
+    config.write_text(
+        f'[database]\nurl = "{database_url}"\n[broker]\n'
+        f'urls = ["{closed_port_url()}", "{broker_settings.urls[0]}"]\n'
+        f'namespace = "{broker_settings.namespace}"\n'
+        f"retry_delays_seconds = {list(broker_settings.retry_delays_seconds)}\n"
+    )
+
+    def payouts(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "payouts", "--config", str(config), *args, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={"PATH": "/usr/bin:/bin", "PAYOUTS_LOG_LEVEL": "WARNING"},
+            cwd=PROJECT_ROOT,
+        )
+
+    migrated = payouts("migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert (
+        json.loads(migrated.stdout)["topology"] == Topology.from_settings(broker_settings).exchange
+    )
+    browsed = payouts("dlq", "list")
+    assert (browsed.returncode, json.loads(browsed.stdout)) == (0, []), browsed.stderr
 
 
 async def test_a_consumer_and_a_publisher_move_to_the_other_node_when_theirs_is_cut(
@@ -135,7 +171,7 @@ async def test_a_consumer_and_a_publisher_move_to_the_other_node_when_theirs_is_
         confirmed_after = time.monotonic() - cut_at
         # The first ack may not have reached the broker before the cut: then the first event
         # comes again, as at-least-once delivery allows, before the second.
-        seen = []
+        seen: list[uuid.UUID] = []
         while not seen or seen[-1] != after.event_id:
             delivered = await asyncio.wait_for(received.get(), 5)
             await delivered.ack()
@@ -165,7 +201,8 @@ async def test_attempts_back_off_up_to_the_cap_while_no_node_answers(
     connecting = asyncio.ensure_future(connection.connect())
 
     async def waits_at_the_cap() -> bool:
-        return connection.reconnect_interval == FAST_RECONNECTS["reconnect_max_interval_seconds"]
+        cap = FAST_RECONNECTS["reconnect_max_interval_seconds"]
+        return bool(connection.reconnect_interval == cap)
 
     try:
         await wait_until(waits_at_the_cap, "the wait between attempts to reach its cap")
