@@ -104,10 +104,10 @@ class NodeConnection(aio_pika.RobustConnection):
         error = closing.exception() if not closing.cancelled() else None
         if was_connected:
             # The next node at once: aio-pika's loop tries again as soon as this returns.
-            message = "lost the broker node, trying the next one"
+            message = "lost the broker node, retrying on the next one"
         else:
             self._failures += 1
-            message = "broker node unreachable, trying the next one"
+            message = "broker node unreachable, retrying on the next one"
             self.reconnect_interval = min(
                 self._max_interval, self._first_interval * 2 ** (self._failures - 1)
             )

@@ -48,7 +48,7 @@ async def gathering(
 ) -> AsyncIterator[Pipeline]:
     """The ingress, its broker connection through `proxy`; the worker not started yet."""
     settings = pipeline_settings(services, database_url)
-    through = {"url": proxy.url_through(services.rabbitmq_url), **broker}
+    through = {"urls": (proxy.url_through(services.rabbitmq_url),), **broker}
     settings = settings.model_copy(update={"broker": settings.broker.model_copy(update=through)})
     async with pipeline(settings, services, with_worker=False) as running:
         yield running

@@ -522,7 +522,7 @@ async def test_worker_exits_for_a_restart_when_it_cannot_hold_a_consumer(
     through_proxy = proxy.url_through(settings.broker.urls[0])
     cut_off = settings.model_copy(
         update={
-            "broker": settings.broker.model_copy(update={"url": through_proxy}),
+            "broker": settings.broker.model_copy(update={"urls": (through_proxy,)}),
             "worker": settings.worker.model_copy(update={"no_consumer_exit_seconds": 2.0}),
         }
     )
