@@ -5,6 +5,7 @@ the broker becomes BrokerUnavailable."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -71,6 +72,9 @@ class NodeConnection(aio_pika.RobustConnection):
         self._failures = 0  # attempts failed in a row
         # Connected with every channel restored: set only once `_on_connected` has finished.
         self._holding = False
+        # Clear while a handshake is known to be under way (the first one, and the one right
+        # after a loss): cutting one off halfway leaves aiormq's tasks pending.
+        self.attempt_over = asyncio.Event()
         super().__init__(
             URL(nodes[0]),
             reconnect_interval=self._first_interval,
@@ -89,6 +93,7 @@ class NodeConnection(aio_pika.RobustConnection):
         self._failures = 0
         self.reconnect_interval = self._first_interval
         self._holding = True
+        self.attempt_over.set()
         NODE_CONNECTED.labels(self._role, self.node).set(1)
         if self.connection_attempt > 1:
             RECONNECTS.labels(self._role, self.node).inc()
@@ -105,7 +110,9 @@ class NodeConnection(aio_pika.RobustConnection):
         if was_connected:
             # The next node at once: aio-pika's loop tries again as soon as this returns.
             message = "lost the broker node, retrying on the next one"
+            self.attempt_over.clear()
         else:
+            self.attempt_over.set()
             self._failures += 1
             message = "broker node unreachable, retrying on the next one"
             self.reconnect_interval = min(
@@ -132,11 +139,14 @@ async def connect_when_available(settings: BrokerSettings, role: str) -> NodeCon
     attempt = asyncio.ensure_future(connection.connect())
     try:
         # Shielded: a handshake cancelled halfway leaves aiormq's reader and heartbeat tasks
-        # behind, pending until the loop closes. A caller that gives up waits for it instead.
+        # behind, pending until the loop closes. A caller that gives up lets the handshake
+        # under way end, but does not wait out the pause before the next one.
         await asyncio.shield(attempt)
     except asyncio.CancelledError:
-        await asyncio.wait([attempt], timeout=CLOSE_TIMEOUT_SECONDS)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(connection.attempt_over.wait(), CLOSE_TIMEOUT_SECONDS)
         await connection.close()
+        attempt.cancel()
         raise
     return connection
 
