@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
+import aiormq
 from pamqp.commands import Basic
 
 from broker.connection import BROKER_ERRORS, CLOSE_TIMEOUT_SECONDS, connect_when_available
@@ -32,6 +35,10 @@ logger = logging.getLogger(__name__)
 
 # A message to publish, as the other layers name it.
 OutgoingMessage = aio_pika.Message
+# A nack gets the channel reopened, at most this often: a channel opened just as a cluster node
+# died was seen to nack every publish for 20 s and more, where a new channel did not
+# (docs/high-availability.md). While a queue refuses everything (full), the reopens stay rare.
+NACK_REOPEN_INTERVAL_SECONDS = 1.0
 
 
 def persistent_message(body: bytes, **properties: Any) -> OutgoingMessage:
@@ -73,6 +80,8 @@ class ConfirmedPublisher:
         self._channel: AbstractChannel | None = None
         self._exchanges: frozenset[str] = frozenset()
         self._connecting: asyncio.Task[None] | None = None
+        self._reopened_at = -math.inf
+        self._reopening: asyncio.Task[None] | None = None  # held: the loop keeps weak references
 
     def start(self) -> None:
         self._connecting = asyncio.create_task(self._connect(), name=f"{self._role}-publisher")
@@ -176,6 +185,7 @@ class ConfirmedPublisher:
         if self._channel.is_closed:
             # At once, rather than after the timeout: the provider's retry is the remedy.
             raise BrokerUnavailable("the channel to the broker is closed; reconnecting")
+        channel: aiormq.abc.AbstractChannel | None = None
         try:
             # The timeout bounds the whole call, including a wait for a reconnecting channel.
             async with asyncio.timeout(self._settings.publish_timeout_seconds):
@@ -190,9 +200,26 @@ class ConfirmedPublisher:
         except TimeoutError:
             raise BrokerUnavailable("the broker did not confirm in time") from None
         except BROKER_ERRORS as error:
+            nacked = isinstance(error, aiormq.exceptions.DeliveryError) and isinstance(
+                error.frame, Basic.Nack
+            )
+            if nacked and channel is not None:
+                self._reopen_after_nack(channel)
             raise BrokerUnavailable(f"publish failed: {error!r}") from None
         if not isinstance(confirmation, Basic.Ack):
             raise BrokerUnavailable(f"the broker did not acknowledge: {confirmation!r}")
+
+    def _reopen_after_nack(self, channel: aiormq.abc.AbstractChannel) -> None:
+        """Close the channel underneath aio-pika's, which then opens a new one. Publishes in
+        flight on it fail, and their providers are told to try again, as for this one."""
+        now = time.monotonic()
+        if now - self._reopened_at < NACK_REOPEN_INTERVAL_SECONDS or channel.is_closed:
+            return
+        self._reopened_at = now
+        log(logger, logging.WARNING, "the broker refused a publish; reopening the channel")
+        self._reopening = asyncio.create_task(
+            channel.close(aio_pika.exceptions.ChannelClosed(0, "reopened after a nack"))
+        )
 
     async def close(self) -> None:
         if self._connecting is not None and not self._connecting.done():

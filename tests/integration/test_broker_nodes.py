@@ -12,11 +12,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import aio_pika
 import pytest
 from prometheus_client import REGISTRY
 
+import broker.publisher
 from broker.connection import NodeConnection, connect_once, connect_when_available
-from broker.publisher import ConfirmedPublisher
+from broker.publisher import ConfirmedPublisher, persistent_message
 from broker.subscription import subscribe
 from schema.errors import BrokerUnavailable
 from schema.events import decode_event
@@ -213,3 +215,42 @@ async def test_attempts_back_off_up_to_the_cap_while_no_node_answers(
     finally:
         connecting.cancel()
         await connection.close()
+
+
+async def test_a_nack_gets_the_publisher_a_new_channel(
+    broker_settings: BrokerSettings,
+    publisher: ConfirmedPublisher,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Long enough that the second nack below always falls within it.
+    monkeypatch.setattr(broker.publisher, "NACK_REOPEN_INTERVAL_SECONDS", 600.0)
+    topology = Topology.from_settings(broker_settings)
+    refusing = await aio_pika.connect(broker_settings.urls[0])
+    async with refusing:
+        # A queue that refuses every message: the broker nacks what is routed to it.
+        channel = await refusing.channel()
+        full = await channel.declare_queue(
+            f"{topology.namespace}.full",
+            exclusive=True,
+            arguments={"x-max-length": 0, "x-overflow": "reject-publish"},
+        )
+        await full.bind(topology.retry_exchange, "full")
+        message = persistent_message(b"{}")
+        with pytest.raises(BrokerUnavailable, match="Nack"):
+            await publisher.publish(message, exchange=topology.retry_exchange, routing_key="full")
+        assert "reopening the channel" in caplog.text
+
+        async def confirmed_again() -> bool:
+            try:
+                await publisher.publish_event(payout_event())
+            except BrokerUnavailable:
+                return False
+            return True
+
+        await wait_until(confirmed_again, "a publish confirmed on the new channel", 5)
+        # A second nack within the interval leaves the new channel alone.
+        caplog.clear()
+        with pytest.raises(BrokerUnavailable, match="Nack"):
+            await publisher.publish(message, exchange=topology.retry_exchange, routing_key="full")
+        assert "reopening the channel" not in caplog.text
