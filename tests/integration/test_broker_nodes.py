@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import aio_pika
 import pytest
 from prometheus_client import REGISTRY
 
@@ -25,6 +24,7 @@ from schema.events import decode_event
 from schema.logs import redacted_url
 from schema.settings import BrokerSettings, NodeOrder
 from schema.topology import Topology
+from tests.broker_admin import refusing_queue
 from tests.factories import payout_event
 from tests.polling import wait_until
 from tests.tcp_proxy import TcpProxy
@@ -226,15 +226,7 @@ async def test_a_nack_gets_the_publisher_a_new_channel(
     # Long enough that the second nack below always falls within it.
     monkeypatch.setattr(broker.publisher, "NACK_REOPEN_INTERVAL_SECONDS", 600.0)
     topology = Topology.from_settings(broker_settings)
-    refusing = await aio_pika.connect(broker_settings.urls[0])
-    async with refusing:
-        # A queue that refuses every message: the broker nacks what is routed to it.
-        channel = await refusing.channel()
-        full = await channel.declare_queue(
-            f"{topology.namespace}.full",
-            exclusive=True,
-            arguments={"x-max-length": 0, "x-overflow": "reject-publish"},
-        )
+    async with refusing_queue(broker_settings.urls[0], f"{topology.namespace}.full") as full:
         await full.bind(topology.retry_exchange, "full")
         message = persistent_message(b"{}")
         with pytest.raises(BrokerUnavailable, match="Nack"):
