@@ -231,7 +231,7 @@ async def test_a_nack_gets_the_publisher_a_new_channel(
         message = persistent_message(b"{}")
         with pytest.raises(BrokerUnavailable, match="Nack"):
             await publisher.publish(message, exchange=topology.retry_exchange, routing_key="full")
-        assert "reopening the channel" in caplog.text
+        assert "opening a new channel" in caplog.text
 
         async def confirmed_again() -> bool:
             try:
@@ -245,4 +245,4 @@ async def test_a_nack_gets_the_publisher_a_new_channel(
         caplog.clear()
         with pytest.raises(BrokerUnavailable, match="Nack"):
             await publisher.publish(message, exchange=topology.retry_exchange, routing_key="full")
-        assert "reopening the channel" not in caplog.text
+        assert "opening a new channel" not in caplog.text
