@@ -36,9 +36,9 @@ logger = logging.getLogger(__name__)
 
 # A message to publish, as the other layers name it.
 OutgoingMessage = aio_pika.Message
-# A nack gets the channel reopened, at most this often: a channel opened just as a cluster node
-# died was seen to nack every publish for 20 s and more, where a new channel did not
-# (docs/high-availability.md). While a queue refuses everything (full), the reopens stay rare.
+# A nack gets the publisher a new channel, at most this often: a channel opened just as a
+# cluster node died was seen to nack every publish for 20 s and more, where a new channel did not
+# (docs/high-availability.md). While a queue refuses everything (full), new channels stay rare.
 NACK_REOPEN_INTERVAL_SECONDS = 1.0
 
 
