@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
+import aiormq
 from pamqp.commands import Basic
 
 from broker.connection import BROKER_ERRORS, CLOSE_TIMEOUT_SECONDS, connect_when_available
@@ -32,6 +36,10 @@ logger = logging.getLogger(__name__)
 
 # A message to publish, as the other layers name it.
 OutgoingMessage = aio_pika.Message
+# A nack gets the publisher a new channel, at most this often: a channel opened just as a
+# cluster node died was seen to nack every publish for 20 s and more, where a new channel did not
+# (docs/high-availability.md). While a queue refuses everything (full), new channels stay rare.
+NACK_REOPEN_INTERVAL_SECONDS = 1.0
 
 
 def persistent_message(body: bytes, **properties: Any) -> OutgoingMessage:
@@ -73,6 +81,8 @@ class ConfirmedPublisher:
         self._channel: AbstractChannel | None = None
         self._exchanges: frozenset[str] = frozenset()
         self._connecting: asyncio.Task[None] | None = None
+        self._reopened_at = -math.inf
+        self._reopening: asyncio.Task[None] | None = None  # held: the loop keeps weak references
 
     def start(self) -> None:
         self._connecting = asyncio.create_task(self._connect(), name=f"{self._role}-publisher")
@@ -82,11 +92,7 @@ class ConfirmedPublisher:
         while True:
             connection = await connect_when_available(self._settings, self._role)
             try:
-                # Confirms plus on_return_raises: an unroutable or refused message raises
-                # instead of vanishing (aio-pika #78, #106).
-                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-                self._exchanges = frozenset((await declare(channel, self.topology)).exchanges)
-                self._channel = channel
+                self._channel = await self._open_channel(connection)
             except asyncio.CancelledError:
                 await connection.close()  # closed while declaring: nobody will use it
                 raise
@@ -110,6 +116,13 @@ class ConfirmedPublisher:
                 exchange=self.topology.exchange,
             )
             return
+
+    async def _open_channel(self, connection: AbstractRobustConnection) -> AbstractChannel:
+        # Confirms plus on_return_raises: an unroutable or refused message raises instead of
+        # vanishing (aio-pika #78, #106).
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        self._exchanges = frozenset((await declare(channel, self.topology)).exchanges)
+        return channel
 
     async def wait_ready(self) -> None:
         """Until connected and declared, or BrokerUnavailable after the publish timeout."""
@@ -176,6 +189,7 @@ class ConfirmedPublisher:
         if self._channel.is_closed:
             # At once, rather than after the timeout: the provider's retry is the remedy.
             raise BrokerUnavailable("the channel to the broker is closed; reconnecting")
+        publishing_on = self._channel
         try:
             # The timeout bounds the whole call, including a wait for a reconnecting channel.
             async with asyncio.timeout(self._settings.publish_timeout_seconds):
@@ -190,11 +204,43 @@ class ConfirmedPublisher:
         except TimeoutError:
             raise BrokerUnavailable("the broker did not confirm in time") from None
         except BROKER_ERRORS as error:
+            nacked = isinstance(error, aiormq.exceptions.DeliveryError) and isinstance(
+                error.frame, Basic.Nack
+            )
+            if nacked:
+                self._reopen_after_nack(publishing_on)
             raise BrokerUnavailable(f"publish failed: {error!r}") from None
         if not isinstance(confirmation, Basic.Ack):
             raise BrokerUnavailable(f"the broker did not acknowledge: {confirmation!r}")
 
+    def _reopen_after_nack(self, nacked: AbstractChannel) -> None:
+        now = time.monotonic()
+        reopening = self._reopening is not None and not self._reopening.done()
+        if reopening or now - self._reopened_at < NACK_REOPEN_INTERVAL_SECONDS:
+            return
+        self._reopened_at = now
+        log(logger, logging.WARNING, "the broker refused a publish; opening a new channel")
+        self._reopening = asyncio.create_task(self._replace_channel(nacked))
+
+    async def _replace_channel(self, nacked: AbstractChannel) -> None:
+        """Publish on a new channel, then close the nacked one once the publishes still in flight
+        on it have had their publish timeout: no callback meets a closed channel meanwhile."""
+        if self._connection is None or self._channel is not nacked:
+            return
+        try:
+            async with asyncio.timeout(self._settings.publish_timeout_seconds):
+                self._channel = await self._open_channel(self._connection)
+        except (TimeoutError, *BROKER_ERRORS) as error:
+            # The nacked channel stays; the next nack tries again.
+            log(logger, logging.WARNING, "could not open a new channel", error=repr(error))
+            return
+        await asyncio.sleep(self._settings.publish_timeout_seconds)
+        with contextlib.suppress(*BROKER_ERRORS):
+            await nacked.close()
+
     async def close(self) -> None:
+        if self._reopening is not None:
+            self._reopening.cancel()  # the connection's close closes every channel
         if self._connecting is not None and not self._connecting.done():
             # Awaited: a connection still in its handshake is let finish, then closed.
             self._connecting.cancel()

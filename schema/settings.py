@@ -24,6 +24,7 @@ from pydantic import (
 
 from schema.envelopes import MAX_EVENTS_PER_ENVELOPE
 from schema.errors import ConfigError
+from schema.logs import redacted_url
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -35,6 +36,7 @@ __all__ = [
     "DatabaseSettings",
     "IngressSettings",
     "InternalApiSettings",
+    "NodeOrder",
     "Partner",
     "ProofApiSettings",
     "ProviderInstance",
@@ -148,14 +150,62 @@ class DatabaseSettings(_Section):
         return {"idle_in_transaction_session_timeout": str(timeout_ms)}
 
 
+# The port an AMQP URL without one reaches, by scheme.
+AMQP_PORTS = {"amqp": 5672, "amqps": 5671}
+
+
+def _broker_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in AMQP_PORTS or not parts.hostname:
+        raise ValueError(
+            f"{redacted_url(url)!r} is not an AMQP URL; write amqp://user:password@host:5672/ "
+            "(or amqps:// for TLS)"
+        )
+    try:
+        parts.port  # noqa: B018  (parsed for its error: a port that is not a number)
+    except ValueError:
+        raise ValueError(f"{redacted_url(url)!r}: the port is not a number") from None
+    return url
+
+
+def _node(url: str) -> tuple[str, int]:
+    """The host and port a URL reaches: two URLs with the same ones name the same node."""
+    parts = urlsplit(url)
+    return (parts.hostname or "", parts.port or AMQP_PORTS[parts.scheme])
+
+
+BrokerUrl = Annotated[str, AfterValidator(_broker_url)]
+
+
+class NodeOrder(StrEnum):
+    """The order a process tries the broker nodes in."""
+
+    # Each process its own order, so processes spread over the nodes instead of all piling onto
+    # the first one.
+    SHUFFLED = "shuffled"
+    # Always the first reachable one, e.g. to keep clients on the node nearest to them.
+    LISTED = "listed"
+
+
 class BrokerSettings(_Section):
-    url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    # The nodes of one RabbitMQ cluster, each a URL with credentials. A process holds one
+    # connection at a time and moves to another node when its node is lost. `url = "..."` is the
+    # same as a list of one.
+    urls: tuple[BrokerUrl, ...] = ("amqp://guest:guest@127.0.0.1:5672/",)
+    node_order: NodeOrder = NodeOrder.SHUFFLED
+    # Replicas of each quorum queue when it is declared, capped by RabbitMQ at the nodes in the
+    # cluster then. 0 leaves the argument out, as queues declared before this setting were:
+    # RabbitMQ refuses to redeclare a queue with different arguments (docs/high-availability.md).
+    quorum_initial_group_size: int = Field(default=3, ge=0, le=99)
     namespace: str = Field(default="payouts", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
     publish_timeout_seconds: float = Field(default=5.0, gt=0)
     # Events the ingress gathers into one message while the previous one awaits its confirm; 1
     # sends one message per callback. The default is a guess until the bench measures it.
     max_events_per_message: int = Field(default=10, ge=1, le=MAX_EVENTS_PER_ENVELOPE)
+    # The wait after a failed connection attempt; it doubles with each failure in a row, up to
+    # `reconnect_max_interval_seconds`. A lost connection tries the next node at once.
     reconnect_interval_seconds: float = Field(default=2.0, gt=0)
+    reconnect_max_interval_seconds: float = Field(default=30.0, gt=0)
     # One wait queue per delay: a failed delivery waits in tier N before its N+1-th attempt, and
     # is dead-lettered after the last tier. Part of the topology, so every process must agree.
     retry_delays_seconds: tuple[int, ...] = Field(
@@ -172,6 +222,40 @@ class BrokerSettings(_Section):
         ):
             raise ValueError("must be distinct whole seconds from 1 to 86400, in increasing order")
         return delays
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_url_or_several(cls, data: Any) -> Any:
+        """`url` is `urls` with one node; both at once would leave a doubt which one counts."""
+        if not isinstance(data, dict) or "url" not in data:
+            return data
+        if "urls" in data:
+            raise ValueError("give either url (one node) or urls (several), not both")
+        urls = {key: value for key, value in data.items() if key != "url"}
+        urls["urls"] = (data["url"],)
+        return urls
+
+    @field_validator("urls")
+    @classmethod
+    def _distinct_nodes(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        if not urls:
+            raise ValueError('list at least one node, e.g. ["amqp://user:password@rabbit-1:5672/"]')
+        seen: set[tuple[str, int]] = set()
+        for url in urls:
+            node = _node(url)
+            if node in seen:
+                raise ValueError(f"{node[0]}:{node[1]} is listed twice; list each node once")
+            seen.add(node)
+        return urls
+
+    @model_validator(mode="after")
+    def _backoff_cap(self) -> BrokerSettings:
+        if self.reconnect_max_interval_seconds < self.reconnect_interval_seconds:
+            raise ValueError(
+                "reconnect_max_interval_seconds caps the wait between attempts; make it at "
+                "least reconnect_interval_seconds"
+            )
+        return self
 
 
 class IngressSettings(_Section):
@@ -362,7 +446,8 @@ def _location(loc: tuple[int | str, ...]) -> str:
 
 
 def load_settings(path: Path, environ: dict[str, str] | None = None) -> Settings:
-    """Read and validate the file; `PAYOUTS_DATABASE_URL` and `PAYOUTS_BROKER_URL` override it."""
+    """Read and validate the file; `PAYOUTS_DATABASE_URL` and `PAYOUTS_BROKER_URL` (one URL or
+    several separated by commas) override it."""
     env = dict(os.environ) if environ is None else environ
     try:
         raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -370,12 +455,14 @@ def load_settings(path: Path, environ: dict[str, str] | None = None) -> Settings
         raise ConfigError(f"{path}: no such configuration file") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
-    for section, key, variable in (
-        ("database", "url", DATABASE_URL_ENV),
-        ("broker", "url", BROKER_URL_ENV),
-    ):
-        if env.get(variable):
-            raw.setdefault(section, {})[key] = env[variable]
+    if env.get(DATABASE_URL_ENV):
+        raw.setdefault("database", {})["url"] = env[DATABASE_URL_ENV]
+    if env.get(BROKER_URL_ENV):
+        # Several nodes separated by commas (a comma in a password is written %2C); the variable
+        # replaces whichever of url and urls the file gives.
+        broker = raw.setdefault("broker", {})
+        broker.pop("url", None)
+        broker["urls"] = [url.strip() for url in env[BROKER_URL_ENV].split(",")]
     try:
         return Settings.model_validate(raw)
     except ValidationError as error:

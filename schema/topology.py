@@ -33,10 +33,14 @@ class Topology:
 
     namespace: str
     retry_delays_seconds: tuple[int, ...] = (5, 60, 600, 3600)
+    # 0: the quorum queues are declared without x-quorum-initial-group-size (BrokerSettings).
+    quorum_initial_group_size: int = 3
 
     @classmethod
     def from_settings(cls, settings: BrokerSettings) -> Topology:
-        return cls(settings.namespace, settings.retry_delays_seconds)
+        return cls(
+            settings.namespace, settings.retry_delays_seconds, settings.quorum_initial_group_size
+        )
 
     @property
     def exchange(self) -> str:
@@ -70,9 +74,18 @@ class Topology:
     def dead_letter_queue(self) -> str:
         return f"{self.namespace}.payouts.dead"
 
-    def work_queue_arguments(self) -> dict[str, Any]:
+    def _quorum_arguments(self) -> dict[str, Any]:
+        if not self.quorum_initial_group_size:
+            return dict(_QUORUM_AT_LEAST_ONCE)
+        # Replicas on that many nodes; RabbitMQ takes all of them when the cluster has fewer.
         return {
             **_QUORUM_AT_LEAST_ONCE,
+            "x-quorum-initial-group-size": self.quorum_initial_group_size,
+        }
+
+    def work_queue_arguments(self) -> dict[str, Any]:
+        return {
+            **self._quorum_arguments(),
             "x-delivery-limit": DELIVERY_LIMIT,
             "x-dead-letter-exchange": self.dead_letter_exchange,
         }
@@ -80,7 +93,7 @@ class Topology:
     def retry_queue_arguments(self, delay_seconds: int) -> dict[str, Any]:
         # Messages expire only at the head of a queue, hence one queue (one TTL) per delay.
         return {
-            **_QUORUM_AT_LEAST_ONCE,
+            **self._quorum_arguments(),
             "x-message-ttl": delay_seconds * 1000,
             "x-dead-letter-exchange": self.exchange,
             "x-dead-letter-routing-key": ROUTING_KEY,

@@ -1,11 +1,21 @@
-"""Breaking one run's broker connections on purpose, as `rabbitmqctl` lets an operator do."""
+"""Breaking one run's broker on purpose: its connections closed, as `rabbitmqctl` lets an
+operator do, or a queue of its own that refuses messages."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
+from typing import TYPE_CHECKING
+
+import aio_pika
 
 from tests.availability import require_tool
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from aio_pika.abc import AbstractQueue
 
 # broker/connection.py names each connection "payouts-<role> <namespace> pid=<pid>"; rabbitmqctl
 # shows it among the client properties as {"connection_name","..."}.
@@ -34,3 +44,17 @@ def close_connections(namespace: str, role: str | None = None) -> int:
             _rabbitmqctl("close_connection", pid, "closed by a payouts test")
             closed += 1
     return closed
+
+
+@contextlib.asynccontextmanager
+async def refusing_queue(url: str, name: str, max_length: int = 0) -> AsyncIterator[AbstractQueue]:
+    """A queue `name`, on a connection of its own, that holds `max_length` messages and refuses
+    any more: the broker nacks a publish routed to it then. Gone when the block ends."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        yield await channel.declare_queue(
+            name,
+            exclusive=True,
+            arguments={"x-max-length": max_length, "x-overflow": "reject-publish"},
+        )

@@ -899,7 +899,7 @@ def test_the_k8s_config_is_the_example_config_made_for_containers() -> None:
             "ingress": k8s.ingress.model_copy(update={"host": example.ingress.host}),
             "worker": k8s.worker.model_copy(update={"status_host": example.worker.status_host}),
             "database": k8s.database.model_copy(update={"url": example.database.url}),
-            "broker": k8s.broker.model_copy(update={"url": example.broker.url}),
+            "broker": k8s.broker.model_copy(update={"urls": example.broker.urls}),
         }
     )
     assert as_example == example, (

@@ -313,7 +313,7 @@ async def _in_dead_letter_queue(stack: Stack) -> set[tuple[str, str]]:
     from tests.e2e.stack import RETRY_TIERS
 
     settings = BrokerSettings(
-        url=stack.broker_url, namespace=stack.namespace, retry_delays_seconds=RETRY_TIERS
+        urls=(stack.broker_url,), namespace=stack.namespace, retry_delays_seconds=RETRY_TIERS
     )
     async with DeadLetterQueue.open(settings) as dlq:
         return {

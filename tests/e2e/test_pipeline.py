@@ -328,7 +328,7 @@ async def test_worker_killed_mid_envelope_leaves_every_enclosed_payout_credited_
     ]
     publisher = ConfirmedPublisher(
         BrokerSettings(
-            url=stack.broker_url, namespace=stack.namespace, retry_delays_seconds=RETRY_TIERS
+            urls=(stack.broker_url,), namespace=stack.namespace, retry_delays_seconds=RETRY_TIERS
         ),
         "test",
     )

@@ -39,7 +39,7 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 async def broker_settings(services: Services) -> AsyncIterator[BrokerSettings]:
     """A namespace of the test's own, with short retry tiers; deleted after the test."""
     settings = BrokerSettings(
-        url=services.rabbitmq_url,
+        urls=(services.rabbitmq_url,),
         namespace=services.new_namespace(SHORT_TIERS),
         retry_delays_seconds=SHORT_TIERS,
         publish_timeout_seconds=3,

@@ -62,7 +62,7 @@ def pipeline_settings(services: Services, database_url: str, **database: Any) ->
     return Settings(
         database=DatabaseSettings(url=database_url, pool_max_size=8, **database),
         broker=BrokerSettings(
-            url=services.rabbitmq_url,
+            urls=(services.rabbitmq_url,),
             namespace=services.new_namespace((1, 2)),
             retry_delays_seconds=(1, 2),
             publish_timeout_seconds=3,

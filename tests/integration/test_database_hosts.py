@@ -177,7 +177,7 @@ async def test_a_commit_whose_answer_was_lost_is_retried_and_credits_once(
 
             async def acked() -> bool:
                 work_queue = Topology.from_settings(settings.broker).work_queue
-                return await queue_depth(settings.broker.url, work_queue) == 0
+                return await queue_depth(settings.broker.urls[0], work_queue) == 0
 
             await wait_until(acked, "the delivery acked")
     outcomes = [
@@ -253,7 +253,7 @@ async def test_a_pooled_connection_whose_server_turned_read_only_is_dropped(
             await credited(single, 1)
             assert pooled not in await conn.fetchval(others)
         dead_letters = Topology.from_settings(settings.broker).dead_letter_queue
-        assert await queue_depth(settings.broker.url, dead_letters) == 0
+        assert await queue_depth(settings.broker.urls[0], dead_letters) == 0
     finally:
         await conn.close()
 

@@ -51,7 +51,7 @@ class Scene:
         self.database_url = database_url
         self.namespace = services.new_namespace(TIERS)
         self.broker = BrokerSettings(
-            url=services.rabbitmq_url,
+            urls=(services.rabbitmq_url,),
             namespace=self.namespace,
             retry_delays_seconds=TIERS,
             retry_jitter=0.1,
@@ -95,7 +95,7 @@ class Scene:
         return json.loads(done.stdout)
 
     async def depth(self, queue: str) -> int:
-        return await queue_depth(self.broker.url, queue)
+        return await queue_depth(self.broker.urls[0], queue)
 
     async def fetchval(self, query: str, *args: Any) -> Any:
         return await fetch_value(self.database_url, query, *args)
@@ -103,7 +103,7 @@ class Scene:
     async def returned_until_the_broker_dead_letters_it(self) -> None:
         """A consumer returns the work queue's one message until its delivery limit is spent and
         the broker dead-letters it, with only x-death."""
-        connection = await aio_pika.connect(self.broker.url)
+        connection = await aio_pika.connect(self.broker.urls[0])
         async with connection:
             queue = await (await connection.channel()).get_queue(self.topology.work_queue)
             for _ in range(DELIVERY_LIMIT + 1):
@@ -342,7 +342,7 @@ async def test_interrupted_replay_run_again_and_a_queue_replayed_twice_credit_on
 async def test_poison_is_dead_lettered_and_purge_needs_confirmation(scene: Scene) -> None:
     async with worker_running(scene.settings()):
         await scene.publish([])  # its publisher declares the topology before we publish raw
-        connection = await aio_pika.connect(scene.broker.url)
+        connection = await aio_pika.connect(scene.broker.urls[0])
         async with connection:
             exchange = await (await connection.channel()).get_exchange(scene.topology.exchange)
             for body in (b"{", b'{"contract_version": 7}'):
@@ -388,7 +388,7 @@ async def test_a_message_the_broker_dead_lettered_itself_can_be_listed_and_repla
 
 async def publish_raw(scene: Scene, message: aio_pika.Message) -> None:
     await scene.publish([])  # its publisher declares the topology before we publish raw
-    connection = await aio_pika.connect(scene.broker.url)
+    connection = await aio_pika.connect(scene.broker.urls[0])
     async with connection:
         exchange = await (await connection.channel()).get_exchange(scene.topology.exchange)
         await exchange.publish(message, ROUTING_KEY)

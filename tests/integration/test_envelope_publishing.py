@@ -21,6 +21,7 @@ from schema.events import EVENT_TYPE, decode_event
 from schema.logs import logged_fields
 from schema.topology import ROUTING_KEY, Topology
 from tests.books import assert_books_balance
+from tests.broker_admin import refusing_queue
 from tests.integration.pipeline import AIGAME, AIGAME_KEY, Pipeline, pipeline, pipeline_settings
 from tests.integration.test_ingress import CALLBACK, queued_messages, signed
 from tests.integration.test_outcome_answers import payout
@@ -48,7 +49,7 @@ async def gathering(
 ) -> AsyncIterator[Pipeline]:
     """The ingress, its broker connection through `proxy`; the worker not started yet."""
     settings = pipeline_settings(services, database_url)
-    through = {"url": proxy.url_through(services.rabbitmq_url), **broker}
+    through = {"urls": (proxy.url_through(services.rabbitmq_url),), **broker}
     settings = settings.model_copy(update={"broker": settings.broker.model_copy(update=through)})
     async with pipeline(settings, services, with_worker=False) as running:
         yield running
@@ -156,15 +157,8 @@ async def test_a_nacked_envelope_answers_each_of_its_requests_try_again(
     queries = [signed() for _ in range(GATHERED + 1)]
     async with gathering(services, database_url, proxy, max_events_per_message=GATHERED) as running:
         namespace = running.settings.broker.namespace
-        admin = await aio_pika.connect(services.rabbitmq_url)
-        async with admin:
-            channel = await admin.channel()
-            full = await channel.declare_queue(
-                f"{namespace}.full",
-                exclusive=True,
-                arguments={"x-max-length": 1, "x-overflow": "reject-publish"},
-            )
-            await channel.default_exchange.publish(aio_pika.Message(b"filler"), full.name)
+        async with refusing_queue(services.rabbitmq_url, f"{namespace}.full", 1) as full:
+            await full.channel.default_exchange.publish(aio_pika.Message(b"filler"), full.name)
             await full.bind(Topology(namespace).exchange, ROUTING_KEY)
             answers = await answers_while_frozen(
                 proxy, [status(running, query) for query in queries]

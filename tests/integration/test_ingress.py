@@ -43,7 +43,7 @@ NO_DATABASE = DatabaseSettings(url="postgresql://nobody@127.0.0.1:1/none")
 def settings_for(broker_url: str, namespace: str, **provider_overrides: Any) -> Settings:
     return Settings(
         database=NO_DATABASE,
-        broker=BrokerSettings(url=broker_url, namespace=namespace, publish_timeout_seconds=2),
+        broker=BrokerSettings(urls=(broker_url,), namespace=namespace, publish_timeout_seconds=2),
         ingress=IngressSettings(max_query_bytes=1024),
         providers=(provider("offerwall_md5", **provider_overrides), provider("adjoe")),
     )
@@ -160,7 +160,7 @@ async def test_two_instances_of_one_protocol_work_side_by_side(
     ]
     settings = Settings(
         database=NO_DATABASE,
-        broker=BrokerSettings(url=services.rabbitmq_url, namespace=namespace),
+        broker=BrokerSettings(urls=(services.rabbitmq_url,), namespace=namespace),
         providers=tuple(apps),
     )
     tokens = {"TOKEN_PUZZLE": "puzzle-token", "TOKEN_RACING": "racing-token"}

@@ -34,7 +34,7 @@ POISON = Failure(FailureKind.POISON, "ContractError", "not a payout event")
 
 @pytest.fixture
 async def connection(broker_settings: BrokerSettings) -> AsyncIterator[AbstractConnection]:
-    opened = await aio_pika.connect(broker_settings.url)
+    opened = await aio_pika.connect(broker_settings.urls[0])
     async with opened:
         yield opened
 
@@ -106,7 +106,7 @@ async def test_a_failed_payout_waits_in_the_first_tier_then_returns_counted(
     assert returned.reply_to == reply_to  # its outcome may still be awaited
     assert returned.delivery_mode is aio_pika.DeliveryMode.PERSISTENT
     assert returned.headers[ATTEMPTS] == 1
-    assert await queue_depth(broker_settings.url, topology.retry_queue(1)) == 0
+    assert await queue_depth(broker_settings.urls[0], topology.retry_queue(1)) == 0
 
 
 async def test_after_the_last_tier_a_payout_is_dead_lettered_and_recorded(
@@ -132,7 +132,7 @@ async def test_after_the_last_tier_a_payout_is_dead_lettered_and_recorded(
     async with pool.acquire() as conn:
         recorded = await conn.fetch("SELECT transaction_id, kind, attempts FROM dead_letters")
     assert [tuple(row) for row in recorded] == [(payout.transaction_id, "transient", tiers + 1)]
-    assert await queue_depth(broker_settings.url, topology.work_queue) == 0
+    assert await queue_depth(broker_settings.urls[0], topology.work_queue) == 0
 
 
 async def test_a_copy_the_broker_will_not_take_returns_the_original_to_the_queue(
@@ -152,7 +152,7 @@ async def test_a_copy_the_broker_will_not_take_returns_the_original_to_the_queue
     assert not deliveries.is_open(message)
     returned = await next_message(channel, topology.work_queue)
     assert (returned.body, returned.redelivered) == (b"not json", True)
-    assert await queue_depth(broker_settings.url, topology.dead_letter_queue) == 0
+    assert await queue_depth(broker_settings.urls[0], topology.dead_letter_queue) == 0
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM dead_letters") == 0
 
@@ -174,4 +174,4 @@ async def test_a_delivery_whose_channel_closed_is_left_to_the_broker(
     await mover.dead_letter(message, POISON)
     returned = await next_message(channel, topology.work_queue)
     assert returned.body == b"not json"
-    assert await queue_depth(broker_settings.url, topology.dead_letter_queue) == 0
+    assert await queue_depth(broker_settings.urls[0], topology.dead_letter_queue) == 0

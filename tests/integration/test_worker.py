@@ -53,7 +53,7 @@ async def settings(services: Services, database_url: str) -> AsyncIterator[Setti
     built = Settings(
         database=DatabaseSettings(url=database_url, pool_max_size=8, acquire_timeout_seconds=5),
         broker=BrokerSettings(
-            url=services.rabbitmq_url,
+            urls=(services.rabbitmq_url,),
             namespace=services.new_namespace(TEST_TIERS),
             retry_delays_seconds=TEST_TIERS,
         ),
@@ -119,7 +119,7 @@ async def test_poison_message_is_dead_lettered_and_the_queue_keeps_flowing(
     topology = Topology.from_settings(settings.broker)
     valid = event("dana", 9)
     async with publisher_for(settings) as publisher:
-        connection = await aio_pika.connect(settings.broker.url)
+        connection = await aio_pika.connect(settings.broker.urls[0])
         async with connection:
             channel = await connection.channel()
             exchange = await channel.get_exchange(topology.exchange)
@@ -156,7 +156,7 @@ async def test_a_payout_the_database_refuses_amid_a_batch_is_dead_lettered_alone
                 return await count(observer, "SELECT count(*) FROM payouts") == len(events)
 
             await wait_until(credited, "the good payouts credited")
-        connection = await aio_pika.connect(settings.broker.url)
+        connection = await aio_pika.connect(settings.broker.urls[0])
         async with connection:
             dead_queue = await (await connection.channel()).get_queue(topology.dead_letter_queue)
             dead = await dead_queue.get(no_ack=True, timeout=5)
@@ -270,7 +270,7 @@ async def test_a_funding_account_a_failover_lost_is_created_again(
             return await count(observer, "SELECT count(*) FROM payouts") == 1
 
         await wait_until(credited_again, "payout after the failover credited")
-    assert await queue_depth(settings.broker.url, topology.dead_letter_queue) == 0
+    assert await queue_depth(settings.broker.urls[0], topology.dead_letter_queue) == 0
     assert await observer.fetchval("SELECT balance FROM accounts WHERE owner = 'kim'") == 3
     await assert_books_balance(observer)
 
@@ -412,7 +412,7 @@ async def test_stop_finishes_in_flight_work_and_leaves_the_rest_queued(
         work_queue = Topology.from_settings(settings.broker).work_queue
 
         async def the_rest_queued() -> bool:
-            waiting = await queue_depth(settings.broker.url, work_queue)
+            waiting = await queue_depth(settings.broker.urls[0], work_queue)
             assert credited + waiting <= 400, f"{credited} credited, yet {waiting} still queued"
             return credited + waiting == 400
 
@@ -480,14 +480,14 @@ async def stop_amid_dead_lettering(settings: Settings, pause_seconds: float) -> 
         await pool.close()
 
     async def dead_lettered() -> bool:
-        return await queue_depth(settings.broker.url, topology.dead_letter_queue) == 1
+        return await queue_depth(settings.broker.urls[0], topology.dead_letter_queue) == 1
 
     await wait_until(dead_lettered, "the copy in the dead-letter queue")
     # A closed channel's deliveries return to a quorum queue within milliseconds: wait longer.
     await asyncio.sleep(2)
     return (
-        await queue_depth(settings.broker.url, topology.work_queue),
-        await queue_depth(settings.broker.url, topology.dead_letter_queue),
+        await queue_depth(settings.broker.urls[0], topology.work_queue),
+        await queue_depth(settings.broker.urls[0], topology.dead_letter_queue),
     )
 
 
@@ -518,11 +518,11 @@ async def test_a_shutdown_stops_a_move_that_outlasts_its_bound(settings: Setting
 async def test_worker_exits_for_a_restart_when_it_cannot_hold_a_consumer(
     settings: Settings,
 ) -> None:
-    proxy = await TcpProxy.in_front_of(settings.broker.url)
-    through_proxy = proxy.url_through(settings.broker.url)
+    proxy = await TcpProxy.in_front_of(settings.broker.urls[0])
+    through_proxy = proxy.url_through(settings.broker.urls[0])
     cut_off = settings.model_copy(
         update={
-            "broker": settings.broker.model_copy(update={"url": through_proxy}),
+            "broker": settings.broker.model_copy(update={"urls": (through_proxy,)}),
             "worker": settings.worker.model_copy(update={"no_consumer_exit_seconds": 2.0}),
         }
     )
@@ -598,10 +598,10 @@ async def dead_letters(settings: Settings, expected: int) -> list[AbstractIncomi
     queue = Topology.from_settings(settings.broker).dead_letter_queue
 
     async def arrived() -> bool:
-        return await queue_depth(settings.broker.url, queue) >= expected
+        return await queue_depth(settings.broker.urls[0], queue) >= expected
 
     await wait_until(arrived, f"{expected} dead letters")
-    connection = await aio_pika.connect(settings.broker.url)
+    connection = await aio_pika.connect(settings.broker.urls[0])
     async with connection:
         dead_queue = await (await connection.channel()).get_queue(queue)
         return [await dead_queue.get(no_ack=True, timeout=5) for _ in range(expected)]
@@ -658,7 +658,9 @@ async def test_each_event_of_an_envelope_gets_its_own_outcome_and_the_delivery_o
     assert "amount must be a decimal string" in str(by_kind["poison"].headers[ERROR_MESSAGE])
     assert "held_unknown_account" in str(by_kind["business"].headers[ERROR_TYPE])
     assert (
-        await queue_depth(settings.broker.url, Topology.from_settings(settings.broker).work_queue)
+        await queue_depth(
+            settings.broker.urls[0], Topology.from_settings(settings.broker).work_queue
+        )
         == 0
     )
     messages = [record.getMessage() for record in caplog.records]
@@ -782,7 +784,7 @@ async def test_a_database_cut_mid_envelope_credits_each_of_its_payouts_exactly_o
         return (
             await count(observer, credited) == len(events)
             and await queue_depth(
-                settings.broker.url, Topology.from_settings(settings.broker).work_queue
+                settings.broker.urls[0], Topology.from_settings(settings.broker).work_queue
             )
             == 0
         )

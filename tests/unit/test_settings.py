@@ -59,9 +59,9 @@ def test_valid_file(tmp_path: Path) -> None:
 def test_environment_overrides_the_service_urls(tmp_path: Path) -> None:
     env = {"PAYOUTS_DATABASE_URL": "postgresql://x@db/p", "PAYOUTS_BROKER_URL": "amqp://mq/"}
     settings = load_settings(write(tmp_path, VALID_PROVIDER), environ=env)
-    assert (settings.database.url, settings.broker.url) == (
+    assert (settings.database.url, settings.broker.urls) == (
         "postgresql://x@db/p?target_session_attrs=read-write",
-        "amqp://mq/",
+        ("amqp://mq/",),
     )
 
 
