@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import jsonschema  # type: ignore[import-untyped]  # ships no type information
 import pytest
 
-from schema.settings import BROKER_URL_ENV, DATABASE_URL_ENV
+from schema.settings import BROKER_URL_ENV, DATABASE_URL_ENV, load_settings
 from tests.deploy.test_k8s_manifests import (
     CORE_API_VERSIONS,
     EXAMPLE_SECRETS,
@@ -297,6 +297,24 @@ def test_the_ha_config_is_the_base_config_with_the_quorum_group() -> None:
         "deploy/k8s/overlays/ha/payouts.toml must be deploy/k8s/base/payouts.toml but for "
         f"broker.{QUORUM_GROUP_KEY}: copy the base's change into it"
     )
+
+
+def test_the_ha_config_starts_a_process_on_the_three_nodes() -> None:
+    """The file the overlay mounts passes the start-up checks, with the URLs its containers get:
+    three broker nodes in one variable and the database's read-write service."""
+    nodes = [
+        f"amqp://user:pw@payouts-rabbitmq-server-{n}.payouts-rabbitmq-nodes:5672/" for n in range(3)
+    ]
+    settings = load_settings(
+        HA_CONFIG,
+        environ={
+            BROKER_URL_ENV: ",".join(nodes),
+            DATABASE_URL_ENV: "postgresql://app:pw@payouts-db-rw:5432/app",
+            **{name: "secret" for name in read_env_file(HA_SECRETS)},
+        },
+    )
+    assert settings.broker.urls == tuple(nodes)
+    assert settings.broker.quorum_initial_group_size == 3
 
 
 def test_the_ha_secret_is_the_example_secret_without_urls() -> None:
