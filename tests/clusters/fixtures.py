@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.availability import require_root
 from tests.clusters.partitions import Partitions
 from tests.clusters.postgres_replication import PostgresReplication
 from tests.clusters.rabbitmq_cluster import RabbitCluster
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 async def _rabbitmq_cluster_of_the_session(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[RabbitCluster]:
+    require_root("the nodes run in cgroups of their own, cut apart by iptables rules")
     await Partitions.sweep_stale()
     run_id = uuid.uuid4().hex[:8]
     cluster = RabbitCluster(tmp_path_factory.mktemp("rabbitmq-cluster"), run_id, Partitions(run_id))
@@ -46,6 +48,7 @@ async def rabbitmq_cluster(_rabbitmq_cluster_of_the_session: RabbitCluster) -> R
 @pytest.fixture
 async def postgres_replication() -> AsyncIterator[PostgresReplication]:
     """A fresh primary streaming synchronously to a standby."""
+    require_root("Postgres runs as the postgres user, through runuser")
     pair = PostgresReplication()
     try:
         await pair.start()

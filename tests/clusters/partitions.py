@@ -10,7 +10,6 @@ carry a comment tag naming this run and are removed by `heal` and `close`.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import re
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tests.availability import require_tool
-from tests.clusters.commands import run
+from tests.clusters.commands import kill_and_wait, run
 from tests.e2e.stack import alive
 from tests.polling import wait_until
 
@@ -95,24 +94,19 @@ class Partitions:
         self._marks.clear()
 
     async def close(self) -> None:
-        """Heal, and remove the cgroups once their processes are gone. A daemon one of them
-        left behind (epmd, when no other node had started one) keeps running, moved back to
-        the root cgroup: others use it."""
+        """Heal, and remove the cgroups once their processes are gone (a killed process stays
+        in its cgroup until its parent has reaped it)."""
         if self._marks:
             await self.heal()
         for path in self._cgroups:
-            # A killed process stays in its cgroup until its parent has reaped it.
-            with contextlib.suppress(AssertionError):
-                await wait_until(functools.partial(_emptied, path), f"{path} empty", EXIT_SECONDS)
-            for pid in (path / "cgroup.procs").read_text().split():
-                (self._root / "cgroup.procs").write_text(pid)
             await wait_until(functools.partial(_emptied, path), f"{path} empty", EXIT_SECONDS)
             path.rmdir()
         self._cgroups.clear()
 
     @staticmethod
     async def sweep_stale() -> None:
-        """Remove rules and empty cgroups of runs whose pytest died before its teardown."""
+        """Remove the rules and cgroups of runs whose pytest died before its teardown, killing
+        what still runs in those cgroups: only processes such a run started in them."""
 
         def stale(tag: str) -> bool:
             match = _STALE_TAG.fullmatch(tag)
@@ -122,7 +116,10 @@ class Partitions:
             await _remove_rules(stale)
         for path in cgroup2_root().glob(f"{TAG_PREFIX}-*"):
             owner = _STALE_TAG.match(path.name)
-            if owner and not alive(int(owner.group(1))) and not _has_processes(path):
+            if owner and not alive(int(owner.group(1))):
+                for pid in (path / "cgroup.procs").read_text().split():
+                    await kill_and_wait(int(pid))
+                await wait_until(functools.partial(_emptied, path), f"{path} empty", EXIT_SECONDS)
                 path.rmdir()
 
 

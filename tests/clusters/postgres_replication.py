@@ -29,6 +29,7 @@ POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
 STANDBY_NAME = "payouts_standby"
 STANDBY_STATE = "SELECT state FROM pg_stat_replication WHERE application_name = $1"
 STANDBY_SYNC_STATE = "SELECT sync_state FROM pg_stat_replication WHERE application_name = $1"
+REPLAYED_SINCE = "SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn"
 PG_HBA = """\
 local all all trust
 host all all 127.0.0.1/32 trust
@@ -151,6 +152,24 @@ class PostgresReplication:
         finally:
             await conn.close()
         return self.url(name)
+
+    async def standby_replayed(self) -> None:
+        """Wait until the standby has replayed all the primary has written so far: a commit
+        acknowledged under synchronous_commit = on is flushed there, but maybe not yet visible."""
+        primary = await asyncpg.connect(self.primary.url())
+        try:
+            written = await primary.fetchval("SELECT pg_current_wal_lsn()")
+        finally:
+            await primary.close()
+        standby = await asyncpg.connect(self.standby.url())
+        try:
+
+            async def replayed() -> bool:
+                return bool(await standby.fetchval(REPLAYED_SINCE, written))
+
+            await wait_until(replayed, f"standby replay past {written}", 30)
+        finally:
+            await standby.close()
 
     async def kill_primary(self) -> None:
         """kill -9 the primary's postmaster, as a crash would (its backends notice and exit)."""

@@ -24,7 +24,9 @@ async def test_a_row_committed_on_the_primary_is_on_the_standby(
         await primary.execute("INSERT INTO marks VALUES ('committed')")
     finally:
         await primary.close()
-    # Synchronous: acknowledged means on the standby, so no waiting here.
+    # synchronous_commit = on: acknowledged means flushed on the standby (what a promotion
+    # keeps), not yet replayed there (remote_apply would wait for that): reads there may lag.
+    await postgres_replication.standby_replayed()
     standby = await asyncpg.connect(postgres_replication.standby.url("smoke"))
     try:
         assert await standby.fetchval("SELECT pg_is_in_recovery()")
