@@ -1,14 +1,16 @@
 """Three RabbitMQ nodes clustered beside the machine's default broker, for failover tests.
 
-Each node has its own name, AMQP and distribution ports, data, logs and cgroup (for partitions);
-all share one HOME whose Erlang cookie the CLI uses too. The scripts in /usr/lib/rabbitmq/bin are
-called directly: the /usr/sbin wrappers switch to the rabbitmq user, whose cookie is another.
-Every CLI call names its node with -n, so nothing here can reach the default node.
+The first node forms the cluster; the others join it as they first boot (classic_config peer
+discovery), and a node started again rejoins by itself. Each node has its own name, AMQP and
+distribution ports, data, logs and cgroup (for partitions); all share one HOME whose Erlang
+cookie the CLI uses too. The scripts in /usr/lib/rabbitmq/bin are called directly: the /usr/sbin
+wrappers switch to the rabbitmq user, whose cookie is another. Every CLI call names its node
+with -n, so nothing here can reach the default node.
 
 cluster_partition_handling = pause_minority: in a partition, the side without a majority stops
 serving (its clients reconnect to the majority) instead of carrying on alone and having its
 writes thrown away when `autoheal` picks a winner. It is what RabbitMQ recommends for three or
-more nodes in one data centre, and it is the mode docs/failover.md describes.
+more nodes in one data centre, and docs/failure-handling.md (Failover runs) says so.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ listeners.tcp.default = 127.0.0.1:{amqp_port}
 cluster_partition_handling = {partition_handling}
 net_ticktime = {net_ticktime}
 disk_free_limit.absolute = 50MB
+cluster_formation.peer_discovery_backend = classic_config
+cluster_formation.classic_config.nodes.1 = {first_node}
 """
 
 
@@ -88,6 +92,10 @@ class RabbitCluster:
         # What start() and close() took, for the report of the run.
         self.timings: dict[str, float] = {}
 
+    @staticmethod
+    def _name(run_id: str, letter: str) -> str:
+        return f"rabbit-{run_id}-{letter}@localhost"
+
     def _node(self, run_id: str, letter: str) -> RabbitNode:
         base = self.root / letter
         (base / "log").mkdir(parents=True)
@@ -97,13 +105,14 @@ class RabbitCluster:
                 amqp_port=amqp_port,
                 partition_handling=PARTITION_HANDLING,
                 net_ticktime=NET_TICKTIME,
+                first_node=self._name(run_id, "a"),
             )
         )
         (base / "rabbitmq-env.conf").write_text("")  # the system one names the default node
         (base / "enabled_plugins").write_text("[].\n")  # no management: its port is taken
         return RabbitNode(
             letter=letter,
-            name=f"rabbit-{run_id}-{letter}@localhost",
+            name=self._name(run_id, letter),
             amqp_port=amqp_port,
             dist_port=free_port(),
             base=base,
@@ -146,21 +155,16 @@ class RabbitCluster:
         )
 
     async def start(self) -> None:
-        """Start every node, join b, c, ... to a, and wait until all are online."""
+        """Start the first node, then the others, which join it as they boot (peer discovery
+        from their config file, so no node is stopped to join), and wait until all are online."""
         began = time.monotonic()
         # The nodes register with epmd, and start one if none runs. Started here, outside their
         # cgroups, so a cgroup holds nothing but its node and can be swept whole; a no-op where
         # one runs (the default node's).
         await run(require_tool("epmd", "Erlang nodes find each other through it"), "-daemon")
-        await asyncio.gather(*(self.start_node(node) for node in self.nodes))
         first, *others = self.nodes
-
-        async def join(node: RabbitNode) -> None:
-            await self.ctl("rabbitmqctl", node, "stop_app")
-            await self.ctl("rabbitmqctl", node, "join_cluster", first.name)
-            await self.ctl("rabbitmqctl", node, "start_app")
-
-        await asyncio.gather(*(join(node) for node in others))
+        await self.start_node(first)
+        await asyncio.gather(*(self.start_node(node) for node in others))
         await self.await_online()
         self.timings["start"] = time.monotonic() - began
 
