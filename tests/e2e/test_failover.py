@@ -40,6 +40,13 @@ WALLET_PAYOUTS_PER_SECOND = 5.0
 # What a provider may be told during a failover: accepted, or (503 / spec 001's 800100) try again.
 TRY_AGAIN = {503, 800100}
 CREDITED_SINCE = "SELECT min(credited_at) FROM payouts WHERE credited_at > $1"
+# Credits held at their last step for a moment, so the kill cuts workers' transactions
+# mid-batch every run (unheld, a batch takes milliseconds and the kill mostly fell between).
+HOLD_CREDITS = "BEGIN; LOCK TABLE ledger_entries IN EXCLUSIVE MODE"
+WORKER_MID_BATCH = """
+SELECT count(*) > 0 FROM pg_stat_activity
+WHERE datname = 'payouts' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()
+"""
 
 
 class WalletPlatform:
@@ -98,11 +105,15 @@ async def test_postgres_primary_killed_and_standby_promoted_mid_load(
         await stack.start_worker()
     provider, platform = ProviderSimulator(stack, seed=21), WalletPlatform(stack, seed=22)
     standby = await asyncpg.connect(pair.standby.url("payouts"))
+    primary = await asyncpg.connect(pair.primary.url("payouts"))
     timings: dict[str, float] = {}
     try:
 
         async def credited_since(moment: datetime) -> bool:
             return await standby.fetchval(CREDITED_SINCE, moment) is not None
+
+        async def worker_mid_batch() -> bool:
+            return bool(await primary.fetchval(WORKER_MID_BATCH))
 
         async with (
             platform.traffic(),
@@ -112,6 +123,8 @@ async def test_postgres_primary_killed_and_standby_promoted_mid_load(
             started = datetime.now(UTC)
             await wait_until(lambda: credited_since(started), "first credits before the fault")
             await asyncio.sleep(1)
+            await primary.execute(HOLD_CREDITS)
+            await wait_until(worker_mid_batch, "a worker's batch waiting on the primary")
             killed_at, killed_wall = time.monotonic(), datetime.now(UTC)
             await pair.kill_primary()
             await pair.promote_standby()
@@ -120,6 +133,7 @@ async def test_postgres_primary_killed_and_standby_promoted_mid_load(
             timings["first_credit"] = time.monotonic() - killed_at
     finally:
         await standby.close()
+        primary.terminate()  # its server was killed: nothing to say goodbye to
     print(
         f"\npostgres failover: kill -9 + promote {timings['promoted']:.2f}s, "
         f"first credit after the kill {timings['first_credit']:.2f}s"
@@ -131,3 +145,4 @@ async def test_postgres_primary_killed_and_standby_promoted_mid_load(
     print(f"reconciliation: {result.summary()} {dict(result.details['answers'])}")
     result.assert_clean()
     assert set(result.details["answers"]) <= {200, *TRY_AGAIN}, result.details["answers"]
+    assert any("transient failure" in p.log() for p in stack.processes), "no batch was cut"

@@ -14,16 +14,22 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.cluster
 
 
+async def database_marked(pair: PostgresReplication, mark: str) -> str:
+    """A new database holding one committed row, `mark`; its multi-host URL."""
+    url = await pair.create_database("smoke")
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("CREATE TABLE marks (mark text)")
+        await conn.execute("INSERT INTO marks VALUES ($1)", mark)
+    finally:
+        await conn.close()
+    return url
+
+
 async def test_a_row_committed_on_the_primary_is_on_the_standby(
     postgres_replication: PostgresReplication,
 ) -> None:
-    url = await postgres_replication.create_database("smoke")
-    primary = await asyncpg.connect(url)
-    try:
-        await primary.execute("CREATE TABLE marks (mark text)")
-        await primary.execute("INSERT INTO marks VALUES ('committed')")
-    finally:
-        await primary.close()
+    await database_marked(postgres_replication, "committed")
     # synchronous_commit = on: acknowledged means flushed on the standby (what a promotion
     # keeps), not yet replayed there (remote_apply would wait for that): reads there may lag.
     await postgres_replication.standby_replayed()
@@ -39,13 +45,7 @@ async def test_after_kill_and_promote_the_multi_host_url_writes_to_the_new_prima
     postgres_replication: PostgresReplication,
 ) -> None:
     pair = postgres_replication
-    url = await pair.create_database("smoke")
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("CREATE TABLE marks (mark text)")
-        await conn.execute("INSERT INTO marks VALUES ('before')")
-    finally:
-        await conn.close()
+    url = await database_marked(pair, "before")
 
     killed_at = time.monotonic()
     await pair.kill_primary()

@@ -44,6 +44,13 @@ async def publish_confirmed(url: str, queue: str, body: bytes) -> None:
         assert isinstance(confirmation, aiormq.spec.Basic.Ack), confirmation
 
 
+async def queue_holding(cluster: RabbitCluster, body: bytes) -> str:
+    """A new quorum queue on all three nodes holding one confirmed message."""
+    queue = await declare_quorum_queue(cluster.amqp_urls[0])
+    await publish_confirmed(cluster.amqp_urls[0], queue, body)
+    return queue
+
+
 async def bodies_in(url: str, queue: str) -> list[bytes]:
     connection = await aio_pika.connect(url)
     async with connection:
@@ -77,8 +84,7 @@ async def test_leader_killed_a_new_one_is_elected_and_publishes_confirm(
     rabbitmq_cluster: RabbitCluster,
 ) -> None:
     cluster = rabbitmq_cluster
-    queue = await declare_quorum_queue(cluster.amqp_urls[0])
-    await publish_confirmed(cluster.amqp_urls[0], queue, b"before")
+    queue = await queue_holding(cluster, b"before")
     leader = await cluster.quorum_leader(queue)
     assert leader is not None
     survivor = next(node for node in cluster.nodes if node is not leader)
@@ -104,8 +110,7 @@ async def test_rolling_restart_keeps_the_cluster_and_its_messages(
     rabbitmq_cluster: RabbitCluster,
 ) -> None:
     cluster = rabbitmq_cluster
-    queue = await declare_quorum_queue(cluster.amqp_urls[0])
-    await publish_confirmed(cluster.amqp_urls[0], queue, b"kept")
+    queue = await queue_holding(cluster, b"kept")
     began = time.monotonic()
     await cluster.rolling_restart()
     print(f"\nrolling restart of 3 nodes: {time.monotonic() - began:.1f}s")
