@@ -49,6 +49,7 @@ async def rabbitmq_cluster(_rabbitmq_cluster_of_the_session: RabbitCluster) -> R
 async def postgres_replication() -> AsyncIterator[PostgresReplication]:
     """A fresh primary streaming synchronously to a standby."""
     require_root("Postgres runs as the postgres user, through runuser")
+    await PostgresReplication.sweep_stale()
     pair = PostgresReplication()
     try:
         await pair.start()

@@ -10,6 +10,7 @@ standby, every acknowledged commit must still be there.
 from __future__ import annotations
 
 import asyncio
+import os
 import pwd
 import shutil
 import tempfile
@@ -27,6 +28,8 @@ from tests.polling import wait_until
 
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
 STANDBY_NAME = "payouts_standby"
+# Names the pid of the run, so a later run can tell what a dead one left behind.
+ROOT_PREFIX = "payouts-pg-replication-"
 STANDBY_STATE = "SELECT state FROM pg_stat_replication WHERE application_name = $1"
 STANDBY_SYNC_STATE = "SELECT sync_state FROM pg_stat_replication WHERE application_name = $1"
 REPLAYED_SINCE = "SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn"
@@ -76,7 +79,7 @@ class PostgresReplication:
                 f"no PostgreSQL 15 server in {POSTGRES_BIN} (apt-get install postgresql-15)"
             )
         # Not under pytest's tmp_path: its parents are closed to the postgres user.
-        self.root = Path(tempfile.mkdtemp(prefix="payouts-pg-replication-"))
+        self.root = Path(tempfile.mkdtemp(prefix=f"{ROOT_PREFIX}{os.getpid()}-"))
         postgres = pwd.getpwnam("postgres")
         shutil.chown(self.root, postgres.pw_uid, postgres.pw_gid)
         self.primary = PostgresServer("primary", self.root / "primary", free_port())
@@ -192,6 +195,17 @@ class PostgresReplication:
         await asyncio.to_thread(shutil.rmtree, self.root, ignore_errors=True)
         self.timings["close"] = time.monotonic() - began
 
+    @staticmethod
+    async def sweep_stale() -> None:
+        """Stop the servers and remove the directories of runs whose pytest died before its
+        teardown."""
+        for root in await asyncio.to_thread(_roots_of_dead_runs):
+            for role in ("primary", "standby"):
+                pid = PostgresServer(role, root / role, 0).postmaster_pid()
+                if pid is not None:
+                    await kill_and_wait(pid)
+            await asyncio.to_thread(shutil.rmtree, root, ignore_errors=True)
+
     def log_tail(self, lines: int = 15) -> str:
         tails = []
         for log in sorted(self.root.glob("*.log")):
@@ -200,3 +214,9 @@ class PostgresReplication:
                 + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
             )
         return "\n".join(tails)
+
+
+def _roots_of_dead_runs() -> list[Path]:
+    roots = Path(tempfile.gettempdir()).glob(f"{ROOT_PREFIX}*")
+    owners = {root: root.name.removeprefix(ROOT_PREFIX).split("-")[0] for root in roots}
+    return [root for root, pid in owners.items() if pid.isdigit() and not alive(int(pid))]
