@@ -27,3 +27,9 @@ def require_tool(tool: str, why: str) -> str:
     if found is None:
         unavailable(f"{tool} is not on this machine: {why}")
     return found
+
+
+def require_root(why: str) -> None:
+    """`unavailable` unless this process runs as root, saying `why` the test needs it."""
+    if os.geteuid() != 0:
+        unavailable(f"needs root (this run is uid {os.geteuid()}): {why}")

@@ -12,8 +12,9 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 # pytester: tests/suite runs small suites of its own. service_control: the one way to stop or
-# reconfigure a shared service, refused to a test not marked disruptive.
-pytest_plugins = ("pytester", "tests.service_control")
+# reconfigure a shared service, refused to a test not marked disruptive. clusters: RabbitMQ and
+# Postgres clusters of a test's own, for failover tests.
+pytest_plugins = ("pytester", "tests.service_control", "tests.clusters.fixtures")
 
 
 @pytest.fixture(scope="session")

@@ -56,3 +56,17 @@ ensure_local_services() {
     echo "  (or run them anywhere and set PAYOUTS_DATABASE_URL / PAYOUTS_BROKER_URL)" >&2
     exit 1
 }
+
+# The failover tests cut cluster nodes apart with iptables (tests/clusters/partitions.py). Install
+# it where we may (root with apt-get); elsewhere say how, and let those tests skip (fail under CI).
+ensure_iptables() {
+    command -v iptables >/dev/null 2>&1 && return 0
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing iptables for the partition tests ..."
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null \
+            || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null; }
+        return 0
+    fi
+    echo "iptables is missing: the partition tests will skip (or fail under CI=true);" \
+        "install it as root: apt-get install iptables" >&2
+}

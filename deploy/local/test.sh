@@ -7,6 +7,7 @@ cd "$(dirname "$0")/../.."
 source deploy/local/setup.sh
 
 ensure_venv
+ensure_iptables
 if [ -z "${PAYOUTS_TEST_POSTGRES_URL:-}${PAYOUTS_TEST_RABBITMQ_URL:-}" ] && ! docker_works; then
     ensure_local_services
 fi
