@@ -9,7 +9,7 @@ from decimal import Decimal
 from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import TYPE_CHECKING, Annotated, Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -42,6 +42,7 @@ __all__ = [
     "ProviderInstance",
     "Settings",
     "WorkerSettings",
+    "database_hosts",
     "load_settings",
 ]
 
@@ -93,16 +94,18 @@ class _Section(BaseModel):
 _TARGET_SESSION_ATTRS = "target_session_attrs"
 _READ_WRITE = "read-write"
 # One host of a libpq URL: a name, an IPv4 address or a bracketed IPv6 one, and maybe a port.
-_HOST_PORT = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[^\[\]:/]+)(?::(?P<port>[0-9]{1,5}))?$")
+_HOST_PORT = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[^\[\]:/]+)(?::(?P<port>[0-9]{1,5}))?$")
 
 
-def _read_write_url(url: str) -> str:
-    """`url` with `target_session_attrs=read-write`, added if missing; ValueError for a URL
-    asyncpg would not take, or one that would let a connection land on a standby."""
+def database_hosts(url: str) -> tuple[tuple[str, int | None], ...]:
+    """The hosts a postgresql:// URL names, in order, as (host, port or None for the default),
+    the host unquoted and an IPv6 address without its brackets; none when the URL leaves the
+    host to asyncpg's defaults. ValueError for a URL asyncpg would not take."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgres", "postgresql"):
         raise ValueError("must be a postgresql:// URL (postgresql://user@host:port/database)")
     hosts = parts.netloc.rpartition("@")[2]
+    found = []
     for host in hosts.split(",") if hosts else ():
         match = _HOST_PORT.match(host)
         if not match or not 0 < int(match["port"] or 1) < 65536:
@@ -110,6 +113,16 @@ def _read_write_url(url: str) -> str:
                 f"cannot read the host {host!r}: write each host as host, host:port or "
                 "[ipv6]:port, several separated by commas (h1:5432,h2:5432)"
             )
+        name = unquote(match["host"]).removeprefix("[").removesuffix("]")
+        found.append((name, int(match["port"]) if match["port"] else None))
+    return tuple(found)
+
+
+def _read_write_url(url: str) -> str:
+    """`url` with `target_session_attrs=read-write`, added if missing; ValueError for a URL
+    asyncpg would not take, or one that would let a connection land on a standby."""
+    database_hosts(url)
+    parts = urlsplit(url)
     targets = [value for key, value in parse_qsl(parts.query) if key == _TARGET_SESSION_ATTRS]
     if not targets:
         # Appended to the text: rebuilding the URL from its parts would drop an empty host.
@@ -134,6 +147,11 @@ class DatabaseSettings(_Section):
     pool_min_size: int = Field(default=1, ge=1)
     pool_max_size: int = Field(default=10, ge=1)
     acquire_timeout_seconds: float = Field(default=10.0, gt=0)
+    # How long one host of the URL gets to take a new connection (TCP, TLS, authentication and
+    # the read-write check) before the next host is tried: a host that hangs (its machine gone,
+    # packets dropped) must not hold up the others. Each host gets its own, so a connection may
+    # take up to this times the number of hosts.
+    connect_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
     # Postgres ends a transaction of ours left idle this long: a frozen process (a stuck VM,
     # SIGSTOP) must not hold its row locks, and with them every worker crediting the same
     # wallets, for good. Our transactions wait on nothing but Postgres: seconds are generous.

@@ -10,7 +10,7 @@ import pytest
 from ingress.app import create_app
 from schema.envelopes import MAX_EVENTS_PER_ENVELOPE
 from schema.errors import ConfigError
-from schema.settings import AccountPolicy, load_settings
+from schema.settings import AccountPolicy, database_hosts, load_settings
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -94,6 +94,23 @@ def test_every_database_url_asks_for_a_server_that_takes_writes(
     PGTARGETSESSIONATTRS in the environment, which asyncpg reads only when the URL is silent."""
     settings = load_settings(write(tmp_path, ""), environ={"PAYOUTS_DATABASE_URL": url})
     assert settings.database.url == read_write
+
+
+@pytest.mark.parametrize(
+    ("url", "hosts"),
+    [
+        ("postgresql://u:pw@h1:5432,h2/payouts", (("h1", 5432), ("h2", None))),
+        ("postgresql://u@[::1]:5433,10.0.0.2/p", (("::1", 5433), ("10.0.0.2", None))),
+        ("postgresql://u@%2Frun%2Fpostgresql/p", (("/run/postgresql", None),)),
+        ("postgres:///p?host=/run/pg", ()),
+    ],
+)
+def test_the_hosts_of_a_database_url_are_read_in_order(
+    url: str, hosts: tuple[tuple[str, int | None], ...]
+) -> None:
+    """What the connector tries in turn (database/connection.py); none leaves the host to
+    asyncpg's defaults."""
+    assert database_hosts(url) == hosts
 
 
 @pytest.mark.parametrize(
@@ -214,6 +231,8 @@ def test_metrics_are_private_by_default_and_the_allowlist_is_configurable(tmp_pa
             "[database]\nidle_in_transaction_timeout_seconds = 0.5",
             "database.idle_in_transaction_timeout_seconds",
         ),
+        ("[database]\nconnect_timeout_seconds = 0", "database.connect_timeout_seconds"),
+        ("[database]\nconnect_timeout_seconds = 61", "database.connect_timeout_seconds"),
         ("[ingress]\nmetrics_allowlist = ['not a network']", "ingress.metrics_allowlist[0]"),
     ],
 )
