@@ -373,7 +373,7 @@ _LIBRARIES = (
 
 # How a process starts: on the stack of every sample its main task takes, so they say nothing.
 _ENTRY_MODULES = frozenset({"payouts/cli.py", "workers/event_loop.py", "ingress/server.py"})
-_OUR_PACKAGES = ("ingress", "workers", "schema", "broker", "payouts")
+_OUR_PACKAGES = ("ingress", "workers", "database", "schema", "broker", "payouts")
 # py-spy's frame: `function (path:line)`.
 _FRAME = re.compile(r"(.+) \((.+?):\d+\)$")
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
+from database.connection import create_pool
 from schema.errors import DatabaseUnavailable
 
 if TYPE_CHECKING:
@@ -25,8 +26,6 @@ DATABASE_ERRORS = (
     TimeoutError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
-    # Every host of the URL answered and none takes writes: a failover in progress.
-    asyncpg.exceptions.TargetServerAttributeNotMatched,
 )
 
 
@@ -37,11 +36,11 @@ class IngressDatabase:
 
     async def open(self) -> None:
         # min_size=0: creating the pool connects to nothing, so an outage cannot stop start-up.
-        self._pool = await asyncpg.create_pool(
+        self._pool = await create_pool(
             self._settings.url,
             min_size=0,
             max_size=self._settings.api_pool_max_size,
-            timeout=self._settings.api_acquire_timeout_seconds,
+            timeout=self._settings.connect_timeout_seconds,
             command_timeout=self._settings.api_statement_timeout_seconds,
             server_settings=self._settings.server_settings(),
         )

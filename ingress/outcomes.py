@@ -19,8 +19,7 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING
 
-import asyncpg
-
+from database.connection import connect
 from ingress import metrics
 from schema.errors import ServiceUnavailable
 from schema.logs import log, redacted_url
@@ -131,9 +130,9 @@ class OutcomeListener:
             await asyncio.sleep(RECONNECT_SECONDS)
 
     async def _listen_once(self) -> None:
-        conn = await asyncpg.connect(
+        conn = await connect(
             self._settings.url,
-            timeout=PING_TIMEOUT_SECONDS,
+            timeout=self._settings.connect_timeout_seconds,
             server_settings={"application_name": LISTENER_APPLICATION_NAME},
         )
         closed = asyncio.Event()

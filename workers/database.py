@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
+from database.connection import create_pool
+from schema.errors import DatabaseUnavailable
 from schema.logs import log, redacted_url
 
 if TYPE_CHECKING:
@@ -30,23 +32,15 @@ async def create_pool_when_available(settings: DatabaseSettings) -> asyncpg.Pool
     """Retry until Postgres answers: a worker started during an outage waits instead of crashing."""
     while True:
         try:
-            pool = await asyncpg.create_pool(
+            pool = await create_pool(
                 settings.url,
                 min_size=settings.pool_min_size,
                 max_size=settings.pool_max_size,
-                # A dead server must not hang a worker forever (asyncpg's own default is 60 s).
-                timeout=settings.acquire_timeout_seconds,
+                timeout=settings.connect_timeout_seconds,
                 command_timeout=60,
                 server_settings=settings.server_settings(),
             )
-        except (
-            OSError,
-            TimeoutError,
-            asyncpg.PostgresConnectionError,
-            asyncpg.CannotConnectNowError,
-            # Every host answered, none takes writes: a failover still in progress.
-            asyncpg.exceptions.TargetServerAttributeNotMatched,
-        ) as error:
+        except DatabaseUnavailable as error:  # down, hung, or only standbys: a failover
             log(
                 logger,
                 logging.WARNING,

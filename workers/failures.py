@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-from schema.errors import PayoutsError
+from schema.errors import DatabaseUnavailable, PayoutsError
 from schema.plain_values import plain_value
 
 __all__ = [
@@ -53,7 +53,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.PostgresConnectionError,
     # A new connection found no host taking writes: a failover still in progress.
-    asyncpg.exceptions.TargetServerAttributeNotMatched,
+    DatabaseUnavailable,
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.DeadlockDetectedError,
     asyncpg.exceptions.OperatorInterventionError,

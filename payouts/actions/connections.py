@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import asyncpg
 
+from database.connection import connect
 from schema.errors import BrokerUnavailable, ConfigError, DatabaseUnavailable, ServiceUnavailable
 from schema.logs import redacted_url
 from schema.settings import load_settings
@@ -19,13 +20,9 @@ if TYPE_CHECKING:
 
 __all__ = ["DATABASE_UNREACHABLE", "load_checked_settings", "start_hint", "with_connection"]
 
-# What connecting to Postgres raises when no host of the URL can serve us, all hosts included.
-DATABASE_UNREACHABLE = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.exceptions.TargetServerAttributeNotMatched,
-)
+# What connecting to Postgres raises, besides the DatabaseUnavailable naming each host, when it
+# cannot serve us: a wrong password, a missing database.
+DATABASE_UNREACHABLE = (asyncpg.PostgresError,)
 
 T = TypeVar("T")
 
@@ -66,9 +63,9 @@ async def with_connection(
     """`action` on a connection of its own, closed after it; DatabaseUnavailable if Postgres
     does not answer."""
     try:
-        conn = await asyncpg.connect(
+        conn = await connect(
             settings.database.url,
-            timeout=settings.database.acquire_timeout_seconds,
+            timeout=settings.database.connect_timeout_seconds,
             server_settings=settings.database.server_settings(),
         )
     except DATABASE_UNREACHABLE as error:

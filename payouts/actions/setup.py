@@ -12,6 +12,7 @@ import asyncpg
 
 from broker.connection import connect_once
 from broker.declaration import declare
+from database.connection import connect
 from payouts.actions.connections import DATABASE_UNREACHABLE, with_connection
 from schema.errors import DatabaseUnavailable
 from schema.logs import redacted_url
@@ -40,7 +41,9 @@ async def migrate(settings: Settings, create_database: bool) -> dict[str, Any]:
     broker topology; say what was applied."""
     if create_database:
         try:
-            await create_database_if_missing(settings.database.url)
+            await create_database_if_missing(
+                settings.database.url, settings.database.connect_timeout_seconds
+            )
         except DATABASE_UNREACHABLE as error:
             where = redacted_url(settings.database.url)
             raise DatabaseUnavailable(f"Postgres at {where}: {error}") from None
@@ -78,10 +81,10 @@ async def apply_migrations(conn: Connection) -> list[str]:
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
-async def create_database_if_missing(url: str) -> bool:
+async def create_database_if_missing(url: str, connect_timeout_seconds: float) -> bool:
     """Create the database the URL names, connecting to `postgres` to do it; True if created."""
     try:
-        conn = await asyncpg.connect(url)
+        conn = await connect(url, timeout=connect_timeout_seconds)
     except asyncpg.InvalidCatalogNameError:
         pass
     else:
@@ -91,7 +94,9 @@ async def create_database_if_missing(url: str) -> bool:
     name = parts.path.lstrip("/")
     if not _PLAIN_NAME.fullmatch(name):
         raise ValueError(f"will not create database {name!r}: use letters, digits and _ only")
-    admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
+    admin = await connect(
+        urlunsplit(parts._replace(path="/postgres")), timeout=connect_timeout_seconds
+    )
     try:
         # The name cannot be a bound parameter in CREATE DATABASE; it was checked above.
         await admin.execute(f'CREATE DATABASE "{name}"')

@@ -1,15 +1,18 @@
 """A database URL naming several hosts, as a primary and its standbys are named: every part of
 payouts gets to the host that takes writes, and follows it when it moves, without a restart.
 
-One real Postgres plays every host here: a closed port is a server that is down, a proxy that
-starts sessions read-only is a standby, and a proxy the test cuts is a primary that died. A real
+One real Postgres plays every host here: a closed port is a server that is down, a port that
+listens and never answers (or a frozen proxy) is a host that hangs, a proxy that starts sessions
+read-only is a standby, and a proxy the test cuts is a primary that died. A real
 standby's promotion is the failover tests' (tests/clusters/)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
+import time
 import uuid
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -19,6 +22,7 @@ import asyncpg
 import pytest
 
 from broker.publisher import ConfirmedPublisher
+from database.connection import connect
 from ingress.database import IngressDatabase
 from ingress.outcomes import OutcomeListener
 from payouts.actions.connections import with_connection
@@ -37,7 +41,7 @@ from tests.tcp_proxy import TcpProxy
 from workers.database import create_pool_when_available
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Iterator
     from pathlib import Path
 
     from schema.settings import Settings
@@ -53,6 +57,16 @@ def closed_port() -> str:
         return f"127.0.0.1:{probe.getsockname()[1]}"
 
 
+@contextlib.contextmanager
+def hung_host() -> Iterator[str]:
+    """A host that takes the TCP connection and never says a word, as a frozen server does;
+    one whose packets are dropped hangs the same way, a step earlier."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)  # the kernel completes the handshakes; nothing ever reads
+        yield f"127.0.0.1:{silent.getsockname()[1]}"
+
+
 def server_of(database_url: str) -> str:
     parts = urlsplit(database_url)
     return f"{parts.hostname}:{parts.port or 5432}"
@@ -65,7 +79,7 @@ async def settings(services: Services, database_url: str) -> AsyncIterator[Setti
     await services.release_namespace(built.broker.namespace)
 
 
-def with_url(settings: Settings, url: str, **database: int) -> Settings:
+def with_url(settings: Settings, url: str, **database: float) -> Settings:
     """`settings` on another URL, validated as a configured one is (model_copy is not)."""
     changed = {**settings.database.model_dump(), "url": url, **database}
     return settings.model_copy(update={"database": DatabaseSettings.model_validate(changed)})
@@ -119,9 +133,9 @@ async def test_every_part_reaches_the_second_host_when_the_first_is_down(
 
     name = f"payouts_hosts_{uuid.uuid4().hex[:10]}"
     new_database = urlunsplit(urlsplit(settings.url)._replace(path=f"/{name}"))
-    assert await create_database_if_missing(new_database)
+    assert await create_database_if_missing(new_database, settings.connect_timeout_seconds)
     try:
-        assert not await create_database_if_missing(new_database)
+        assert not await create_database_if_missing(new_database, settings.connect_timeout_seconds)
     finally:
         admin = await asyncpg.connect(services.postgres_admin_url)
         try:
@@ -147,7 +161,8 @@ async def test_a_read_only_server_first_in_the_list_is_passed_over(
             await conn.close()
         # ...and our settings never land there: with it alone there is nothing to connect to.
         only_standby = with_url(settings, alone)
-        with pytest.raises(DatabaseUnavailable, match="target attribute"):
+        refused = f"{standby.host} answered but takes no writes"
+        with pytest.raises(DatabaseUnavailable, match=refused):
             await with_connection(only_standby, lambda conn: conn.fetchval("SELECT 1"))
         both = with_url(settings, naming_hosts(database_url, standby.host, server_of(database_url)))
         pool = await create_pool_when_available(both.database)
@@ -271,3 +286,122 @@ async def publishing(settings: Settings) -> AsyncIterator[ConfirmedPublisher]:
         yield publisher
     finally:
         await publisher.close()
+
+
+# Each host's own connect timeout in the tests below, and the whole wait the old connector would
+# have made on a hung first host (asyncpg's one timeout, covering every host): a part that
+# connects within HUNG_BOUND_SECONDS passed the hung host after its own timeout.
+PER_HOST_SECONDS = 1.0
+WHOLE_CONNECT_SECONDS = 10.0
+HUNG_BOUND_SECONDS = 2.5
+
+
+async def within_the_per_host_timeout(what: str, part: Awaitable[None]) -> float:
+    """`part`'s run time; it must finish within HUNG_BOUND_SECONDS."""
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(HUNG_BOUND_SECONDS):
+            await part
+    except TimeoutError:
+        raise AssertionError(f"{what}: not connected within {HUNG_BOUND_SECONDS} s") from None
+    return time.monotonic() - started
+
+
+def behind_a_hung_host(settings: Settings, database_url: str, hung: str) -> Settings:
+    return with_url(
+        settings,
+        naming_hosts(database_url, hung, server_of(database_url)),
+        connect_timeout_seconds=PER_HOST_SECONDS,
+        acquire_timeout_seconds=WHOLE_CONNECT_SECONDS,
+        api_acquire_timeout_seconds=WHOLE_CONNECT_SECONDS,
+    )
+
+
+async def test_every_part_passes_a_hung_first_host_after_its_own_timeout(
+    settings: Settings, database_url: str
+) -> None:
+    """The worker's pool, the ingress's pool, the outcome listener and a command each connect to
+    the second host once the first has had `connect_timeout_seconds`, not the whole wait. Each
+    part gets a hung host of its own: the host a part found is tried first by the next."""
+
+    async def worker_pool(hung: Settings) -> None:
+        pool = await create_pool_when_available(hung.database)
+        try:
+            assert await pool.fetchval(READ_WRITE_CHECK) == "off"
+        finally:
+            await pool.close()
+
+    async def ingress_pool(hung: Settings) -> None:
+        apis = IngressDatabase(hung.database)
+        await apis.open()
+        try:
+            assert await apis.reachable()
+        finally:
+            await apis.close()
+
+    async def outcome_listener(hung: Settings) -> None:
+        listener = OutcomeListener(hung.database)
+        listener.start()
+        try:
+
+            async def listening() -> bool:
+                return listener.listening
+
+            await wait_until(listening, "the outcome listener listening")
+        finally:
+            await listener.close()
+
+    async def command(hung: Settings) -> None:
+        assert await with_connection(hung, lambda conn: conn.fetchval(READ_WRITE_CHECK)) == "off"
+
+    for part in (worker_pool, ingress_pool, outcome_listener, command):
+        with hung_host() as hung:
+            behind = behind_a_hung_host(settings, database_url, hung)
+            took = await within_the_per_host_timeout(part.__name__, part(behind))
+            assert took >= PER_HOST_SECONDS, f"{part.__name__} never tried the hung host"
+
+
+async def test_the_host_that_took_the_last_connection_is_tried_first(
+    settings: Settings, database_url: str
+) -> None:
+    """A promoted standby stays the primary: once a connection has passed a hung old primary,
+    the next ones go to the new one at once; and when it goes away, the rest are tried in the
+    URL's order."""
+    first = await TcpProxy.in_front_of(database_url)
+    second = await TcpProxy.in_front_of(database_url)
+    url = with_url(
+        settings,
+        naming_hosts(database_url, f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"),
+    ).database.url
+
+    async def connected() -> None:
+        conn = await connect(url, timeout=PER_HOST_SECONDS)
+        await conn.close()
+
+    try:
+        await connected()  # through `first`
+        first.freeze()  # the primary's machine hangs; `second` is promoted
+        assert await within_the_per_host_timeout("passing the hung host", connected()) >= 1
+        assert await within_the_per_host_timeout("the promoted host", connected()) < 0.5
+        await second.cut()  # and dies in turn, while the first is back
+        first.thaw()
+        assert await within_the_per_host_timeout("back to the first host", connected()) < 0.5
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_no_host_taking_the_connection_is_an_error_naming_each_and_why(
+    database_url: str,
+) -> None:
+    with hung_host() as hung:
+        down = closed_port()
+        parts = urlsplit(naming_hosts(database_url, hung, down))
+        url = urlunsplit(parts._replace(netloc=f"payouts:hunter2@{hung},{down}"))
+        with pytest.raises(DatabaseUnavailable) as raised:
+            await connect(url, timeout=PER_HOST_SECONDS)
+    message = str(raised.value)
+    assert f"{hung} did not answer within {PER_HOST_SECONDS} s" in message
+    assert f"{down} failed: ConnectionRefusedError" in message
+    assert "payouts:***@" in message
+    assert "hunter2" not in message

@@ -242,7 +242,7 @@ async def test_device_ids_are_hashed_unless_the_instance_keeps_them(
     logged = "\n".join(
         record.getMessage() + json.dumps(record.__dict__, default=str)
         for record in caplog.records
-        if record.name.split(".")[0] in {"ingress", "workers", "schema", "uvicorn"}
+        if record.name.split(".")[0] in {"ingress", "workers", "database", "schema", "uvicorn"}
     )
     assert "callback answered" in logged
     assert IMEI not in logged
