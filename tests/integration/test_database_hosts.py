@@ -391,6 +391,36 @@ async def test_the_host_that_took_the_last_connection_is_tried_first(
         await second.close()
 
 
+async def test_the_ingress_apis_reach_the_primary_the_outcome_listener_found(
+    settings: Settings, database_url: str
+) -> None:
+    """As with the defaults, an API request gives up (api_acquire_timeout_seconds) before a hung
+    host's connect_timeout_seconds: the APIs answer "unavailable" until the listener, which waits
+    the hung host out, has found the primary; from then on they reach it first."""
+    with hung_host() as hung:
+        ingress = with_url(
+            settings,
+            naming_hosts(database_url, hung, server_of(database_url)),
+            connect_timeout_seconds=PER_HOST_SECONDS,
+            api_acquire_timeout_seconds=PER_HOST_SECONDS / 2,
+        ).database
+        apis = IngressDatabase(ingress)
+        listener = OutcomeListener(ingress)
+        await apis.open()
+        try:
+            assert not await apis.reachable()
+            listener.start()
+
+            async def listening() -> bool:
+                return listener.listening
+
+            await wait_until(listening, "the outcome listener listening", 5)
+            assert await apis.reachable()
+        finally:
+            await listener.close()
+            await apis.close()
+
+
 async def test_no_host_taking_the_connection_is_an_error_naming_each_and_why(
     database_url: str,
 ) -> None:
