@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aio_pika
 import asyncpg
 
+from broker.connection import connect_once
 from payouts.actions.setup import apply_migrations
 from schema.settings import BrokerSettings
 from schema.topology import Topology
@@ -31,6 +32,8 @@ POSTGRES_ENV = "PAYOUTS_TEST_POSTGRES_URL"
 RABBITMQ_ENV = "PAYOUTS_TEST_RABBITMQ_URL"
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_RABBITMQ = "amqp://guest:guest@127.0.0.1:5672/"
+# A node that neither answers nor refuses within this is passed over for the next one.
+CONNECT_TIMEOUT_SECONDS = 5.0
 HOW_TO_START = (
     "start them with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` "
     "and `rabbitmq-server -detached`, or name running ones in "
@@ -129,11 +132,13 @@ class Services:
         self._topologies.append(Topology(namespace, delays))
         return namespace
 
-    async def release_namespace(self, namespace: str) -> None:
+    async def release_namespace(self, namespace: str, broker_url: str | None = None) -> None:
         """Delete one namespace's queues and exchanges now, not at the end of the run: hundreds
-        of idle quorum queues are enough to make a small broker stop accepting connections."""
+        of idle quorum queues are enough to make a small broker stop accepting connections.
+        `broker_url` names the broker holding them when it is not the default one (a cluster's
+        nodes, separated by commas)."""
         topology = next(t for t in self._topologies if t.namespace == namespace)
-        connection = await aio_pika.connect(self.rabbitmq_url)
+        connection = await connect_any(broker_url or self.rabbitmq_url)
         async with connection:
             await delete_topology(connection, topology)
         self._topologies.remove(topology)
@@ -169,10 +174,17 @@ async def fetch_value(database_url: str, query: str, *args: Any) -> Any:
         await conn.close()
 
 
+async def connect_any(broker_url: str) -> aio_pika.abc.AbstractConnection:
+    """A short-lived connection to the first node that answers, of the one URL or the several
+    separated by commas (a cluster whose first node a test may have killed)."""
+    nodes = BrokerSettings(urls=tuple(broker_url.split(",")))
+    return await connect_once(nodes, "tests", CONNECT_TIMEOUT_SECONDS)
+
+
 async def queue_depth(broker_url: str, queue: str) -> int:
     """Messages ready in `queue` (not those delivered and unacknowledged), over a short-lived
-    connection: what a test asks the broker between steps."""
-    connection = await aio_pika.connect(broker_url)
+    connection to one of `broker_url`'s nodes: what a test asks the broker between steps."""
+    connection = await connect_any(broker_url)
     async with connection:
         declared = await (await connection.channel()).declare_queue(queue, passive=True)
         return int(declared.declaration_result.message_count or 0)

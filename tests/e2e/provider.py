@@ -1,8 +1,9 @@
-"""A provider simulator and the checker that reconciles what it was told with the books.
+"""Provider simulators and the checker that reconciles what they were told with the books.
 
-The simulator behaves like the specs' providers: it signs each payout, re-sends until it is
-answered 200 (with a pause, as adjoe and offerwalls do), sometimes re-sends an accepted one, and
-mixes in tampered copies that must never be credited. It logs every answer.
+The simulator behaves like the query protocols' providers: it signs each payout, re-sends until
+it is answered 200 (with a pause, as adjoe and offerwalls do), sometimes re-sends an accepted one,
+and mixes in tampered copies that must never be credited. It logs every answer.
+`WalletPlatform` is spec 001's game platform, whose requests wait for their outcome.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import random
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import httpx
 
-from tests.e2e.stack import ADJOE_TOKEN, OFFERWALL_KEY
-from tests.signing import adjoe_query, offerwall_query
+from tests.e2e.stack import ADJOE_TOKEN, AIGAME_KEY, OFFERWALL_KEY
+from tests.signing import adjoe_query, aigame_payout_body, offerwall_query
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
 
 RETRY_PAUSE_SECONDS = 0.3
 MAX_SENDS = 200
+# Spec 001 payouts a second, each request held open by the ingress until its outcome is known.
+WALLET_PAYOUTS_PER_SECOND = 5.0
 
 
 @dataclass
@@ -211,6 +215,70 @@ class ProviderSimulator:
             payout.answers.append(await self._send(client, payout.path))
 
 
+async def settle_like_the_platform(
+    client: httpx.AsyncClient, fields: dict[str, object]
+) -> list[dict[str, Any]]:
+    """Spec 001's FAQ: re-send (with a fresh timestamp) until the answer is success."""
+    answers = []
+    for _ in range(30):
+        body = aigame_payout_body({**fields, "timestamp": int(time.time() * 1000)}, AIGAME_KEY)
+        response = await client.post("/aigame/v1/wallet/payout", json=body, timeout=30)
+        assert response.status_code == 200
+        answers.append(response.json())
+        if answers[-1]["code"] == 200:
+            return answers
+        assert answers[-1]["code"] == 800100, answers[-1]  # only "try again" is retried
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"never settled: {answers}")
+
+
+class WalletPlatform:
+    """Spec 001's game platform: payouts sent at a steady rate, each re-sent until its answer is
+    success (`settle_like_the_platform` fails on any answer but success and "try again")."""
+
+    def __init__(self, stack: Stack, seed: int) -> None:
+        self._stack = stack
+        self._rng = random.Random(seed)
+        self.payouts: list[Payout] = []
+
+    @contextlib.asynccontextmanager
+    async def traffic(self) -> AsyncIterator[None]:
+        over = asyncio.Event()
+        async with httpx.AsyncClient(base_url=self._stack.base_url) as client:
+            sender = asyncio.create_task(self._send_until(over, client))
+            try:
+                yield
+            finally:
+                over.set()
+                await sender
+
+    async def _send_until(self, over: asyncio.Event, client: httpx.AsyncClient) -> None:
+        async with asyncio.TaskGroup() as group:
+            while not over.is_set():
+                group.create_task(self._settle_one(client))
+                await asyncio.sleep(1 / WALLET_PAYOUTS_PER_SECOND)
+
+    async def _settle_one(self, client: httpx.AsyncClient) -> None:
+        user, amount = f"player-{self._rng.randrange(10)}", self._rng.randint(1, 500)
+        fields: dict[str, object] = {
+            "agent_id": "agent001",
+            "user_id": user,
+            "game_id": "101",
+            "inst_id": "000002",
+            "shoe_id": 1,
+            "round_id": 1,
+            "bet_txn_id": uuid.uuid4().hex[:24],
+            "win_amount": str(amount),
+            "pay_out_time": 1763800000000,
+            "currency": "VND2",
+        }
+        payout = Payout("aigame", str(fields["bet_txn_id"]), user, "VND2", amount, "", "")
+        self.payouts.append(payout)
+        payout.answers.extend(
+            answer["code"] for answer in await settle_like_the_platform(client, fields)
+        )
+
+
 @dataclass
 class Reconciliation:
     payouts: list[Payout]
@@ -313,7 +381,7 @@ async def _in_dead_letter_queue(stack: Stack) -> set[tuple[str, str]]:
     from tests.e2e.stack import RETRY_TIERS
 
     settings = BrokerSettings(
-        urls=(stack.broker_url,), namespace=stack.namespace, retry_delays_seconds=RETRY_TIERS
+        urls=stack.broker_urls, namespace=stack.namespace, retry_delays_seconds=RETRY_TIERS
     )
     async with DeadLetterQueue.open(settings) as dlq:
         return {

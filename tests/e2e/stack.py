@@ -32,7 +32,8 @@ url = "{database_url}"
 pool_max_size = 8
 
 [broker]
-url = "{broker_url}"
+urls = {broker_urls}
+node_order = "{node_order}"
 namespace = "{namespace}"
 publish_timeout_seconds = 5
 retry_delays_seconds = [1, 2, 5, 10, 30]
@@ -158,19 +159,32 @@ class Process:
 
 @dataclass
 class Stack:
+    """`broker_url`: one node, or a cluster's nodes separated by commas (as PAYOUTS_BROKER_URL
+    takes them), tried in `node_order`."""
+
     tmp_path: Path
     database_url: str
     broker_url: str
     namespace: str
+    node_order: str = "shuffled"
     port: int = field(default_factory=free_port)
     processes: list[Process] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.config_path = self.tmp_path / "payouts.toml"
+        self.write_config()
+
+    @property
+    def broker_urls(self) -> tuple[str, ...]:
+        return tuple(self.broker_url.split(","))
+
+    def write_config(self) -> None:
+        """The config file from the fields: again after a test changed one (`node_order`)."""
         self.config_path.write_text(
             CONFIG.format(
                 database_url=self.database_url,
-                broker_url=self.broker_url,
+                broker_urls=json.dumps(self.broker_urls),
+                node_order=self.node_order,
                 namespace=self.namespace,
                 port=self.port,
             )

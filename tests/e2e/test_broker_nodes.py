@@ -7,12 +7,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-import httpx
-
 from schema.logs import redacted_url
+from tests.e2e.fault_runs import connected_to, settle
 from tests.e2e.provider import ProviderSimulator, reconcile
-from tests.e2e.test_faults import settle
-from tests.metrics_reading import sample_value
 from tests.polling import wait_until
 from tests.tcp_proxy import TcpProxy
 
@@ -21,13 +18,6 @@ if TYPE_CHECKING:
 
 PAYOUTS_PER_SECOND = 25.0
 TRAFFIC_SECONDS = 4.0
-NODE_CONNECTED = "payouts_broker_node_connected"
-
-
-async def connected_to(base_url: str, role: str, node: str) -> bool:
-    async with httpx.AsyncClient(base_url=base_url) as client:
-        exposition = (await client.get("/metrics")).text
-    return sample_value(exposition, NODE_CONNECTED, role=role, node=node) == 1
 
 
 async def test_a_node_cut_under_load_moves_ingress_and_worker_to_the_other(stack: Stack) -> None:
@@ -35,10 +25,8 @@ async def test_a_node_cut_under_load_moves_ingress_and_worker_to_the_other(stack
     second = await TcpProxy.in_front_of(stack.broker_url)
     nodes = [proxy.url_through(stack.broker_url) for proxy in (first, second)]
     # Listed, so that both processes start on the node the test cuts.
-    config = stack.config_path.read_text().replace(
-        "[broker]\n", '[broker]\nnode_order = "listed"\n'
-    )
-    stack.config_path.write_text(config)
+    stack.node_order = "listed"
+    stack.write_config()
     try:
         await stack.start_ingress(broker_url=",".join(nodes))
         worker = await stack.start_worker(broker_url=",".join(nodes))

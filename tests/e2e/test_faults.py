@@ -12,84 +12,19 @@ from urllib.parse import urlsplit
 
 import aio_pika
 import asyncpg
-import httpx
 import pytest
 
 from schema.topology import ROUTING_KEY, Topology
 from tests.broker_admin import close_connections
-from tests.e2e.provider import ProviderSimulator, Reconciliation, reconcile
+from tests.e2e.fault_runs import assert_envelopes_published, run_under_fault, settle
+from tests.e2e.provider import ProviderSimulator, reconcile
 from tests.e2e.stack import RETRY_TIERS
-from tests.metrics_reading import sample_value
 from tests.polling import wait_until
 from tests.tcp_proxy import TcpProxy
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
     from tests.e2e.stack import Process, Stack
     from tests.service_control import ServiceControl
-
-# Traffic lasts at least this long, and until the fault is over, so each fault meets live
-# traffic instead of an idle pipeline, however slowly a loaded machine runs it.
-PAYOUTS_PER_SECOND = 25.0
-TRAFFIC_SECONDS = 12.0
-SETTLE_SECONDS = 120.0
-# Callbacks arriving together, so the ingress (broker.max_events_per_message at its default)
-# gathers them into envelopes and every fault meets envelopes as well as single events.
-BURST = 8
-EVENTS_PER_MESSAGE = "payouts_ingress_events_per_message"
-
-
-async def settle(stack: Stack) -> None:
-    """Until nothing waits in the work queue or a retry tier, twice in a row."""
-    quiet = 0
-
-    async def drained_twice() -> bool:
-        nonlocal quiet
-        quiet = quiet + 1 if await stack.pending() == 0 else 0
-        return quiet >= 2
-
-    try:
-        await wait_until(drained_twice, "work and retry queues drained", SETTLE_SECONDS)
-    except AssertionError as error:
-        troubles = "\n".join(process.troubles() for process in stack.processes)
-        raise AssertionError(f"{error}; {await stack.pending()} pending\n{troubles}") from None
-
-
-async def run_under_fault(
-    stack: Stack,
-    fault: Callable[[list[Process]], Awaitable[None]],
-    *,
-    seed: int,
-    workers: int = 2,
-    worker_database_url: str | None = None,
-    worker_broker_url: str | None = None,
-    ingress_broker_url: str | None = None,
-) -> Reconciliation:
-    await stack.start_ingress(broker_url=ingress_broker_url)
-    running = [
-        await stack.start_worker(database_url=worker_database_url, broker_url=worker_broker_url)
-        for _ in range(workers)
-    ]
-    provider = ProviderSimulator(stack, seed)
-    async with provider.traffic(PAYOUTS_PER_SECOND, TRAFFIC_SECONDS, burst=BURST):
-        await fault(running)
-    await settle(stack)
-    result = await reconcile(stack, provider.payouts)
-    assert provider.tampered_answers.keys() <= {403}, provider.tampered_answers
-    await assert_envelopes_published(stack, result)
-    return result
-
-
-async def assert_envelopes_published(stack: Stack, result: Reconciliation) -> None:
-    """Some of the messages the ingress published carried more than one event: the run tested
-    envelopes, not only single-event messages. Their counts go into the run's details."""
-    async with httpx.AsyncClient(base_url=stack.base_url) as client:
-        exposition = (await client.get("/metrics")).text
-    messages = int(sample_value(exposition, f"{EVENTS_PER_MESSAGE}_count"))
-    single = int(sample_value(exposition, f"{EVENTS_PER_MESSAGE}_bucket", le="1.0"))
-    result.details["messages"], result.details["enveloped"] = messages, messages - single
-    assert messages > single, f"none of the {messages} messages carried more than one event"
 
 
 async def test_workers_killed_repeatedly_under_load(stack: Stack) -> None:

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 import httpx
 from prometheus_client.mmap_dict import MmapedDict
 
+from tests.e2e.fault_runs import settle
 from tests.e2e.provider import ProviderSimulator, reconcile
 from tests.e2e.stack import AIGAME_KEY, alive, free_port
-from tests.e2e.test_faults import settle
 from tests.metrics_reading import sample_value
 from tests.polling import wait_until
 from tests.signing import aigame_payout_body

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from schema.topology import Topology
+from tests.e2e.fault_runs import settle
 from tests.e2e.provider import ProviderSimulator, device_ids, reconcile
 from tests.e2e.stack import ADJOE_TOKEN, AIGAME_KEY, BILLING_SECRET, OFFERWALL_KEY, RETRY_TIERS
-from tests.e2e.test_faults import settle
 from tests.metrics_reading import sample_value
 from tests.polling import wait_until
 from tests.tcp_proxy import TcpProxy

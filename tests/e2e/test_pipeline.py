@@ -19,6 +19,7 @@ import pytest
 from broker.publisher import ConfirmedPublisher
 from schema.settings import BrokerSettings
 from tests.books import assert_books_balance
+from tests.e2e.provider import settle_like_the_platform
 from tests.e2e.stack import ADJOE_TOKEN, AIGAME_KEY, OFFERWALL_KEY, RETRY_TIERS
 from tests.factories import payout_event
 from tests.polling import wait_until
@@ -392,23 +393,6 @@ async def test_sigterm_lets_each_process_finish_its_work_and_exit_zero(stack: St
 
     await wait_until(drained, "the rest credited by the next worker", DRAIN_TIMEOUT_SECONDS)
     await assert_wallets_exactly(stack, expected)
-
-
-async def settle_like_the_platform(
-    client: httpx.AsyncClient, fields: dict[str, object]
-) -> list[dict[str, Any]]:
-    """Spec 001's FAQ: re-send (with a fresh timestamp) until the answer is success."""
-    answers = []
-    for _ in range(30):
-        body = aigame_payout_body({**fields, "timestamp": int(time.time() * 1000)}, AIGAME_KEY)
-        response = await client.post("/aigame/v1/wallet/payout", json=body, timeout=30)
-        assert response.status_code == 200
-        answers.append(response.json())
-        if answers[-1]["code"] == 200:
-            return answers
-        assert answers[-1]["code"] == 800100, answers[-1]  # only "try again" is retried
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"never settled: {answers}")
 
 
 async def test_wallet_payouts_answer_consistent_balances_through_a_worker_crash(

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from tests.e2e.fault_runs import settle
 from tests.e2e.provider import ProviderSimulator, reconcile
 from tests.e2e.stack import alive
-from tests.e2e.test_faults import settle
 from tests.e2e.test_worker_processes import free_port_pair, ready, started_pids
 from tests.polling import wait_until
 

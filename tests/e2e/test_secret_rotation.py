@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from tests.e2e.fault_runs import settle
 from tests.e2e.provider import ProviderSimulator, reconcile
 from tests.e2e.stack import OFFERWALL_KEY, OFFERWALL_KEY_NEXT, free_port
-from tests.e2e.test_faults import settle
 from tests.e2e.test_observability import log_lines
 from tests.load_balancer import RoundRobinBalancer
 from tests.signing import offerwall_query

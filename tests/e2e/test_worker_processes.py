@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from tests.e2e.fault_runs import settle
 from tests.e2e.provider import ProviderSimulator, reconcile
 from tests.e2e.stack import alive
-from tests.e2e.test_faults import settle
 from tests.polling import wait_until
 
 if TYPE_CHECKING:
