@@ -16,7 +16,7 @@ import aiormq
 from pamqp.commands import Basic
 
 from broker.connection import BROKER_ERRORS, CLOSE_TIMEOUT_SECONDS, connect_when_available
-from broker.declaration import declare
+from broker.declaration import declare_dead_letter_queue, declare_replicated
 from schema.envelopes import ENVELOPE_TYPE, encode_envelope
 from schema.errors import BrokerUnavailable
 from schema.events import EVENT_TYPE, PayoutEvent, encode_event
@@ -92,6 +92,7 @@ class ConfirmedPublisher:
         while True:
             connection = await connect_when_available(self._settings, self._role)
             try:
+                await declare_dead_letter_queue(connection, self.topology)
                 self._channel = await self._open_channel(connection)
             except asyncio.CancelledError:
                 await connection.close()  # closed while declaring: nobody will use it
@@ -121,7 +122,7 @@ class ConfirmedPublisher:
         # Confirms plus on_return_raises: an unroutable or refused message raises instead of
         # vanishing (aio-pika #78, #106).
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        self._exchanges = frozenset((await declare(channel, self.topology)).exchanges)
+        self._exchanges = frozenset((await declare_replicated(channel, self.topology)).exchanges)
         return channel
 
     async def wait_ready(self) -> None:

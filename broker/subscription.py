@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, cast
 
 import aio_pika
 
-from broker.declaration import declare
+from broker.declaration import declare_dead_letter_queue, declare_replicated
 from broker.deliveries import Delivery
 from schema.logs import log
 
@@ -124,9 +124,10 @@ async def subscribe(
 ) -> Subscription:
     """Declare `topology` on a channel of its own with `prefetch` deliveries in flight, and
     deliver its work queue's messages to `on_delivery`."""
+    await declare_dead_letter_queue(connection, topology)
     channel = await connection.channel()
     await channel.set_qos(prefetch_count=prefetch)
-    queue = (await declare(channel, topology)).work_queue
+    queue = (await declare_replicated(channel, topology)).work_queue
     subscription = Subscription(channel, queue.name, on_delivery)
     await subscription.start()
     return subscription

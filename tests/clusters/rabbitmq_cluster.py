@@ -243,6 +243,18 @@ class RabbitCluster:
         status = await self.quorum_status(running, queue, vhost)
         return [self.node_named(member["Node Name"]) for member in status]
 
+    async def quorum_members_in_step(self, queue: str, vhost: str = "/") -> list[RabbitNode]:
+        """The members of `queue` taking part in its Raft group now, as leader or follower, as a
+        running node sees them: a restarted member counts again once it has caught up. Until
+        all are back, stopping another node may leave the queue without a majority."""
+        running = [node for node in self.nodes if await self.is_running(node)]
+        try:
+            status = await self.quorum_status(running[0], queue, vhost)
+        except (CommandFailed, IndexError):
+            return []
+        in_step = [m for m in status if m.get("Raft State") in {"leader", "follower"}]
+        return [self.node_named(member["Node Name"]) for member in in_step]
+
     async def is_running(self, node: RabbitNode) -> bool:
         """Whether the node's rabbit application runs (a paused minority node's VM is up,
         its application is not)."""

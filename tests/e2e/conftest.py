@@ -14,22 +14,30 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from tests.clusters.postgres_replication import PostgresReplication
+    from tests.clusters.rabbitmq_cluster import RabbitCluster
     from tests.services import Services
 
 
 @contextlib.asynccontextmanager
-async def _stack_on(services: Services, tmp_path: Path, database_url: str) -> AsyncIterator[Stack]:
+async def _stack_on(
+    services: Services,
+    tmp_path: Path,
+    database_url: str,
+    broker_url: str | None = None,
+    node_order: str = "shuffled",
+) -> AsyncIterator[Stack]:
     built = Stack(
         tmp_path=tmp_path,
         database_url=database_url,
-        broker_url=services.rabbitmq_url,
+        broker_url=broker_url or services.rabbitmq_url,
         namespace=services.new_namespace(RETRY_TIERS),
+        node_order=node_order,
     )
     try:
         yield built
     finally:
         built.stop_all()
-        await services.release_namespace(built.namespace)
+        await services.release_namespace(built.namespace, broker_url)
 
 
 @pytest.fixture
@@ -46,4 +54,17 @@ async def replicated_stack(
     multi-host URL (the stack's database_url) that follows a promotion."""
     database_url = await postgres_replication.create_database("payouts")
     async with _stack_on(services, tmp_path, database_url) as built:
+        yield built
+
+
+@pytest.fixture
+async def cluster_stack(
+    services: Services, tmp_path: Path, rabbitmq_cluster: RabbitCluster
+) -> AsyncIterator[Stack]:
+    """A stack whose broker is the three-node cluster: its processes get every node (the
+    stack's broker_url lists them, separated by commas) and try them in the order listed, so a
+    test puts them on the node it means to fail by naming that one first."""
+    nodes = ",".join(rabbitmq_cluster.amqp_urls)
+    database_url = await services.new_database()
+    async with _stack_on(services, tmp_path, database_url, nodes, "listed") as built:
         yield built
