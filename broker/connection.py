@@ -44,6 +44,11 @@ BROKER_ERRORS = (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError)
 RobustConnection = AbstractRobustConnection
 # How long a connection attempt nobody waits for any more may take to end before it is cut off.
 CLOSE_TIMEOUT_SECONDS = 5.0
+# How long restoring the channels (declarations, bindings, consumers) may take on a new
+# connection before the node counts as unreachable. A node that has just lost a partner can
+# hold a declaration forever: in the partition run, a queue.bind on a majority node, sent as the
+# minority paused, never got its answer (6 minutes), and the ingress published nothing meanwhile.
+RESTORE_TIMEOUT_SECONDS = 10.0
 
 
 def connection_name(role: str, settings: BrokerSettings) -> str:
@@ -89,7 +94,18 @@ class NodeConnection(aio_pika.RobustConnection):
         return redacted_url(self._nodes[self._node_index])
 
     async def _on_connected(self) -> None:
-        await super()._on_connected()  # channels restored first: a failure there is a failure
+        try:
+            # Channels restored first: a failure there is a failure, and so is a hang.
+            async with asyncio.timeout(RESTORE_TIMEOUT_SECONDS):
+                await super()._on_connected()
+        except TimeoutError:
+            # Closed, the attempt is reported as failed (`_on_connection_close`): the next node.
+            stuck = BrokerUnavailable(
+                f"channels not restored within {RESTORE_TIMEOUT_SECONDS} s on {self.node}"
+            )
+            if self.transport is not None:
+                await self.transport.connection.close(stuck)
+            raise stuck from None
         self._failures = 0
         self.reconnect_interval = self._first_interval
         self._holding = True
