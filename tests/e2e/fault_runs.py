@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from tests.e2e.provider import ProviderSimulator, Reconciliation, reconcile
+from tests.e2e.provider import Payout, ProviderSimulator, Reconciliation, reconcile
 from tests.metrics_reading import sample_value
 from tests.polling import wait_until
 
@@ -28,6 +28,7 @@ __all__ = [
     "TRY_AGAIN",
     "ConfirmWatch",
     "assert_envelopes_published",
+    "assert_failover_clean",
     "connected_to",
     "report_recovery",
     "run_under_fault",
@@ -184,3 +185,19 @@ async def report_recovery(
     }
     print(f"\nRECOVERY {scenario} " + " ".join(f"{k}={v:.2f}" for k, v in figures.items()))
     return figures
+
+
+async def assert_failover_clean(
+    stack: Stack, provider: ProviderSimulator, payouts: list[Payout]
+) -> Reconciliation:
+    """After a failover run's traffic: settled, then nothing lost, doubled or unexpected among
+    `payouts` (the provider's and any other sender's), and every answer "accepted" or "try
+    again"."""
+    await settle(stack)
+    result = await reconcile(stack, payouts)
+    assert provider.tampered_answers.keys() <= {403}, provider.tampered_answers
+    await assert_envelopes_published(stack, result)
+    print(f"reconciliation: {result.summary()} {dict(result.details['answers'])}")
+    result.assert_clean()
+    assert set(result.details["answers"]) <= {200, *TRY_AGAIN}, result.details["answers"]
+    return result
