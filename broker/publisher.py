@@ -83,6 +83,7 @@ class ConfirmedPublisher:
         self._connecting: asyncio.Task[None] | None = None
         self._reopened_at = -math.inf
         self._reopening: asyncio.Task[None] | None = None  # held: the loop keeps weak references
+        self._retiring: set[asyncio.Task[None]] = set()  # nacked channels, closed a while later
 
     def start(self) -> None:
         self._connecting = asyncio.create_task(self._connect(), name=f"{self._role}-publisher")
@@ -235,13 +236,21 @@ class ConfirmedPublisher:
             # The nacked channel stays; the next nack tries again.
             log(logger, logging.WARNING, "could not open a new channel", error=repr(error))
             return
+        # Apart from the reopening: a new channel that nacks too (seen just after a node died)
+        # gets its own replacement a NACK_REOPEN_INTERVAL_SECONDS later, not once this ends.
+        retiring = asyncio.create_task(self._close_later(nacked))
+        self._retiring.add(retiring)
+        retiring.add_done_callback(self._retiring.discard)
+
+    async def _close_later(self, nacked: AbstractChannel) -> None:
         await asyncio.sleep(self._settings.publish_timeout_seconds)
         with contextlib.suppress(*BROKER_ERRORS):
             await nacked.close()
 
     async def close(self) -> None:
-        if self._reopening is not None:
-            self._reopening.cancel()  # the connection's close closes every channel
+        for task in (self._reopening, *self._retiring):
+            if task is not None:
+                task.cancel()  # the connection's close closes every channel
         if self._connecting is not None and not self._connecting.done():
             # Awaited: a connection still in its handshake is let finish, then closed.
             self._connecting.cancel()

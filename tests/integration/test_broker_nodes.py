@@ -246,3 +246,28 @@ async def test_a_nack_gets_the_publisher_a_new_channel(
         with pytest.raises(BrokerUnavailable, match="Nack"):
             await publisher.publish(message, exchange=topology.retry_exchange, routing_key="full")
         assert "opening a new channel" not in caplog.text
+
+
+async def test_a_new_channel_that_nacks_too_is_replaced_before_the_old_one_is_closed(
+    broker_settings: BrokerSettings,
+    publisher: ConfirmedPublisher,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Just after a node died, the channel opened on the next node was seen to nack as well: its
+    own replacement must not wait for the first nacked channel's delayed close."""
+    interval = 0.2
+    assert broker_settings.publish_timeout_seconds > 10 * interval
+    monkeypatch.setattr(broker.publisher, "NACK_REOPEN_INTERVAL_SECONDS", interval)
+    topology = Topology.from_settings(broker_settings)
+    async with refusing_queue(broker_settings.urls[0], f"{topology.namespace}.full") as full:
+        await full.bind(topology.retry_exchange, "full")
+        message = persistent_message(b"{}")
+        for _ in range(2):
+            caplog.clear()
+            await asyncio.sleep(interval)
+            with pytest.raises(BrokerUnavailable, match="Nack"):
+                await publisher.publish(
+                    message, exchange=topology.retry_exchange, routing_key="full"
+                )
+            assert "opening a new channel" in caplog.text
