@@ -232,6 +232,22 @@ async def settle_like_the_platform(
     raise AssertionError(f"never settled: {answers}")
 
 
+def aigame_fields(user: str, win_amount: str, pay_out_time: int) -> dict[str, object]:
+    """A spec-001 settlement of a new bet for `user`, before the platform's signature."""
+    return {
+        "agent_id": "agent001",
+        "user_id": user,
+        "game_id": "101",
+        "inst_id": "000002",
+        "shoe_id": 1,
+        "round_id": 1,
+        "bet_txn_id": uuid.uuid4().hex[:24],
+        "win_amount": win_amount,
+        "pay_out_time": pay_out_time,
+        "currency": "VND2",
+    }
+
+
 class WalletPlatform:
     """Spec 001's game platform: payouts sent at a steady rate, each re-sent until its answer is
     success (`settle_like_the_platform` fails on any answer but success and "try again")."""
@@ -260,18 +276,7 @@ class WalletPlatform:
 
     async def _settle_one(self, client: httpx.AsyncClient) -> None:
         user, amount = f"player-{self._rng.randrange(10)}", self._rng.randint(1, 500)
-        fields: dict[str, object] = {
-            "agent_id": "agent001",
-            "user_id": user,
-            "game_id": "101",
-            "inst_id": "000002",
-            "shoe_id": 1,
-            "round_id": 1,
-            "bet_txn_id": uuid.uuid4().hex[:24],
-            "win_amount": str(amount),
-            "pay_out_time": 1763800000000,
-            "currency": "VND2",
-        }
+        fields = aigame_fields(user, str(amount), pay_out_time=1763800000000)
         payout = Payout("aigame", str(fields["bet_txn_id"]), user, "VND2", amount, "", "")
         self.payouts.append(payout)
         payout.answers.extend(

@@ -18,7 +18,7 @@ import httpx
 from prometheus_client.mmap_dict import MmapedDict
 
 from tests.e2e.fault_runs import settle
-from tests.e2e.provider import ProviderSimulator, reconcile
+from tests.e2e.provider import ProviderSimulator, aigame_fields, reconcile
 from tests.e2e.stack import AIGAME_KEY, alive, free_port
 from tests.metrics_reading import sample_value
 from tests.polling import wait_until
@@ -190,19 +190,7 @@ async def settle_payouts(base_url: str, count: int) -> list[object]:
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
 
         async def settle(user: str) -> object:
-            fields = {
-                "agent_id": "agent001",
-                "user_id": user,
-                "game_id": "101",
-                "inst_id": "000002",
-                "shoe_id": 1,
-                "round_id": 1,
-                "bet_txn_id": uuid.uuid4().hex[:24],
-                "win_amount": "1",
-                "pay_out_time": now,
-                "currency": "VND2",
-                "timestamp": now,
-            }
+            fields = {**aigame_fields(user, "1", pay_out_time=now), "timestamp": now}
             body = aigame_payout_body(fields, AIGAME_KEY)
             return (await client.post("/aigame/v1/wallet/payout", json=body)).json()["code"]
 
