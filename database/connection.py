@@ -4,8 +4,9 @@ first host that hangs would use all of it (docs/high-availability.md, "A host th
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -13,7 +14,10 @@ from schema.errors import DatabaseUnavailable
 from schema.logs import log, redacted_url
 from schema.settings import database_hosts
 
-__all__ = ["connect", "create_pool"]
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+__all__ = ["connect", "create_pool", "dropped_if_read_only"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,3 +90,16 @@ def _why(error: Exception, timeout: float) -> str:
     if isinstance(error, asyncpg.exceptions.TargetServerAttributeNotMatched):
         return "answered but takes no writes (a standby, or a server made read-only)"
     return f"failed: {type(error).__name__}: {error}"
+
+
+@contextlib.asynccontextmanager
+async def dropped_if_read_only(conn: asyncpg.pool.PoolConnectionProxy) -> AsyncIterator[None]:
+    """Close a pooled connection whose server refused a write as read-only. The host list is
+    consulted only when a connection opens: one kept open to a server that stopped taking
+    writes (a primary fenced with default_transaction_read_only) would fail every retry, while
+    a new one goes to the server that takes them."""
+    try:
+        yield
+    except asyncpg.exceptions.ReadOnlySQLTransactionError:
+        conn.terminate()
+        raise

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from database.connection import create_pool
+from database.connection import create_pool, dropped_if_read_only
 from schema.errors import DatabaseUnavailable
 
 if TYPE_CHECKING:
@@ -21,12 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["IngressDatabase"]
 
-DATABASE_ERRORS = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-)
+DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class IngressDatabase:
@@ -55,16 +50,11 @@ class IngressDatabase:
         if self._pool is None:
             raise DatabaseUnavailable("the database pool is not open")
         try:
-            async with self._pool.acquire(
-                timeout=self._settings.api_acquire_timeout_seconds
-            ) as conn:
-                try:
-                    yield conn
-                except asyncpg.exceptions.ReadOnlySQLTransactionError:
-                    # Its server stopped taking writes: the pool's next connection goes through
-                    # the host list to the one that does (workers/database.py says more).
-                    conn.terminate()
-                    raise
+            async with (
+                self._pool.acquire(timeout=self._settings.api_acquire_timeout_seconds) as conn,
+                dropped_if_read_only(conn),
+            ):
+                yield conn
         except DATABASE_ERRORS as error:
             raise DatabaseUnavailable(repr(error)) from error
 

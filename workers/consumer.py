@@ -19,13 +19,13 @@ from broker.connection import BROKER_ERRORS, connect_when_available
 from broker.deliveries import Delivery, OpenDeliveries
 from broker.publisher import ConfirmedPublisher
 from broker.subscription import subscribe
+from database.connection import dropped_if_read_only
 from schema.logs import log, log_exception
 from schema.outcomes import Outcome, OutcomeReport
 from schema.topology import Topology
 from workers import metrics
 from workers.batch_crediting import FundingAccounts, apply_batch
 from workers.batching import Batches
-from workers.database import dropped_if_read_only
 from workers.envelope_deliveries import DeliveredEvent, EventDeliveries
 from workers.failures import TRANSIENT_ERRORS, Failure, FailureKind, failure_of
 from workers.moves import RETURN_PAUSE_SECONDS, MessageMover, move_finish_seconds

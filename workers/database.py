@@ -4,7 +4,6 @@ writes."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -15,11 +14,9 @@ from schema.errors import DatabaseUnavailable
 from schema.logs import log, redacted_url
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from schema.settings import DatabaseSettings
 
-__all__ = ["Connection", "create_pool_when_available", "dropped_if_read_only"]
+__all__ = ["Connection", "create_pool_when_available"]
 
 # What the SQL functions accept: a plain connection or one borrowed from the pool.
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
@@ -53,16 +50,3 @@ async def create_pool_when_available(settings: DatabaseSettings) -> asyncpg.Pool
             continue
         assert pool is not None
         return pool
-
-
-@contextlib.asynccontextmanager
-async def dropped_if_read_only(conn: asyncpg.pool.PoolConnectionProxy) -> AsyncIterator[None]:
-    """Close a pooled connection whose server refused a write as read-only. The host list is
-    consulted only when a connection opens: one kept open to a server that stopped taking
-    writes (a primary fenced with default_transaction_read_only) would fail every retry, while
-    a new one goes to the server that takes them."""
-    try:
-        yield
-    except asyncpg.exceptions.ReadOnlySQLTransactionError:
-        conn.terminate()
-        raise
