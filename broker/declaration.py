@@ -45,8 +45,9 @@ async def declare_replicated(channel: AbstractChannel, topology: Topology) -> De
     """The exchanges, the quorum queues and their bindings: what a long-running process declares
     on its robust channel, which declares them again after every reconnect. Any node of a
     cluster can, as long as the queues have a majority."""
-    replicated = await _declare(channel, topology, lambda name: name != topology.dead_letter_queue)
-    exchanges, queues = replicated
+    exchanges, queues = await _declare(
+        channel, topology, lambda name: name != topology.dead_letter_queue
+    )
     return Declared(exchanges, queues[topology.work_queue])
 
 
