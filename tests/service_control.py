@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 
 from tests.availability import require_tool, unavailable
+from tests.clusters.commands import run
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -28,13 +29,7 @@ _NOT_LOCAL = "the services are not local, so they cannot be stopped"
 
 
 async def _run(*command: str) -> str:
-    process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), SERVICE_TIMEOUT_SECONDS)
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed: {stderr.decode(errors='replace')}")
-    return stdout.decode()
+    return await run(*command, timeout_seconds=SERVICE_TIMEOUT_SECONDS)
 
 
 async def _rabbitmqctl(*arguments: str) -> str:

@@ -1,4 +1,5 @@
-"""Running the clusters' command-line tools: bounded in time, and failing with their output."""
+"""Running the services' command-line tools (the test clusters', and the local services' in
+service_control): bounded in time, and failing with their output."""
 
 from __future__ import annotations
 
@@ -24,8 +25,10 @@ class CommandFailed(RuntimeError):
 async def run(
     *command: str,
     env: Mapping[str, str] | None = None,
+    timeout_seconds: float = COMMAND_TIMEOUT_SECONDS,
 ) -> str:
-    """The stdout of `command`, raising CommandFailed with its stderr when it fails."""
+    """The stdout of `command`, raising CommandFailed with its stderr when it fails or is still
+    running after `timeout_seconds`."""
     process = await asyncio.create_subprocess_exec(
         *command,
         env=dict(env) if env is not None else None,
@@ -33,13 +36,11 @@ async def run(
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT_SECONDS)
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout_seconds)
     except TimeoutError:
         process.kill()
         await process.wait()
-        raise CommandFailed(
-            f"{' '.join(command)} still running after {COMMAND_TIMEOUT_SECONDS}s"
-        ) from None
+        raise CommandFailed(f"{' '.join(command)} still running after {timeout_seconds}s") from None
     if process.returncode != 0:
         output = (stderr or stdout).decode(errors="replace").strip()
         raise CommandFailed(f"{' '.join(command)} exited {process.returncode}: {output}")
