@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -37,7 +38,15 @@ from bench.constants import (
     SOAK_FRACTIONS,
     WAITS_FOR_OUTCOME,
 )
-from bench.observed import IngressCounts, ingress_counts, latest_settled, read_settled
+from bench.observed import (
+    IngressCounts,
+    after_commit_ms,
+    ingress_counts,
+    latest_settled,
+    percentile,
+    read_settled,
+    worker_counts,
+)
 from bench.processes import (
     MEASURED,
     CpuMeter,
@@ -70,7 +79,7 @@ from tests.e2e.stack import free_port
 from workers import event_loop
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from bench.traffic import Request
 
@@ -112,7 +121,10 @@ PARTS = (
     "ingress_processes",
     "worker_drain",
     "end_to_end",
+    # Not in a whole run: the end-to-end part measures the same at half of spec 000's rate.
+    "answer_path",
 )
+WHOLE_RUN = tuple(part for part in PARTS if part != "answer_path")
 
 CONFIG = """
 [database]
@@ -622,13 +634,7 @@ class Bench:
         stepping down when it does not hold; a soak at half the rate that held, with the
         request-to-credit latency; the protocols that wait for the outcome at half and at
         JSON_SHARE of it; and the partners' look-ups of spec 002."""
-        ingress, worker = self._ingress(), self._workers(1)
-        self._pipeline = _Pipeline(ingress, worker)
-        ingress.start()
-        worker.start()
-        try:
-            await wait_http(f"http://127.0.0.1:{self.port}/readyz")
-            await wait_http(f"http://127.0.0.1:{self.status_port}/readyz")
+        async with self._running_pipeline() as (ingress, worker):
             sustained, steps = await highest_sustained(
                 lambda rate: self._steady("offerwall_md5", rate, STEP_SECONDS), ceiling
             )
@@ -672,9 +678,6 @@ class Bench:
                 for protocol in WAITS_FOR_OUTCOME
             ]
             proofs = await self._proofs(rate / 2)
-        finally:
-            await ingress.stop()
-            await worker.stop()
         self.results["end_to_end"] = {
             "ceiling_per_second": ceiling,
             "steps": steps,
@@ -691,6 +694,33 @@ class Bench:
         }
         self.memory["ingress (end to end)"] = ingress.rss_samples
         self.memory["worker (end to end)"] = worker.rss_samples
+
+    async def answer_path(self, rate: float, rounds: int) -> None:
+        """Where an answer's time goes at one rate, `rounds` times over: spec 003, which answers
+        at the confirm, and specs 001 and 004, which answer after the commit, each for a step.
+        The end-to-end part runs them at half of spec 000's rate; this runs them alone, at the
+        rate given, to try a change against them."""
+        runs = []
+        async with self._running_pipeline():
+            for _ in range(rounds):
+                for protocol in ("adjoe", *WAITS_FOR_OUTCOME):
+                    runs.append(await self._steady(protocol, rate, STEP_SECONDS))
+        self.results["answer_path"] = {"rate_per_second": rate, "runs": runs}
+
+    @contextlib.asynccontextmanager
+    async def _running_pipeline(self) -> AsyncIterator[tuple[Service, Service]]:
+        """The ingress and one worker process, ready, for the runs of `_steady`."""
+        ingress, worker = self._ingress(), self._workers(1)
+        self._pipeline = _Pipeline(ingress, worker)
+        ingress.start()
+        worker.start()
+        try:
+            await wait_http(f"http://127.0.0.1:{self.port}/readyz")
+            await wait_http(f"http://127.0.0.1:{self.status_port}/readyz")
+            yield ingress, worker
+        finally:
+            await ingress.stop()
+            await worker.stop()
 
     def _memory_window(self) -> tuple[int, int]:
         """Where the pipeline's memory samples stand: a run's are those taken after."""
@@ -808,7 +838,9 @@ class Bench:
         )
         pipeline = self._pipeline
         log_offset = pipeline.worker.log_path.stat().st_size
+        ingress_log_offset = pipeline.ingress.log_path.stat().st_size
         before = await ingress_counts(self._metrics_url)
+        worker_before = await worker_counts(self._worker_metrics_url)
         connections = _connections(name, rate)
         abandoned: list[str] = []
         started = time.monotonic()
@@ -834,6 +866,13 @@ class Bench:
         await self._drained()
         settled = read_settled(pipeline.worker.log_path, log_offset)
         last_credit = settled.last_credit
+        worker = await worker_counts(self._worker_metrics_url) - worker_before
+        # Only a protocol that waits for the outcome answers after the commit.
+        after_commit = (
+            after_commit_ms(pipeline.ingress.log_path, ingress_log_offset, settled)
+            if name.startswith(WAITS_FOR_OUTCOME)
+            else []
+        )
         return {
             "protocol": name,
             "target_per_second": rate,
@@ -850,6 +889,21 @@ class Bench:
             "events_per_message": counts.events / counts.messages if counts.messages else None,
             "events": counts.events,
             "messages": counts.messages,
+            # Where the time went: the wait for the broker's confirm, the crediting
+            # transactions and their size, and (waiting protocols) from the commit to the answer.
+            "confirm_mean_ms": (
+                1000 * counts.publish_seconds / counts.publishes if counts.publishes else None
+            ),
+            "transaction_mean_ms": (
+                1000 * worker.transaction_seconds / worker.transactions
+                if worker.transactions
+                else None
+            ),
+            "payouts_per_transaction": (
+                worker.batched / worker.transactions if worker.transactions else None
+            ),
+            "after_commit_p50_ms": percentile(after_commit, 0.5) if after_commit else None,
+            "after_commit_p99_ms": percentile(after_commit, 0.99) if after_commit else None,
             "caught_up_seconds": (
                 (last_credit - ended).total_seconds() if last_credit is not None else None
             ),
@@ -877,6 +931,10 @@ class Bench:
     @property
     def _metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/metrics"
+
+    @property
+    def _worker_metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.status_port}/metrics"
 
     async def _watch(
         self, rate: float, seconds: int, before: IngressCounts, reasons: list[str]
@@ -954,13 +1012,19 @@ async def main() -> int:
     parser.add_argument("--soak-seconds", type=int, default=60, help="each soak (default 60)")
     parser.add_argument("--report", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument(
+        "--rate", type=float, default=1600.0, help="answer_path's rate per second (default 1600)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="answer_path's runs of each protocol (default 3)"
+    )
+    parser.add_argument(
         "--parts",
         help="only these parts, comma-separated, of: " + ", ".join(PARTS) + " (end_to_end runs"
         " broker_ceiling too, for its ceiling). To reproduce part of the report: the results"
         " are printed and the report is not written. Default: every part, and the report.",
     )
     args = parser.parse_args()
-    parts = PARTS if args.parts is None else tuple(args.parts.split(","))
+    parts = WHOLE_RUN if args.parts is None else tuple(args.parts.split(","))
     if unknown := set(parts) - set(PARTS):
         parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
     if "end_to_end" in parts:
@@ -986,6 +1050,8 @@ async def main() -> int:
                         bench.results["broker"]["consume_per_second"],
                     )
                     await _timed(seconds, name, bench.end_to_end(ceiling))
+                elif name == "answer_path":
+                    await _timed(seconds, name, bench.answer_path(args.rate, args.rounds))
                 else:
                     await _timed(seconds, name, getattr(bench, name)())
         finally:

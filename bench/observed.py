@@ -17,10 +17,15 @@ if TYPE_CHECKING:
 __all__ = [
     "IngressCounts",
     "Settled",
+    "WorkerCounts",
+    "after_commit_ms",
     "ingress_counts",
     "latest_settled",
     "parse_ingress_counts",
+    "parse_worker_counts",
+    "percentile",
     "read_settled",
+    "worker_counts",
 ]
 
 # The worker's line per settled delivery (workers/consumer.py, `_log_result`): its time, its
@@ -30,6 +35,12 @@ _SETTLED = '"message": "payout processed"'
 _TS = re.compile(r'"ts": "([^"]+)"')
 _OUTCOME = re.compile(r'"outcome": "([a-z_]+)"')
 _LAG = re.compile(r'"lag_ms": ([\d.]+)')
+_EVENT_ID = re.compile(r'"event_id": "([^"]+)"')
+# The ingress's line per callback (ingress/app.py): `latency_ms`, from the request's arrival to
+# its answer, which for the protocols that wait for the outcome comes after the commit.
+_ANSWERED = '"message": "callback answered"'
+_ACCEPTED = '"verdict": "accepted"'
+_LATENCY = re.compile(r'"latency_ms": ([\d.]+)')
 # Enough of a log's end to hold its last few lines.
 _TAIL_BYTES = 16_384
 
@@ -42,17 +53,23 @@ class Settled:
     credit_lags_ms: list[float]
     # When the last of them was credited (after its commit); None when none was.
     last_credit: datetime | None
+    # The same latencies by event id, for the lines that name their event.
+    lag_by_event: dict[str, float]
 
     def percentile(self, fraction: float) -> float:
-        """Of the latencies, interpolated between the two nearest (as Postgres's
-        `percentile_cont`); 0 when there are none."""
-        ordered = sorted(self.credit_lags_ms)
-        if not ordered:
-            return 0.0
-        position = fraction * (len(ordered) - 1)
-        low = int(position)
-        high = min(low + 1, len(ordered) - 1)
-        return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+        return percentile(self.credit_lags_ms, fraction)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Interpolated between the two nearest values (as Postgres's `percentile_cont`); 0 when
+    there are none."""
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    position = fraction * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def _line_facts(line: str) -> tuple[datetime, str, float] | None:
@@ -67,15 +84,40 @@ def _line_facts(line: str) -> tuple[datetime, str, float] | None:
 def read_settled(log: Path, offset: int) -> Settled:
     """The credited payouts of the worker log `log` from byte `offset` on."""
     lags: list[float] = []
+    by_event: dict[str, float] = {}
     last: datetime | None = None
     with log.open("rb") as lines:
         lines.seek(offset)
         for raw in lines:
-            facts = _line_facts(raw.decode(errors="replace"))
+            line = raw.decode(errors="replace")
+            facts = _line_facts(line)
             if facts is not None and facts[1] == "credited":
                 last = facts[0]
                 lags.append(facts[2])
-    return Settled(lags, last)
+                if event_id := _EVENT_ID.search(line):
+                    by_event[event_id.group(1)] = facts[2]
+    return Settled(lags, last, by_event)
+
+
+def after_commit_ms(ingress_log: Path, offset: int, settled: Settled) -> list[float]:
+    """For each accepted callback of the ingress log `ingress_log` (from byte `offset` on) whose
+    payout `settled` holds: its answer time less its request-to-credit latency, which is the
+    time from the commit to the answer (the outcome's notification, the wake-up of the waiting
+    request, the response) plus the verification before the event was built."""
+    gaps: list[float] = []
+    with ingress_log.open("rb") as lines:
+        lines.seek(offset)
+        for raw in lines:
+            line = raw.decode(errors="replace")
+            if _ANSWERED not in line or _ACCEPTED not in line:
+                continue
+            event_id, latency = _EVENT_ID.search(line), _LATENCY.search(line)
+            if event_id is None or latency is None:
+                raise RuntimeError(f"an ingress line the bench cannot read: {line[:300]}")
+            lag = settled.lag_by_event.get(event_id.group(1))
+            if lag is not None:
+                gaps.append(float(latency.group(1)) - lag)
+    return gaps
 
 
 def latest_settled(log: Path) -> tuple[datetime, float] | None:
@@ -100,6 +142,8 @@ class IngressCounts:
     refused: float  # callbacks answered with any verdict but "accepted"
     events: float  # events published (the sum of payouts_ingress_events_per_message)
     messages: float  # messages published (its count)
+    publish_seconds: float  # time callbacks waited for their message's confirm (its sum)
+    publishes: float  # callbacks that waited for one (its count)
 
     def __sub__(self, earlier: IngressCounts) -> IngressCounts:
         return IngressCounts(
@@ -107,6 +151,8 @@ class IngressCounts:
             self.refused - earlier.refused,
             self.events - earlier.events,
             self.messages - earlier.messages,
+            self.publish_seconds - earlier.publish_seconds,
+            self.publishes - earlier.publishes,
         )
 
 
@@ -118,15 +164,62 @@ async def ingress_counts(metrics_url: str) -> IngressCounts:
 
 
 def parse_ingress_counts(exposition: str) -> IngressCounts:
-    answered = refused = events = messages = 0.0
+    answered = refused = 0.0
     for family in text_string_to_metric_families(exposition):
         for sample in family.samples:
             if sample.name == "payouts_ingress_requests_total":
                 answered += sample.value
                 if sample.labels.get("verdict") != "accepted":
                     refused += sample.value
-            elif sample.name == "payouts_ingress_events_per_message_sum":
-                events += sample.value
-            elif sample.name == "payouts_ingress_events_per_message_count":
-                messages += sample.value
-    return IngressCounts(answered, refused, events, messages)
+    sums = _sums(
+        exposition,
+        "payouts_ingress_events_per_message_sum",
+        "payouts_ingress_events_per_message_count",
+        "payouts_ingress_publish_seconds_sum",
+        "payouts_ingress_publish_seconds_count",
+    )
+    return IngressCounts(answered, refused, *sums)
+
+
+@dataclass(frozen=True)
+class WorkerCounts:
+    """Cumulative counts from a worker's /metrics, to be subtracted from a later reading."""
+
+    transactions: float  # crediting transactions committed (payouts_worker_commit_seconds_count)
+    transaction_seconds: float  # their time from opening to commit (its sum)
+    batched: float  # payouts they applied (payouts_worker_batch_size_sum)
+
+    def __sub__(self, earlier: WorkerCounts) -> WorkerCounts:
+        return WorkerCounts(
+            self.transactions - earlier.transactions,
+            self.transaction_seconds - earlier.transaction_seconds,
+            self.batched - earlier.batched,
+        )
+
+
+async def worker_counts(metrics_url: str) -> WorkerCounts:
+    async with httpx.AsyncClient() as client:
+        response = await client.get(metrics_url)
+    response.raise_for_status()
+    return parse_worker_counts(response.text)
+
+
+def parse_worker_counts(exposition: str) -> WorkerCounts:
+    return WorkerCounts(
+        *_sums(
+            exposition,
+            "payouts_worker_commit_seconds_count",
+            "payouts_worker_commit_seconds_sum",
+            "payouts_worker_batch_size_sum",
+        )
+    )
+
+
+def _sums(exposition: str, *names: str) -> list[float]:
+    """Each named sample's values added up over their labels, in the order named."""
+    totals = dict.fromkeys(names, 0.0)
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name in totals:
+                totals[sample.name] += sample.value
+    return list(totals.values())

@@ -59,6 +59,11 @@ def _rate(value: float) -> str:
     return f"{value:,.0f}/s"
 
 
+def _ms(value: float | None) -> str:
+    """Milliseconds, or a dash for a figure the run did not have (a report from before it)."""
+    return "-" if value is None else f"{value:.1f} ms"
+
+
 def limit(cores: dict[str, float], processes: int, machine_cores: int) -> str:
     """What held a measurement back, read from the cores each process group used during it:
     the whole machine, a Python process at its one core, or neither (it waited on something)."""
@@ -398,6 +403,35 @@ def _markdown(
             ]
         ),
         "",
+        "**Where an answer's time goes.** For the runs at half the rate and the ones that wait",
+        "for the outcome: *confirm* is the mean wait of a callback for its message's confirm",
+        "(`payouts_ingress_publish_seconds`), *transaction* the crediting transactions' mean",
+        "time from opening to commit and *payouts / transaction* their mean size (the worker's",
+        "`payouts_worker_commit_seconds` and `payouts_worker_batch_size`); *before the commit*",
+        "is the request-to-credit latency above, and *after the commit* each answer's time less",
+        "its payout's request-to-credit latency (joined by event id): the outcome's",
+        "notification, the wake-up of the waiting request and its response, plus the",
+        "verification before the event was built.",
+        "",
+        "| protocol | run | answer p50 | answer p99 | confirm | transaction "
+        "| payouts / transaction | before the commit p50 | p99 | after the commit p50 | p99 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *(
+            f"| {s['protocol']} | {kind} | {s['answer_p50_ms']:.1f} ms | "
+            f"{s['answer_p99_ms']:.1f} ms | {_ms(s.get('confirm_mean_ms'))} | "
+            f"{_ms(s.get('transaction_mean_ms'))} | {_mean(s.get('payouts_per_transaction'))} | "
+            f"{s['credit_p50_ms']:.1f} ms | {s['credit_p99_ms']:.1f} ms | "
+            f"{_ms(s.get('after_commit_p50_ms'))} | {_ms(s.get('after_commit_p99_ms'))} |"
+            for kind, s in [
+                (f"soak at half, {soak['seconds']} s", soak),
+                *((f"half the rate, {a['seconds']} s", a) for a in answers),
+                *(
+                    (f"{e2e['json_share']:.2f} of the rate, {r['seconds']} s", r)
+                    for r in json_rates
+                ),
+            ]
+        ),
+        "",
         "## Proof API (spec 002)",
         "",
         "A partner's look-ups of the payouts of specs 001 and 004 the runs above credited,",
@@ -491,6 +525,10 @@ def _markdown(
         "                                  # about 52 when only the last of its three rates holds",
         "bench/run.sh --parts end_to_end   # one part (or several, comma-separated): prints its",
         "                                  # figures and leaves this file alone",
+        "bench/run.sh --parts answer_path --rate 1600 --rounds 3",
+        "                                  # specs 003, 001 and 004 at one rate, 3 times each,",
+        "                                  # and where each answer's time goes (not in a whole",
+        "                                  # run)",
         "```",
         "",
         "It needs the local Postgres and RabbitMQ (as the tests do), `wrk` (installed from",

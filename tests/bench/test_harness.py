@@ -13,7 +13,14 @@ from starlette.requests import Request as StarletteRequest
 
 from bench import report
 from bench.__main__ import _connections
-from bench.observed import latest_settled, parse_ingress_counts, read_settled
+from bench.constants import WAITS_FOR_OUTCOME
+from bench.observed import (
+    after_commit_ms,
+    latest_settled,
+    parse_ingress_counts,
+    parse_worker_counts,
+    read_settled,
+)
 from bench.processes import _frame_group, parse_wrk, read_profile
 from bench.search import highest_sustained, lowest_not_sustained
 from bench.traffic import (
@@ -232,9 +239,9 @@ def test_each_protocol_gets_connections_for_its_rate(
 WORKER_LOG = """\
 {"ts": "2026-12-06T22:00:00.100+00:00", "level": "info", "message": "worker ready"}
 {"ts": "2026-12-06T22:00:01.000+00:00", "level": "info", "message": "payout processed", \
-"outcome": "credited", "lag_ms": 12.5}
+"event_id": "e-1", "outcome": "credited", "lag_ms": 12.5}
 {"ts": "2026-12-06T22:00:01.500+00:00", "level": "info", "message": "payout processed", \
-"outcome": "credited", "lag_ms": 40.0}
+"event_id": "e-2", "outcome": "credited", "lag_ms": 40.0}
 {"ts": "2026-12-06T22:00:02.000+00:00", "level": "info", "message": "payout processed", \
 "outcome": "duplicate", "lag_ms": 3.0}
 {"ts": "2026-12-06T22:00:02.500+00:00", "level": "info", "message": "payout processed", \
@@ -266,6 +273,40 @@ def test_the_credits_and_their_latency_are_read_from_the_workers_lines(tmp_path:
     assert read_settled(log, 0).percentile(0.99) == 0.0
 
 
+INGRESS_LOG = """\
+{"ts": "2026-12-06T22:00:01.010+00:00", "message": "callback answered", "event_id": "e-1", \
+"verdict": "accepted", "latency_ms": 20.0}
+{"ts": "2026-12-06T22:00:01.020+00:00", "message": "callback answered", "event_id": "e-9", \
+"verdict": "accepted", "latency_ms": 7.0}
+{"ts": "2026-12-06T22:00:01.030+00:00", "message": "callback answered", "event_id": null, \
+"verdict": "bad_signature", "latency_ms": 1.0}
+{"ts": "2026-12-06T22:00:01.510+00:00", "message": "callback answered", "event_id": "e-2", \
+"verdict": "accepted", "latency_ms": 43.5}
+"""
+
+
+def test_the_time_after_the_commit_joins_answers_to_credits_by_event(tmp_path: Path) -> None:
+    worker_log, ingress_log = tmp_path / "worker.log", tmp_path / "ingress.log"
+    worker_log.write_text(WORKER_LOG)
+    ingress_log.write_text(INGRESS_LOG)
+    settled = read_settled(worker_log, 0)
+    assert settled.lag_by_event == {"e-1": 12.5, "e-2": 40.0}
+    # e-9 was never credited and the refusal names no event: neither is counted.
+    assert after_commit_ms(ingress_log, 0, settled) == [7.5, 3.5]
+    second = INGRESS_LOG.index('{"ts": "2026-12-06T22:00:01.020')
+    assert after_commit_ms(ingress_log, second, settled) == [3.5]
+
+
+def test_an_ingress_line_the_bench_cannot_read_stops_it(tmp_path: Path) -> None:
+    worker_log, ingress_log = tmp_path / "worker.log", tmp_path / "ingress.log"
+    worker_log.write_text(WORKER_LOG)
+    ingress_log.write_text(
+        '{"message": "callback answered", "event_id": "e-1", "verdict": "accepted"}\n'
+    )
+    with pytest.raises(RuntimeError, match="cannot read"):
+        after_commit_ms(ingress_log, 0, read_settled(worker_log, 0))
+
+
 def test_a_worker_line_the_bench_cannot_read_stops_it(tmp_path: Path) -> None:
     log = tmp_path / "worker.log"
     log.write_text('{"ts": "2026-12-06T22:00:01+00:00", "message": "payout processed"}\n')
@@ -283,6 +324,10 @@ payouts_ingress_events_per_message_bucket{le="1.0"} 10.0
 payouts_ingress_events_per_message_bucket{le="+Inf"} 250.0
 payouts_ingress_events_per_message_count 250.0
 payouts_ingress_events_per_message_sum 996.0
+# TYPE payouts_ingress_publish_seconds histogram
+payouts_ingress_publish_seconds_bucket{le="+Inf"} 996.0
+payouts_ingress_publish_seconds_count 996.0
+payouts_ingress_publish_seconds_sum 4.98
 """
 
 
@@ -300,6 +345,32 @@ def test_the_ingress_counts_are_read_from_its_metrics() -> None:
     change = counts - earlier
     assert change.events / change.messages == 4.5
     assert change.answered == 0
+    assert (counts.publishes, counts.publish_seconds) == (996, 4.98)
+
+
+WORKER_METRICS = """\
+# TYPE payouts_worker_commit_seconds histogram
+payouts_worker_commit_seconds_bucket{le="+Inf"} 40.0
+payouts_worker_commit_seconds_count 40.0
+payouts_worker_commit_seconds_sum 0.6
+# TYPE payouts_worker_batch_size histogram
+payouts_worker_batch_size_bucket{le="+Inf"} 40.0
+payouts_worker_batch_size_count 40.0
+payouts_worker_batch_size_sum 1000.0
+"""
+
+
+def test_the_workers_transactions_are_read_from_its_metrics() -> None:
+    counts = parse_worker_counts(WORKER_METRICS)
+    earlier = parse_worker_counts(
+        WORKER_METRICS.replace("count 40.0", "count 30.0")
+        .replace("sum 0.6", "sum 0.4")
+        .replace("sum 1000.0", "sum 800.0")
+    )
+    change = counts - earlier
+    assert change.transactions == 10
+    assert round(change.transaction_seconds / change.transactions, 6) == 0.02
+    assert change.batched / change.transactions == 20
 
 
 def sample_results() -> tuple[dict[str, Any], dict[str, list[tuple[float, float]]]]:
@@ -342,6 +413,11 @@ def sample_results() -> tuple[dict[str, Any], dict[str, list[tuple[float, float]
             "events_per_message": 4.0,
             "events": 4.0 * rate,
             "messages": rate,
+            "confirm_mean_ms": 4.25,
+            "transaction_mean_ms": 12.5,
+            "payouts_per_transaction": 20.0,
+            "after_commit_p50_ms": 6.0 if protocol.startswith(WAITS_FOR_OUTCOME) else None,
+            "after_commit_p99_ms": 31.0 if protocol.startswith(WAITS_FOR_OUTCOME) else None,
             "abandoned": abandoned,
             "sustained": sustained,
             "seconds": seconds,
@@ -501,6 +577,15 @@ def test_the_report_states_each_target_and_keeps_the_notes(tmp_path: Path) -> No
         "| 50.0 ms | 10.0 ms | 120.0 ms | yes |" in text
     )
     assert "`broker.max_events_per_message` = 10 events" in text
+    # Where an answer's time goes: after the commit only for a protocol that waits for it.
+    assert (
+        "| aigame_payout (001) | half the rate, 15 s | 3.0 ms | 50.0 ms | 4.2 ms | 12.5 ms "
+        "| 20.00 | 10.0 ms | 120.0 ms | 6.0 ms | 31.0 ms |" in text
+    )
+    assert (
+        "| adjoe (003) | soak at half, 600 s | 3.0 ms | 50.0 ms | 4.2 ms | 12.5 ms "
+        "| 20.00 | 10.0 ms | 120.0 ms | - | - |" in text
+    )
     assert "over every spec 000 step and soak attempt together it was\n4.00." in text
     assert "spec 000's rate: 3,600/s in this run. A second soak" in text
     assert (
