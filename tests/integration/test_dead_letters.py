@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import subprocess
 import sys
 from datetime import UTC
@@ -26,6 +25,7 @@ from schema.topology import DELIVERY_LIMIT, ROUTING_KEY, Topology
 from tests.books import assert_books_balance, wallet_balance
 from tests.factories import payout_event
 from tests.integration.pipeline import worker_running
+from tests.integration.test_database_hosts import closed_port
 from tests.polling import wait_until
 from tests.services import fetch_value, queue_depth
 from tests.tcp_proxy import TcpProxy
@@ -357,13 +357,11 @@ async def test_dlq_list_without_postgres_still_lists_and_says_credits_are_unknow
         await wait_for_depth(
             scene, scene.topology.dead_letter_queue, 1, "held payout dead-lettered"
         )
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
+    away_host = closed_port()
     away = tmp_path / "away.toml"
     away.write_text(
         scene.config.read_text().replace(
-            scene.database_url, f"postgresql://root@127.0.0.1:{port}/payouts"
+            scene.database_url, f"postgresql://root@{away_host}/payouts"
         )
     )
     listed = scene.payouts("dlq", "list", "--json", config=away)
@@ -371,7 +369,7 @@ async def test_dlq_list_without_postgres_still_lists_and_says_credits_are_unknow
     (row,) = json.loads(listed.stdout)
     assert row["already_credited_at"] == "unknown"
     assert "cannot tell which payouts were credited since" in listed.stderr
-    assert f"127.0.0.1:{port}" in listed.stderr
+    assert away_host in listed.stderr
 
 
 async def test_interrupted_replay_run_again_and_a_queue_replayed_twice_credit_once(
