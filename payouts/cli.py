@@ -61,8 +61,7 @@ def cmd_ingress(args: argparse.Namespace) -> int:
     from ingress.server import serve
 
     settings = _overridden(_settings(args), "ingress", args, host="host", port="port")
-    serve(settings, os.environ, args.processes)
-    return 0
+    return serve(settings, os.environ, args.processes)
 
 
 def _overridden(

@@ -11,21 +11,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from payouts.actions.connections import load_checked_settings
+from payouts.actions.connections import load_checked_settings, with_connection
 from payouts.actions.dead_letters import (
     DeadLetterQueue,
     Exported,
     Selection,
     SelectionError,
     run_on_selection,
+    with_credits,
 )
 from payouts.output import add_command, print_data
+from schema.errors import DatabaseUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from payouts.actions.dead_letters import Fetched, SelectionRun
     from schema.errors import PayoutsError
+    from schema.settings import Settings
     from workers.database import Connection
 
 __all__ = ["register_dlq_commands"]
@@ -41,8 +44,11 @@ _TABLE_COLUMNS = (
     "kind",
     "attempts",
     "age_seconds",
+    "already_credited_at",
     "error",
 )
+# In `dlq list` when Postgres did not answer: whether a payout was credited since is not known.
+UNKNOWN = "unknown"
 
 
 def _duration(text: str) -> float:
@@ -69,14 +75,17 @@ def _cell(row: dict[str, Any], column: str) -> str:
         # An envelope dead-lettered whole carries many transactions, or unreadable ones.
         events = envelope["events"]
         return f"envelope of {events} events" if events is not None else "envelope, unreadable"
-    return str(row[column] if row[column] is not None else "-")
+    value = row[column]
+    if isinstance(value, datetime):
+        return f"{value.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+    return str(value if value is not None else "-")
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
     cells = [[_cell(row, column) for column in _TABLE_COLUMNS] for row in rows]
-    cells = [[cell[0][:8], *cell[1:6], cell[6][:60]] for cell in cells]
+    cells = [[cell[0][:8], *cell[1:7], cell[7][:60]] for cell in cells]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(_TABLE_COLUMNS)]
-    header = ["id", "provider", "transaction", "reason", "attempts", "age_s", "error"]
+    header = ["id", "provider", "transaction", "reason", "attempts", "age_s", "credited", "error"]
     for line in [header, *cells]:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
 
@@ -88,9 +97,21 @@ async def _session(args: argparse.Namespace, work: Any) -> Any:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    async def work(dlq: DeadLetterQueue, _: Any) -> list[dict[str, Any]]:
+    async def work(dlq: DeadLetterQueue, settings: Settings) -> list[dict[str, Any]]:
         now = datetime.now(UTC)
-        return [item.entry.summary(now) for item in await dlq.fetch(_selection(args), args.limit)]
+        fetched = await dlq.fetch(_selection(args), args.limit)
+        if not fetched:
+            return []
+        try:
+            fetched = await with_connection(settings, lambda conn: with_credits(conn, fetched))
+        except DatabaseUnavailable as error:
+            # Still listed: in an incident the queue matters, and Postgres may be its cause.
+            print(
+                f"payouts dlq list: cannot tell which payouts were credited since: {error}",
+                file=sys.stderr,
+            )
+            return [{**item.summary(now), "already_credited_at": UNKNOWN} for item in fetched]
+        return [item.summary(now) for item in fetched]
 
     rows = asyncio.run(_session(args, work))
     if args.json:
@@ -146,6 +167,7 @@ def _run_on_each(
     args: argparse.Namespace,
     verb: str,
     action: Callable[[DeadLetterQueue, Fetched, Connection], Awaitable[None]],
+    refusal: Callable[[Fetched], str | None] | None = None,
 ) -> int:
     """Apply `action` to the selection (recording each in Postgres first) and summarize."""
     selection = _selection(args)
@@ -186,12 +208,16 @@ def _run_on_each(
             confirm=confirm,
             on_each=each,
             stop=stop,
+            refusal=refusal,
         )
 
     try:
         run = asyncio.run(interruptible())
     except SelectionError as error:
         raise SystemExit(f"payouts dlq: {error}") from None
+    if run.dry_run:
+        for dead_letter_id, why in run.skipped:
+            print(f"{dead_letter_id}: would not be {verb}: {why}", file=sys.stderr)
     print_data(run.summary(), args.json)
     return 1 if run.failures or run.stopped else 0
 
@@ -212,7 +238,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     async def replay(dlq: DeadLetterQueue, item: Fetched, conn: Connection) -> None:
         await dlq.replay(item, conn, force=args.force)
 
-    return _run_on_each(args, "replayed", replay)
+    return _run_on_each(
+        args, "replayed", replay, refusal=None if args.force else DeadLetterQueue.refusal
+    )
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
@@ -303,8 +331,9 @@ def register_dlq_commands(commands: Any) -> None:
     replay.add_argument(
         "--force",
         action="store_true",
-        help="replay malformed envelopes too (skipped otherwise: this release's workers would "
-        "dead-letter them again)",
+        help="replay what is skipped otherwise: malformed envelopes (this release's workers "
+        "would dead-letter them again) and payouts already credited (each a duplicate, which "
+        "changes nothing)",
     )
 
     purge = add_command(sub, "purge", cmd_purge, "remove for good (recorded in Postgres first)")

@@ -4,6 +4,8 @@ Browsing fetches messages without acking them; whatever was not settled returns 
 the session ends. A message leaves the queue only after its replay was confirmed by the broker
 (or, for a purge, after it was recorded in Postgres), so an interrupted run loses nothing and a
 second run is safe: a replayed payout that was already credited is a duplicate, nothing more.
+Replay still skips one credited meanwhile (a provider's re-send, a held payout released by
+`payouts account create`) unless forced: the operator sees that it needs nothing more.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 import base64
 import contextlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +45,7 @@ __all__ = [
     "SelectionError",
     "SelectionRun",
     "run_on_selection",
+    "with_credits",
 ]
 
 MARK = """
@@ -51,6 +54,16 @@ UPDATE dead_letters SET status = $2,
        purged_at = CASE WHEN $2 = 'purged' THEN now() ELSE purged_at END
 WHERE dead_letter_id = $1
 """
+
+# When each dead letter's payout was credited, found by the payout's uniqueness key (provider
+# instance, transaction id): one statement per page of dead letters.
+CREDITED = """
+SELECT provider_instance, transaction_id, payouts.credited_at
+FROM unnest($1::text[], $2::text[]) AS dead (provider_instance, transaction_id)
+JOIN payouts USING (provider_instance, transaction_id)
+WHERE payouts.status = 'credited'
+"""
+CREDIT_PAGE = 1000
 
 REPLAY_OF = "x-payouts-replay-of"
 # A shorter id could name many messages by accident; replay and purge refuse it.
@@ -127,6 +140,35 @@ class Selection:
 class Fetched:
     entry: DeadLetter
     message: Browsed
+    # When its payout was credited, once `with_credits` looked (None: not credited, or not
+    # looked up, or an envelope dead-lettered whole, which carries many payouts).
+    credited_at: datetime | None = None
+
+    def summary(self, now: datetime) -> dict[str, Any]:
+        return {**self.entry.summary(now), "already_credited_at": self.credited_at}
+
+
+async def with_credits(conn: Connection, fetched: list[Fetched]) -> list[Fetched]:
+    """`fetched`, each single payout already credited marked with when."""
+    keyed = [item for item in fetched if item.entry.provider_instance and item.entry.transaction_id]
+    credited: dict[tuple[str | None, str | None], datetime] = {}
+    for start in range(0, len(keyed), CREDIT_PAGE):
+        page = [item.entry for item in keyed[start : start + CREDIT_PAGE]]
+        rows = await conn.fetch(
+            CREDITED,
+            [entry.provider_instance for entry in page],
+            [entry.transaction_id for entry in page],
+        )
+        credited.update(
+            {(row["provider_instance"], row["transaction_id"]): row["credited_at"] for row in rows}
+        )
+    return [
+        replace(
+            item,
+            credited_at=credited.get((item.entry.provider_instance, item.entry.transaction_id)),
+        )
+        for item in fetched
+    ]
 
 
 class DeadLetterQueue:
@@ -169,24 +211,42 @@ class DeadLetterQueue:
                 matching.append(Fetched(entry, message))
         return matching
 
+    @staticmethod
+    def refusal(fetched: Fetched) -> str | None:
+        """Why replaying `fetched` would be undone or change nothing, so that it stays in the
+        queue unless forced; None to replay it.
+
+        A malformed envelope would only be dead-lettered whole again (force it once a worker
+        release that reads it runs). A payout credited since it was dead-lettered would be a
+        duplicate (forcing it changes nothing: the payout's uniqueness key sees to that)."""
+        envelope = fetched.entry.envelope
+        if envelope is not None and envelope.malformed is not None:
+            return (
+                f"a malformed envelope ({envelope.malformed[:200]}) would be dead-lettered "
+                "again; `payouts dlq show` it, purge it, or replay it with --force once workers "
+                "that read it run"
+            )
+        if fetched.credited_at is not None:
+            return (
+                f"its payout was already credited at {fetched.credited_at.isoformat()} (a "
+                "re-send of the provider's, or `payouts account create` releasing it); a "
+                "replay would be a duplicate: purge it, or replay it with --force"
+            )
+        return None
+
     async def replay(self, fetched: Fetched, conn: Connection, *, force: bool = False) -> None:
         """Record, re-publish to the work exchange (confirmed), mark replayed, then ack.
 
-        A malformed envelope would only be dead-lettered whole again: NotReplayed, and it stays
-        in the queue, unless `force` (a worker release that reads it is running now). A
-        well-formed one goes back as an envelope even if its type was lost on the way (an
+        NotReplayed, and it stays in the queue, for what `refusal` names, unless `force`. A
+        well-formed envelope goes back as an envelope even if its type was lost on the way (an
         export imported again), so each of its events is credited or is a duplicate."""
         entry = fetched.entry
         message_type = fetched.message.type
-        if entry.envelope is not None:
-            if entry.envelope.malformed is not None and not force:
-                raise NotReplayed(
-                    f"a malformed envelope ({entry.envelope.malformed[:200]}) would be "
-                    "dead-lettered again; `payouts dlq show` it, purge it, or replay it with "
-                    "--force once workers that read it run"
-                )
-            if entry.envelope.malformed is None:
-                message_type = ENVELOPE_TYPE
+        why = None if force else self.refusal(fetched)
+        if why is not None:
+            raise NotReplayed(why)
+        if entry.envelope is not None and entry.envelope.malformed is None:
+            message_type = ENVELOPE_TYPE
         await record_dead_letter(conn, entry.body, entry.headers, entry.message_id)
         headers = {
             key: value
@@ -264,11 +324,14 @@ async def run_on_selection(
     confirm: Callable[[int], Awaitable[bool]] | None = None,
     on_each: Callable[[SelectionRun, Fetched, PayoutsError | None], None] | None = None,
     stop: asyncio.Event | None = None,
+    refusal: Callable[[Fetched], str | None] | None = None,
 ) -> SelectionRun:
-    """Fetch the selection and apply `action` (replay or purge) to each message, at most
-    `per_second` a second, once `confirm` (if given) agreed to the count. `on_each` hears of
-    every message done, failed or skipped, as it happens. Once `stop` is set, no further message
-    is started; those not done stay in the queue."""
+    """Fetch the selection, mark the payouts already credited, and apply `action` (replay or
+    purge) to each message, at most `per_second` a second, once `confirm` (if given) agreed to
+    the count. `on_each` hears of every message done, failed or skipped, as it happens. Once
+    `stop` is set, no further message is started; those not done stay in the queue. A dry run
+    acts on none: its `ids` are those it would act on, its `skipped` those `refusal` (the
+    action's own reason to raise NotReplayed) names."""
     if any(len(wanted.strip()) < MIN_ID_LENGTH for wanted in selection.ids):
         raise SelectionError(f"ids must have at least {MIN_ID_LENGTH} characters")
     interval = 1 / per_second if per_second else 0.0
@@ -277,12 +340,24 @@ async def run_on_selection(
         selected = await dlq.fetch(selection)
         run.selected = len(selected)
         selection.check_ids(selected)
-        if dry_run or not selected or (confirm is not None and not await confirm(len(selected))):
+        if not selected or (
+            not dry_run and confirm is not None and not await confirm(len(selected))
+        ):
             run.ids = [item.entry.dead_letter_id for item in selected]
             return run
 
         async def each(conn: Connection) -> None:
-            for item in selected:
+            marked = await with_credits(conn, selected)
+            if dry_run:
+                run.ids = []
+                for item in marked:
+                    why = refusal(item) if refusal is not None else None
+                    if why is None:
+                        run.ids.append(item.entry.dead_letter_id)
+                    else:
+                        run.skipped.append((item.entry.dead_letter_id, why))
+                return
+            for item in marked:
                 if stop is not None and stop.is_set():
                     run.stopped = "interrupted; the messages not done stay in the queue"
                     return

@@ -208,11 +208,13 @@ class Stack:
             "PAYOUTS_BROKER_URL": broker_url or "",
         }
 
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """A one-shot `payouts` command, as an operator types it."""
+    def run(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """A `payouts` command run to its end, as an operator types it."""
         return subprocess.run(
             [*_payouts_command(), "--config", str(self.config_path), *args],
-            env=self.env(),
+            env=env or self.env(),
             capture_output=True,
             text=True,
             timeout=60,

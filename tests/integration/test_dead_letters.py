@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 import sys
+from datetime import UTC
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from schema.topology import DELIVERY_LIMIT, ROUTING_KEY, Topology
 from tests.books import assert_books_balance, wallet_balance
 from tests.factories import payout_event
 from tests.integration.pipeline import worker_running
+from tests.integration.test_database_hosts import closed_port
 from tests.polling import wait_until
 from tests.services import fetch_value, queue_depth
 from tests.tcp_proxy import TcpProxy
@@ -78,8 +80,13 @@ class Scene:
         )
 
     def dlq(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return self.payouts("dlq", *args, stdin=stdin)
+
+    def payouts(
+        self, *args: str, stdin: str | None = None, config: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "payouts", "--config", str(self.config), "dlq", *args],
+            [sys.executable, "-m", "payouts", "--config", str(config or self.config), *args],
             capture_output=True,
             text=True,
             timeout=120,
@@ -255,6 +262,116 @@ async def test_a_held_payout_from_an_envelope_is_replayed_as_itself_and_credited
     assert await scene.depth(scene.topology.work_queue) == 0
 
 
+async def test_a_payout_credited_since_it_was_dead_lettered_is_listed_so_and_replayed_only_forced(
+    scene: Scene,
+) -> None:
+    """A held payout released by `payouts account create` leaves its dead letter behind: `list`
+    says when it was credited, `replay` skips it saying why (a dry run too) and replays the one
+    not credited, and a forced replay of it is a duplicate that credits nothing."""
+    released = payout("kim", amount=7, create_account=False)
+    still_held = payout("lou", amount=3, create_account=False)
+    async with worker_running(scene.settings()):
+        await scene.publish([released, still_held])
+        await wait_for_depth(
+            scene, scene.topology.dead_letter_queue, 2, "both held payouts dead-lettered"
+        )
+        assert {row["already_credited_at"] for row in scene.dlq_json("list")} == {None}
+
+        created = scene.payouts("account", "create", "--user", "kim", "--currency", "COIN")
+        assert created.returncode == 0, created.stderr
+        # lou's wallet appears without crediting anything: its dead letter still needs a replay.
+        await scene.fetchval(
+            "INSERT INTO accounts (kind, owner, currency) VALUES ('wallet', 'lou', 'COIN')"
+        )
+        credited_at = await scene.fetchval(
+            "SELECT credited_at FROM payouts WHERE transaction_id = $1", released.transaction_id
+        )
+        rows = {row["transaction_id"]: row for row in scene.dlq_json("list")}
+        assert rows[released.transaction_id]["already_credited_at"] == credited_at.isoformat()
+        assert rows[still_held.transaction_id]["already_credited_at"] is None
+        table = scene.dlq("list")
+        assert table.stdout.splitlines()[0].split()[6] == "credited", table.stdout
+        assert f"{credited_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}" in table.stdout
+        skipped_id = rows[released.transaction_id]["dead_letter_id"]
+
+        dry = scene.dlq("replay", "--all", "--dry-run", "--json")
+        assert json.loads(dry.stdout)["ids"] == [rows[still_held.transaction_id]["dead_letter_id"]]
+        assert f"{skipped_id}: would not be replayed: its payout was already credited" in (
+            dry.stderr
+        )
+        replay = scene.dlq("replay", "--all", "--json")
+        assert replay.returncode == 0, replay.stderr
+        summary = json.loads(replay.stdout)
+        assert (summary["replayed"], summary["skipped"], summary["failed"]) == (1, 1, 0)
+        assert f"{skipped_id}: not replayed: its payout was already credited at" in replay.stderr
+
+        async def lou_credited() -> bool:
+            status = await scene.fetchval(
+                "SELECT status FROM payouts WHERE transaction_id = $1", still_held.transaction_id
+            )
+            return bool(status == "credited")
+
+        await wait_until(lou_credited, "the payout not credited yet replayed and credited")
+        assert await scene.depth(scene.topology.dead_letter_queue) == 1  # the skipped one stays
+        assert (
+            await scene.fetchval(
+                "SELECT status FROM dead_letters WHERE dead_letter_id = $1", skipped_id
+            )
+            == "dead_lettered"
+        )
+
+        forced = scene.dlq_json("replay", skipped_id, "--force")
+        assert (forced["replayed"], forced["skipped"]) == (1, 0)
+
+        async def seen_as_duplicate() -> bool:
+            duplicates = await scene.fetchval(
+                "SELECT duplicate_deliveries FROM payouts WHERE transaction_id = $1",
+                released.transaction_id,
+            )
+            return int(duplicates) >= 1 and await scene.depth(scene.topology.work_queue) == 0
+
+        await wait_until(seen_as_duplicate, "the forced replay processed as a duplicate")
+    assert await scene.depth(scene.topology.dead_letter_queue) == 0
+    conn = await asyncpg.connect(scene.database_url)
+    try:
+        assert await wallet_balance(conn, "kim", "COIN") == Decimal(7)
+        assert await wallet_balance(conn, "lou", "COIN") == Decimal(3)
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM ledger_entries JOIN payouts USING (payout_id)"
+                " WHERE transaction_id = $1",
+                released.transaction_id,
+            )
+            == 2
+        )  # one credit: the wallet's entry and the funding account's
+        await assert_books_balance(conn)
+    finally:
+        await conn.close()
+
+
+async def test_dlq_list_without_postgres_still_lists_and_says_credits_are_unknown(
+    scene: Scene, tmp_path: Path
+) -> None:
+    async with worker_running(scene.settings()):
+        await scene.publish([payout("max", create_account=False)])
+        await wait_for_depth(
+            scene, scene.topology.dead_letter_queue, 1, "held payout dead-lettered"
+        )
+    away_host = closed_port()
+    away = tmp_path / "away.toml"
+    away.write_text(
+        scene.config.read_text().replace(
+            scene.database_url, f"postgresql://root@{away_host}/payouts"
+        )
+    )
+    listed = scene.payouts("dlq", "list", "--json", config=away)
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)
+    assert row["already_credited_at"] == "unknown"
+    assert "cannot tell which payouts were credited since" in listed.stderr
+    assert away_host in listed.stderr
+
+
 async def test_interrupted_replay_run_again_and_a_queue_replayed_twice_credit_once(
     scene: Scene, tmp_path: Path
 ) -> None:
@@ -326,9 +443,12 @@ async def test_interrupted_replay_run_again_and_a_queue_replayed_twice_credit_on
             == 40
         )
 
-        # The same dead-letter queue, brought back from its export and replayed a second time.
+        # The same dead-letter queue, brought back from its export: every payout in it is
+        # credited now, so a replay skips them all, and one forced replays them a second time.
         assert scene.dlq_json("import", str(export))["imported"] == 40
-        assert scene.dlq_json("replay", "--all")["replayed"] == 40
+        skipped = scene.dlq_json("replay", "--all")
+        assert (skipped["replayed"], skipped["skipped"], skipped["failed"]) == (0, 40, 0)
+        assert scene.dlq_json("replay", "--all", "--force")["replayed"] == 40
 
         async def drained() -> bool:
             duplicates = await scene.fetchval("SELECT sum(duplicate_deliveries) FROM payouts")
