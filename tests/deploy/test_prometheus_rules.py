@@ -93,7 +93,8 @@ def test_each_alert_fires_and_clears_on_synthetic_series() -> None:
 
 
 def test_every_alert_has_cases_where_it_fires_and_where_it_does_not() -> None:
-    fires, quiet = set(), set()
+    fires: set[str] = set()
+    quiet: set[str] = set()
     for path in UNIT_TESTS:
         for case in yaml.safe_load(path.read_text(encoding="utf-8"))["tests"]:
             for check in case.get("alert_rule_test", []):
