@@ -5,6 +5,7 @@ query works against them, and stopping the worker sets off the no-consumer alert
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING
 
 import httpx
@@ -40,6 +41,7 @@ FIRST_EVENT_COUNTERS = {
     "payouts_worker_retries",  # a failed crediting attempt
     "payouts_worker_dead_lettered",
 }
+LEGEND_LABEL = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 NO_CONSUMER = "PayoutsNoWorkerConsuming"
 
 
@@ -60,14 +62,22 @@ async def value(prometheus: LivePrometheus, expression: str) -> float:
 
 async def dashboard_problems(prometheus: LivePrometheus) -> list[str]:
     """Each panel query that returns nothing, unless every metric it names that Prometheus has
-    no series of is a first-event counter."""
+    no series of is a first-event counter; and each result row without a label its legend
+    shows."""
     names = set(await prometheus.api("label/__name__/values"))
     exported = exported_metrics()
     problems = []
     for panel in json.loads(DASHBOARD.read_text(encoding="utf-8"))["panels"]:
         for target in panel.get("targets", []):
             expression = target["expr"].replace("$__rate_interval", RATE_INTERVAL)
-            if await prometheus.query(expression):
+            if result := await prometheus.query(expression):
+                # Each row carries the labels its legend shows: the provider instance as
+                # `exported_instance`, say, which is what Prometheus makes of ours.
+                legend = set(LEGEND_LABEL.findall(target.get("legendFormat", "")))
+                for row in result:
+                    if missing := legend - row["metric"].keys():
+                        where = f"panel {panel['title']!r}"
+                        problems.append(f"{where}: {row['metric']} lacks {missing}")
                 continue
             for series in sorted(set(METRIC_NAME.findall(expression)) - names):
                 name = series.removesuffix("_total")
