@@ -57,16 +57,31 @@ ensure_local_services() {
     exit 1
 }
 
-# The failover tests cut cluster nodes apart with iptables (tests/clusters/partitions.py). Install
-# it where we may (root with apt-get); elsewhere say how, and let those tests skip (fail under CI).
-ensure_iptables() {
-    command -v iptables >/dev/null 2>&1 && return 0
+# A command from a Debian package, installed where we may (root with apt-get, without the
+# package's recommends: prometheus would bring the node exporter); elsewhere say how, and let the
+# tests that need it skip (fail under CI).
+ensure_apt_command() {  # command package what-needs-it
+    command -v "$1" >/dev/null 2>&1 && return 0
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "installing iptables for the partition tests ..."
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null \
-            || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null; }
+        echo "installing $2 for $3 ..."
+        local install=(apt-get install -y -qq --no-install-recommends "$2")
+        DEBIAN_FRONTEND=noninteractive "${install[@]}" >/dev/null \
+            || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive "${install[@]}" >/dev/null; }
         return 0
     fi
-    echo "iptables is missing: the partition tests will skip (or fail under CI=true);" \
-        "install it as root: apt-get install iptables" >&2
+    echo "$1 is missing: $3 will skip (or fail under CI=true);" \
+        "install it as root: apt-get install $2" >&2
+}
+
+# The failover tests cut cluster nodes apart with iptables (tests/clusters/partitions.py).
+ensure_iptables() {
+    ensure_apt_command iptables iptables "the partition tests"
+}
+
+# promtool checks the shipped Prometheus configuration and unit-tests the alerts, and a real
+# Prometheus scrapes an end-to-end stack (tests/deploy/test_prometheus_rules.py,
+# tests/e2e/test_prometheus.py). Debian's package holds both. The tests never use the service the
+# package may start on :9090: each starts its own Prometheus on a free port.
+ensure_prometheus() {
+    ensure_apt_command promtool prometheus "the Prometheus tests"
 }

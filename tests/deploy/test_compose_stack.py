@@ -82,8 +82,18 @@ def exported_metrics() -> dict[str, Counter | Gauge | Histogram]:
     return exported
 
 
+# Labels Prometheus attaches to every scraped series. A metric's own label of the same name is
+# kept as `exported_<name>` (honor_labels is off): our `instance`, the provider instance, is
+# `exported_instance` in Prometheus, and `instance` there names the scraped process.
+TARGET_LABELS = {"instance", "job"}
+
+
 def labels_of(metric: Counter | Gauge | Histogram) -> set[str]:
-    names = set(metric._labelnames)
+    """The labels of the metric's series as Prometheus stores them. Where the metric has its own
+    `instance`, a query naming `instance` means the provider but gets the process: refused."""
+    own = set(metric._labelnames)
+    names = {f"exported_{name}" if name in TARGET_LABELS else name for name in own}
+    names |= TARGET_LABELS - own
     return names | {"le"} if isinstance(metric, Histogram) else names
 
 
@@ -140,6 +150,10 @@ def test_the_query_check_catches_what_it_should() -> None:
     assert query_problems("x", "payouts_worker_payouts")  # a counter without _total
     assert query_problems("x", "rate(payouts_worker_consuming_total[5m])")  # a gauge as counter
     assert query_problems("x", "sum by (queue) (rate(payouts_worker_payouts_total[5m]))")
+    # The provider instance is `exported_instance` once scraped; `instance` is the process.
+    assert query_problems("x", "sum by (instance) (rate(payouts_worker_payouts_total[5m]))")
+    assert not query_problems("x", "sum by (exported_instance) (payouts_worker_payouts_total)")
+    assert not query_problems("x", "min by (instance) (payouts_ingress_broker_connected)")
     assert query_problems("x", 'payouts_queue_messages{queu="x"}')
     assert not query_problems("x", "sum by (le) (rate(payouts_worker_lag_seconds_bucket[5m]))")
 
