@@ -1,6 +1,7 @@
 """A real Prometheus, configured as shipped (only the targets made local), scraping a running
 ingress and worker: the targets are up, the key series say what the stack did, every dashboard
-query works against them, and stopping the worker sets off the no-consumer alert."""
+query works against them, a message dead-lettered fires its alert, and stopping the worker sets
+off the no-consumer alert."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ import json
 import re
 from typing import TYPE_CHECKING
 
+import aio_pika
 import httpx
 import pytest
 from prometheus_client import Counter
 
+from schema.topology import ROUTING_KEY, Topology
 from tests.deploy.test_compose_stack import DASHBOARD, METRIC_NAME, exported_metrics
 from tests.deploy.test_prometheus_rules import alert_names
 from tests.e2e.live_prometheus import LivePrometheus, live_prometheus
 from tests.e2e.provider import ProviderSimulator
+from tests.e2e.stack import RETRY_TIERS
 from tests.polling import wait_until
 
 if TYPE_CHECKING:
@@ -39,15 +43,24 @@ FIRST_EVENT_COUNTERS = {
     "payouts_proof_api_requests",  # the proof API is off in this stack
     "payouts_proof_api_key_matches",
     "payouts_worker_retries",  # a failed crediting attempt
-    "payouts_worker_dead_lettered",
 }
 LEGEND_LABEL = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 NO_CONSUMER = "PayoutsNoWorkerConsuming"
+DEAD_LETTERED = "PayoutsDeadLettered"
 
 
 async def targets_up(prometheus: LivePrometheus, *jobs: str) -> bool:
     up = await prometheus.query('up{job=~"' + "|".join(jobs) + '"} == 1')
     return {sample["metric"]["job"] for sample in up} == set(jobs)
+
+
+async def publish_unreadable_message(stack: Stack) -> None:
+    """A message no worker can read, which goes straight to the dead-letter queue."""
+    topology = Topology(stack.namespace, RETRY_TIERS)
+    connection = await aio_pika.connect(stack.broker_url)
+    async with connection:
+        exchange = await (await connection.channel()).get_exchange(topology.exchange)
+        await exchange.publish(aio_pika.Message(b"[]", message_id="unreadable"), ROUTING_KEY)
 
 
 async def rule_states(prometheus: LivePrometheus) -> dict[str, str]:
@@ -96,6 +109,9 @@ async def test_prometheus_scrapes_the_stack_and_pages_when_no_worker_consumes(
     async with httpx.AsyncClient(base_url=stack.base_url) as client:
         # A copy of an accepted callback with its amount changed: refused, and counted.
         assert (await client.get(provider.payouts[0].tampered_path)).status_code != 200
+    # The worker's first dead letter of its reason: its counter's series appears at 1, so the
+    # alert must see it in the dead-letter queue's depth.
+    await publish_unreadable_message(stack)
     targets = {
         "payouts-ingress": [f"127.0.0.1:{stack.port}"],
         "payouts-worker": [f"127.0.0.1:{worker.status_port}"],
@@ -104,9 +120,14 @@ async def test_prometheus_scrapes_the_stack_and_pages_when_no_worker_consumes(
     async with live_prometheus(tmp_path / "prometheus", targets) as prometheus:
 
         async def scraped() -> bool:
-            # Two scrapes at least, so that every rate over the counters has its two samples.
-            return await targets_up(prometheus, "payouts-ingress", "payouts-worker") and bool(
-                await prometheus.query(f"rate(payouts_ingress_requests_total[{RATE_INTERVAL}])")
+            # Two scrapes at least, so that every rate over the counters has its two samples;
+            # and the dead letter counted.
+            return (
+                await targets_up(prometheus, "payouts-ingress", "payouts-worker")
+                and bool(
+                    await prometheus.query(f"rate(payouts_ingress_requests_total[{RATE_INTERVAL}])")
+                )
+                and bool(await prometheus.query("payouts_worker_dead_lettered_total"))
             )
 
         await wait_until(scraped, f"the stack's targets scraped; log:\n{prometheus.log()}")
@@ -127,7 +148,23 @@ async def test_prometheus_scrapes_the_stack_and_pages_when_no_worker_consumes(
 
         states = await rule_states(prometheus)
         assert set(states) == alert_names(), "Prometheus did not load the shipped alerts"
-        assert states[NO_CONSUMER] == "inactive"
+
+        async def consumer_seen() -> bool:
+            # Evaluated before the worker's first scrape, the rule found the series absent and
+            # went pending; the first evaluation after it clears it.
+            return (await rule_states(prometheus))[NO_CONSUMER] == "inactive"
+
+        await wait_until(consumer_seen, f"{NO_CONSUMER} inactive while the worker consumes")
+
+        async def dead_letter_paged() -> bool:
+            # The depth is read from the broker every worker.queue_sample_seconds (15 s).
+            return (await rule_states(prometheus))[DEAD_LETTERED] == "firing"
+
+        await wait_until(dead_letter_paged, f"{DEAD_LETTERED} firing", limit_seconds=60)
+        active = {
+            name for name, state in (await rule_states(prometheus)).items() if state != "inactive"
+        }
+        assert active == {DEAD_LETTERED}, "only the dead letter sets off an alert"
 
         worker.stop()
 
