@@ -1,0 +1,119 @@
+"""Declared formats for values a spec leaves free: what keeps a shift across the boundary of a
+signature that concatenates values from passing (docs/security.md).
+
+A format is a built-in name or a regular expression that must match the whole value. A format
+whose values all have one length cannot take part in a shift at all: moving characters across a
+boundary changes the length of both sides.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from ipaddress import ip_address
+from typing import TYPE_CHECKING, Any
+
+from ingress import fields
+from ingress.verdicts import Rejection, Verdict
+from schema.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from schema.settings import FormatSpec
+
+__all__ = ["BUILT_IN", "ParameterFormat", "parse_format", "parse_formats"]
+
+_HEX = "[0-9A-Fa-f]"
+_UUID = f"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}"
+# Advertising ids are UUIDs of any version (a device that limits tracking sends all zeros).
+_PATTERNS = {
+    "uuid": _UUID,
+    "gaid": _UUID,
+    "idfa": _UUID,
+    "android_id": f"{_HEX}{{16}}",
+    "imei": "[0-9]{15}",
+    # Six octets, separated by colons or by hyphens, the same separator throughout.
+    "mac": f"{_HEX}{{2}}([:-]){_HEX}{{2}}(?:\\1{_HEX}{{2}}){{4}}",
+    # Click ids and tokens: the characters a URL carries unescaped, bounded.
+    "token": "[A-Za-z0-9._~-]{1,128}",
+}
+# Longest text the `text` format takes (an offer name, a sub id).
+MAX_TEXT_LENGTH = 256
+# The longest IPv6 address in text (an IPv4-mapped one written out in full).
+_MAX_IP_LENGTH = 45
+BUILT_IN = (*_PATTERNS, "ip", "text")
+# What the regex engine computes for lookbehinds: the shortest and longest match of a pattern.
+# The standard library has no public name for it; `sre_parse` warns on import since 3.11.
+_regex_parser: Any = importlib.import_module("re._parser")
+
+
+@dataclass(frozen=True)
+class ParameterFormat:
+    """One declared format; `describe` is what a refusal and the documentation call it."""
+
+    describe: str
+    pattern: re.Pattern[str] | None
+    fixed_width: bool
+
+    def check(self, name: str, value: str) -> str:
+        """`value` if it has this format, else `Rejection(MALFORMED)` naming the parameter as
+        sent and the format, never the value."""
+        if self.pattern is not None:
+            if not self.pattern.fullmatch(value):
+                raise _out_of_format(name, self.describe)
+        elif self.describe == "ip":
+            # ipaddress takes an IPv6 zone (`%eth0`), which no client address has.
+            if "%" in value or len(value) > _MAX_IP_LENGTH or not _is_ip(value):
+                raise _out_of_format(name, "ip")
+        else:
+            fields.text(name, value, max_length=MAX_TEXT_LENGTH)
+        return value
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _out_of_format(name: str, describe: str) -> Rejection:
+    return Rejection(Verdict.MALFORMED, f"parameter {name!r} does not have its format {describe}")
+
+
+def parse_format(spec: FormatSpec) -> ParameterFormat:
+    """The format a setting names: a built-in name, or `{ regex = "..." }` matched in full.
+    ConfigError names what to write instead."""
+    if isinstance(spec, str):
+        if spec in _PATTERNS:
+            return ParameterFormat(spec, re.compile(_PATTERNS[spec]), fixed_width=spec != "token")
+        if spec in BUILT_IN:
+            return ParameterFormat(spec, None, fixed_width=False)
+        raise ConfigError(
+            f"unknown format {spec!r}; use one of {', '.join(BUILT_IN)} "
+            'or a regular expression written as { regex = "..." }'
+        )
+    try:
+        pattern = re.compile(spec.regex)
+    except re.error as error:
+        raise ConfigError(f"regex {spec.regex!r} does not compile: {error}") from None
+    shortest, longest = _regex_parser.parse(spec.regex).getwidth()
+    if shortest == 0:
+        raise ConfigError(
+            f"regex {spec.regex!r} matches the empty string; an absent value needs no format"
+        )
+    return ParameterFormat(f"regex {spec.regex}", pattern, fixed_width=shortest == longest)
+
+
+def parse_formats(specs: Mapping[str, FormatSpec], setting: str) -> dict[str, ParameterFormat]:
+    """Each name's format; ConfigError names the setting and the key."""
+    parsed = {}
+    for name, spec in specs.items():
+        try:
+            parsed[name] = parse_format(spec)
+        except ConfigError as error:
+            raise ConfigError(f"{setting}.{name}: {error}") from None
+    return parsed
