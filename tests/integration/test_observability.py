@@ -39,7 +39,12 @@ MAC = "00:1A:2B:3C:4D:5E"
 
 
 def offerwall_request(key: str = SECRET, **extra: str) -> str:
-    params = {"user_id": "u-1", "amount": "5", "trans_id": uuid.uuid4().hex, "send_time": "1700000000"}
+    params = {
+        "user_id": "u-1",
+        "amount": "5",
+        "trans_id": uuid.uuid4().hex,
+        "send_time": "1700000000",
+    }
     return f"{CALLBACK}?{offerwall_query({**params, **extra}, key)}"
 
 
