@@ -19,11 +19,18 @@ from ingress.verdicts import Rejection, Verdict
 from schema.errors import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence, Set
 
     from schema.settings import FormatSpec
 
-__all__ = ["BUILT_IN", "ParameterFormat", "parse_format", "parse_formats"]
+__all__ = [
+    "BUILT_IN",
+    "ParameterFormat",
+    "open_pair_warning",
+    "open_pairs",
+    "parse_format",
+    "parse_formats",
+]
 
 _HEX = "[0-9A-Fa-f]"
 _UUID = f"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}"
@@ -117,3 +124,32 @@ def parse_formats(specs: Mapping[str, FormatSpec], setting: str) -> dict[str, Pa
         except ConfigError as error:
             raise ConfigError(f"{setting}.{name}: {error}") from None
     return parsed
+
+
+def open_pairs(
+    order: Sequence[str], closed: Set[str], optional: Set[str], protected: Set[str]
+) -> list[tuple[str, str]]:
+    """The pairs of signed fields, in signing order, that a shift could cross and keep every
+    check: next to each other once the optional fields between them are absent, one of them
+    `protected` (what a shift would change to someone's gain), neither `closed` (a fixed
+    length, or any change refused by a check of its own, such as an allowlist)."""
+    pairs = []
+    for start, first in enumerate(order):
+        for second in order[start + 1 :]:
+            if (first in protected or second in protected) and not (
+                first in closed or second in closed
+            ):
+                pairs.append((first, second))
+            if second not in optional:
+                break
+    return pairs
+
+
+def open_pair_warning(first: str, second: str) -> str:
+    """What start-up says of a pair `open_pairs` found."""
+    return (
+        f"{first!r} and {second!r} can be next to each other in the signing order and neither "
+        "has a format of fixed length: characters shifted between them keep the signature, and "
+        "a shifted copy that arrives before the original is credited instead of it; give one "
+        "of them a format of fixed length (docs/security.md)"
+    )

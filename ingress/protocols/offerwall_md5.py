@@ -14,7 +14,7 @@ import re
 from typing import TYPE_CHECKING
 
 from ingress import fields
-from ingress.parameter_formats import parse_formats
+from ingress.parameter_formats import open_pair_warning, open_pairs, parse_formats
 from ingress.protocols.base import Claim, QueryCallbackProtocol
 from ingress.verdicts import Rejection, Verdict
 from schema.errors import ConfigError
@@ -31,8 +31,6 @@ OPTIONAL_DEVICE_PARAMETERS = ("gaid", "mac", "imei", "android_id")
 # Each is also the name of its built-in format: what an instance accepts when it declares none.
 DEFAULT_EXTRA_FORMATS = {name: name for name in OPTIONAL_DEVICE_PARAMETERS}
 MANDATORY = ("user_id", "amount", "trans_id")
-# Whose neighbours in the signing order must not be free: what a shift would change.
-PROTECTED = frozenset(MANDATORY)
 # Unix seconds, 2001 to 2286: a fixed width, so no character can shift across either side.
 _SEND_TIME = re.compile(r"[1-9][0-9]{9}")
 ANY = "any"
@@ -116,31 +114,12 @@ class OfferwallMd5(QueryCallbackProtocol):
         names = {spec: instance.parameters.get(spec, spec) for spec in cls.renamable_parameters}
         extra = cls._extra_formats(instance, names) or {}
         field_formats = parse_formats(instance.field_formats, "field_formats")
-        # Each signed name and whether its values have one length; send_time's always do.
-        fixed = {name: declared.fixed_width for name, declared in extra.items()}
-        fixed["send_time"] = True
-        for spec in MANDATORY:
-            declared_field = field_formats.get(spec)
-            fixed[names[spec]] = declared_field is not None and declared_field.fixed_width
-        protected = {names[spec] for spec in PROTECTED}
-        order = sorted(fixed, key=str.encode)
-        warnings = []
-        for start, first in enumerate(order):
-            for second in order[start + 1 :]:
-                if (first in protected or second in protected) and not (
-                    fixed[first] or fixed[second]
-                ):
-                    warnings.append(
-                        f"{first!r} and {second!r} can be next to each other in the signing "
-                        "order and neither has a format of fixed length: characters shifted "
-                        "between them keep the signature, and a shifted copy that arrives "
-                        "before the original is credited instead of it; give one of them a "
-                        "format of fixed length (docs/security.md)"
-                    )
-                # An extra parameter may be absent, which makes its two neighbours adjacent.
-                if second not in extra:
-                    break
-        return warnings
+        # send_time's values always have one length.
+        closed = {"send_time"} | {name for name, declared in extra.items() if declared.fixed_width}
+        closed |= {names[spec] for spec, declared in field_formats.items() if declared.fixed_width}
+        order = sorted([*extra, "send_time", *(names[spec] for spec in MANDATORY)], key=str.encode)
+        pairs = open_pairs(order, closed, set(extra), {names[spec] for spec in MANDATORY})
+        return [open_pair_warning(first, second) for first, second in pairs]
 
     def success_body(self) -> dict[str, object]:
         return {"is_valid": True}
