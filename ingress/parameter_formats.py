@@ -127,18 +127,26 @@ def parse_formats(specs: Mapping[str, FormatSpec], setting: str) -> dict[str, Pa
 
 
 def open_pairs(
-    order: Sequence[str], closed: Set[str], optional: Set[str], protected: Set[str]
+    order: Sequence[str],
+    closed: Set[str],
+    optional: Set[str],
+    protected: Set[str],
+    free_text: Set[str] = frozenset(),
 ) -> list[tuple[str, str]]:
     """The pairs of signed fields, in signing order, that a shift could cross and keep every
     check: next to each other once the optional fields between them are absent, one of them
-    `protected` (what a shift would change to someone's gain), neither `closed` (a fixed
-    length, or any change refused by a check of its own, such as an allowlist)."""
+    `protected` (what a shift would change to someone's gain), and either neither `closed` (a
+    fixed length, or any change refused by a check of its own, such as an allowlist) or one
+    `free_text` beside an optional one, whose whole value a copy can leave out and fold into
+    it, whatever its format."""
     pairs = []
     for start, first in enumerate(order):
         for second in order[start + 1 :]:
-            if (first in protected or second in protected) and not (
-                first in closed or second in closed
-            ):
+            shiftable = not (first in closed or second in closed)
+            foldable = (first in free_text and second in optional) or (
+                second in free_text and first in optional
+            )
+            if (first in protected or second in protected) and (shiftable or foldable):
                 pairs.append((first, second))
             if second not in optional:
                 break

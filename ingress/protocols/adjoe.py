@@ -76,7 +76,11 @@ class Adjoe(QueryCallbackProtocol):
         if instance.allowed_currencies is not None:
             closed.add("currency")
         pairs = open_pairs(
-            SIGNED_IN_ORDER, closed, {"device_id", "sdk_app_id"}, {"user_uuid", "coin_amount"}
+            SIGNED_IN_ORDER,
+            closed,
+            {"device_id", "sdk_app_id"},
+            {"user_uuid", "coin_amount"},
+            {"user_uuid"} - closed,
         )
         return [open_pair_warning(first, second) for first, second in pairs]
 

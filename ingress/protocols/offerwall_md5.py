@@ -118,7 +118,10 @@ class OfferwallMd5(QueryCallbackProtocol):
         closed = {"send_time"} | {name for name, declared in extra.items() if declared.fixed_width}
         closed |= {names[spec] for spec, declared in field_formats.items() if declared.fixed_width}
         order = sorted([*extra, "send_time", *(names[spec] for spec in MANDATORY)], key=str.encode)
-        pairs = open_pairs(order, closed, set(extra), {names[spec] for spec in MANDATORY})
+        free_text = {names[spec] for spec in ("trans_id", "user_id")} - closed
+        pairs = open_pairs(
+            order, closed, set(extra), {names[spec] for spec in MANDATORY}, free_text
+        )
         return [open_pair_warning(first, second) for first, second in pairs]
 
     def success_body(self) -> dict[str, object]:

@@ -142,7 +142,8 @@ class WalletBilling(JsonCallbackProtocol):
         if instance.verify_orders:
             closed |= ORDER_FIELDS
         optional = set(SIGNED_IN_ORDER) - set(REQUIRED)
-        pairs = open_pairs(SIGNED_IN_ORDER, closed, optional, PROTECTED)
+        free_text = PROTECTED - {"amount"} - closed
+        pairs = open_pairs(SIGNED_IN_ORDER, closed, optional, PROTECTED, free_text)
         return [open_pair_warning(first, second) for first, second in pairs]
 
     def verify(self, body: JsonObject) -> Claim:

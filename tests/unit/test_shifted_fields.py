@@ -152,6 +152,23 @@ CASES = [
         offerwall_claim,
     ),
     Case(
+        "000 with a fixed-length extra beside trans_id",
+        instance_of(
+            OfferwallMd5,
+            "offerwall_md5",
+            extra_parameters={"tz": {"regex": "[0-9]{4}"}},
+            field_formats={"user_id": {"regex": "[a-z]{2}[0-9]{6}"}},
+        ),
+        {
+            **{name: OFFERWALL[name] for name in ("amount", "trans_id", "send_time")},
+            "user_id": regex(r"[a-z]{2}[0-9]{6}"),
+            "tz": regex(r"[0-9]{4}"),
+        },
+        frozenset({"tz"}),
+        sorted_names,
+        offerwall_claim,
+    ),
+    Case(
         "003 closed by formats and allowed currencies",
         instance_of(
             Adjoe,
@@ -277,6 +294,12 @@ def attempt(case: Case, fields: dict[str, str]) -> Claim | Rejection:
         return rejection
 
 
+def attempt_claim(case: Case, fields: dict[str, str]) -> Claim:
+    outcome = attempt(case, fields)
+    assert not isinstance(outcome, Rejection), (fields, outcome)
+    return outcome
+
+
 def changed_terms(original: Claim, copy: Claim) -> set[str]:
     return {term for term in CREDITED_TERMS if getattr(original, term) != getattr(copy, term)}
 
@@ -311,8 +334,9 @@ def test_an_instance_that_closes_every_pair_warns_of_none(case: Case) -> None:
     ("case", "pairs"),
     [
         (CASES[1], {("aff_sub", "amount"), ("trans_id", "user_id")}),
-        (CASES[3], {("user_uuid", "currency"), ("currency", "coin_amount")}),
-        (CASES[6], {("txnid", "userid"), ("items", "amount")}),
+        (CASES[2], {("trans_id", "tz")}),
+        (CASES[4], {("user_uuid", "currency"), ("currency", "coin_amount")}),
+        (CASES[7], {("txnid", "userid"), ("items", "amount")}),
     ],
     ids=lambda value: value.name if isinstance(value, Case) else "",
 )
@@ -329,8 +353,15 @@ def test_the_warned_pairs_are_really_open(case: Case, pairs: set[tuple[str, str]
         },
         "004": {"txnid": "W-1001", "userid": "player-7", "items": "gem_100", "amount": "2500"},
     }[case.name[:3]]
+    extras = {"aff_sub": "x2", "tz": "1234"}
     for first, second in pairs:
-        fields = {**base, "aff_sub": "x2"} if "aff_sub" in (first, second) else dict(base)
+        fields = {**base, **{name: extras[name] for name in (first, second) if name in extras}}
+        if "tz" in fields:
+            fields["user_id"] = "ab123456"
+            # Folded whole: the copy leaves tz empty, its digits moved onto trans_id.
+            moved = {**fields, first: fields[first] + fields[second], second: ""}
+            assert changed_terms(attempt_claim(case, fields), attempt_claim(case, moved))
+            continue
         order = case.order(fields)
         assert order.index(second) == order.index(first) + 1
         # One character from the end of the first onto the start of the second, or back.
