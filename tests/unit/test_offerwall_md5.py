@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from decimal import Decimal
 from urllib.parse import quote
 
 import pytest
 
+from ingress.app import create_app
 from ingress.protocols.offerwall_md5 import OfferwallMd5, sign
 from ingress.querystring import parse_query
 from ingress.verdicts import Rejection, Verdict
 from schema.errors import ConfigError
+from schema.logs import logged_fields
+from schema.settings import Settings
 from tests.factories import provider
 from tests.signing import offerwall_query
 
@@ -395,3 +399,14 @@ def test_names_beyond_ascii_are_ordered_by_their_utf8_bytes() -> None:
     assert by_bytes == ["A", "z", "é", "\uff41", "\U0001f600"]
     values = "".join(params[name] for name in by_bytes)
     assert sign(params, PUB_KEY) == hashlib.md5((values + PUB_KEY).encode()).hexdigest()
+
+
+def test_the_ingress_logs_each_risk_at_start_up(caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings(providers=(provider("offerwall_md5", extra_parameters="any"),))
+    with caplog.at_level(logging.WARNING, logger="ingress.app"):
+        create_app(settings, {"TEST_SECRET": "pub-key-never-logged"})
+    (record,) = [r for r in caplog.records if r.getMessage() == "provider settings accept a risk"]
+    fields = logged_fields(record)
+    assert fields["provider_instance"] == "test-offerwall-md5"
+    assert fields["risk"].startswith('extra_parameters = "any"')
+    assert "pub-key-never-logged" not in str(fields)

@@ -37,6 +37,7 @@ from tests.signing import (
     proof_signature,
     wallet_billing_body,
 )
+from tests.unit.test_aigame_payout import SPEC_EXAMPLE
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -374,20 +375,6 @@ def test_the_warned_pairs_are_really_open(case: Case, pairs: set[tuple[str, str]
         assert changed_terms(claim, copy)
 
 
-SPEC_001: dict[str, object] = {
-    "agent_id": "agent001",
-    "user_id": "testUid03",
-    "game_id": "101",
-    "inst_id": "000002",
-    "shoe_id": 10231,
-    "round_id": 41,
-    "bet_txn_id": "67453d0c23c36d2571d40817",
-    "win_amount": "100",
-    "pay_out_time": 1732589121000,
-    "currency": "VND2",
-}
-
-
 @SHIFTS
 @given(
     # Names of no spec field, sorting among them.
@@ -398,7 +385,7 @@ def test_spec_001_a_field_folded_into_its_neighbour_is_refused(
     extra: dict[str, str], boundary: int
 ) -> None:
     """`a=1&b=2` read as `a="1&b=2"`: the same signed text, one field fewer."""
-    fields = {**SPEC_001, "timestamp": int(time.time() * 1000), **extra}
+    fields = {**SPEC_EXAMPLE, "timestamp": int(time.time() * 1000), **extra}
     protocol = AigamePayout(provider("aigame_payout"), {"TEST_SECRET": SECRET})
     original = aigame_payout_body(fields, SECRET)
     assert protocol.verify(parse_json_object(json.dumps(original).encode()))
