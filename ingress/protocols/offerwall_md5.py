@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from ingress import fields
@@ -34,6 +35,9 @@ MANDATORY = ("user_id", "amount", "trans_id")
 # Unix seconds, 2001 to 2286: a fixed width, so no character can shift across either side.
 _SEND_TIME = re.compile(r"[1-9][0-9]{9}")
 ANY = "any"
+# Declared in these formats, an extra parameter identifies a device or a person: it is hashed
+# in the stored request like the spec's own device ids (ingress/device_ids.py).
+DEVICE_FORMATS = frozenset({"gaid", "idfa", "android_id", "imei", "mac", "ip"})
 
 
 def sign(params: dict[str, str], pub_key: str) -> str:
@@ -59,6 +63,12 @@ class OfferwallMd5(QueryCallbackProtocol):
         self._mandatory = frozenset(
             [*(self.sent_name(name) for name in MANDATORY), *self.fixed_parameters]
         )
+
+    @cached_property
+    def sent_device_parameters(self) -> frozenset[str]:
+        declared = self._extra or {}
+        identifying = {name for name, form in declared.items() if form.describe in DEVICE_FORMATS}
+        return super().sent_device_parameters | identifying
 
     @classmethod
     def _extra_formats(

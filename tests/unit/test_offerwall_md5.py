@@ -410,3 +410,15 @@ def test_the_ingress_logs_each_risk_at_start_up(caplog: pytest.LogCaptureFixture
     assert fields["provider_instance"] == "test-offerwall-md5"
     assert fields["risk"].startswith('extra_parameters = "any"')
     assert "pub-key-never-logged" not in str(fields)
+
+
+def test_declared_device_ids_are_hashed_like_the_spec_ones() -> None:
+    declared = protocol(extra_parameters={"idfa": "idfa", "client_ip": "ip", "aff": "token"})
+    assert declared.sent_device_parameters == {
+        "idfa",
+        "client_ip",
+        "gaid",
+        "mac",
+        "imei",
+        "android_id",
+    }
