@@ -281,7 +281,7 @@ def create_app(settings: Settings, environ: Mapping[str, str]) -> Starlette:
         for instance in settings.providers
     ]
     for protocol in protocols:
-        for risk in protocol.startup_warnings(protocol.instance):
+        for risk in protocol.startup_warnings():
             log(
                 logger,
                 logging.WARNING,

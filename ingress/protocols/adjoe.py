@@ -8,7 +8,7 @@ import hashlib
 from typing import TYPE_CHECKING
 
 from ingress import fields
-from ingress.parameter_formats import open_pair_warning, open_pairs, parse_formats
+from ingress.parameter_formats import open_pair_warning, open_pairs
 from ingress.protocols.base import Claim, QueryCallbackProtocol
 from ingress.verdicts import Rejection, Verdict
 from schema.errors import ConfigError
@@ -64,16 +64,13 @@ class Adjoe(QueryCallbackProtocol):
         if instance.amount_decimal_places != 0:
             raise ConfigError("amount_decimal_places must be 0: adjoe's coin_amount is an integer")
 
-    @classmethod
-    def startup_warnings(cls, instance: ProviderInstance) -> list[str]:
+    def startup_warnings(self) -> list[str]:
         """Pairs of the signing order a shift could cross: trans_uuid is a UUID, currency is
         closed by `allowed_currencies`, the free fields by a format of fixed length."""
         closed = {"trans_uuid"} | {
-            name
-            for name, declared in parse_formats(instance.field_formats, "field_formats").items()
-            if declared.fixed_width
+            name for name, declared in self.field_formats.items() if declared.fixed_width
         }
-        if instance.allowed_currencies is not None:
+        if self.instance.allowed_currencies is not None:
             closed.add("currency")
         pairs = open_pairs(
             SIGNED_IN_ORDER,

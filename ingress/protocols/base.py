@@ -155,8 +155,7 @@ class ProviderProtocol(ABC):
             )
         parse_formats(instance.field_formats, "field_formats")
 
-    @classmethod
-    def startup_warnings(cls, instance: ProviderInstance) -> list[str]:
+    def startup_warnings(self) -> list[str]:
         """Risks the settings accept but an operator should know of, one sentence each."""
         return []
 

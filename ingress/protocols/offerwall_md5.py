@@ -59,7 +59,7 @@ class OfferwallMd5(QueryCallbackProtocol):
     def __init__(self, instance: ProviderInstance, secrets: Mapping[str, str]) -> None:
         super().__init__(instance, secrets)
         # None: any parameter, unchecked ("any").
-        self._extra = self._extra_formats(instance, self.names)
+        self._extra = self._extra_formats()
         self._mandatory = frozenset(
             [*(self.sent_name(name) for name in MANDATORY), *self.fixed_parameters]
         )
@@ -70,16 +70,13 @@ class OfferwallMd5(QueryCallbackProtocol):
         identifying = {name for name, form in declared.items() if form.describe in DEVICE_FORMATS}
         return super().sent_device_parameters | identifying
 
-    @classmethod
-    def _extra_formats(
-        cls, instance: ProviderInstance, names: dict[str, str]
-    ) -> dict[str, ParameterFormat] | None:
-        declared = instance.extra_parameters
+    def _extra_formats(self) -> dict[str, ParameterFormat] | None:
+        declared = self.instance.extra_parameters
         if declared == ANY:
             return None
         specs: dict[str, FormatSpec]
         if declared is None:
-            specs = {names[spec]: spec for spec in DEFAULT_EXTRA_FORMATS}
+            specs = {self.sent_name(spec): spec for spec in DEFAULT_EXTRA_FORMATS}
         else:
             assert not isinstance(declared, str)  # "any" is the one string it takes
             specs = declared
@@ -106,32 +103,31 @@ class OfferwallMd5(QueryCallbackProtocol):
                 )
             if "" in declared:
                 raise ConfigError("extra_parameters: a name must not be empty")
-        names = {spec: instance.parameters.get(spec, spec) for spec in cls.renamable_parameters}
-        cls._extra_formats(instance, names)
+            parse_formats(declared, "extra_parameters")
 
-    @classmethod
-    def startup_warnings(cls, instance: ProviderInstance) -> list[str]:
+    def startup_warnings(self) -> list[str]:
         """Where a shift across a boundary could keep the signature and every format: the
         extra parameters unchecked, or two free values next to each other in the signing
         order, one of them amount, user_id or trans_id."""
-        if instance.extra_parameters == ANY:
+        if self._extra is None:
             return [
                 'extra_parameters = "any": parameters are accepted without a format, so '
                 "characters shifted between amount, user_id or trans_id and a parameter beside "
                 "it keep the signature, and a shifted copy that arrives before the original "
                 "is credited instead of it; declare each parameter with its format"
             ]
-        names = {spec: instance.parameters.get(spec, spec) for spec in cls.renamable_parameters}
-        extra = cls._extra_formats(instance, names) or {}
-        field_formats = parse_formats(instance.field_formats, "field_formats")
+        extra = self._extra
+        mandatory = [self.sent_name(spec) for spec in MANDATORY]
         # send_time's values always have one length.
         closed = {"send_time"} | {name for name, declared in extra.items() if declared.fixed_width}
-        closed |= {names[spec] for spec, declared in field_formats.items() if declared.fixed_width}
-        order = sorted([*extra, "send_time", *(names[spec] for spec in MANDATORY)], key=str.encode)
-        free_text = {names[spec] for spec in ("trans_id", "user_id")} - closed
-        pairs = open_pairs(
-            order, closed, set(extra), {names[spec] for spec in MANDATORY}, free_text
-        )
+        closed |= {
+            self.sent_name(spec)
+            for spec, declared in self.field_formats.items()
+            if declared.fixed_width
+        }
+        order = sorted([*extra, "send_time", *mandatory], key=str.encode)
+        free_text = {self.sent_name(spec) for spec in ("trans_id", "user_id")} - closed
+        pairs = open_pairs(order, closed, set(extra), set(mandatory), free_text)
         return [open_pair_warning(first, second) for first, second in pairs]
 
     def success_body(self) -> dict[str, object]:

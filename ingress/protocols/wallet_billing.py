@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 from starlette.responses import JSONResponse
 
 from ingress import fields
-from ingress.parameter_formats import open_pair_warning, open_pairs, parse_formats
+from ingress.parameter_formats import open_pair_warning, open_pairs
 from ingress.protocols.base import Claim, JsonCallbackProtocol, require_fields, signed_text
 from ingress.verdicts import Verdict
 from schema.errors import ConfigError
@@ -130,16 +130,11 @@ class WalletBilling(JsonCallbackProtocol):
                 "a final failure, so a purchase cannot wait for its user to be created"
             )
 
-    @classmethod
-    def startup_warnings(cls, instance: ProviderInstance) -> list[str]:
+    def startup_warnings(self) -> list[str]:
         """Pairs of the signing order a shift could cross: `verify_orders` closes the fields
         an order holds, a format of fixed length closes any field but amount."""
-        closed = {
-            name
-            for name, declared in parse_formats(instance.field_formats, "field_formats").items()
-            if declared.fixed_width
-        }
-        if instance.verify_orders:
+        closed = {name for name, declared in self.field_formats.items() if declared.fixed_width}
+        if self.instance.verify_orders:
             closed |= ORDER_FIELDS
         optional = set(SIGNED_IN_ORDER) - set(REQUIRED)
         free_text = PROTECTED - {"amount"} - closed

@@ -317,7 +317,8 @@ def test_a_shift_between_amount_and_android_id_fails_the_format() -> None:
 
 
 def warnings_for(**overrides: object) -> list[str]:
-    return OfferwallMd5.startup_warnings(provider("offerwall_md5", **overrides))
+    instance = provider("offerwall_md5", **overrides)
+    return OfferwallMd5(instance, {"TEST_SECRET": PUB_KEY}).startup_warnings()
 
 
 def test_start_up_warns_of_any() -> None:

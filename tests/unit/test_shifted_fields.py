@@ -77,7 +77,7 @@ class Case:
 
     def warned_pairs(self) -> set[tuple[str, str]]:
         found = set()
-        for warning in self.protocol.startup_warnings(self.protocol.instance):
+        for warning in self.protocol.startup_warnings():
             match = _WARNED_PAIR.match(warning)
             assert match, warning
             found.add((match[1], match[2]))
@@ -328,7 +328,7 @@ def test_a_shift_that_keeps_the_signature_fails_or_is_warned_of(
 
 @pytest.mark.parametrize("case", CLOSED, ids=lambda case: case.name)
 def test_an_instance_that_closes_every_pair_warns_of_none(case: Case) -> None:
-    assert case.protocol.startup_warnings(case.protocol.instance) == []
+    assert case.protocol.startup_warnings() == []
 
 
 @pytest.mark.parametrize(
