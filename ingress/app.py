@@ -280,6 +280,15 @@ def create_app(settings: Settings, environ: Mapping[str, str]) -> Starlette:
         protocol_class(instance.protocol)(instance, instance.read_secrets(environ))
         for instance in settings.providers
     ]
+    for protocol in protocols:
+        for risk in protocol.startup_warnings():
+            log(
+                logger,
+                logging.WARNING,
+                "provider settings accept a risk",
+                provider_instance=protocol.instance.name,
+                risk=risk,
+            )
     outcomes = (
         OutcomeListener(settings.database)
         if any(protocol.waits_for_outcome for protocol in protocols)

@@ -8,7 +8,7 @@ import tomllib
 from decimal import Decimal
 from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network, ip_network
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import (
@@ -34,12 +34,14 @@ __all__ = [
     "AccountPolicy",
     "BrokerSettings",
     "DatabaseSettings",
+    "FormatSpec",
     "IngressSettings",
     "InternalApiSettings",
     "NodeOrder",
     "Partner",
     "ProofApiSettings",
     "ProviderInstance",
+    "RegexFormat",
     "Settings",
     "WorkerSettings",
     "database_hosts",
@@ -335,6 +337,16 @@ def _env_names(names: tuple[str, ...]) -> tuple[str, ...]:
 EnvNames = Annotated[tuple[str, ...], BeforeValidator(_names), AfterValidator(_env_names)]
 
 
+class RegexFormat(_Section):
+    """A format given as a regular expression, which a value must match in full."""
+
+    regex: str = Field(min_length=1, max_length=1000)
+
+
+# A built-in format's name (ingress/parameter_formats.py) or a regular expression.
+FormatSpec = str | RegexFormat
+
+
 class ProviderInstance(_Section):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     protocol: str
@@ -360,6 +372,13 @@ class ProviderInstance(_Section):
     failed_verifications_per_minute: int = Field(default=60, ge=1, le=1_000_000)
     # Device identifiers (IMEI, MAC, advertising ids) are stored hashed unless this is true.
     store_device_ids: bool = False
+    # Spec 000: every parameter the postback URL carries besides the spec's mandatory ones, by the
+    # name sent, with its format; any other parameter is refused. Unset: the spec's four device
+    # ids with their formats. "any" accepts every parameter unchecked (docs/security.md).
+    extra_parameters: dict[str, FormatSpec] | Literal["any"] | None = None
+    # Formats for fields the spec leaves free, by the spec's name, checked on top of the
+    # protocol's own rules (docs/protocols.md, "Declared formats").
+    field_formats: dict[str, FormatSpec] = Field(default_factory=dict)
 
     def read_secrets(self, environ: Mapping[str, str]) -> dict[str, str]:
         """Each named variable's secret, in the order configured; every one must be set."""

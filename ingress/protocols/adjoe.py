@@ -8,6 +8,7 @@ import hashlib
 from typing import TYPE_CHECKING
 
 from ingress import fields
+from ingress.parameter_formats import open_pair_warning, open_pairs
 from ingress.protocols.base import Claim, QueryCallbackProtocol
 from ingress.verdicts import Rejection, Verdict
 from schema.errors import ConfigError
@@ -30,6 +31,8 @@ OPTIONAL_PARAMETERS = (
 )
 MAX_CURRENCY_LENGTH = 64
 MAX_OPTIONAL_LENGTH = 256
+# Signed and left free by the spec: what `field_formats` may narrow.
+FREE_SIGNED = ("user_uuid", "device_id", "sdk_app_id")
 
 
 def sid(values: dict[str, str], s2s_token: str) -> str:
@@ -49,6 +52,7 @@ class Adjoe(QueryCallbackProtocol):
         *OPTIONAL_PARAMETERS,
     )
     device_parameters = ("device_id",)
+    formattable_fields = FREE_SIGNED
 
     @classmethod
     def check_settings(cls, instance: ProviderInstance) -> None:
@@ -59,6 +63,23 @@ class Adjoe(QueryCallbackProtocol):
             )
         if instance.amount_decimal_places != 0:
             raise ConfigError("amount_decimal_places must be 0: adjoe's coin_amount is an integer")
+
+    def startup_warnings(self) -> list[str]:
+        """Pairs of the signing order a shift could cross: trans_uuid is a UUID, currency is
+        closed by `allowed_currencies`, the free fields by a format of fixed length."""
+        closed = {"trans_uuid"} | {
+            name for name, declared in self.field_formats.items() if declared.fixed_width
+        }
+        if self.instance.allowed_currencies is not None:
+            closed.add("currency")
+        pairs = open_pairs(
+            SIGNED_IN_ORDER,
+            closed,
+            {"device_id", "sdk_app_id"},
+            {"user_uuid", "coin_amount"},
+            {"user_uuid"} - closed,
+        )
+        return [open_pair_warning(first, second) for first, second in pairs]
 
     def verify(self, params: dict[str, str]) -> Claim:
         received = self.required(params, "sid")
@@ -87,16 +108,21 @@ class Adjoe(QueryCallbackProtocol):
             value = fields.text(
                 sent, params.get(sent, ""), max_length=MAX_OPTIONAL_LENGTH, required=False
             )
+            value = self.formatted(spec_name, sent, value)
             if value:
                 attributes[spec_name] = value
         return Claim(
             transaction_id=fields.uuid_v4(
                 self.sent_name("trans_uuid"), self.required(params, "trans_uuid")
             ),
-            user_id=fields.text(
+            user_id=self.formatted(
+                "user_uuid",
                 self.sent_name("user_uuid"),
-                self.required(params, "user_uuid"),
-                max_length=fields.MAX_ID_LENGTH,
+                fields.text(
+                    self.sent_name("user_uuid"),
+                    self.required(params, "user_uuid"),
+                    max_length=fields.MAX_ID_LENGTH,
+                ),
             ),
             amount=fields.amount(
                 self.sent_name("coin_amount"),

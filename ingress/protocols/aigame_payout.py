@@ -117,6 +117,13 @@ class AigamePayout(JsonCallbackProtocol):
             lambda key: sign(signed, key, self.scheme), received, "sign does not match the fields"
         )
 
+        # The signed text joins the pairs with `&` and escapes nothing: a value holding `&` reads
+        # as that value or as two fields, so a copy could fold a field into its neighbour.
+        folded = sorted(name for name, value in signed.items() if "&" in value)
+        if folded:
+            raise Rejection(
+                Verdict.MALFORMED, f"field {folded[0]!r} contains '&', which separates fields"
+            )
         text = {
             name: fields.text(
                 name,

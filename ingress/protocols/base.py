@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from ingress import rotated_secrets
 from ingress.bodies import parse_json_object
+from ingress.parameter_formats import parse_formats
 from ingress.querystring import parse_query
 from ingress.verdicts import Rejection, Verdict
 from schema.errors import ConfigError
@@ -98,12 +99,17 @@ class ProviderProtocol(ABC):
     # The spec's names of parameters that identify a device, hashed before they are stored
     # unless the instance sets `store_device_ids` (ingress/device_ids.py).
     device_parameters: ClassVar[tuple[str, ...]] = ()
+    # The spec's names of signed fields it leaves free, which `field_formats` may narrow.
+    formattable_fields: ClassVar[tuple[str, ...]] = ()
+    # The postback URL may carry parameters of the operator's choosing (`extra_parameters`).
+    takes_extra_parameters: ClassVar[bool] = False
 
     def __init__(self, instance: ProviderInstance, secrets: Mapping[str, str]) -> None:
         """`secrets` maps each environment variable's name to its secret, in configured order."""
         self.instance = instance
         self._secrets = dict(secrets)
         self.names = self.validate(instance)
+        self.field_formats = parse_formats(instance.field_formats, "field_formats")
 
     def matching_secret(
         self, expected_for: Callable[[str], str], received: str, mismatch: str
@@ -134,8 +140,24 @@ class ProviderProtocol(ABC):
         if clashes or not all(names.values()):
             raise ConfigError(f"parameters: names must be non-empty and distinct: {clashes}")
         cls._check_optional_settings(instance)
+        cls._check_field_formats(instance)
         cls.check_settings(instance)
         return names
+
+    @classmethod
+    def _check_field_formats(cls, instance: ProviderInstance) -> None:
+        unknown = sorted(set(instance.field_formats) - set(cls.formattable_fields))
+        if unknown:
+            formattable = ", ".join(cls.formattable_fields) or "none"
+            raise ConfigError(
+                f"field_formats: {', '.join(unknown)} cannot be given a format in protocol "
+                f"{cls.name}; formattable: {formattable}"
+            )
+        parse_formats(instance.field_formats, "field_formats")
+
+    def startup_warnings(self) -> list[str]:
+        """Risks the settings accept but an operator should know of, one sentence each."""
+        return []
 
     @classmethod
     def _check_optional_settings(cls, instance: ProviderInstance) -> None:
@@ -144,6 +166,7 @@ class ProviderProtocol(ABC):
             "signature_scheme": instance.signature_scheme is not None and not cls.signature_schemes,
             "outcome_timeout_seconds": not cls.waits_for_outcome,
             "request_max_age_seconds": not cls.checks_request_age,
+            "extra_parameters": not cls.takes_extra_parameters,
         }
         for key, refused in unused.items():
             if refused and key in instance.model_fields_set:
@@ -154,6 +177,12 @@ class ProviderProtocol(ABC):
                 f"signature_scheme {scheme!r} is unknown to protocol {cls.name}; "
                 f"known: {', '.join(cls.signature_schemes)}"
             )
+
+    def formatted(self, spec_name: str, name: str, value: str) -> str:
+        """`value` checked against the format `field_formats` gives the field, if any; an empty
+        value (an absent optional field) has no format to match."""
+        declared = self.field_formats.get(spec_name)
+        return declared.check(name, value) if declared is not None and value else value
 
     @cached_property  # read for every callback; the names are fixed once validated
     def sent_device_parameters(self) -> frozenset[str]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 from starlette.responses import JSONResponse
 
 from ingress import fields
+from ingress.parameter_formats import open_pair_warning, open_pairs
 from ingress.protocols.base import Claim, JsonCallbackProtocol, require_fields, signed_text
 from ingress.verdicts import Verdict
 from schema.errors import ConfigError
@@ -42,6 +43,11 @@ SIGNED_IN_ORDER = (
     "addinfo",
 )
 REQUIRED = ("txnid", "userid", "items", "amount", "sig")
+# What a shift would change to someone's gain: who gets which package, for what price, under
+# which of the game's orders.
+PROTECTED = frozenset({"txnid", "userid", "items", "amount", "apptxnid"})
+# A pending order holds these: with `verify_orders`, a copy that changes one is refused.
+ORDER_FIELDS = frozenset({"userid", "items", "amount", "apptxnid"})
 MAX_ADDINFO_LENGTH = 1024
 # The user bought items: the wallet is not credited, the price is recorded.
 NOTHING_CREDITED = Decimal(0)
@@ -103,6 +109,7 @@ class WalletBilling(JsonCallbackProtocol):
     name = "wallet_billing"
     order_terms: ClassVar[frozenset[str] | None] = frozenset({"items", "amount"})
     items_per_order = 1  # a callback carries one package id
+    formattable_fields = tuple(name for name in SIGNED_IN_ORDER if name != "amount")
 
     @property
     def accepted_answer_code(self) -> str:
@@ -123,6 +130,17 @@ class WalletBilling(JsonCallbackProtocol):
                 "a final failure, so a purchase cannot wait for its user to be created"
             )
 
+    def startup_warnings(self) -> list[str]:
+        """Pairs of the signing order a shift could cross: `verify_orders` closes the fields
+        an order holds, a format of fixed length closes any field but amount."""
+        closed = {name for name, declared in self.field_formats.items() if declared.fixed_width}
+        if self.instance.verify_orders:
+            closed |= ORDER_FIELDS
+        optional = set(SIGNED_IN_ORDER) - set(REQUIRED)
+        free_text = PROTECTED - {"amount"} - closed
+        pairs = open_pairs(SIGNED_IN_ORDER, closed, optional, PROTECTED, free_text)
+        return [open_pair_warning(first, second) for first, second in pairs]
+
     def verify(self, body: JsonObject) -> Claim:
         require_fields(body, REQUIRED)
         if self.instance.verify_orders:
@@ -134,11 +152,15 @@ class WalletBilling(JsonCallbackProtocol):
         )
 
         checked = {
-            name: fields.text(
+            name: self.formatted(
                 name,
-                signed[name],
-                max_length=MAX_ADDINFO_LENGTH if name == "addinfo" else fields.MAX_ID_LENGTH,
-                required=name in REQUIRED,
+                name,
+                fields.text(
+                    name,
+                    signed[name],
+                    max_length=MAX_ADDINFO_LENGTH if name == "addinfo" else fields.MAX_ID_LENGTH,
+                    required=name in REQUIRED,
+                ),
             )
             for name in SIGNED_IN_ORDER
             if name != "amount"

@@ -162,19 +162,33 @@ async def test_hundred_concurrent_deliveries_of_one_transaction_credit_once(stac
     assert await stack.fetchval("SELECT count(*) FROM ledger_entries") == 2
 
 
-def shifted_offerwall_paths() -> tuple[str, str, str]:
-    """A provider's callback and two boundary-shifted copies that keep its sign
-    (docs/security.md): the amount shifted into it, and the user id shifted out of its id."""
+def shifted_offerwall_paths() -> tuple[str, str, str, str]:
+    """A provider's callback and three boundary-shifted copies that keep its sign
+    (docs/security.md): the amount shifted into from the android_id and from the send_time, both
+    refused at the edge by their formats, and the user id shifted out of the transaction id,
+    which the instance leaves free."""
     base = {"send_time": "1763800000"}
-    original = {**base, "user_id": "u9", "amount": "1", "trans_id": "tx-123", "android_id": "23"}
-    amount_shift = {**original, "amount": "12", "android_id": "3"}
+    original = {
+        **base,
+        "user_id": "u9",
+        "amount": "1",
+        "trans_id": "tx-123",
+        "android_id": "23a1b2c3d4e5f607",
+    }
+    amount_shift = {**original, "amount": "12", "android_id": "3a1b2c3d4e5f607"}
     id_shift = {**original, "trans_id": "tx-12", "user_id": "3u9"}
+    without_device = {name: value for name, value in original.items() if name != "android_id"}
     paths = tuple(
         f"/callbacks/offerwall?{offerwall_query(params, OFFERWALL_KEY)}"
         for params in (original, amount_shift, id_shift)
     )
     assert len({path.rsplit("sign=", 1)[1] for path in paths}) == 1
-    return paths[0], paths[1], paths[2]
+    # Without a device id, amount sorts next to send_time.
+    plain = {**without_device, "amount": "11", "send_time": "763800000"}
+    time_shift = f"/callbacks/offerwall?{offerwall_query(plain, OFFERWALL_KEY)}"
+    unshifted = offerwall_query(without_device, OFFERWALL_KEY)
+    assert time_shift.rsplit("sign=", 1)[1] == unshifted.rsplit("sign=", 1)[1]
+    return paths[0], paths[1], paths[2], time_shift
 
 
 async def refusals(stack: Stack, count: int) -> str:
@@ -194,7 +208,7 @@ async def test_boundary_shifted_copies_of_a_credited_callback_are_refused(stack:
     """An attacker replays what they have seen: the provider's callback, already credited."""
     await stack.start_ingress()
     await stack.start_worker()
-    original, *shifted = shifted_offerwall_paths()
+    original, amount_shift, id_shift, _ = shifted_offerwall_paths()
     async with httpx.AsyncClient(base_url=stack.base_url) as client:
         assert (await client.get(original)).status_code == 200
 
@@ -203,10 +217,33 @@ async def test_boundary_shifted_copies_of_a_credited_callback_are_refused(stack:
             return int(count) == 1
 
         await wait_until(credited, "the provider's callback credited")
-        for path in shifted:
-            assert (await client.get(path)).status_code == 200
+        assert (await client.get(amount_shift)).status_code == 400
+        assert (await client.get(id_shift)).status_code == 200
 
-    assert await refusals(stack, 2) == "conflict,signature_reused"
+    assert await refusals(stack, 1) == "signature_reused"
+    await assert_wallets_exactly(stack, Wallets({("u9", "COIN"): 1}))
+
+
+async def test_a_shifted_copy_that_arrives_before_the_original_is_refused(stack: Stack) -> None:
+    """The original answered 503, or held back on the path: the copies an attacker sends first
+    fail their formats at the edge, so the provider's retry is what gets credited."""
+    await stack.start_ingress()
+    await stack.start_worker()
+    original, amount_shift, _, time_shift = shifted_offerwall_paths()
+    async with httpx.AsyncClient(base_url=stack.base_url) as client:
+        for path in (amount_shift, time_shift):
+            response = await client.get(path)
+            assert (response.status_code, response.json()["is_valid"]) == (400, False)
+            assert response.json()["error"] == "malformed"
+        assert (await client.get(original)).status_code == 200
+
+        async def credited() -> bool:
+            count = await stack.fetchval("SELECT count(*) FROM payouts WHERE status = 'credited'")
+            return int(count) == 1
+
+        await wait_until(credited, "the provider's callback credited")
+    assert await stack.fetchval("SELECT count(*) FROM payouts") == 1
+    assert await stack.fetchval("SELECT count(*) FROM payout_conflicts") == 0
     await assert_wallets_exactly(stack, Wallets({("u9", "COIN"): 1}))
 
 
@@ -215,29 +252,30 @@ async def test_boundary_shifted_copies_racing_the_callback_credit_exactly_one(
     stack: Stack, sent_first: int
 ) -> None:
     """Copies in flight at once, here spread over two workers, commit in no set order
-    (docs/security.md): any one of them may win, never two. Each starts from another copy,
-    so that over the runs each can be the one that wins."""
+    (docs/security.md): any one of those that pass the edge may win, never two. Each starts
+    from another copy, so that over the runs each can be the one that wins."""
     await stack.start_ingress()
     await stack.start_worker()
     await stack.start_worker()
-    paths = shifted_offerwall_paths()
+    original, amount_shift, id_shift, _ = shifted_offerwall_paths()
+    paths = [original, amount_shift, id_shift]
     racing = paths[sent_first:] + paths[:sent_first]
     async with httpx.AsyncClient(base_url=stack.base_url) as client:
         responses = await asyncio.gather(*(client.get(path) for path in racing))
-    assert [response.status_code for response in responses] == [200, 200, 200]
+    # The amount shift fails android_id's format at the edge; the id shift only the signature
+    # rule can catch, after whichever of the two commits first.
+    assert [response.status_code for response in responses] == [
+        400 if path == amount_shift else 200 for path in racing
+    ]
 
-    outcomes = await refusals(stack, 2)
+    outcomes = await refusals(stack, 1)
     credited = await stack.fetchval(
         "SELECT array_agg((user_id, amount)) FROM payouts WHERE status = 'credited'"
     )
     assert len(credited) == 1
     user, amount = credited[0]
-    refused_when_won_by = {
-        ("u9", 1): "conflict,signature_reused",  # the provider's callback
-        ("u9", 12): "conflict,signature_reused",  # the amount shift
-        ("3u9", 1): "signature_reused,signature_reused",  # the id shift
-    }
-    assert outcomes == refused_when_won_by[(user, amount)]
+    assert (user, amount) in {("u9", 1), ("3u9", 1)}  # the provider's callback or the id shift
+    assert outcomes == "signature_reused"
     await assert_wallets_exactly(stack, Wallets({(user, "COIN"): amount}))
 
 

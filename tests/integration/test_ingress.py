@@ -199,7 +199,7 @@ async def test_secret_rotated_step_by_step_rejects_no_callback(
         async with running(settings, environ=secrets) as client:
             for key in keys * 10:
                 params = {"user_id": "u", "amount": "1", "trans_id": uuid.uuid4().hex}
-                query = offerwall_query({**params, "send_time": "1"}, key)
+                query = offerwall_query({**params, "send_time": "1700000000"}, key)
                 statuses.append((await client.get(f"{CALLBACK}?{query}")).status_code)
             retired = await client.get(f"{CALLBACK}?{offerwall_query(params, 'old')}")
     assert set(statuses) == {200}
@@ -394,7 +394,7 @@ async def test_no_input_makes_the_ingress_answer_500(services: Services, namespa
                     "amount": "7",
                     "trans_id": uuid.uuid4().hex,
                     "send_time": "1700000000",
-                    "gaid": "g",
+                    "gaid": "38400000-8cf0-11bd-b23e-10b96e40000d",
                 }
                 params = {
                     name: good_value if rng.random() < 0.8 else rng.choice(values)

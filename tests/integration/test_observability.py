@@ -39,7 +39,12 @@ MAC = "00:1A:2B:3C:4D:5E"
 
 
 def offerwall_request(key: str = SECRET, **extra: str) -> str:
-    params = {"user_id": "u-1", "amount": "5", "trans_id": uuid.uuid4().hex, "send_time": "1"}
+    params = {
+        "user_id": "u-1",
+        "amount": "5",
+        "trans_id": uuid.uuid4().hex,
+        "send_time": "1700000000",
+    }
     return f"{CALLBACK}?{offerwall_query({**params, **extra}, key)}"
 
 
@@ -277,7 +282,7 @@ async def test_a_workers_status_port_serves_metrics_health_and_readiness(
             await wait_until(consuming, "worker ready")
             before = (await status.get("/metrics")).text
             params = {"user_id": "u-9", "amount": "7", "trans_id": uuid.uuid4().hex}
-            query = offerwall_query({**params, "send_time": "1"}, ENVIRON["TEST_SECRET"])
+            query = offerwall_query({**params, "send_time": "1700000000"}, ENVIRON["TEST_SECRET"])
             assert (
                 await running.client.get(f"/callbacks/offerwall_md5?{query}")
             ).status_code == 200

@@ -116,7 +116,7 @@ async def refusal_of(protocol: ProviderProtocol, request: Request, body: bytes =
     return raised.value
 
 
-OFFERWALL_FIELDS = {"user_id": "u-1", "amount": "5", "trans_id": "t-1", "send_time": "1"}
+OFFERWALL_FIELDS = {"user_id": "u-1", "amount": "5", "trans_id": "t-1", "send_time": "1700000000"}
 
 
 @pytest.mark.parametrize(

@@ -155,3 +155,13 @@ def test_during_a_rotation_either_token_verifies_and_the_claim_names_which() -> 
     for token, name in (("old", "ADJOE_CURRENT"), ("new", "ADJOE_NEXT")):
         claim = rotating.verify(parse_query(adjoe_query(MANDATORY, token).encode()))
         assert claim.secret_name == name
+
+
+def test_field_formats_narrow_the_free_signed_fields_only() -> None:
+    proto = protocol(field_formats={"device_id": "android_id"})
+    query = adjoe_query({**MANDATORY, "device_id": "9774d56d682e549c"}, TOKEN)
+    assert proto.verify(parse_query(query.encode())).attributes["device_id"] == "9774d56d682e549c"
+    query = adjoe_query({**MANDATORY, "device_id": "5device"}, TOKEN)
+    assert verdict_of(query, proto) is Verdict.MALFORMED
+    with pytest.raises(ConfigError, match="coin_amount cannot be given a format in protocol adjoe"):
+        protocol(field_formats={"coin_amount": "text"})

@@ -246,3 +246,8 @@ def test_a_settled_order_resent_with_other_content_is_answered_as_settled() -> N
 def test_default_currency_is_refused_because_the_platform_sends_one() -> None:
     with pytest.raises(ConfigError, match="default_currency is not used"):
         protocol(default_currency="VND2")
+
+
+def test_a_value_holding_an_ampersand_is_refused_as_two_fields_in_one() -> None:
+    body = aigame_payout_body(fresh(user_id="testUid03&zz=1"), KEY)
+    assert verdict_of(body) is Verdict.MALFORMED

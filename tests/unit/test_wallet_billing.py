@@ -160,3 +160,10 @@ def test_a_purchase_cannot_wait_for_its_user_so_require_existing_is_refused() ->
 
 def test_the_stored_success_code_is_this_protocols_own() -> None:
     assert protocol().accepted_answer_code == "1"
+
+
+def test_field_formats_narrow_the_free_fields() -> None:
+    proto = protocol(field_formats={"serverid": {"regex": "s[0-9]"}})
+    assert verify(wallet_billing_body(FIELDS, SECRET), proto).attributes["serverid"] == "s2"
+    shifted = {**FIELDS, "serverid": "s2g", "items": "em_pack_100"}
+    assert verdict_of(wallet_billing_body(shifted, SECRET), proto) is Verdict.MALFORMED
