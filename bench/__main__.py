@@ -843,6 +843,7 @@ class Bench:
         worker_before = await worker_counts(self._worker_metrics_url)
         connections = _connections(name, rate)
         abandoned: list[str] = []
+        timeline: list[dict[str, float]] = []
         started = time.monotonic()
         meter = CpuMeter(pipeline.pids)
         meter.start()
@@ -853,7 +854,7 @@ class Bench:
             connections=connections,
             rate=rate,
             accepted_body=ACCEPTED_BODIES.get(name, "") if accepted_body is None else accepted_body,
-            watch=self._watch(rate, seconds, before, abandoned) if watch else None,
+            watch=self._watch(rate, seconds, before, abandoned, timeline) if watch else None,
         )
         cores = meter.stop()
         ended = datetime.now(UTC)
@@ -926,6 +927,7 @@ class Bench:
             "seconds": seconds,
             "ran_seconds": round(ran, 1),
             "cores": cores,
+            "timeline": timeline,
         }
 
     @property
@@ -937,16 +939,31 @@ class Bench:
         return f"http://127.0.0.1:{self.status_port}/metrics"
 
     async def _watch(
-        self, rate: float, seconds: int, before: IngressCounts, reasons: list[str]
+        self,
+        rate: float,
+        seconds: int,
+        before: IngressCounts,
+        reasons: list[str],
+        timeline: list[dict[str, float]],
     ) -> None:
         """Return, with the reason in `reasons`, once a run at `rate` for `seconds` can no longer
         be sustained: a callback refused, 95% of the rate out of reach even if every remaining
-        second ran at the full rate, or the worker more than ABANDON_BEHIND_SECONDS behind."""
+        second ran at the full rate, or the worker more than ABANDON_BEHIND_SECONDS behind.
+        Each look goes into `timeline`: when the run fell behind, and beside what."""
         started, started_at = time.monotonic(), datetime.now(UTC)
+        checkpoints_before = await self._checkpoints()
         while True:
             await asyncio.sleep(WATCH_SECONDS)
             elapsed = time.monotonic() - started
             counts = await ingress_counts(self._metrics_url) - before
+            timeline.append(
+                {
+                    "elapsed": elapsed,
+                    "answered": counts.answered,
+                    "checkpoints": await self._checkpoints() - checkpoints_before,
+                    "worker_behind": self._worker_behind(started_at, elapsed) or 0.0,
+                }
+            )
             if counts.refused:
                 reasons.append(f"{counts.refused:,.0f} callbacks refused in {elapsed:.0f} s")
                 return
@@ -956,16 +973,26 @@ class Bench:
                     " 95% of the rate out of reach"
                 )
                 return
-            latest = latest_settled(self._pipeline.worker.log_path)
-            if latest is None:
-                continue  # the log's last lines are about something else
-            if latest[0] < started_at:
-                behind = elapsed  # nothing settled since the start
-            else:
-                behind = max(latest[1], (datetime.now(UTC) - latest[0]).total_seconds())
-            if behind > ABANDON_BEHIND_SECONDS:
+            behind = self._worker_behind(started_at, elapsed)
+            if behind is not None and behind > ABANDON_BEHIND_SECONDS:
                 reasons.append(f"the worker {behind:.0f} s behind after {elapsed:.0f} s")
                 return
+
+    def _worker_behind(self, started_at: datetime, elapsed: float) -> float | None:
+        """How long ago the payout the worker settled last was received, or since it settled
+        it; None when its log's last lines are about something else."""
+        latest = latest_settled(self._pipeline.worker.log_path)
+        if latest is None:
+            return None
+        if latest[0] < started_at:
+            return elapsed  # nothing settled since the start
+        return max(latest[1], (datetime.now(UTC) - latest[0]).total_seconds())
+
+    async def _checkpoints(self) -> int:
+        """Postgres's checkpoints so far, timed and requested (a full WAL asks for one)."""
+        return int(
+            await self._sql("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
+        )
 
     async def _drained(self) -> None:
         """Wait until the payouts received so far are all settled: the work queue empty and no

@@ -112,11 +112,58 @@ def _json_rate_label(run: dict[str, Any]) -> str:
     return f"{run['protocol']} at {_rate(run['target_per_second'])}"
 
 
+def _timelines(soaks: list[dict[str, Any]]) -> list[str]:
+    """Each soak attempt minute by minute: when it fell behind, and beside what."""
+    lines = [
+        "**Soaks, minute by minute.** From the bench's look at each attempt every few seconds: the",
+        "callbacks answered per second in each minute, Postgres's checkpoints in it "
+        "(`pg_stat_bgwriter`),",
+        "and how far behind the worker was at its end.",
+        "",
+    ]
+    for soak in soaks:
+        if not soak.get("timeline"):
+            continue
+        lines += [
+            f"*{_soak_label(soak)}*",
+            "",
+            "| minute | answered | / target | checkpoints | worker behind |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {minute} | {_rate(rate)} | {_ratio(rate, soak['target_per_second'])} | "
+                f"{checkpoints:.0f} | {behind:.1f} s |"
+                for minute, rate, checkpoints, behind in minutes(soak["timeline"])
+            ),
+            "",
+        ]
+    return lines if len(lines) > 4 else []
+
+
 def _soak_run(soak: dict[str, Any]) -> str:
     """How long a soak attempt ran, and why it stopped early if it did."""
     if soak["abandoned"] is None:
         return f"soak, {soak['seconds']} s"
     return f"soak, stopped at {soak['ran_seconds']:.0f} of {soak['seconds']} s: {soak['abandoned']}"
+
+
+def minutes(timeline: list[dict[str, float]]) -> list[tuple[int, float, float, float]]:
+    """A soak attempt's looks, by minute: for each minute (the last one perhaps cut short), its
+    answers per second, Postgres's checkpoints in it, and how far behind the worker was at its
+    end (seconds)."""
+    rows = []
+    start = {"elapsed": 0.0, "answered": 0.0, "checkpoints": 0.0}
+    for index, look in enumerate(timeline):
+        if look["elapsed"] // 60 > start["elapsed"] // 60 or index == len(timeline) - 1:
+            rows.append(
+                (
+                    len(rows) + 1,
+                    (look["answered"] - start["answered"]) / (look["elapsed"] - start["elapsed"]),
+                    look["checkpoints"] - start["checkpoints"],
+                    look["worker_behind"],
+                )
+            )
+            start = look
+    return rows
 
 
 def _events_per_message(runs: list[dict[str, Any]]) -> float | None:
@@ -432,6 +479,7 @@ def _markdown(
             ]
         ),
         "",
+        *_timelines(soaks),
         "## Proof API (spec 002)",
         "",
         "A partner's look-ups of the payouts of specs 001 and 004 the runs above credited,",

@@ -22,6 +22,7 @@ from bench.observed import (
     read_settled,
 )
 from bench.processes import _frame_group, parse_wrk, read_profile
+from bench.report import minutes
 from bench.search import highest_sustained, lowest_not_sustained
 from bench.traffic import (
     PARTNER,
@@ -373,6 +374,32 @@ def test_the_workers_transactions_are_read_from_its_metrics() -> None:
     assert change.batched / change.transactions == 20
 
 
+def soak_looks(seconds: int, per_second: float, from_minute_2: float) -> list[dict[str, float]]:
+    """A look every 5 s at a soak answering `per_second`, then `from_minute_2` after 60 s, with a
+    checkpoint at 90 s and the worker falling behind after it."""
+    looks, answered = [], 0.0
+    for elapsed in range(5, seconds + 1, 5):
+        answered += 5 * (per_second if elapsed <= 60 else from_minute_2)
+        looks.append(
+            {
+                "elapsed": float(elapsed),
+                "answered": answered,
+                "checkpoints": 1.0 if elapsed >= 90 else 0.0,
+                "worker_behind": 0.5 if elapsed < 90 else elapsed - 88.0,
+            }
+        )
+    return looks
+
+
+def test_a_soaks_looks_are_told_minute_by_minute() -> None:
+    assert minutes(soak_looks(125, 1000, 500)) == [
+        (1, 1000.0, 0.0, 0.5),
+        (2, 500.0, 1.0, 32.0),
+        (3, 500.0, 0.0, 37.0),  # the 5 s it ran of its third minute
+    ]
+    assert minutes([]) == []
+
+
 def sample_results() -> tuple[dict[str, Any], dict[str, list[tuple[float, float]]]]:
     """One run's results, as `python -m bench` gathers them, and its memory samples."""
     rng = random.Random(1)
@@ -430,6 +457,7 @@ def sample_results() -> tuple[dict[str, Any], dict[str, list[tuple[float, float]
         4000, False, 0.95, seconds=600, abandoned="the worker 31 s behind after 120 s"
     )
     first_soak["ran_seconds"] = 120.0
+    first_soak["timeline"] = soak_looks(120, 4000, 3000)
     results = {
         "run": {
             "date": "2026-11-22",
@@ -577,6 +605,13 @@ def test_the_report_states_each_target_and_keeps_the_notes(tmp_path: Path) -> No
         "| 50.0 ms | 10.0 ms | 120.0 ms | yes |" in text
     )
     assert "`broker.max_events_per_message` = 10 events" in text
+    # The attempt that was watched, minute by minute; the others have no looks to tell.
+    assert (
+        "*soak at 4,000/s, not held*\n\n| minute | answered | / target | checkpoints "
+        "| worker behind |\n|---|---|---|---|---|\n| 1 | 4,000/s | 1.00 | 0 | 0.5 s |\n"
+        "| 2 | 3,000/s | 0.75 | 1 | 32.0 s |\n\n" in text
+    )
+    assert "*soak at 3,600/s, held*" not in text
     # Where an answer's time goes: after the commit only for a protocol that waits for it.
     assert (
         "| aigame_payout (001) | half the rate, 15 s | 3.0 ms | 50.0 ms | 4.2 ms | 12.5 ms "
