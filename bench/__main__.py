@@ -951,16 +951,17 @@ class Bench:
         second ran at the full rate, or the worker more than ABANDON_BEHIND_SECONDS behind.
         Each look goes into `timeline`: when the run fell behind, and beside what."""
         started, started_at = time.monotonic(), datetime.now(UTC)
-        checkpoints_before = await self._checkpoints()
+        postgres_before = await self._postgres_counters()
         while True:
             await asyncio.sleep(WATCH_SECONDS)
             elapsed = time.monotonic() - started
             counts = await ingress_counts(self._metrics_url) - before
+            postgres = await self._postgres_counters()
             timeline.append(
                 {
                     "elapsed": elapsed,
                     "answered": counts.answered,
-                    "checkpoints": await self._checkpoints() - checkpoints_before,
+                    **{name: postgres[name] - postgres_before[name] for name in postgres},
                     "worker_behind": self._worker_behind(started_at, elapsed) or 0.0,
                 }
             )
@@ -988,11 +989,23 @@ class Bench:
             return elapsed  # nothing settled since the start
         return max(latest[1], (datetime.now(UTC) - latest[0]).total_seconds())
 
-    async def _checkpoints(self) -> int:
-        """Postgres's checkpoints so far, timed and requested (a full WAL asks for one)."""
-        return int(
-            await self._sql("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
-        )
+    async def _postgres_counters(self) -> dict[str, float]:
+        """Postgres's cumulative counters that tell whether it fell behind: its checkpoints
+        (timed, or asked for by a full WAL), the WAL it wrote, and the bench database's blocks
+        read from outside its buffers."""
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            row = await conn.fetchrow(
+                "SELECT (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter)"
+                " AS checkpoints,"
+                " pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0') AS wal_bytes,"
+                " (SELECT blks_read FROM pg_stat_database WHERE datname = current_database())"
+                " AS blocks_read"
+            )
+        finally:
+            await conn.close()
+        assert row is not None
+        return {name: float(value) for name, value in row.items()}
 
     async def _drained(self) -> None:
         """Wait until the payouts received so far are all settled: the work queue empty and no

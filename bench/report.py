@@ -4,6 +4,7 @@ regenerated; the notes below it (the analysis a person wrote) are kept."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from html import escape
 from typing import TYPE_CHECKING, Any
 
@@ -116,9 +117,11 @@ def _timelines(soaks: list[dict[str, Any]]) -> list[str]:
     """Each soak attempt minute by minute: when it fell behind, and beside what."""
     lines = [
         "**Soaks, minute by minute.** From the bench's look at each attempt every few seconds: the",
-        "callbacks answered per second in each minute, Postgres's checkpoints in it "
+        "callbacks answered per second in each minute; Postgres's checkpoints in it "
         "(`pg_stat_bgwriter`),",
-        "and how far behind the worker was at its end.",
+        "the WAL it wrote and the blocks the bench database read from outside its buffers "
+        "(`pg_stat_database`),",
+        "per second; and how far behind the worker was at the minute's end.",
         "",
     ]
     for soak in soaks:
@@ -127,12 +130,14 @@ def _timelines(soaks: list[dict[str, Any]]) -> list[str]:
         lines += [
             f"*{_soak_label(soak)}*",
             "",
-            "| minute | answered | / target | checkpoints | worker behind |",
-            "|---|---|---|---|---|",
+            "| minute | answered | / target | checkpoints | WAL | blocks read | worker behind |",
+            "|---|---|---|---|---|---|---|",
             *(
-                f"| {minute} | {_rate(rate)} | {_ratio(rate, soak['target_per_second'])} | "
-                f"{checkpoints:.0f} | {behind:.1f} s |"
-                for minute, rate, checkpoints, behind in minutes(soak["timeline"])
+                f"| {m.number} | {_rate(m.answered_per_second)} | "
+                f"{_ratio(m.answered_per_second, soak['target_per_second'])} | "
+                f"{m.checkpoints:.0f} | {m.wal_mib_per_second:.1f} MiB/s | "
+                f"{_rate(m.blocks_read_per_second)} | {m.worker_behind_seconds:.1f} s |"
+                for m in minutes(soak["timeline"])
             ),
             "",
         ]
@@ -146,24 +151,41 @@ def _soak_run(soak: dict[str, Any]) -> str:
     return f"soak, stopped at {soak['ran_seconds']:.0f} of {soak['seconds']} s: {soak['abandoned']}"
 
 
-def minutes(timeline: list[dict[str, float]]) -> list[tuple[int, float, float, float]]:
-    """A soak attempt's looks, by minute: for each minute (the last one perhaps cut short), its
-    answers per second, Postgres's checkpoints in it, and how far behind the worker was at its
-    end (seconds)."""
-    rows = []
-    start = {"elapsed": 0.0, "answered": 0.0, "checkpoints": 0.0}
+@dataclass(frozen=True)
+class Minute:
+    """One minute of a soak attempt (the last one perhaps cut short)."""
+
+    number: int
+    answered_per_second: float
+    checkpoints: float  # Postgres's, in the minute
+    wal_mib_per_second: float
+    blocks_read_per_second: float  # the bench database's, from outside Postgres's buffers
+    worker_behind_seconds: float  # at its end
+
+
+def minutes(timeline: list[dict[str, float]]) -> list[Minute]:
+    """A soak attempt's looks, minute by minute."""
+    rows: list[Minute] = []
+    start: dict[str, float] = {}
     for index, look in enumerate(timeline):
-        if look["elapsed"] // 60 > start["elapsed"] // 60 or index == len(timeline) - 1:
+        if look["elapsed"] // 60 > start.get("elapsed", 0.0) // 60 or index == len(timeline) - 1:
             rows.append(
-                (
+                Minute(
                     len(rows) + 1,
-                    (look["answered"] - start["answered"]) / (look["elapsed"] - start["elapsed"]),
-                    look["checkpoints"] - start["checkpoints"],
+                    _per_second(look, start, "answered"),
+                    look["checkpoints"] - start.get("checkpoints", 0.0),
+                    _per_second(look, start, "wal_bytes") / 2**20,
+                    _per_second(look, start, "blocks_read"),
                     look["worker_behind"],
                 )
             )
             start = look
     return rows
+
+
+def _per_second(look: dict[str, float], start: dict[str, float], name: str) -> float:
+    """The change of a cumulative count from one look (none: the attempt's start) to another."""
+    return (look[name] - start.get(name, 0.0)) / (look["elapsed"] - start.get("elapsed", 0.0))
 
 
 def _events_per_message(runs: list[dict[str, Any]]) -> float | None:

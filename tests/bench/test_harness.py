@@ -22,7 +22,7 @@ from bench.observed import (
     read_settled,
 )
 from bench.processes import _frame_group, parse_wrk, read_profile
-from bench.report import minutes
+from bench.report import Minute, minutes
 from bench.search import highest_sustained, lowest_not_sustained
 from bench.traffic import (
     PARTNER,
@@ -385,6 +385,8 @@ def soak_looks(seconds: int, per_second: float, from_minute_2: float) -> list[di
                 "elapsed": float(elapsed),
                 "answered": answered,
                 "checkpoints": 1.0 if elapsed >= 90 else 0.0,
+                "wal_bytes": elapsed * 2.0**20,
+                "blocks_read": 0.0 if elapsed < 90 else (elapsed - 85) * 10,
                 "worker_behind": 0.5 if elapsed < 90 else elapsed - 88.0,
             }
         )
@@ -393,9 +395,9 @@ def soak_looks(seconds: int, per_second: float, from_minute_2: float) -> list[di
 
 def test_a_soaks_looks_are_told_minute_by_minute() -> None:
     assert minutes(soak_looks(125, 1000, 500)) == [
-        (1, 1000.0, 0.0, 0.5),
-        (2, 500.0, 1.0, 32.0),
-        (3, 500.0, 0.0, 37.0),  # the 5 s it ran of its third minute
+        Minute(1, 1000.0, 0.0, 1.0, 0.0, 0.5),
+        Minute(2, 500.0, 1.0, 1.0, 35 * 10 / 60, 32.0),
+        Minute(3, 500.0, 0.0, 1.0, 10.0, 37.0),  # the 5 s it ran of its third minute
     ]
     assert minutes([]) == []
 
@@ -607,9 +609,10 @@ def test_the_report_states_each_target_and_keeps_the_notes(tmp_path: Path) -> No
     assert "`broker.max_events_per_message` = 10 events" in text
     # The attempt that was watched, minute by minute; the others have no looks to tell.
     assert (
-        "*soak at 4,000/s, not held*\n\n| minute | answered | / target | checkpoints "
-        "| worker behind |\n|---|---|---|---|---|\n| 1 | 4,000/s | 1.00 | 0 | 0.5 s |\n"
-        "| 2 | 3,000/s | 0.75 | 1 | 32.0 s |\n\n" in text
+        "*soak at 4,000/s, not held*\n\n| minute | answered | / target | checkpoints | WAL "
+        "| blocks read | worker behind |\n|---|---|---|---|---|---|---|\n"
+        "| 1 | 4,000/s | 1.00 | 0 | 1.0 MiB/s | 0/s | 0.5 s |\n"
+        "| 2 | 3,000/s | 0.75 | 1 | 1.0 MiB/s | 6/s | 32.0 s |\n\n" in text
     )
     assert "*soak at 3,600/s, held*" not in text
     # Where an answer's time goes: after the commit only for a protocol that waits for it.
