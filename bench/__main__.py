@@ -100,6 +100,7 @@ DRAIN_LIMIT_SECONDS = 120
 # The profiled drain's length at the unprofiled rate: the sampler's 5 s, its start and a margin
 # for the sampler's own cost.
 PROFILE_DRAIN_SECONDS = 12
+POSTGRES_SETTINGS_SHOWN = ("shared_buffers", "max_wal_size", "checkpoint_timeout", "autovacuum")
 WATCH_SECONDS = 5  # between two looks at a soak attempt
 # Of spec 000's rate: what specs 001 and 004 must sustain.
 JSON_SHARE = 0.8
@@ -249,6 +250,10 @@ class Bench:
         await self._payouts("migrate")
         # Read, not assumed: the report states it, and durability must not be traded for speed.
         self.results["synchronous_commit"] = await self._sql("SHOW synchronous_commit")
+        # The server's tuning, which the soaks depend on: the machine's, not the bench's.
+        self.results["postgres_settings"] = {
+            name: await self._sql(f"SHOW {name}") for name in POSTGRES_SETTINGS_SHOWN
+        }
         for index, (name, make) in enumerate(PROTOCOLS.items()):
             count = 40_000 if name.startswith(("aigame", "wallet")) else 120_000
             write_requests(self._requests(name), make, count, seed=index)

@@ -144,6 +144,14 @@ def _timelines(soaks: list[dict[str, Any]]) -> list[str]:
     return lines if len(lines) > 4 else []
 
 
+def _postgres_settings(settings: dict[str, str]) -> str:
+    """The rest of the sentence naming the server's tuning, as read at the run's start."""
+    if not settings:
+        return "."
+    named = ", ".join(f"`{name}` {value}" for name, value in settings.items())
+    return f"; the server's own tuning, left as the machine has it: {named}."
+
+
 def _soak_run(soak: dict[str, Any]) -> str:
     """How long a soak attempt ran, and why it stopped early if it did."""
     if soak["abandoned"] is None:
@@ -317,7 +325,8 @@ def _markdown(
         f"on {run['machine']}.",
         "Every figure in the tables below comes from that one run: each measurement ran alone,",
         "beside the ceiling it is compared with. `synchronous_commit` was "
-        f"`{results['synchronous_commit']}`, as read from the bench's database at its start.",
+        f"`{results['synchronous_commit']}`, as read from the bench's database at its start"
+        + _postgres_settings(results.get("postgres_settings", {})),
         "Time per part: "
         + ", ".join(f"{name} {took:,} s" for name, took in run["parts"].items())
         + ".",
