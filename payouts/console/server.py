@@ -50,7 +50,8 @@ def checked_secret(settings: Settings, environ: Mapping[str, str]) -> str:
 
 
 def serve(settings: Settings, environ: Mapping[str, str]) -> int:
-    """Serve until SIGTERM or SIGINT; 1 if uvicorn could not start (the port taken, say)."""
+    """Serve until SIGTERM or SIGINT (uvicorn then ends the process by that signal, so that
+    whoever started it sees why); 1 if uvicorn could not start (the port taken, say)."""
     app = create_app(settings, checked_secret(settings, environ))
     server = uvicorn.Server(
         uvicorn.Config(
@@ -68,7 +69,8 @@ def serve(settings: Settings, environ: Mapping[str, str]) -> int:
     )
     try:
         server.run()
-    except SystemExit as stopped:
-        # uvicorn exits this way when it cannot bind; its log says why.
-        return stopped.code if isinstance(stopped.code, int) and stopped.code else 1
+    except SystemExit:
+        # uvicorn exits this way (its code 3) when it cannot bind, and its log says why; 3 is
+        # what the `payouts` command answers for a service it cannot reach, so say 1.
+        return 1
     return 0 if server.started else 1
