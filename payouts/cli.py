@@ -231,7 +231,10 @@ def cmd_balance_show(args: argparse.Namespace) -> int:
 
 
 def cmd_account_create(args: argparse.Namespace) -> int:
-    print_data(asyncio.run(_operator(args).create_account(args.user, args.currency)), args.json)
+    from payouts.actions.audit import command_line_actor
+
+    created = _operator(args).create_account(args.user, args.currency, command_line_actor())
+    print_data(asyncio.run(created), args.json)
     return 0
 
 

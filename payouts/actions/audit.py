@@ -3,7 +3,9 @@ console now, the `payouts` commands next), and the filtered, newest-first pages 
 
 from __future__ import annotations
 
+import getpass
 import json
+import socket
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -19,12 +21,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ANONYMOUS",
+    "Actor",
     "ActorKind",
     "AuditEntry",
     "AuditFilter",
     "AuditResult",
     "AuditRow",
     "audit_page",
+    "command_line_actor",
     "record",
     "record_audit",
 ]
@@ -74,6 +78,33 @@ class AuditEntry:
     result: AuditResult
     target: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts, through which front end, from where: what every entry of theirs says."""
+
+    name: str
+    kind: ActorKind
+    source: str
+
+    def entry(
+        self,
+        action: str,
+        result: AuditResult,
+        target: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> AuditEntry:
+        return AuditEntry(self.name, self.kind, action, self.source, result, target, detail or {})
+
+
+def command_line_actor() -> Actor:
+    """The person running a `payouts` command: their OS user, on this host."""
+    try:
+        user = getpass.getuser()
+    except OSError:  # no user name for this uid (a container's arbitrary one)
+        user = "unknown"
+    return Actor(user, ActorKind.CLI, f"{socket.gethostname()}")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ingress.order_terms import checked_order
 from ingress.pending_orders import cancel_order, find_order, register_order
+from payouts.actions.audit import AuditResult, record
 from payouts.actions.connections import with_connection
 from payouts.actions.inspection import payout_details, user_balances
 from payouts.actions.proof_images import validated_media_type
@@ -15,6 +16,7 @@ from payouts.actions.proofs import attach_proof
 from workers.accounts import create_wallet
 
 if TYPE_CHECKING:
+    from payouts.actions.audit import Actor
     from schema.orders import Order, RegisterResult
     from schema.settings import Settings
     from workers.database import Connection
@@ -43,11 +45,18 @@ class Operator:
 
         return await with_connection(self.settings, show)
 
-    async def create_account(self, user: str, currency: str) -> dict[str, Any]:
-        """Create the wallet if missing and credit the payouts held for it, exactly once."""
+    async def create_account(self, user: str, currency: str, actor: Actor) -> dict[str, Any]:
+        """Create the wallet if missing and credit the payouts held for it, exactly once; the
+        audit entry of `actor` commits with it."""
 
         async def create(conn: Connection) -> dict[str, Any]:
-            created, credited = await create_wallet(conn, user, currency)
+            async with conn.transaction():
+                created, credited = await create_wallet(conn, user, currency)
+                detail = {"created": created, "credited_held_payouts": len(credited)}
+                await record(
+                    conn,
+                    actor.entry("account.create", AuditResult.OK, f"{user} {currency}", detail),
+                )
             return {
                 "user_id": user,
                 "currency": currency,

@@ -12,7 +12,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from payouts.actions.audit import ActorKind, AuditEntry, AuditResult, record_audit
+from payouts.actions.audit import Actor, ActorKind, AuditResult, record_audit
 from payouts.console.access import Refused, actor, client_address
 from payouts.console.headers import SecurityHeaders
 from payouts.console.login import login, login_page, logout
@@ -49,15 +49,8 @@ ROUTES = [
 
 async def _refused(request: Request, error: Exception) -> Response:
     assert isinstance(error, Refused)
-    entry = AuditEntry(
-        actor(request),
-        ActorKind.CONSOLE,
-        error.action,
-        client_address(request),
-        AuditResult.REFUSED,
-        target=request.url.path,
-        detail={"reason": error.reason},
-    )
+    who = Actor(actor(request), ActorKind.CONSOLE, client_address(request))
+    entry = who.entry(error.action, AuditResult.REFUSED, request.url.path, {"reason": error.reason})
     try:
         await record_audit(request.app.state.settings, entry)
     except ServiceUnavailable as unavailable:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse
 
-from payouts.actions.audit import ActorKind, AuditEntry, AuditResult, record_audit
+from payouts.actions.audit import Actor, ActorKind, AuditResult, record_audit
 from payouts.console.access import (
     actor,
     client_address,
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
+    from payouts.actions.audit import AuditEntry
     from payouts.console.login_limits import FailedLogins
     from payouts.console.passwords import PasswordCheck
     from schema.settings import Settings
@@ -56,7 +57,7 @@ async def login(request: Request) -> Response:
     keys = (f"address:{address}", f"name:{name}")
 
     def entry(result: AuditResult, **detail: str) -> AuditEntry:
-        return AuditEntry(name, ActorKind.CONSOLE, "login", address, result, detail=detail)
+        return Actor(name, ActorKind.CONSOLE, address).entry("login", result, detail=detail)
 
     wait = limits.retry_after(*keys)
     if wait is not None:
@@ -90,11 +91,7 @@ async def login(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     await posted_form(request)
     settings: Settings = request.app.state.settings
-    await record_audit(
-        settings,
-        AuditEntry(
-            actor(request), ActorKind.CONSOLE, "logout", client_address(request), AuditResult.OK
-        ),
-    )
+    operator = Actor(actor(request), ActorKind.CONSOLE, client_address(request))
+    await record_audit(settings, operator.entry("logout", AuditResult.OK))
     request.session.clear()
     return RedirectResponse("/login", status_code=303)

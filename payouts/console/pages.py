@@ -7,14 +7,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from payouts.actions.audit import (
-    ActorKind,
-    AuditEntry,
-    AuditFilter,
-    AuditResult,
-    audit_page,
-    record_audit,
-)
+from payouts.actions.audit import Actor, ActorKind, AuditFilter, AuditResult, audit_page
 from payouts.actions.operator import Operator
 from payouts.console.access import client_address, posted_form, require_role, signed_in
 from payouts.console.rendering import render
@@ -110,18 +103,6 @@ async def create_account(request: Request) -> Response:
         problem = f"Give a user id and a currency, each of 1 to {MAX_FIELD_CHARS} characters."
         return render(request, "accounts.html", {"error": problem}, status=400)
     settings: Settings = request.app.state.settings
-    created = await Operator(settings).create_account(user, currency)
-    credited = created["credited_held_payouts"]
-    await record_audit(
-        settings,
-        AuditEntry(
-            operator.name,
-            ActorKind.CONSOLE,
-            "account.create",
-            client_address(request),
-            AuditResult.OK,
-            target=f"{user} {currency}",
-            detail={"created": created["created"], "credited_held_payouts": len(credited)},
-        ),
-    )
+    actor = Actor(operator.name, ActorKind.CONSOLE, client_address(request))
+    created = await Operator(settings).create_account(user, currency, actor)
     return render(request, "accounts.html", {"created": created})

@@ -1,15 +1,16 @@
 -- Who did what to the records, from where, and how it ended: written by the operator console
--- (logins, logouts, refusals, actions) and, as a follow-up, by the `payouts` commands. Rows are
--- only ever inserted.
+-- (logins, logouts, refusals, actions) and by the `payouts` commands that change records
+-- (`account create` so far). Rows are only ever inserted.
 CREATE TABLE audit_log (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     at          timestamptz NOT NULL DEFAULT now(),
-    -- The operator's name; for a login, the name typed; '-' for a request made without a session.
+    -- The operator's name (for a login, the name typed; '-' for a request made without a
+    -- session), or the OS user who ran a command.
     actor       text NOT NULL,
     actor_kind  text NOT NULL CHECK (actor_kind IN ('console', 'cli')),
     action      text NOT NULL,
     target      text,
-    -- The client address (console) or host and OS user (command).
+    -- The client address (console), or the host a command ran on (its OS user is the actor).
     source      text NOT NULL,
     result      text NOT NULL CHECK (result IN ('ok', 'refused', 'failed')),
     detail      jsonb NOT NULL DEFAULT '{}'
