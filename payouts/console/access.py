@@ -8,7 +8,7 @@ import functools
 import hmac
 import secrets
 from typing import TYPE_CHECKING
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from starlette.responses import RedirectResponse
 
@@ -18,7 +18,6 @@ from schema.settings import ConsoleRole
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from starlette.datastructures import FormData
     from starlette.requests import Request
     from starlette.responses import Response
 
@@ -41,6 +40,10 @@ __all__ = [
 SESSION_OPERATOR = "operator"
 SESSION_CSRF = "csrf"
 CSRF_FIELD = "csrf_token"
+# The largest form the console takes, and its most fields: its forms are a few short fields,
+# and a login form is open to anyone.
+MAX_FORM_BYTES = 16_384
+MAX_FORM_FIELDS = 20
 
 
 class Refused(Exception):
@@ -90,12 +93,32 @@ def start_session(request: Request, operator: ConsoleOperator) -> None:
     request.session[SESSION_CSRF] = secrets.token_urlsafe(32)
 
 
-async def posted_form(request: Request) -> FormData:
-    """The form of a POST, refused (403) unless it carries the session's CSRF token."""
-    form = await request.form()
-    sent = form.get(CSRF_FIELD)
+async def posted_form(request: Request) -> dict[str, str]:
+    """The fields of a POSTed form (URL-encoded, as every form of the console is; the first of
+    a repeated field), refused (403) unless it carries the session's CSRF token, and (413) when
+    it is larger than any form of the console, before it is all read."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise Refused(
+                413,
+                f"This form is over {MAX_FORM_BYTES} bytes, more than any form of this console.",
+                action="form",
+                reason=f"form over {MAX_FORM_BYTES} bytes",
+            )
+    try:
+        pairs = parse_qsl(
+            body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS
+        )
+    except (UnicodeDecodeError, ValueError):
+        pairs = []  # not a form of ours: it has no token either
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        form.setdefault(name, value)
     expected = request.session.get(SESSION_CSRF)
-    if not (isinstance(sent, str) and expected and hmac.compare_digest(sent, expected)):
+    sent = form.get(CSRF_FIELD, "")
+    if not (expected and hmac.compare_digest(sent.encode(), str(expected).encode())):
         raise Refused(
             403,
             "This form has expired or did not come from this console. Go back, reload the "

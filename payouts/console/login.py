@@ -48,9 +48,9 @@ async def login_page(request: Request) -> Response:
 
 async def login(request: Request) -> Response:
     form = await posted_form(request)
-    name = str(form.get("name", ""))[:MAX_LOGGED_NAME]
-    password = str(form.get("password", ""))
-    wanted = safe_next(str(form.get("next", "/")))
+    name = form.get("name", "")[:MAX_LOGGED_NAME]
+    password = form.get("password", "")
+    wanted = safe_next(form.get("next", "/"))
     address = client_address(request)
     settings: Settings = request.app.state.settings
     limits: FailedLogins = request.app.state.failed_logins

@@ -97,8 +97,8 @@ async def accounts(request: Request) -> Response:
 async def create_account(request: Request) -> Response:
     form = await posted_form(request)
     operator = require_role(request, ConsoleRole.OPERATOR, "account.create")
-    user = str(form.get("user", "")).strip()
-    currency = str(form.get("currency", "")).strip()
+    user = form.get("user", "").strip()
+    currency = form.get("currency", "").strip()
     if not (0 < len(user) <= MAX_FIELD_CHARS and 0 < len(currency) <= MAX_FIELD_CHARS):
         problem = f"Give a user id and a currency, each of 1 to {MAX_FIELD_CHARS} characters."
         return render(request, "accounts.html", {"error": problem}, status=400)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from starlette.routing import Route
 
+from payouts.console.access import MAX_FORM_BYTES
 from payouts.console.app import ROUTES, SESSION_COOKIE
 from payouts.console.headers import SECURITY_HEADERS
 from payouts.console.login_limits import MAX_FAILURES
@@ -168,6 +169,17 @@ async def test_a_form_without_the_sessions_csrf_token_is_refused_and_audited(
         ("olga", "csrf", "/logout", "refused"),
     ]
     assert rows[0]["detail"] == {"reason": "missing or wrong CSRF token"}
+
+
+async def test_a_form_larger_than_any_of_the_consoles_is_refused(database_url: str) -> None:
+    async with client(console_app(database_url)) as browser:
+        token = csrf_of(await browser.get("/login"))
+        answer = await browser.post(
+            "/login", data={"csrf_token": token, "name": "x" * MAX_FORM_BYTES, "password": "p"}
+        )
+    assert answer.status_code == 413
+    (entry,) = await audit_rows(database_url)
+    assert (entry["action"], entry["result"]) == ("form", "refused")
 
 
 async def test_each_login_gets_a_new_csrf_token(database_url: str) -> None:
