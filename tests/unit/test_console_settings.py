@@ -12,6 +12,7 @@ from payouts.console.passwords import PasswordCheck, hash_password
 from payouts.console.server import MIN_SECRET_BYTES, checked_secret
 from schema.errors import ConfigError
 from schema.settings import ConsoleRole, Settings, load_settings
+from tests.clocks import Clock
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -107,14 +108,6 @@ def test_the_console_does_not_start_with_a_short_session_key(
 def test_the_session_key_setting_names_a_variable(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"console\.session_secret_env"):
         settings_from(tmp_path, '[console]\nsession_secret_env = "not a name!"\n')
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_failed_logins_are_capped_within_the_window_then_forgotten() -> None:
