@@ -54,7 +54,8 @@ async def login(request: Request) -> Response:
     address = client_address(request)
     settings: Settings = request.app.state.settings
     limits: FailedLogins = request.app.state.failed_logins
-    keys = (f"address:{address}", f"name:{name}")
+    address_key, name_key = f"address:{address}", f"name:{name}"
+    keys = (address_key, name_key)
 
     def entry(result: AuditResult, **detail: str) -> AuditEntry:
         return Actor(name, ActorKind.CONSOLE, address).entry("login", result, detail=detail)
@@ -67,10 +68,12 @@ async def login(request: Request) -> Response:
         answer.headers["Retry-After"] = str(math.ceil(wait))
         return answer
 
+    # Counted as a failure before the check, which takes a while: guesses sent together must
+    # not all pass the cap while each is still being checked.
+    limits.failed(*keys)
     passwords: PasswordCheck = request.app.state.passwords
     operator = await run_in_threadpool(passwords.verify, name, password)
     if operator is None:
-        limits.failed(*keys)
         await record_audit(settings, entry(AuditResult.REFUSED, reason="wrong name or password"))
         log(
             logger,
@@ -81,7 +84,8 @@ async def login(request: Request) -> Response:
         return render(request, "login.html", {"next": wanted, "wrong": True}, status=401)
 
     await record_audit(settings, entry(AuditResult.OK, role=operator.role.value))
-    limits.forget(f"name:{name}")
+    limits.retract(address_key)
+    limits.forget(name_key)
     start_session(request, operator)
     log(logger, logging.INFO, "console login", operator=name, address=address)
     return RedirectResponse(wanted, status_code=303)

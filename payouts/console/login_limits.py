@@ -49,6 +49,13 @@ class FailedLogins:
         for key in keys:
             self._recent(key, now).append(now)
 
+    def retract(self, key: str) -> None:
+        """Take back the latest failure of `key`: an attempt counted before its password was
+        checked, which turned out right."""
+        failures = self._failures.get(key)
+        if failures:
+            failures.pop()
+
     def forget(self, key: str) -> None:
         self._failures.pop(key, None)
 

@@ -139,6 +139,28 @@ async def test_failed_logins_from_one_address_are_capped(database_url: str) -> N
     )  # fmt: skip
 
 
+async def test_guesses_sent_together_do_not_pass_the_cap_together(database_url: str) -> None:
+    async with client(console_app(database_url), address="203.0.113.9") as browser:
+        token = csrf_of(await browser.get("/login"))
+        answers = await asyncio.gather(
+            *(
+                browser.post(
+                    "/login", data={"csrf_token": token, "name": VIEWER, "password": f"g{n}"}
+                )
+                for n in range(3 * MAX_FAILURES)
+            )
+        )
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [401] * MAX_FAILURES + [429] * (2 * MAX_FAILURES)
+
+
+async def test_a_success_does_not_count_against_its_address(database_url: str) -> None:
+    async with client(console_app(database_url)) as browser:
+        for _ in range(MAX_FAILURES + 1):
+            token = await signed_in_token(browser, OPERATOR, OPERATOR_PASSWORD)
+            await browser.post("/logout", data={"csrf_token": token})
+
+
 async def test_failed_logins_for_one_name_are_capped_across_addresses(database_url: str) -> None:
     app = console_app(database_url)
     for attempt in range(MAX_FAILURES):

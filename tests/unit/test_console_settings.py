@@ -127,6 +127,8 @@ def test_failed_logins_are_capped_within_the_window_then_forgotten() -> None:
     limits.failed("address:a")
     assert limits.retry_after("name:n") is None
     assert limits.retry_after("address:a") is not None
+    limits.retract("address:a")
+    assert limits.retry_after("address:a") is None
 
 
 def test_a_hash_made_for_the_configuration_verifies_its_password() -> None:
