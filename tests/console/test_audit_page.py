@@ -116,3 +116,17 @@ def test_an_age_is_told_in_its_largest_whole_unit() -> None:
     assert age(now - timedelta(hours=3), now) == "3 h ago"
     assert age(now - timedelta(days=2, hours=23), now) == "2 d ago"
     assert age(now + timedelta(seconds=5), now) == "in the future"
+
+
+async def test_an_entrys_detail_is_shown_as_its_json_values(database_url: str) -> None:
+    detailed = AuditEntry(
+        "alice", ActorKind.CLI, "account.create", "host-1", AuditResult.OK,
+        detail={"created": True, "credited_held_payouts": 2, "note": "<b>as typed</b>"},
+    )  # fmt: skip
+    await write_entries(database_url, [detailed])
+    async with client(console_app(database_url)) as browser:
+        await signed_in_token(browser, OPERATOR, OPERATOR_PASSWORD)
+        page = await browser.get("/audit", params={"actor": "alice"})
+    # jsonb keeps its keys in an order of its own.
+    for shown in ("created: true", "credited_held_payouts: 2", "note: &lt;b&gt;as typed&lt;/b&gt;"):
+        assert shown in page.text
