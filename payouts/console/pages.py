@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["accounts", "audit", "create_account", "home"]
 
 AUDIT_PAGE_SIZE = 50
+RESULTS = [result.value for result in AuditResult]
 # Longest user id or currency the form takes; the CLI takes what the database does.
 MAX_FIELD_CHARS = 128
 
@@ -48,8 +49,8 @@ def _moment(query: dict[str, str], key: str) -> datetime | None:
 
 def _audit_filter(query: dict[str, str]) -> tuple[AuditFilter, int | None]:
     result = query.get("result") or None
-    if result is not None and result not in {r.value for r in AuditResult}:
-        raise BadQuery(f"result: one of {', '.join(r.value for r in AuditResult)}")
+    if result is not None and result not in RESULTS:
+        raise BadQuery(f"result: one of {', '.join(RESULTS)}")
     before = query.get("before") or None
     if before is not None and not before.isdigit():
         raise BadQuery("before: an entry number")
@@ -69,7 +70,8 @@ async def audit(request: Request) -> Response:
     try:
         filters, before = _audit_filter(query)
     except BadQuery as error:
-        return render(request, "audit.html", {"query": query, "error": str(error)}, status=400)
+        context = {"query": query, "results": RESULTS, "error": str(error)}
+        return render(request, "audit.html", context, status=400)
     settings: Settings = request.app.state.settings
     # One more than a page: whether an older page exists, without counting.
     rows = await audit_page(settings, filters, before, AUDIT_PAGE_SIZE + 1)
@@ -77,7 +79,7 @@ async def audit(request: Request) -> Response:
     context: dict[str, Any] = {
         "query": query,
         "entries": rows[:AUDIT_PAGE_SIZE],
-        "results": [r.value for r in AuditResult],
+        "results": RESULTS,
         "newest_link": f"/audit?{urlencode(kept)}" if before else None,
         "older_link": (
             f"/audit?{urlencode({**kept, 'before': rows[AUDIT_PAGE_SIZE - 1].id})}"
