@@ -24,6 +24,7 @@ from tests.console.consoles import (
     log_in,
     signed_in_token,
 )
+from tests.e2e.stack import free_port
 from tests.services import fetch_value
 
 AUDIT_ROWS = """
@@ -331,3 +332,12 @@ async def test_an_operator_creates_an_account_and_it_is_audited(database_url: st
         "olga", "account.create", "player-1 COIN", "ok",
     )  # fmt: skip
     assert entry["detail"] == {"created": True, "credited_held_payouts": 0}
+
+
+async def test_no_login_without_its_audit_entry_while_the_database_is_away() -> None:
+    unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/payouts"
+    async with client(console_app(unreachable)) as browser:
+        answer = await log_in(browser, OPERATOR, OPERATOR_PASSWORD)
+        assert answer.status_code == 503
+        assert "cannot reach its database" in answer.text
+        assert (await browser.get("/")).status_code == 303, "not signed in"
