@@ -67,19 +67,17 @@ def _audit_filter(query: dict[str, str]) -> tuple[AuditFilter, int | None]:
 @signed_in
 async def audit(request: Request) -> Response:
     query = {key: value.strip() for key, value in request.query_params.items()}
+    context: dict[str, Any] = {"query": query, "results": RESULTS}
     try:
         filters, before = _audit_filter(query)
     except BadQuery as error:
-        context = {"query": query, "results": RESULTS, "error": str(error)}
-        return render(request, "audit.html", context, status=400)
+        return render(request, "audit.html", {**context, "error": str(error)}, status=400)
     settings: Settings = request.app.state.settings
     # One more than a page: whether an older page exists, without counting.
     rows = await audit_page(settings, filters, before, AUDIT_PAGE_SIZE + 1)
     kept = {key: value for key, value in query.items() if value and key != "before"}
-    context: dict[str, Any] = {
-        "query": query,
+    context |= {
         "entries": rows[:AUDIT_PAGE_SIZE],
-        "results": RESULTS,
         "newest_link": f"/audit?{urlencode(kept)}" if before else None,
         "older_link": (
             f"/audit?{urlencode({**kept, 'before': rows[AUDIT_PAGE_SIZE - 1].id})}"
