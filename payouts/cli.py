@@ -266,12 +266,18 @@ def cmd_payout_attach_proof(args: argparse.Namespace) -> int:
 
 def cmd_order_register(args: argparse.Namespace) -> int:
     from ingress.order_terms import OrderRefused
+    from payouts.actions.audit import command_line_actor
     from schema.orders import RegisterResult
 
     try:
         result, stored = asyncio.run(
             _operator(args).register_order(
-                args.provider, args.order_id, args.user, args.item, args.amount
+                args.provider,
+                args.order_id,
+                args.user,
+                args.item,
+                args.amount,
+                command_line_actor(),
             )
         )
     except OrderRefused as error:
@@ -291,7 +297,10 @@ def cmd_order_show(args: argparse.Namespace) -> int:
 
 
 def cmd_order_cancel(args: argparse.Namespace) -> int:
-    if not asyncio.run(_operator(args).cancel_order(args.provider, args.order_id)):
+    from payouts.actions.audit import command_line_actor
+
+    cancel = _operator(args).cancel_order(args.provider, args.order_id, command_line_actor())
+    if not asyncio.run(cancel):
         print(f"no pending order {args.order_id!r} for {args.provider!r}", file=sys.stderr)
         return 1
     print_data({"cancelled": args.order_id}, args.json)

@@ -1,6 +1,6 @@
 -- Who did what to the records, from where, and how it ended: written by the operator console
 -- (logins, logouts, refusals, actions) and by the `payouts` commands that change records
--- (`account create` so far). Rows are only ever inserted.
+-- (`account create`, `order register` and `order cancel` so far). Rows are only ever inserted.
 CREATE TABLE audit_log (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     at          timestamptz NOT NULL DEFAULT now(),
