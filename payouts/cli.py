@@ -64,6 +64,33 @@ def cmd_ingress(args: argparse.Namespace) -> int:
     return serve(settings, os.environ, args.processes)
 
 
+def cmd_console(args: argparse.Namespace) -> int:
+    from payouts.console.server import serve
+
+    settings = _overridden(_settings(args), "console", args, host="host", port="port")
+    return serve(settings, os.environ)
+
+
+def cmd_console_hash_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from payouts.console.passwords import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("payouts: the two passwords differ; nothing printed", file=sys.stderr)
+            return 1
+    else:
+        # Piped in (a password manager, a script): the first line, without its line break.
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("payouts: an empty password; nothing printed", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
+
+
 def _overridden(
     settings: Settings, section: str, args: argparse.Namespace, **keys: str
 ) -> Settings:
@@ -203,7 +230,10 @@ def cmd_balance_show(args: argparse.Namespace) -> int:
 
 
 def cmd_account_create(args: argparse.Namespace) -> int:
-    print_data(asyncio.run(_operator(args).create_account(args.user, args.currency)), args.json)
+    from payouts.actions.audit import command_line_actor
+
+    created = _operator(args).create_account(args.user, args.currency, command_line_actor())
+    print_data(asyncio.run(created), args.json)
     return 0
 
 
@@ -235,12 +265,18 @@ def cmd_payout_attach_proof(args: argparse.Namespace) -> int:
 
 def cmd_order_register(args: argparse.Namespace) -> int:
     from ingress.order_terms import OrderRefused
+    from payouts.actions.audit import command_line_actor
     from schema.orders import RegisterResult
 
     try:
         result, stored = asyncio.run(
             _operator(args).register_order(
-                args.provider, args.order_id, args.user, args.item, args.amount
+                args.provider,
+                args.order_id,
+                args.user,
+                args.item,
+                args.amount,
+                command_line_actor(),
             )
         )
     except OrderRefused as error:
@@ -260,7 +296,10 @@ def cmd_order_show(args: argparse.Namespace) -> int:
 
 
 def cmd_order_cancel(args: argparse.Namespace) -> int:
-    if not asyncio.run(_operator(args).cancel_order(args.provider, args.order_id)):
+    from payouts.actions.audit import command_line_actor
+
+    cancel = _operator(args).cancel_order(args.provider, args.order_id, command_line_actor())
+    if not asyncio.run(cancel):
         print(f"no pending order {args.order_id!r} for {args.provider!r}", file=sys.stderr)
         return 1
     print_data({"cancelled": args.order_id}, args.json)
@@ -312,6 +351,20 @@ def _parser() -> argparse.ArgumentParser:
         ingress,
         "serve from N processes sharing the port, restarting any that dies; /metrics renders "
         "all of them",
+    )
+    console = command(
+        "console", cmd_console, "serve the operator web console on its own port (docs/console.md)"
+    )
+    console.add_argument("--host", help="listen address (default: console.host in the config)")
+    console.add_argument(
+        "--port", type=int, help="listen port (default: console.port in the config)"
+    )
+    command(
+        "hash-password",
+        cmd_console_hash_password,
+        "read a password (without echo, or one line of standard input) and print its argon2id "
+        "hash for [[console.operators]]",
+        console.add_subparsers(required=False),
     )
     worker = command("worker", cmd_worker, "consume payout events and credit them")
     worker.add_argument(
@@ -396,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     # The long-running parts log every request and payout; one-shot commands only what is wrong.
-    default_level = "INFO" if args.command in ("ingress", "worker") else "WARNING"
+    default_level = "INFO" if args.command in ("ingress", "worker", "console") else "WARNING"
     configure_logging(os.environ.get("PAYOUTS_LOG_LEVEL", default_level))
     try:
         code: int = args.handler(args)

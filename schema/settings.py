@@ -11,6 +11,8 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from argon2 import Type, extract_parameters
+from argon2.exceptions import InvalidHashError
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -33,6 +35,9 @@ if TYPE_CHECKING:
 __all__ = [
     "AccountPolicy",
     "BrokerSettings",
+    "ConsoleOperator",
+    "ConsoleRole",
+    "ConsoleSettings",
     "DatabaseSettings",
     "FormatSpec",
     "IngressSettings",
@@ -425,6 +430,65 @@ class InternalApiSettings(_Section):
     ip_allowlist: tuple[Network, ...] | None = None
 
 
+class ConsoleRole(StrEnum):
+    """What an operator of the web console may do."""
+
+    # Reads every page.
+    VIEWER = "viewer"
+    # Reads, and acts: replays, purges, creates accounts, cancels orders.
+    OPERATOR = "operator"
+
+
+def _argon2id_hash(value: str) -> str:
+    try:
+        parameters = extract_parameters(value)
+    except InvalidHashError:
+        parameters = None
+    if parameters is None or parameters.type is not Type.ID:
+        raise ValueError(
+            "is not an argon2id hash ($argon2id$v=19$...); make one with "
+            "`payouts console hash-password` and paste its output, never the password itself"
+        )
+    return value
+
+
+class ConsoleOperator(_Section):
+    """A person who may log in to the web console."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+    password_hash: Annotated[str, AfterValidator(_argon2id_hash)]
+    role: ConsoleRole
+
+
+class ConsoleSettings(_Section):
+    """The operator web console (`payouts console`, docs/console.md): its own port, never the
+    providers' one, and the people who may log in."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=0, le=65535)
+    # The variable holding the key that signs session cookies (at least 32 bytes): whoever has
+    # it can make a cookie of any operator, so it is a secret like the providers'.
+    session_secret_env: str = Field(
+        default="PAYOUTS_CONSOLE_SESSION_SECRET", pattern=_ENV_NAME.pattern
+    )
+    # A session ends this long after its login, however active it was.
+    session_max_age_seconds: int = Field(default=8 * 3600, ge=1, le=7 * 86_400)
+    # Cookies only over HTTPS; false only for a console reached over plain http on loopback.
+    secure_cookies: bool = True
+    operators: tuple[ConsoleOperator, ...] = ()
+
+    @field_validator("operators")
+    @classmethod
+    def _unique_operators(
+        cls, operators: tuple[ConsoleOperator, ...]
+    ) -> tuple[ConsoleOperator, ...]:
+        names = [operator.name for operator in operators]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"operators {twice} are listed twice; list each person once")
+        return operators
+
+
 class Settings(_Section):
     database: DatabaseSettings = DatabaseSettings()
     broker: BrokerSettings = BrokerSettings()
@@ -434,6 +498,7 @@ class Settings(_Section):
     proof_api: ProofApiSettings = ProofApiSettings()
     partners: tuple[Partner, ...] = ()
     internal_api: InternalApiSettings = InternalApiSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     @model_validator(mode="after")
     def _unique_names_and_routes(self) -> Settings:

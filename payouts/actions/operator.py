@@ -8,14 +8,17 @@ from typing import TYPE_CHECKING, Any
 
 from ingress.order_terms import checked_order
 from ingress.pending_orders import cancel_order, find_order, register_order
+from payouts.actions.audit import AuditResult, record
 from payouts.actions.connections import with_connection
 from payouts.actions.inspection import payout_details, user_balances
 from payouts.actions.proof_images import validated_media_type
 from payouts.actions.proofs import attach_proof
+from schema.orders import RegisterResult
 from workers.accounts import create_wallet
 
 if TYPE_CHECKING:
-    from schema.orders import Order, RegisterResult
+    from payouts.actions.audit import Actor
+    from schema.orders import Order
     from schema.settings import Settings
     from workers.database import Connection
 
@@ -43,11 +46,18 @@ class Operator:
 
         return await with_connection(self.settings, show)
 
-    async def create_account(self, user: str, currency: str) -> dict[str, Any]:
-        """Create the wallet if missing and credit the payouts held for it, exactly once."""
+    async def create_account(self, user: str, currency: str, actor: Actor) -> dict[str, Any]:
+        """Create the wallet if missing and credit the payouts held for it, exactly once; the
+        audit entry of `actor` commits with it."""
 
         async def create(conn: Connection) -> dict[str, Any]:
-            created, credited = await create_wallet(conn, user, currency)
+            async with conn.transaction():
+                created, credited = await create_wallet(conn, user, currency)
+                detail = {"created": created, "credited_held_payouts": len(credited)}
+                await record(
+                    conn,
+                    actor.entry("account.create", AuditResult.OK, f"{user} {currency}", detail),
+                )
             return {
                 "user_id": user,
                 "currency": currency,
@@ -79,12 +89,22 @@ class Operator:
         user: str,
         items: list[str] | None,
         amount: str | None,
+        actor: Actor,
     ) -> tuple[RegisterResult, Order]:
-        """Register a pending order, checked as the orders API checks it (OrderRefused)."""
+        """Register a pending order, checked as the orders API checks it (OrderRefused); the
+        audit entry of `actor` commits with it (failed for a conflicting order)."""
         order = checked_order(self.settings, provider, order_id, user, items, amount)
 
         async def register(conn: Connection) -> tuple[RegisterResult, Order]:
-            return await register_order(conn, order)
+            async with conn.transaction():
+                result, stored = await register_order(conn, order)
+                conflict = result is RegisterResult.CONFLICT
+                outcome = AuditResult.FAILED if conflict else AuditResult.OK
+                entry = actor.entry(
+                    "order.register", outcome, f"{provider} {order_id}", {"result": result.value}
+                )
+                await record(conn, entry)
+            return result, stored
 
         return await with_connection(self.settings, register)
 
@@ -94,10 +114,22 @@ class Operator:
 
         return await with_connection(self.settings, show)
 
-    async def cancel_order(self, provider: str, order_id: str) -> bool:
-        """Cancel a pending order; False if none is pending under that id."""
+    async def cancel_order(self, provider: str, order_id: str, actor: Actor) -> bool:
+        """Cancel a pending order; False if none is pending under that id. The audit entry of
+        `actor` commits with it (failed when there was none)."""
 
         async def cancel(conn: Connection) -> bool:
-            return await cancel_order(conn, provider, order_id)
+            async with conn.transaction():
+                cancelled = await cancel_order(conn, provider, order_id)
+                await record(
+                    conn,
+                    actor.entry(
+                        "order.cancel",
+                        AuditResult.OK if cancelled else AuditResult.FAILED,
+                        f"{provider} {order_id}",
+                        {} if cancelled else {"reason": "no pending order under that id"},
+                    ),
+                )
+            return cancelled
 
         return await with_connection(self.settings, cancel)

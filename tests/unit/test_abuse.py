@@ -15,6 +15,7 @@ from ingress.abuse import COUNTED_VERDICTS, FailedVerificationLimiter
 from ingress.protocols.aigame_payout import AigamePayout
 from ingress.protocols.offerwall_md5 import OfferwallMd5
 from ingress.verdicts import Rejection, Verdict
+from tests.clocks import Clock
 from tests.factories import provider
 from tests.signing import aigame_payout_body, offerwall_query
 from tests.unit.test_aigame_payout import fresh
@@ -30,14 +31,6 @@ def refusal(verdict: Verdict, *, after_signature: bool = False) -> Rejection:
     rejection = Rejection(verdict, "refused")
     rejection.after_signature = after_signature
     return rejection
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_an_address_is_limited_once_it_used_up_its_failures() -> None:

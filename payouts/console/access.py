@@ -1,0 +1,173 @@
+"""Who is asking: the operator a signed session names, the login every page needs, the CSRF
+token every form carries, and the role an action needs. A refusal is a `Refused`, which the
+application answers with a page of its status and writes to the audit trail."""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import secrets
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, quote, urlsplit
+
+from starlette.responses import RedirectResponse
+
+from payouts.actions.audit import ANONYMOUS
+from schema.settings import ConsoleRole
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from schema.settings import ConsoleOperator, Settings
+
+__all__ = [
+    "CSRF_FIELD",
+    "Refused",
+    "actor",
+    "client_address",
+    "csrf_token",
+    "posted_form",
+    "require_role",
+    "safe_next",
+    "signed_in",
+    "signed_in_operator",
+    "start_session",
+]
+
+SESSION_OPERATOR = "operator"
+SESSION_CSRF = "csrf"
+CSRF_FIELD = "csrf_token"
+# The largest form the console takes, and its most fields: its forms are a few short fields,
+# and a login form is open to anyone.
+MAX_FORM_BYTES = 16_384
+MAX_FORM_FIELDS = 20
+
+
+class Refused(Exception):
+    """A request the console will not serve: `status`, a page saying why, and an audit entry
+    (`action` refused for `reason`)."""
+
+    def __init__(self, status: int, message: str, action: str, reason: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.action = action
+        self.reason = reason
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def signed_in_operator(request: Request) -> ConsoleOperator | None:
+    """The operator the session names, if the configuration still has them: one removed from
+    the file is signed out at the console's next start."""
+    name = request.session.get(SESSION_OPERATOR)
+    return next((o for o in _settings(request).console.operators if o.name == name), None)
+
+
+def actor(request: Request) -> str:
+    operator = signed_in_operator(request)
+    return operator.name if operator else ANONYMOUS
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def csrf_token(request: Request) -> str:
+    """The session's CSRF token, made on first use (a login form has one before any login)."""
+    token: str = request.session.setdefault(SESSION_CSRF, secrets.token_urlsafe(32))
+    return token
+
+
+def start_session(request: Request, operator: ConsoleOperator) -> None:
+    """A new session for `operator`, with a new CSRF token: nothing of the anonymous one is
+    kept. The session is not written again until logout, so it expires `max_age` after this."""
+    request.session.clear()
+    request.session[SESSION_OPERATOR] = operator.name
+    request.session[SESSION_CSRF] = secrets.token_urlsafe(32)
+
+
+async def posted_form(request: Request) -> dict[str, str]:
+    """The fields of a POSTed form (URL-encoded, as every form of the console is; the first of
+    a repeated field), refused (403) unless it carries the session's CSRF token, and (413) when
+    it is larger than any form of the console, before it is all read."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise Refused(
+                413,
+                f"This form is over {MAX_FORM_BYTES} bytes, more than any form of this console.",
+                action="form",
+                reason=f"form over {MAX_FORM_BYTES} bytes",
+            )
+    try:
+        pairs = parse_qsl(
+            body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS
+        )
+    except (UnicodeDecodeError, ValueError):
+        pairs = []  # not a form of ours: it has no token either
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        form.setdefault(name, value)
+    expected = request.session.get(SESSION_CSRF)
+    sent = form.get(CSRF_FIELD, "")
+    if not (expected and hmac.compare_digest(sent.encode(), str(expected).encode())):
+        raise Refused(
+            403,
+            "This form has expired or did not come from this console. Go back, reload the "
+            "page and send it again.",
+            action="csrf",
+            reason="missing or wrong CSRF token",
+        )
+    return form
+
+
+def require_role(request: Request, role: ConsoleRole, action: str) -> ConsoleOperator:
+    """The signed-in operator, refused (403) unless their role allows `role`'s actions."""
+    operator = signed_in_operator(request)
+    if operator is None or (role is ConsoleRole.OPERATOR and operator.role is not role):
+        raise Refused(
+            403,
+            f"This needs the {role.value} role; you are signed in as a "
+            f"{operator.role.value if operator else 'nobody'}. Ask whoever keeps the console's "
+            "configuration.",
+            action=action,
+            reason=f"role {operator.role.value if operator else 'none'} is not {role.value}",
+        )
+    return operator
+
+
+def safe_next(wanted: str | None) -> str:
+    """`wanted` if it is a path of this console, else the home page: never another site."""
+    if not wanted or not wanted.startswith("/") or wanted.startswith("//"):
+        return "/"
+    parts = urlsplit(wanted)
+    if parts.scheme or parts.netloc or "\\" in wanted or not wanted.isprintable():
+        return "/"
+    return wanted
+
+
+def signed_in(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """`handler` for signed-in operators; anyone else goes to the login page, which brings them
+    back to what they wanted."""
+
+    @functools.wraps(handler)
+    async def checked(request: Request) -> Response:
+        if signed_in_operator(request) is None:
+            if request.method != "GET":
+                # A form sent without a session is not sent again after the login.
+                return RedirectResponse("/login", status_code=303)
+            wanted = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?next={quote(wanted, safe='')}", status_code=303)
+        return await handler(request)
+
+    return checked

@@ -1,0 +1,98 @@
+"""The console application: its routes, its signed sessions, and the answers to a refusal or an
+unreachable database, wrapped in the security headers of every answer."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from payouts.actions.audit import Actor, ActorKind, AuditResult, record_audit
+from payouts.console.access import Refused, actor, client_address
+from payouts.console.headers import SecurityHeaders
+from payouts.console.login import login, login_page, logout
+from payouts.console.login_limits import FailedLogins
+from payouts.console.pages import accounts, audit, create_account, home
+from payouts.console.passwords import PasswordCheck
+from payouts.console.rendering import STATIC_DIR, render
+from schema.errors import ServiceUnavailable
+from schema.logs import log
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from schema.settings import Settings
+
+__all__ = ["ROUTES", "SESSION_COOKIE", "create_app"]
+
+logger = logging.getLogger("payouts.console")
+SESSION_COOKIE = "payouts_console"
+
+ROUTES = [
+    Route("/login", login_page, methods=["GET"]),
+    Route("/login", login, methods=["POST"]),
+    Route("/logout", logout, methods=["POST"]),
+    Route("/", home, methods=["GET"]),
+    Route("/audit", audit, methods=["GET"]),
+    Route("/accounts", accounts, methods=["GET"]),
+    Route("/accounts", create_account, methods=["POST"]),
+    # The stylesheet, served to the login page too: it holds nothing of the records.
+    Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+]
+
+
+async def _refused(request: Request, error: Exception) -> Response:
+    assert isinstance(error, Refused)
+    who = Actor(actor(request), ActorKind.CONSOLE, client_address(request))
+    entry = who.entry(error.action, AuditResult.REFUSED, request.url.path, {"reason": error.reason})
+    try:
+        await record_audit(request.app.state.settings, entry)
+    except ServiceUnavailable as unavailable:
+        # The refusal stands without its entry; the log keeps it.
+        log(
+            logger,
+            logging.ERROR,
+            "audit entry not written",
+            entry=vars(entry),
+            error=str(unavailable),
+        )
+    return render(request, "error.html", {"message": error.message}, status=error.status)
+
+
+async def _unavailable(request: Request, error: Exception) -> Response:
+    log(logger, logging.ERROR, "console request failed: service unavailable", error=str(error))
+    message = (
+        "The console cannot reach its database right now, so it can neither show the records "
+        "nor write the audit trail. Try again in a moment."
+    )
+    return render(request, "error.html", {"message": message}, status=503)
+
+
+def create_app(settings: Settings, session_secret: str) -> SecurityHeaders:
+    """The console for `settings` (checked by `payouts.console.server.checked_secret`), signing
+    its session cookies with `session_secret`."""
+    console = settings.console
+    app = Starlette(
+        routes=ROUTES,
+        middleware=[
+            Middleware(
+                SessionMiddleware,
+                secret_key=session_secret,
+                session_cookie=SESSION_COOKIE,
+                max_age=console.session_max_age_seconds,
+                same_site="strict",
+                https_only=console.secure_cookies,
+            )
+        ],
+        exception_handlers={Refused: _refused, ServiceUnavailable: _unavailable},
+    )
+    app.state.settings = settings
+    app.state.passwords = PasswordCheck(console.operators)
+    app.state.failed_logins = FailedLogins()
+    return SecurityHeaders(app)

@@ -1,0 +1,108 @@
+"""The pages behind the login: home, the audit trail, and creating an account (the operator
+role's first action, the same code path as `payouts account create`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from payouts.actions.audit import Actor, ActorKind, AuditFilter, AuditResult, audit_page
+from payouts.actions.operator import Operator
+from payouts.console.access import client_address, posted_form, require_role, signed_in
+from payouts.console.rendering import render
+from schema.settings import ConsoleRole
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from schema.settings import Settings
+
+__all__ = ["accounts", "audit", "create_account", "home"]
+
+AUDIT_PAGE_SIZE = 50
+RESULTS = [result.value for result in AuditResult]
+# Longest user id or currency the form takes; the CLI takes what the database does.
+MAX_FIELD_CHARS = 128
+
+
+@signed_in
+async def home(request: Request) -> Response:
+    return render(request, "home.html")
+
+
+class BadQuery(ValueError):
+    """A filter of the audit page that cannot be read; the message says which and how."""
+
+
+def _moment(query: dict[str, str], key: str) -> datetime | None:
+    text = query.get(key)
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadQuery(f"{key}: write a UTC time as 2026-12-07T04:30 or 2026-12-07") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _audit_filter(query: dict[str, str]) -> tuple[AuditFilter, int | None]:
+    result = query.get("result") or None
+    if result is not None and result not in RESULTS:
+        raise BadQuery(f"result: one of {', '.join(RESULTS)}")
+    before = query.get("before") or None
+    if before is not None and not before.isdigit():
+        raise BadQuery("before: an entry number")
+    filters = AuditFilter(
+        actor=query.get("actor") or None,
+        action=query.get("action") or None,
+        result=AuditResult(result) if result else None,
+        since=_moment(query, "since"),
+        until=_moment(query, "until"),
+    )
+    return filters, int(before) if before else None
+
+
+@signed_in
+async def audit(request: Request) -> Response:
+    query = {key: value.strip() for key, value in request.query_params.items()}
+    context: dict[str, Any] = {"query": query, "results": RESULTS}
+    try:
+        filters, before = _audit_filter(query)
+    except BadQuery as error:
+        return render(request, "audit.html", {**context, "error": str(error)}, status=400)
+    settings: Settings = request.app.state.settings
+    # One more than a page: whether an older page exists, without counting.
+    rows = await audit_page(settings, filters, before, AUDIT_PAGE_SIZE + 1)
+    kept = {key: value for key, value in query.items() if value and key != "before"}
+    context |= {
+        "entries": rows[:AUDIT_PAGE_SIZE],
+        "newest_link": f"/audit?{urlencode(kept)}" if before else None,
+        "older_link": (
+            f"/audit?{urlencode({**kept, 'before': rows[AUDIT_PAGE_SIZE - 1].id})}"
+            if len(rows) > AUDIT_PAGE_SIZE
+            else None
+        ),
+    }
+    return render(request, "audit.html", context)
+
+
+@signed_in
+async def accounts(request: Request) -> Response:
+    return render(request, "accounts.html")
+
+
+@signed_in
+async def create_account(request: Request) -> Response:
+    form = await posted_form(request)
+    operator = require_role(request, ConsoleRole.OPERATOR, "account.create")
+    user = form.get("user", "").strip()
+    currency = form.get("currency", "").strip()
+    if not (0 < len(user) <= MAX_FIELD_CHARS and 0 < len(currency) <= MAX_FIELD_CHARS):
+        problem = f"Give a user id and a currency, each of 1 to {MAX_FIELD_CHARS} characters."
+        return render(request, "accounts.html", {"error": problem}, status=400)
+    settings: Settings = request.app.state.settings
+    actor = Actor(operator.name, ActorKind.CONSOLE, client_address(request))
+    created = await Operator(settings).create_account(user, currency, actor)
+    return render(request, "accounts.html", {"created": created})

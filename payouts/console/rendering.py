@@ -1,0 +1,51 @@
+"""The console's pages: the Jinja2 templates beside this module, with what every page shows
+(who is signed in, the CSRF token of its forms) and times in UTC with their age."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from starlette.templating import Jinja2Templates
+
+from payouts.console.access import csrf_token, signed_in_operator
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+__all__ = ["STATIC_DIR", "age", "render", "utc"]
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def age(moment: datetime, now: datetime | None = None) -> str:
+    """How long ago `moment` was, in its largest whole unit: "12 s ago", "3 h ago"."""
+    seconds = int(((now or datetime.now(UTC)) - moment).total_seconds())
+    if seconds < 0:
+        return "in the future"
+    for unit, size in (("d", 86_400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+_templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+_templates.env.filters["utc"] = utc
+_templates.env.filters["age"] = age
+
+
+def render(
+    request: Request, template: str, context: dict[str, Any] | None = None, status: int = 200
+) -> Response:
+    shown = {
+        "operator": signed_in_operator(request),
+        "csrf_token": csrf_token(request),
+        **(context or {}),
+    }
+    return _templates.TemplateResponse(request, template, shown, status_code=status)
