@@ -29,7 +29,8 @@ __all__ = [
 PAYOUT = """
 SELECT payout_id, provider_instance, transaction_id, event_id, protocol, user_id, amount,
        currency, items, price, order_id, status, outcome, answer_code, balance_after,
-       duplicate_deliveries, attributes, raw_request, received_at, recorded_at, credited_at
+       duplicate_deliveries, create_account, signature, attributes, raw_request, received_at,
+       recorded_at, credited_at
 FROM payouts WHERE provider_instance = $1 AND transaction_id = $2
 """
 
@@ -50,8 +51,8 @@ WHERE payout_id = $1 ORDER BY image_id
 """
 
 REFUSED_DELIVERIES = """
-SELECT event_id, outcome, user_id, amount, currency, items, price, order_id, raw_request,
-       received_at, recorded_at
+SELECT provider_instance, transaction_id, event_id, outcome, user_id, amount, currency, items,
+       price, order_id, signature, raw_request, received_at, recorded_at
 FROM payout_conflicts WHERE provider_instance = $1 AND transaction_id = $2
 ORDER BY conflict_id
 """
@@ -97,8 +98,8 @@ WHERE kind = 'wallet' AND owner = $1 ORDER BY currency
 """
 
 HELD_FOR_USER = """
-SELECT provider_instance, transaction_id, amount, currency, items, received_at FROM payouts
-WHERE user_id = $1 AND status = 'held' ORDER BY payout_id
+SELECT payout_id, provider_instance, transaction_id, amount, currency, items, received_at
+FROM payouts WHERE user_id = $1 AND status = 'held' ORDER BY payout_id
 """
 
 INVENTORY_OF_USER = """
