@@ -71,11 +71,11 @@ PROOF_IMAGE = """
 SELECT media_type, data FROM proof_images WHERE payout_id = $1 AND image_id = $2
 """
 
-# Each filter is left out when its parameter is NULL; the keyset ($8) pages newest first. Each
-# page opens its own connection, so the statement is planned for its values: a user id uses
-# payouts_by_user, a transaction id payouts_by_transaction, a time range the BRIN index on
-# received_at (0005_payout_search.sql); instance, status and outcome alone filter the newest
-# first walk of the primary key.
+# Each filter is left out when its parameter is NULL; the keyset pages newest received first,
+# from the payout numbered $8 (its received_at, then its number). Each page opens its own
+# connection, so the statement is planned for its values: a time range or no filter reads
+# payouts_by_received_at, a user id payouts_by_user (0005_payout_search.sql), a transaction id
+# payouts_by_transaction; an instance, a status or an outcome alone filter the newest first.
 SEARCH_PAYOUTS = """
 SELECT payout_id, provider_instance, transaction_id, user_id, amount, currency, items, status,
        outcome, duplicate_deliveries, received_at, credited_at
@@ -87,8 +87,9 @@ WHERE ($1::text IS NULL OR transaction_id = $1)
   AND ($5::text IS NULL OR outcome = $5)
   AND ($6::timestamptz IS NULL OR received_at >= $6)
   AND ($7::timestamptz IS NULL OR received_at < $7)
-  AND ($8::bigint IS NULL OR payout_id < $8)
-ORDER BY payout_id DESC
+  AND ($8::bigint IS NULL OR (received_at, payout_id) <
+       (SELECT received_at, payout_id FROM payouts WHERE payout_id = $8))
+ORDER BY received_at DESC, payout_id DESC
 LIMIT $9
 """
 
@@ -197,7 +198,8 @@ async def payout_key(conn: Connection, payout_id: int) -> tuple[str, str] | None
 async def search_payouts(
     conn: Connection, filters: PayoutFilter, before_id: int | None, limit: int
 ) -> list[dict[str, Any]]:
-    """Up to `limit` payouts matching `filters`, newest first, older than `before_id` if given."""
+    """Up to `limit` payouts matching `filters`, newest received first, after payout `before_id`
+    if given."""
     rows = await conn.fetch(
         SEARCH_PAYOUTS,
         filters.transaction_id,

@@ -70,7 +70,7 @@ class Operator:
     async def search_payouts(
         self, filters: PayoutFilter, before_id: int | None, limit: int
     ) -> list[dict[str, Any]]:
-        """Up to `limit` payouts matching `filters`, newest first, older than `before_id`."""
+        """Up to `limit` payouts matching `filters`, newest received first, after `before_id`."""
 
         async def search(conn: Connection) -> list[dict[str, Any]]:
             return await search_payouts(conn, filters, before_id, limit)
