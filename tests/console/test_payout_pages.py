@@ -242,7 +242,7 @@ async def test_payout_page_shows_the_answers_and_the_refusals_of_its_transaction
         await signed_in(browser)
         page = (await browser.get(f"/payouts/{first.payout_id}")).text
     assert "The first delivery was recorded as <strong>credited</strong>" in page
-    assert "answered <code>200</code> with the balance 10.5 COIN" in page
+    assert "leaving the balance 10.5 COIN; the success answer of its protocol is <code>200" in page
     assert "2 later deliveries were answered as duplicates" in page
     assert "<h3>conflict, received" in page
     assert "<td>999 COIN</td>" in page
