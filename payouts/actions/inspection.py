@@ -22,6 +22,7 @@ __all__ = [
     "payout_details",
     "payout_key",
     "proof_image",
+    "search_arguments",
     "search_payouts",
     "user_balances",
 ]
@@ -200,8 +201,13 @@ async def search_payouts(
 ) -> list[dict[str, Any]]:
     """Up to `limit` payouts matching `filters`, newest received first, after payout `before_id`
     if given."""
-    rows = await conn.fetch(
-        SEARCH_PAYOUTS,
+    rows = await conn.fetch(SEARCH_PAYOUTS, *search_arguments(filters, before_id, limit))
+    return [_plain(row) for row in rows]
+
+
+def search_arguments(filters: PayoutFilter, before_id: int | None, limit: int) -> tuple[Any, ...]:
+    """The parameters of SEARCH_PAYOUTS, in its order."""
+    return (
         filters.transaction_id,
         filters.user_id,
         filters.provider_instance,
@@ -212,7 +218,6 @@ async def search_payouts(
         before_id,
         limit,
     )
-    return [_plain(row) for row in rows]
 
 
 async def proof_image(conn: Connection, payout_id: int, image_id: int) -> ProofImage | None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from payouts.actions.inspection import SEARCH_PAYOUTS, PayoutFilter
+from payouts.actions.inspection import SEARCH_PAYOUTS, PayoutFilter, search_arguments
 
 if TYPE_CHECKING:
     import asyncpg
@@ -30,20 +30,6 @@ def _indexes(plan: dict[str, Any]) -> set[str]:
     for child in plan.get("Plans", []):
         found |= _indexes(child)
     return found
-
-
-def _arguments(filters: PayoutFilter, before: int | None) -> list[Any]:
-    return [
-        filters.transaction_id,
-        filters.user_id,
-        filters.provider_instance,
-        filters.status,
-        filters.outcome,
-        filters.since,
-        filters.until,
-        before,
-        51,
-    ]
 
 
 @pytest.mark.parametrize(
@@ -71,7 +57,7 @@ async def test_a_filter_reads_its_index(
         await conn.execute(FILL)
         await conn.execute("ANALYZE payouts")
         plan = await conn.fetchval(
-            f"EXPLAIN (FORMAT JSON) {SEARCH_PAYOUTS}", *_arguments(filters, before)
+            f"EXPLAIN (FORMAT JSON) {SEARCH_PAYOUTS}", *search_arguments(filters, before, 51)
         )
     top = json.loads(plan)[0]["Plan"]
     assert index in _indexes(top), plan
