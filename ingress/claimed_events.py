@@ -8,7 +8,7 @@ import os
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from ingress.device_ids import mask, masked_query
+from ingress.device_ids import masked_fields
 from schema.events import PayoutEvent
 from schema.settings import AccountPolicy
 
@@ -36,11 +36,7 @@ def claimed_event(
     instance = protocol.instance
     attributes = claim.attributes
     if not instance.store_device_ids:
-        hashed = protocol.device_parameters
-        attributes = {
-            name: mask(value) if name in hashed else value for name, value in attributes.items()
-        }
-        query = masked_query(raw_request.query_string, protocol.sent_device_parameters)
+        attributes, query = masked_fields(protocol, attributes, raw_request.query_string)
         if query != raw_request.query_string:  # copied only when something was masked
             raw_request = raw_request.model_copy(update={"query_string": query})
     return PayoutEvent(

@@ -10,11 +10,17 @@ sent, for operators whose audit needs the raw request.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 from urllib.parse import quote_plus
 
 from ingress.querystring import decode_component
 
-__all__ = ["mask", "masked_query"]
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from ingress.protocols import ProviderProtocol
+
+__all__ = ["mask", "masked_fields", "masked_query"]
 
 PREFIX = "sha256:"
 
@@ -42,6 +48,18 @@ def masked_query(query: str, names: frozenset[str]) -> str:
             pair = f"{name}={quote_plus(mask(_text(value)))}"
         pairs.append(pair)
     return "&".join(pairs)
+
+
+def masked_fields(
+    protocol: ProviderProtocol, attributes: Mapping[str, str], query: str
+) -> tuple[dict[str, str], str]:
+    """A callback's attributes and query string with the device ids `protocol` names masked:
+    what the ingress stores unless the instance keeps them, and what the console shows."""
+    hashed = protocol.device_parameters
+    return (
+        {name: mask(value) if name in hashed else value for name, value in attributes.items()},
+        masked_query(query, protocol.sent_device_parameters),
+    )
 
 
 def _text(component: str) -> str:

@@ -1,21 +1,37 @@
-"""Read-only views for operators: one payout with its ledger, one user's balances and items."""
+"""Read-only views for operators: one payout with its ledger and whether it balances, the
+payouts matching a search, one user's balances and items, a proof image."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import asyncpg
 
     from workers.database import Connection
 
-__all__ = ["payout_details", "user_balances"]
+__all__ = [
+    "PayoutFilter",
+    "ProofImage",
+    "ledger_check",
+    "payout_details",
+    "payout_key",
+    "proof_image",
+    "search_arguments",
+    "search_payouts",
+    "user_balances",
+]
 
 PAYOUT = """
 SELECT payout_id, provider_instance, transaction_id, event_id, protocol, user_id, amount,
        currency, items, price, order_id, status, outcome, answer_code, balance_after,
-       duplicate_deliveries, attributes, raw_request, received_at, recorded_at, credited_at
+       duplicate_deliveries, create_account, signature, attributes, raw_request, received_at,
+       recorded_at, credited_at
 FROM payouts WHERE provider_instance = $1 AND transaction_id = $2
 """
 
@@ -36,10 +52,46 @@ WHERE payout_id = $1 ORDER BY image_id
 """
 
 REFUSED_DELIVERIES = """
-SELECT event_id, outcome, user_id, amount, currency, items, price, order_id, raw_request,
-       received_at, recorded_at
+SELECT provider_instance, transaction_id, event_id, outcome, user_id, amount, currency, items,
+       price, order_id, signature, raw_request, received_at, recorded_at
 FROM payout_conflicts WHERE provider_instance = $1 AND transaction_id = $2
 ORDER BY conflict_id
+"""
+
+DEAD_LETTERS_OF_TRANSACTION = """
+SELECT dead_letter_id, kind, error, attempts, first_failure_at, last_failure_at, status
+FROM dead_letters WHERE provider_instance = $1 AND transaction_id = $2
+ORDER BY recorded_at
+"""
+
+PAYOUT_KEY = """
+SELECT provider_instance, transaction_id FROM payouts WHERE payout_id = $1
+"""
+
+PROOF_IMAGE = """
+SELECT media_type, data FROM proof_images WHERE payout_id = $1 AND image_id = $2
+"""
+
+# Each filter is left out when its parameter is NULL; the keyset pages newest received first,
+# from the payout numbered $8 (its received_at, then its number). Each page opens its own
+# connection, so the statement is planned for its values: a time range or no filter reads
+# payouts_by_received_at, a user id payouts_by_user (0005_payout_search.sql), a transaction id
+# payouts_by_transaction; an instance, a status or an outcome alone filter the newest first.
+SEARCH_PAYOUTS = """
+SELECT payout_id, provider_instance, transaction_id, user_id, amount, currency, items, status,
+       outcome, duplicate_deliveries, received_at, credited_at
+FROM payouts
+WHERE ($1::text IS NULL OR transaction_id = $1)
+  AND ($2::text IS NULL OR user_id = $2)
+  AND ($3::text IS NULL OR provider_instance = $3)
+  AND ($4::text IS NULL OR status = $4)
+  AND ($5::text IS NULL OR outcome = $5)
+  AND ($6::timestamptz IS NULL OR received_at >= $6)
+  AND ($7::timestamptz IS NULL OR received_at < $7)
+  AND ($8::bigint IS NULL OR (received_at, payout_id) <
+       (SELECT received_at, payout_id FROM payouts WHERE payout_id = $8))
+ORDER BY received_at DESC, payout_id DESC
+LIMIT $9
 """
 
 WALLETS_OF_USER = """
@@ -48,13 +100,32 @@ WHERE kind = 'wallet' AND owner = $1 ORDER BY currency
 """
 
 HELD_FOR_USER = """
-SELECT provider_instance, transaction_id, amount, currency, items, received_at FROM payouts
-WHERE user_id = $1 AND status = 'held' ORDER BY payout_id
+SELECT payout_id, provider_instance, transaction_id, amount, currency, items, received_at
+FROM payouts WHERE user_id = $1 AND status = 'held' ORDER BY payout_id
 """
 
 INVENTORY_OF_USER = """
 SELECT item_id, quantity FROM inventories WHERE user_id = $1 ORDER BY item_id
 """
+
+
+@dataclass(frozen=True)
+class PayoutFilter:
+    """Which payouts a search finds; None lets every value through. `until` is exclusive."""
+
+    transaction_id: str | None = None
+    user_id: str | None = None
+    provider_instance: str | None = None
+    status: str | None = None
+    outcome: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ProofImage:
+    media_type: str
+    data: bytes
 
 
 def _plain(row: asyncpg.Record) -> dict[str, Any]:
@@ -85,7 +156,73 @@ async def payout_details(
         details[key] = (
             [dict(row) for row in await conn.fetch(query, payout["payout_id"])] if payout else []
         )
+    details["dead_letters"] = [
+        dict(row)
+        for row in await conn.fetch(DEAD_LETTERS_OF_TRANSACTION, provider_instance, transaction_id)
+    ]
+    if details["payout"] is not None:
+        details["ledger_check"] = ledger_check(
+            details["payout"], details["ledger"], details["items_granted"]
+        )
     return details
+
+
+def ledger_check(
+    payout: dict[str, Any], ledger: list[dict[str, Any]], items_granted: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Whether the payout's books are right: its entries sum to zero, a credited payout moved
+    its amount to the wallet and granted its items once, a held one moved nothing. `problems`
+    says what is wrong, one sentence each."""
+    total = sum((entry["amount"] for entry in ledger), Decimal(0))
+    to_wallets = sum((e["amount"] for e in ledger if e["kind"] == "wallet"), Decimal(0))
+    granted = sum(item["quantity"] for item in items_granted)
+    problems = []
+    if total != 0:
+        problems.append(f"its ledger entries sum to {total}, not 0")
+    if payout["status"] == "credited":
+        if to_wallets != payout["amount"]:
+            amount = payout["amount"]
+            problems.append(f"it credited {to_wallets} to wallets, not its amount {amount}")
+        if granted != len(payout["items"]):
+            problems.append(f"it granted {granted} items, not the {len(payout['items'])} it lists")
+    elif ledger or items_granted:
+        problems.append("it is held, yet it has ledger or inventory entries")
+    return {"sum": total, "balanced": not problems, "problems": problems}
+
+
+async def payout_key(conn: Connection, payout_id: int) -> tuple[str, str] | None:
+    """The provider instance and transaction id of payout `payout_id`, if there is one."""
+    row = await conn.fetchrow(PAYOUT_KEY, payout_id)
+    return (row["provider_instance"], row["transaction_id"]) if row else None
+
+
+async def search_payouts(
+    conn: Connection, filters: PayoutFilter, before_id: int | None, limit: int
+) -> list[dict[str, Any]]:
+    """Up to `limit` payouts matching `filters`, newest received first, after payout `before_id`
+    if given."""
+    rows = await conn.fetch(SEARCH_PAYOUTS, *search_arguments(filters, before_id, limit))
+    return [_plain(row) for row in rows]
+
+
+def search_arguments(filters: PayoutFilter, before_id: int | None, limit: int) -> tuple[Any, ...]:
+    """The parameters of SEARCH_PAYOUTS, in its order."""
+    return (
+        filters.transaction_id,
+        filters.user_id,
+        filters.provider_instance,
+        filters.status,
+        filters.outcome,
+        filters.since,
+        filters.until,
+        before_id,
+        limit,
+    )
+
+
+async def proof_image(conn: Connection, payout_id: int, image_id: int) -> ProofImage | None:
+    row = await conn.fetchrow(PROOF_IMAGE, payout_id, image_id)
+    return ProofImage(row["media_type"], bytes(row["data"])) if row else None
 
 
 async def user_balances(conn: Connection, user_id: str) -> dict[str, Any]:

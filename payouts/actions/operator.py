@@ -1,6 +1,7 @@
-"""The operator's actions on the records: look a payout or a user up, create an account, attach
-proof, and register, show or cancel a pending order. Each runs on a Postgres connection of its
-own; a refusal raises a PayoutsError that says why, before any connection is opened."""
+"""The operator's actions on the records: search payouts, look a payout, a user or a proof image
+up, create an account, attach proof, and register, show or cancel a pending order. Each runs on
+a Postgres connection of its own; a refusal raises a PayoutsError that says why, before any
+connection is opened."""
 
 from __future__ import annotations
 
@@ -10,14 +11,22 @@ from ingress.order_terms import checked_order
 from ingress.pending_orders import cancel_order, find_order, register_order
 from payouts.actions.audit import AuditResult, record
 from payouts.actions.connections import with_connection
-from payouts.actions.inspection import payout_details, user_balances
+from payouts.actions.inspection import (
+    payout_details,
+    payout_key,
+    proof_image,
+    search_payouts,
+    user_balances,
+)
 from payouts.actions.proof_images import validated_media_type
 from payouts.actions.proofs import attach_proof
+from payouts.actions.shown_requests import shown_request
 from schema.orders import RegisterResult
 from workers.accounts import create_wallet
 
 if TYPE_CHECKING:
     from payouts.actions.audit import Actor
+    from payouts.actions.inspection import PayoutFilter, ProofImage
     from schema.orders import Order
     from schema.settings import Settings
     from workers.database import Connection
@@ -36,7 +45,43 @@ class Operator:
         async def show(conn: Connection) -> dict[str, Any] | None:
             return await payout_details(conn, provider, transaction)
 
-        return await with_connection(self.settings, show)
+        return self._masked(await with_connection(self.settings, show))
+
+    async def payout_by_id(self, payout_id: int) -> dict[str, Any] | None:
+        """`payout` of the payout numbered `payout_id`; None if there is none."""
+
+        async def show(conn: Connection) -> dict[str, Any] | None:
+            key = await payout_key(conn, payout_id)
+            return await payout_details(conn, *key) if key else None
+
+        return self._masked(await with_connection(self.settings, show))
+
+    def _masked(self, details: dict[str, Any] | None) -> dict[str, Any] | None:
+        """`details` with the device ids of every raw request masked, as operators see them."""
+        if details is None:
+            return None
+        payout = details["payout"]
+        return {
+            **details,
+            "payout": shown_request(self.settings, payout) if payout else None,
+            "refused": [shown_request(self.settings, each) for each in details["refused"]],
+        }
+
+    async def search_payouts(
+        self, filters: PayoutFilter, before_id: int | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` payouts matching `filters`, newest received first, after `before_id`."""
+
+        async def search(conn: Connection) -> list[dict[str, Any]]:
+            return await search_payouts(conn, filters, before_id, limit)
+
+        return await with_connection(self.settings, search)
+
+    async def proof_image(self, payout_id: int, image_id: int) -> ProofImage | None:
+        async def read(conn: Connection) -> ProofImage | None:
+            return await proof_image(conn, payout_id, image_id)
+
+        return await with_connection(self.settings, read)
 
     async def balances(self, user: str) -> dict[str, Any]:
         """The user's wallets, held payouts and inventory."""

@@ -13,6 +13,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from payouts.actions.audit import Actor, ActorKind, AuditResult, record_audit
+from payouts.console import payout_pages
 from payouts.console.access import Refused, actor, client_address
 from payouts.console.headers import SecurityHeaders
 from payouts.console.login import login, login_page, logout
@@ -42,6 +43,11 @@ ROUTES = [
     Route("/audit", audit, methods=["GET"]),
     Route("/accounts", accounts, methods=["GET"]),
     Route("/accounts", create_account, methods=["POST"]),
+    Route("/payouts", payout_pages.search, methods=["GET"]),
+    Route("/payouts/transaction", payout_pages.transaction, methods=["GET"]),
+    Route("/payouts/{payout_id:int}", payout_pages.payout, methods=["GET"]),
+    Route("/payouts/{payout_id:int}/proofs/{image_id:int}", payout_pages.proof_image),
+    Route("/users/{user_id:path}", payout_pages.user, methods=["GET"]),
     # The stylesheet, served to the login page too: it holds nothing of the records.
     Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
 ]

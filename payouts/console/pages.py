@@ -3,13 +3,12 @@ role's first action, the same code path as `payouts account create`)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
 
 from payouts.actions.audit import Actor, ActorKind, AuditFilter, AuditResult, audit_page
 from payouts.actions.operator import Operator
 from payouts.console.access import client_address, posted_form, require_role, signed_in
+from payouts.console.query_filters import BadQuery, entry_number, moment, page_links, text
 from payouts.console.rendering import render
 from schema.settings import ConsoleRole
 
@@ -32,36 +31,18 @@ async def home(request: Request) -> Response:
     return render(request, "home.html")
 
 
-class BadQuery(ValueError):
-    """A filter of the audit page that cannot be read; the message says which and how."""
-
-
-def _moment(query: dict[str, str], key: str) -> datetime | None:
-    text = query.get(key)
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise BadQuery(f"{key}: write a UTC time as 2026-12-07T04:30 or 2026-12-07") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _audit_filter(query: dict[str, str]) -> tuple[AuditFilter, int | None]:
     result = query.get("result") or None
     if result is not None and result not in RESULTS:
         raise BadQuery(f"result: one of {', '.join(RESULTS)}")
-    before = query.get("before") or None
-    if before is not None and not before.isdigit():
-        raise BadQuery("before: an entry number")
     filters = AuditFilter(
-        actor=query.get("actor") or None,
-        action=query.get("action") or None,
+        actor=text(query, "actor"),
+        action=text(query, "action"),
         result=AuditResult(result) if result else None,
-        since=_moment(query, "since"),
-        until=_moment(query, "until"),
+        since=moment(query, "since"),
+        until=moment(query, "until"),
     )
-    return filters, int(before) if before else None
+    return filters, entry_number(query, "before")
 
 
 @signed_in
@@ -75,15 +56,12 @@ async def audit(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     # One more than a page: whether an older page exists, without counting.
     rows = await audit_page(settings, filters, before, AUDIT_PAGE_SIZE + 1)
-    kept = {key: value for key, value in query.items() if value and key != "before"}
+    older = rows[AUDIT_PAGE_SIZE - 1].id if len(rows) > AUDIT_PAGE_SIZE else None
+    links = page_links("/audit", query, before, older)
     context |= {
         "entries": rows[:AUDIT_PAGE_SIZE],
-        "newest_link": f"/audit?{urlencode(kept)}" if before else None,
-        "older_link": (
-            f"/audit?{urlencode({**kept, 'before': rows[AUDIT_PAGE_SIZE - 1].id})}"
-            if len(rows) > AUDIT_PAGE_SIZE
-            else None
-        ),
+        "newest_link": links.newest,
+        "older_link": links.older,
     }
     return render(request, "audit.html", context)
 

@@ -86,10 +86,16 @@ async def test_an_unreadable_filter_is_answered_with_what_to_write(database_url:
         since = await browser.get("/audit", params={"since": "yesterday"})
         result = await browser.get("/audit", params={"result": "maybe"})
         before = await browser.get("/audit", params={"before": "-1"})
+        # Past Postgres' bigint, and a character no text column holds: refused before the query.
+        huge = await browser.get("/audit", params={"before": "9" * 20})
+        nul = await browser.get("/audit", params={"actor": "a\x00"})
     assert since.status_code == result.status_code == before.status_code == 400
+    assert huge.status_code == nul.status_code == 400
     assert "since: write a UTC time as 2026-12-07T04:30 or 2026-12-07" in since.text
     assert "result: one of ok, refused, failed" in result.text
     assert "before: an entry number" in before.text
+    assert "before: an entry number" in huge.text
+    assert "actor: at most 256 printable characters" in nul.text
 
 
 async def test_pages_go_back_in_time_keeping_the_filters(database_url: str) -> None:

@@ -138,6 +138,7 @@ async def test_signed_callback_becomes_a_credit_visible_to_the_operator(stack: S
     assert "sign=" in payout["raw_request"]["query_string"]
     assert OFFERWALL_KEY not in json.dumps(details)
     assert sorted(entry["amount"] for entry in details["ledger"]) == ["-250", "250"]
+    assert details["ledger_check"] == {"sum": "0", "balanced": True, "problems": []}
 
     balances = json.loads(stack.run("balance", "show", "--user", "player-1", "--json").stdout)
     assert [(w["currency"], w["balance"]) for w in balances["wallets"]] == [("COIN", "250")]

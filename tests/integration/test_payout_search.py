@@ -1,0 +1,64 @@
+"""The payout search's plans: the newest page and each narrow filter read an index."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from payouts.actions.inspection import SEARCH_PAYOUTS, PayoutFilter, search_arguments
+
+if TYPE_CHECKING:
+    import asyncpg
+
+# 20,000 payouts of 200 users, one a minute from 2026-01-01, appended in the order received.
+FILL = """
+INSERT INTO payouts (provider_instance, transaction_id, event_id, protocol, user_id, amount,
+                     currency, signature, create_account, status, outcome, answer_code,
+                     raw_request, received_at)
+SELECT 'ow', 'tx-' || n, gen_random_uuid(), 'offerwall_md5', 'user-' || (n % 200), 1, 'COIN',
+       'sig-' || n, true, 'held', 'held_unknown_account', '200', '{}',
+       timestamptz '2026-01-01 00:00+00' + n * interval '1 minute'
+FROM generate_series(1, 20000) AS n
+"""
+
+
+def _indexes(plan: dict[str, Any]) -> set[str]:
+    found = {plan["Index Name"]} if "Index Name" in plan else set()
+    for child in plan.get("Plans", []):
+        found |= _indexes(child)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("filters", "before", "index"),
+    [
+        (PayoutFilter(), None, "payouts_by_received_at"),
+        (PayoutFilter(), 10_000, "payouts_by_received_at"),
+        (PayoutFilter(user_id="user-7"), None, "payouts_by_user"),
+        (PayoutFilter(user_id="user-7"), 10_007, "payouts_by_user"),
+        (PayoutFilter(transaction_id="tx-77"), None, "payouts_by_transaction"),
+        (PayoutFilter(since=datetime(2026, 1, 1, 2, tzinfo=UTC)), None, "payouts_by_received_at"),
+        (
+            PayoutFilter(
+                since=datetime(2026, 1, 1, 2, tzinfo=UTC), until=datetime(2026, 1, 1, 4, tzinfo=UTC)
+            ),
+            None,
+            "payouts_by_received_at",
+        ),
+    ],
+)
+async def test_a_filter_reads_its_index(
+    pool: asyncpg.Pool, filters: PayoutFilter, before: int | None, index: str
+) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute(FILL)
+        await conn.execute("ANALYZE payouts")
+        plan = await conn.fetchval(
+            f"EXPLAIN (FORMAT JSON) {SEARCH_PAYOUTS}", *search_arguments(filters, before, 51)
+        )
+    top = json.loads(plan)[0]["Plan"]
+    assert index in _indexes(top), plan
+    assert "Seq Scan" not in plan, plan
