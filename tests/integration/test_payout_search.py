@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from payouts.actions.inspection import SEARCH_PAYOUTS, PayoutFilter, search_arguments
+from payouts.actions.setup import apply_migrations
 
 if TYPE_CHECKING:
     import asyncpg
@@ -62,3 +64,32 @@ async def test_a_filter_reads_its_index(
     top = json.loads(plan)[0]["Plan"]
     assert index in _indexes(top), plan
     assert "Seq Scan" not in plan, plan
+
+
+# What docs/operations.md ("Upgrading") tells an operator to run before migrating a large table.
+BUILT_BEFOREHAND = (
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS payouts_by_received_at"
+    " ON payouts (received_at, payout_id)",
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS payouts_by_user"
+    " ON payouts (user_id, received_at, payout_id)",
+)
+
+
+async def test_the_migration_keeps_the_search_indexes_built_beforehand(pool: asyncpg.Pool) -> None:
+    """Built without blocking before the upgrade, the indexes are found by the migration, which
+    then applies instead of failing on names that exist."""
+    async with pool.acquire() as conn:
+        await conn.execute("DELETE FROM schema_migrations WHERE version = '0005_payout_search'")
+        await conn.execute("DROP INDEX payouts_by_received_at, payouts_by_user")
+        for statement in BUILT_BEFOREHAND:
+            await conn.execute(statement)  # CONCURRENTLY: outside any transaction
+        assert await apply_migrations(conn) == ["0005_payout_search"]
+        names = {
+            row["indexname"]
+            for row in await conn.fetch(
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'payouts'"
+            )
+        }
+    assert {"payouts_by_received_at", "payouts_by_user"} <= names
+    operations = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    assert all(f"`{statement};`" in operations for statement in BUILT_BEFOREHAND)
