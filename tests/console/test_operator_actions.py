@@ -4,28 +4,19 @@ of each form, and the audit entry of each action, failed ones included."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pytest
 
-from payouts.console.app import create_app
 from tests.console.consoles import (
     OPERATOR,
     OPERATOR_PASSWORD,
-    SESSION_SECRET,
     VIEWER,
     VIEWER_PASSWORD,
     client,
     console_app,
-    console_settings,
     signed_in_token,
 )
 from tests.console.test_access import audit_rows
 from tests.services import fetch_value
-
-if TYPE_CHECKING:
-    from payouts.console.headers import SecurityHeaders
-    from tests.integration.test_dead_letters import Scene
 
 # Every action of these pages, with a form that would act if it were allowed.
 ACTIONS = [
@@ -39,13 +30,6 @@ PENDING_ORDER = """
 INSERT INTO pending_orders (provider_instance, order_id, user_id, amount)
 VALUES ('ow', $1, 'player-1', 5)
 """
-
-
-def console_on(scene: Scene) -> SecurityHeaders:
-    """The console of `scene`'s database and broker namespace."""
-    console = console_settings(scene.database_url).console
-    settings = scene.settings().model_copy(update={"console": console})
-    return create_app(settings, SESSION_SECRET)
 
 
 @pytest.mark.parametrize(("path", "action", "form"), ACTIONS)
