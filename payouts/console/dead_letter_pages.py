@@ -90,7 +90,10 @@ async def dead_letters(request: Request) -> Response:
 
 @signed_in
 async def dead_letter(request: Request) -> Response:
-    wanted = request.path_params["dead_letter_id"]
+    wanted = request.query_params.get("id", "").strip()
+    if not wanted:
+        message = "Name the dead letter: /dead-letter?id=..."
+        return render(request, "error.html", {"message": message}, status=400)
     try:
         found = await _fetched(_settings(request), Selection(ids=(wanted,)), 2)
     except BrokerUnavailable as error:
