@@ -119,9 +119,12 @@ async def test_a_held_payout_is_released_by_create_the_account_and_its_dead_lett
         assert row_of_kim, listed.text
         for shown_in_row in ("yes, ", "business", "held_unknown_account", "<td>ow</td>"):
             assert shown_in_row in row_of_kim.group(0)
-        shown = await browser.get(f"/dead-letters/{ids[lou.transaction_id]}")
+        shown = await browser.get(f"/dead-letter?id={ids[lou.transaction_id]}")
         assert shown.status_code == 200
         assert f'"transaction_id": "{lou.transaction_id}"' in shown.text
+        assert shown.text.count('name="csrf_token"') == 3  # replay it, purge it, log out
+        missing = await browser.get("/dead-letter?id=0123456789abcdef")
+        assert missing.status_code == 404
 
         # Replaying kim's dead letter would be a duplicate: it is skipped, saying why.
         skipped = await acted(browser, token, "/dead-letters/replay", id=ids[kim.transaction_id])

@@ -26,10 +26,37 @@ ACTIONS = [
     ("/orders/cancel", "order.cancel", {"provider": "ow", "order_id": "order-1"}),
 ]
 
+# What makes an action fail once it started: Postgres aborting its transaction.
+REFUSING_FUNCTION = """
+CREATE FUNCTION refuse_change() RETURNS trigger LANGUAGE plpgsql AS
+$$ BEGIN RAISE EXCEPTION '%', TG_ARGV[0]; END $$
+"""
+REFUSING_TRIGGER = """
+CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON {table}
+FOR EACH ROW EXECUTE FUNCTION refuse_change({message})
+"""
+HELD_PAYOUT = """
+INSERT INTO payouts (provider_instance, transaction_id, event_id, protocol, user_id, amount,
+                     currency, signature, create_account, status, outcome, answer_code,
+                     raw_request, received_at)
+VALUES ('ow', 'tx-1', gen_random_uuid(), 'offerwall_md5', 'player-2', 4, 'COIN', 'sig', false,
+        'held', 'held_unknown_account', '200', '{}', now())
+"""
 PENDING_ORDER = """
 INSERT INTO pending_orders (provider_instance, order_id, user_id, amount)
 VALUES ('ow', $1, 'player-1', 5)
 """
+
+
+async def refuse_changes(database_url: str, table: str, message: str) -> None:
+    """From now on Postgres refuses every insert or update of `table`, saying `message`."""
+    await fetch_value(database_url, REFUSING_FUNCTION)
+    trigger = REFUSING_TRIGGER.format(table=table, message=quote_literal(message))
+    await fetch_value(database_url, trigger)
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 @pytest.mark.parametrize(("path", "action", "form"), ACTIONS)
@@ -72,13 +99,7 @@ async def test_each_action_form_without_its_csrf_token_is_refused_and_audited(
 
 async def test_the_viewer_sees_the_pages_without_their_forms(database_url: str) -> None:
     await fetch_value(database_url, PENDING_ORDER, "order-1")
-    await fetch_value(
-        database_url,
-        "INSERT INTO payouts (provider_instance, transaction_id, event_id, protocol, user_id,"
-        " amount, currency, signature, create_account, status, outcome, answer_code, raw_request,"
-        " received_at) VALUES ('ow', 'tx-1', gen_random_uuid(), 'offerwall_md5', 'player-2', 4,"
-        " 'COIN', 'sig', false, 'held', 'held_unknown_account', '200', '{}', now())",
-    )
+    await fetch_value(database_url, HELD_PAYOUT)
     async with client(console_app(database_url)) as browser:
         await signed_in_token(browser, VIEWER, VIEWER_PASSWORD)
         held = await browser.get("/held")
@@ -91,3 +112,23 @@ async def test_the_viewer_sees_the_pages_without_their_forms(database_url: str) 
     for page in (held, orders):
         assert "<script" not in page.text
         assert "style=" not in page.text
+
+
+async def test_a_create_the_account_that_rolled_back_is_audited_as_failed(
+    database_url: str,
+) -> None:
+    await fetch_value(database_url, HELD_PAYOUT)
+    await refuse_changes(database_url, "accounts", "no new wallets during the audit")
+    async with client(console_app(database_url)) as browser:
+        token = await signed_in_token(browser, OPERATOR, OPERATOR_PASSWORD)
+        answer = await browser.post(
+            "/held", data={"csrf_token": token, "user": "player-2", "currency": "COIN"}
+        )
+    assert answer.status_code == 500
+    assert "account.create failed and changed nothing" in answer.text
+    assert await fetch_value(database_url, "SELECT status FROM payouts") == "held"
+    entry = (await audit_rows(database_url))[-1]
+    assert (entry["actor"], entry["action"], entry["target"], entry["result"]) == (
+        "olga", "account.create", "player-2 COIN", "failed",
+    )  # fmt: skip
+    assert entry["detail"] == {"error": "RaiseError: no new wallets during the audit"}

@@ -9,6 +9,7 @@ import re
 from payouts.console.acting import LIST_PAGE_SIZE
 from tests.console.consoles import OPERATOR, OPERATOR_PASSWORD, client, console_app, signed_in_token
 from tests.console.test_access import audit_rows
+from tests.console.test_operator_actions import refuse_changes
 from tests.services import fetch_value
 
 # Orders registered a minute apart, order-000 first; player-1 has the even ones.
@@ -20,13 +21,6 @@ SELECT 'ow', format('order-%s', lpad(n::text, 3, '0')),
 FROM generate_series(0, $1 - 1) AS n
 """
 ORDER_IDS = re.compile(r"<td>(order-\d+)</td>")
-# A cancel that Postgres refuses: the trigger aborts the cancel's transaction.
-REFUSING_TRIGGER = (
-    """CREATE FUNCTION refuse_update() RETURNS trigger LANGUAGE plpgsql AS
-    $$ BEGIN RAISE EXCEPTION 'orders are read-only during the migration'; END $$""",
-    """CREATE TRIGGER read_only BEFORE UPDATE ON pending_orders
-    FOR EACH ROW EXECUTE FUNCTION refuse_update()""",
-)
 
 
 def shown_orders(text: str) -> list[str]:
@@ -97,8 +91,9 @@ async def test_a_cancel_whose_transaction_rolled_back_is_audited_as_failed(
     database_url: str,
 ) -> None:
     await fetch_value(database_url, ORDERS, 1)
-    for statement in REFUSING_TRIGGER:
-        await fetch_value(database_url, statement)
+    await refuse_changes(
+        database_url, "pending_orders", "orders are read-only during the migration"
+    )
     async with client(console_app(database_url)) as browser:
         token = await signed_in_token(browser, OPERATOR, OPERATOR_PASSWORD)
         answer = await browser.post(
