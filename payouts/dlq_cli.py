@@ -11,13 +11,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from payouts.actions import dead_letter_runs
+from payouts.actions.audit import command_line_actor
 from payouts.actions.connections import load_checked_settings, with_connection
 from payouts.actions.dead_letters import (
     DeadLetterQueue,
     Exported,
     Selection,
     SelectionError,
-    run_on_selection,
     with_credits,
 )
 from payouts.output import add_command, print_data
@@ -26,10 +27,10 @@ from schema.errors import DatabaseUnavailable
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from payouts.actions.dead_letter_runs import OnEach
     from payouts.actions.dead_letters import Fetched, SelectionRun
     from schema.errors import PayoutsError
     from schema.settings import Settings
-    from workers.database import Connection
 
 __all__ = ["register_dlq_commands"]
 
@@ -166,10 +167,10 @@ class _Progress:
 def _run_on_each(
     args: argparse.Namespace,
     verb: str,
-    action: Callable[[DeadLetterQueue, Fetched, Connection], Awaitable[None]],
-    refusal: Callable[[Fetched], str | None] | None = None,
+    start: Callable[[Settings, Selection, OnEach, asyncio.Event], Awaitable[SelectionRun]],
 ) -> int:
-    """Apply `action` to the selection (recording each in Postgres first) and summarize."""
+    """Run the selection through `start` (an audited run of `payouts.actions.dead_letter_runs`),
+    with a progress bar, stopping on a signal between messages, and summarize."""
     selection = _selection(args)
     _require_selection(args, selection)
     progress: _Progress | None = None
@@ -180,9 +181,6 @@ def _run_on_each(
             print(f"{item.entry.dead_letter_id}: not {verb}: {failure}", file=sys.stderr)
         progress = progress or _Progress(run.selected, verb)
         progress.step()
-
-    async def confirm(count: int) -> bool:
-        return await _confirmed(args, verb, count)
 
     async def interruptible() -> SelectionRun:
         # Ctrl-C or SIGTERM stops between messages, never inside one, so each is done or
@@ -198,18 +196,7 @@ def _run_on_each(
 
         for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, interrupted)
-        return await run_on_selection(
-            load_checked_settings(Path(args.config)),
-            selection,
-            verb,
-            action,
-            dry_run=getattr(args, "dry_run", False),
-            per_second=getattr(args, "rate", None),
-            confirm=confirm,
-            on_each=each,
-            stop=stop,
-            refusal=refusal,
-        )
+        return await start(load_checked_settings(Path(args.config)), selection, each, stop)
 
     try:
         run = asyncio.run(interruptible())
@@ -222,30 +209,48 @@ def _run_on_each(
     return 1 if run.failures or run.stopped else 0
 
 
-async def _confirmed(args: argparse.Namespace, verb: str, count: int) -> bool:
-    if not getattr(args, "confirm", False) or args.yes:
+async def _confirmed(args: argparse.Namespace, count: int) -> bool:
+    if args.yes:
         return True
     if not sys.stdin.isatty():
         raise SystemExit(f"payouts dlq: refusing to purge {count} messages without --yes")
     # In a thread: the event loop must keep the broker connection's heartbeats going meanwhile.
     answer = await asyncio.to_thread(
-        input, f"{verb.rstrip('d')} {count} dead-lettered messages for good? [y/N] "
+        input, f"purge {count} dead-lettered messages for good? [y/N] "
     )
     return answer.strip().lower() in ("y", "yes")
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    async def replay(dlq: DeadLetterQueue, item: Fetched, conn: Connection) -> None:
-        await dlq.replay(item, conn, force=args.force)
+    async def start(
+        settings: Settings, selection: Selection, each: OnEach, stop: asyncio.Event
+    ) -> SelectionRun:
+        return await dead_letter_runs.replay(
+            settings,
+            selection,
+            command_line_actor(),
+            force=args.force,
+            dry_run=args.dry_run,
+            per_second=args.rate,
+            on_each=each,
+            stop=stop,
+        )
 
-    return _run_on_each(
-        args, "replayed", replay, refusal=None if args.force else DeadLetterQueue.refusal
-    )
+    return _run_on_each(args, "replayed", start)
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    args.confirm = True
-    return _run_on_each(args, "purged", DeadLetterQueue.purge)
+    async def confirm(count: int) -> bool:
+        return await _confirmed(args, count)
+
+    async def start(
+        settings: Settings, selection: Selection, each: OnEach, stop: asyncio.Event
+    ) -> SelectionRun:
+        return await dead_letter_runs.purge(
+            settings, selection, command_line_actor(), confirm=confirm, on_each=each, stop=stop
+        )
+
+    return _run_on_each(args, "purged", start)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -272,12 +277,9 @@ def cmd_import(args: argparse.Namespace) -> int:
             # Nothing is published unless every line is good, so a fixed file can be re-run.
             raise SystemExit(f"payouts dlq import: {args.file}:{number}: {error}") from None
 
-    async def work(dlq: DeadLetterQueue, _: Any) -> int:
-        for message in messages:
-            await dlq.add(message)
-        return len(messages)
-
-    count = asyncio.run(_session(args, work))
+    settings = load_checked_settings(Path(args.config))
+    imported = dead_letter_runs.import_messages(settings, messages, args.file, command_line_actor())
+    count = asyncio.run(imported)
     print_data({"imported": count, "file": args.file}, args.json)
     return 0
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import socket
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from payouts.actions.connections import with_connection
+from schema.errors import ServiceUnavailable
+from schema.logs import log
 from schema.plain_values import plain_value
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
     from datetime import datetime
 
     from schema.settings import Settings
@@ -29,9 +33,14 @@ __all__ = [
     "AuditRow",
     "audit_page",
     "command_line_actor",
+    "failures_recorded",
     "record",
     "record_audit",
+    "record_audit_or_log",
 ]
+
+logger = logging.getLogger("payouts.audit")
+T = TypeVar("T")
 
 # The actor of a request made without a session; operator names start with a letter or digit.
 ANONYMOUS = "-"
@@ -152,6 +161,34 @@ async def record_audit(settings: Settings, entry: AuditEntry) -> None:
         await record(conn, entry)
 
     await with_connection(settings, write)
+
+
+async def record_audit_or_log(settings: Settings, entry: AuditEntry) -> None:
+    """Write `entry` on a connection of its own, or log it when Postgres does not answer: for
+    what has happened (or failed) already, which an unwritten entry cannot undo."""
+    try:
+        await record_audit(settings, entry)
+    except ServiceUnavailable as unavailable:
+        log(
+            logger,
+            logging.ERROR,
+            "audit entry not written",
+            entry=vars(entry),
+            error=str(unavailable),
+        )
+
+
+async def failures_recorded(
+    settings: Settings, actor: Actor, action: str, target: str | None, work: Awaitable[T]
+) -> T:
+    """`work`'s result; when it raises, `action` is recorded as failed on a connection of its
+    own (the action's transaction rolled back, and the entry it would have committed with it)."""
+    try:
+        return await work
+    except (Exception, SystemExit) as error:
+        detail = {"error": f"{type(error).__name__}: {error}"}
+        await record_audit_or_log(settings, actor.entry(action, AuditResult.FAILED, target, detail))
+        raise
 
 
 async def audit_page(

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ingress.order_terms import checked_order
 from ingress.pending_orders import cancel_order, find_order, register_order
-from payouts.actions.audit import AuditResult, record
+from payouts.actions.audit import AuditResult, failures_recorded, record
 from payouts.actions.connections import with_connection
 from payouts.actions.inspection import (
     payout_details,
@@ -93,7 +93,7 @@ class Operator:
 
     async def create_account(self, user: str, currency: str, actor: Actor) -> dict[str, Any]:
         """Create the wallet if missing and credit the payouts held for it, exactly once; the
-        audit entry of `actor` commits with it."""
+        audit entry of `actor` commits with it (or, if it fails, is written as failed)."""
 
         async def create(conn: Connection) -> dict[str, Any]:
             async with conn.transaction():
@@ -110,7 +110,13 @@ class Operator:
                 "credited_held_payouts": [vars(payout) for payout in credited],
             }
 
-        return await with_connection(self.settings, create)
+        return await failures_recorded(
+            self.settings,
+            actor,
+            "account.create",
+            f"{user} {currency}",
+            with_connection(self.settings, create),
+        )
 
     async def attach_proof(self, provider: str, transaction: str, image: bytes) -> dict[str, Any]:
         """Attach a proof image to the payout (ProofImageError if it is not one we accept,
@@ -151,7 +157,10 @@ class Operator:
                 await record(conn, entry)
             return result, stored
 
-        return await with_connection(self.settings, register)
+        target = f"{provider} {order_id}"
+        return await failures_recorded(
+            self.settings, actor, "order.register", target, with_connection(self.settings, register)
+        )
 
     async def order(self, provider: str, order_id: str) -> Order | None:
         async def show(conn: Connection) -> Order | None:
@@ -161,7 +170,7 @@ class Operator:
 
     async def cancel_order(self, provider: str, order_id: str, actor: Actor) -> bool:
         """Cancel a pending order; False if none is pending under that id. The audit entry of
-        `actor` commits with it (failed when there was none)."""
+        `actor` commits with it (failed when there was none, or when the cancel failed)."""
 
         async def cancel(conn: Connection) -> bool:
             async with conn.transaction():
@@ -177,4 +186,10 @@ class Operator:
                 )
             return cancelled
 
-        return await with_connection(self.settings, cancel)
+        return await failures_recorded(
+            self.settings,
+            actor,
+            "order.cancel",
+            f"{provider} {order_id}",
+            with_connection(self.settings, cancel),
+        )

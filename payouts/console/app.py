@@ -12,8 +12,8 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from payouts.actions.audit import Actor, ActorKind, AuditResult, record_audit
-from payouts.console import payout_pages
+from payouts.actions.audit import Actor, ActorKind, AuditResult, record_audit_or_log
+from payouts.console import dead_letter_pages, held_pages, order_pages, payout_pages
 from payouts.console.access import Refused, actor, client_address
 from payouts.console.headers import SecurityHeaders
 from payouts.console.login import login, login_page, logout
@@ -48,6 +48,14 @@ ROUTES = [
     Route("/payouts/{payout_id:int}", payout_pages.payout, methods=["GET"]),
     Route("/payouts/{payout_id:int}/proofs/{image_id:int}", payout_pages.proof_image),
     Route("/users/{user_id:path}", payout_pages.user, methods=["GET"]),
+    Route("/dead-letters", dead_letter_pages.dead_letters, methods=["GET"]),
+    Route("/dead-letters/replay", dead_letter_pages.replay, methods=["POST"]),
+    Route("/dead-letters/purge", dead_letter_pages.purge, methods=["POST"]),
+    Route("/dead-letter", dead_letter_pages.dead_letter, methods=["GET"]),
+    Route("/held", held_pages.held, methods=["GET"]),
+    Route("/held", held_pages.create_held_account, methods=["POST"]),
+    Route("/orders", order_pages.order_list, methods=["GET"]),
+    Route("/orders/cancel", order_pages.cancel, methods=["POST"]),
     # The stylesheet, served to the login page too: it holds nothing of the records.
     Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
 ]
@@ -57,17 +65,8 @@ async def _refused(request: Request, error: Exception) -> Response:
     assert isinstance(error, Refused)
     who = Actor(actor(request), ActorKind.CONSOLE, client_address(request))
     entry = who.entry(error.action, AuditResult.REFUSED, request.url.path, {"reason": error.reason})
-    try:
-        await record_audit(request.app.state.settings, entry)
-    except ServiceUnavailable as unavailable:
-        # The refusal stands without its entry; the log keeps it.
-        log(
-            logger,
-            logging.ERROR,
-            "audit entry not written",
-            entry=vars(entry),
-            error=str(unavailable),
-        )
+    # The refusal stands without its entry if Postgres does not answer; the log keeps it.
+    await record_audit_or_log(request.app.state.settings, entry)
     return render(request, "error.html", {"message": error.message}, status=error.status)
 
 

@@ -1,0 +1,247 @@
+"""The Dead letters and Held payouts pages on a real database, a real worker and a real RabbitMQ
+namespace of the test's own: payouts held for a missing wallet are dead-lettered, then released
+by "create the account" or replayed, each credited exactly once, every action audited."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from payouts.console.app import create_app
+from tests.console.consoles import (
+    OPERATOR,
+    OPERATOR_PASSWORD,
+    SESSION_SECRET,
+    client,
+    console_settings,
+    signed_in_token,
+)
+from tests.console.test_access import audit_rows
+from tests.e2e.stack import free_port
+from tests.factories import payout_event
+from tests.integration.pipeline import worker_running
+from tests.integration.test_dead_letters import Scene, payout, wait_for_depth
+from tests.polling import wait_until
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import httpx
+
+    from payouts.console.headers import SecurityHeaders
+    from schema.events import PayoutEvent
+    from tests.services import Services
+
+WALLET = "INSERT INTO accounts (kind, owner, currency) VALUES ('wallet', $1, 'COIN')"
+STATUS = "SELECT status FROM payouts WHERE transaction_id = $1"
+DEAD_LETTER_OF = "SELECT dead_letter_id FROM dead_letters WHERE transaction_id = $1"
+DEAD_LETTER_STATUS = "SELECT status FROM dead_letters WHERE transaction_id = $1"
+CREDITS = """
+SELECT count(*) FROM ledger_entries JOIN payouts USING (payout_id) WHERE transaction_id = $1
+"""
+
+
+@pytest.fixture
+def scene(services: Services, database_url: str, tmp_path: Path) -> Scene:
+    return Scene(services, database_url, tmp_path)
+
+
+def console_on(scene: Scene, **broker: Any) -> SecurityHeaders:
+    """The console of `scene`'s database and broker namespace (its broker settings changed by
+    `broker`)."""
+    settings = scene.settings()
+    settings = settings.model_copy(
+        update={
+            "console": console_settings(scene.database_url).console,
+            "broker": settings.broker.model_copy(update=broker),
+        }
+    )
+    return create_app(settings, SESSION_SECRET)
+
+
+async def dead_lettered(scene: Scene, events: list[PayoutEvent]) -> dict[str, str]:
+    """Publish `events` (held: no wallet, none created) and wait until each is dead-lettered;
+    their dead-letter ids by transaction id."""
+    await scene.publish(events)
+    await wait_for_depth(scene, scene.topology.dead_letter_queue, len(events), "dead-lettered")
+    return {
+        event.transaction_id: await scene.fetchval(DEAD_LETTER_OF, event.transaction_id)
+        for event in events
+    }
+
+
+async def credited(scene: Scene, transaction: str) -> None:
+    async def done() -> bool:
+        return bool(await scene.fetchval(STATUS, transaction) == "credited")
+
+    await wait_until(done, f"{transaction} credited")
+
+
+async def acted(browser: httpx.AsyncClient, token: str, path: str, **form: str) -> httpx.Response:
+    return await browser.post(path, data={"csrf_token": token, **form})
+
+
+def entries_of(rows: list[dict[str, Any]], action: str) -> list[dict[str, Any]]:
+    return [row for row in rows if row["action"] == action]
+
+
+async def test_a_held_payout_is_released_by_create_the_account_and_its_dead_letter_then_skipped(
+    scene: Scene,
+) -> None:
+    kim, lou = payout("kim", 7, create_account=False), payout("lou", 3, create_account=False)
+    async with worker_running(scene.settings()), client(console_on(scene)) as browser:
+        ids = await dead_lettered(scene, [kim, lou])
+        token = await signed_in_token(browser, OPERATOR, OPERATOR_PASSWORD)
+        held = await browser.get("/held")
+        assert held.text.count("account_policy is require_existing") == 2
+        assert held.text.count('method="post" action="/held"') == 2
+        only_kim = await browser.get("/held?user=kim")
+        assert (kim.transaction_id in only_kim.text, lou.transaction_id in only_kim.text) == (
+            True,
+            False,
+        )
+
+        released = await acted(browser, token, "/held", user="kim", currency="COIN")
+        assert released.status_code == 200
+        assert "kim COIN:\nwallet created;\n1 held payout(s) credited" in released.text
+        assert "1 held payout(s) credited:\now payout " in released.text
+        # The list shown with the result holds only what is still held.
+        assert kim.transaction_id not in released.text
+        assert lou.transaction_id in released.text
+        assert await scene.fetchval(STATUS, kim.transaction_id) == "credited"
+
+        listed = await browser.get("/dead-letters")
+        assert "2 message(s) in the queue" in listed.text
+        row_of_kim = re.search(rf"{ids[kim.transaction_id][:8]}.*?</tr>", listed.text, re.S)
+        assert row_of_kim, listed.text
+        for shown_in_row in ("yes, ", "business", "held_unknown_account", "<td>ow</td>"):
+            assert shown_in_row in row_of_kim.group(0)
+        shown = await browser.get(f"/dead-letter?id={ids[lou.transaction_id]}")
+        assert shown.status_code == 200
+        assert f'"transaction_id": "{lou.transaction_id}"' in shown.text
+        assert shown.text.count('name="csrf_token"') == 3  # replay it, purge it, log out
+        missing = await browser.get("/dead-letter?id=0123456789abcdef")
+        assert missing.status_code == 404
+
+        # Replaying kim's dead letter would be a duplicate: it is skipped, saying why.
+        skipped = await acted(browser, token, "/dead-letters/replay", id=ids[kim.transaction_id])
+        assert "0 of 1 replayed" in skipped.text
+        assert "its payout was already credited" in skipped.text
+    assert await scene.fetchval(CREDITS, kim.transaction_id) == 2  # one credit, two entries
+    assert await scene.fetchval(DEAD_LETTER_STATUS, kim.transaction_id) == "dead_lettered"
+    (created,) = entries_of(await audit_rows(scene.database_url), "account.create")
+    assert (created["actor"], created["target"], created["result"]) == ("olga", "kim COIN", "ok")
+    assert created["detail"] == {"created": True, "credited_held_payouts": 1}
+
+
+async def test_a_dry_run_changes_nothing_and_a_replay_credits_once_even_replayed_twice(
+    scene: Scene,
+) -> None:
+    ann, bea = payout("ann", 4, create_account=False), payout("bea", 6, create_account=False)
+    async with worker_running(scene.settings()), client(console_on(scene)) as browser:
+        ids = await dead_lettered(scene, [ann, bea])
+        for user in ("ann", "bea"):  # the fix, made without crediting what was held
+            await scene.fetchval(WALLET, user)
+        token = await signed_in_token(browser, OPERATOR, OPERATOR_PASSWORD)
+
+        dry = await acted(browser, token, "/dead-letters/replay", scope="all", dry_run="yes")
+        assert "Dry run: nothing was replayed" in dry.text
+        assert "Of 2 selected, 2 would be replayed and 0 skipped." in dry.text
+        assert await scene.depth(scene.topology.dead_letter_queue) == 2
+        assert await scene.fetchval(DEAD_LETTER_STATUS, ann.transaction_id) == "dead_lettered"
+        assert await scene.fetchval(STATUS, ann.transaction_id) == "held"
+
+        replayed = await acted(
+            browser, token, "/dead-letters/replay", id=ids[ann.transaction_id], rate="5"
+        )
+        assert "1 of 1 replayed" in replayed.text
+        await credited(scene, ann.transaction_id)
+        again = await acted(browser, token, "/dead-letters/replay", id=ids[ann.transaction_id])
+        assert "0 of 0 replayed" in again.text
+        await wait_for_depth(scene, scene.topology.work_queue, 0, "the replay consumed")
+    assert await scene.fetchval(CREDITS, ann.transaction_id) == 2  # credited once
+    assert await scene.fetchval("SELECT balance FROM accounts WHERE owner = 'ann'") == Decimal(4)
+    assert await scene.fetchval(STATUS, bea.transaction_id) == "held"
+    assert await scene.depth(scene.topology.dead_letter_queue) == 1
+    replays = entries_of(await audit_rows(scene.database_url), "dlq.replay")
+    assert [(e["actor"], e["target"], e["result"]) for e in replays] == [
+        ("olga", "--all", "ok"),
+        ("olga", ids[ann.transaction_id], "ok"),
+        ("olga", ids[ann.transaction_id], "ok"),
+    ]
+    assert [(e["detail"]["dry_run"], e["detail"]["replayed"]) for e in replays] == [
+        (True, 0),
+        (False, 1),
+        (False, 0),
+    ]
+    assert replays[1]["detail"]["per_second"] == 5
+
+
+async def test_a_filtered_replay_touches_only_the_filtered_messages(scene: Scene) -> None:
+    ours = payout("cal", 2, create_account=False)
+    theirs = payout_event(
+        user_id="cal", amount=Decimal(9), create_account=False, provider_instance="ow-eu"
+    )
+    async with worker_running(scene.settings()), client(console_on(scene)) as browser:
+        await dead_lettered(scene, [ours, theirs])
+        await scene.fetchval(WALLET, "cal")
+        token = await signed_in_token(browser, OPERATOR, OPERATOR_PASSWORD)
+        listed = await browser.get("/dead-letters?provider=ow-eu")
+        assert "1 message(s) match" in listed.text
+        assert theirs.transaction_id in listed.text
+        assert ours.transaction_id not in listed.text
+
+        replayed = await acted(browser, token, "/dead-letters/replay", provider="ow-eu")
+        assert "1 of 1 replayed" in replayed.text
+        await credited(scene, theirs.transaction_id)
+    assert await scene.fetchval(STATUS, ours.transaction_id) == "held"
+    assert await scene.fetchval(DEAD_LETTER_STATUS, ours.transaction_id) == "dead_lettered"
+    assert await scene.depth(scene.topology.dead_letter_queue) == 1
+    (replay,) = entries_of(await audit_rows(scene.database_url), "dlq.replay")
+    assert (replay["target"], replay["result"]) == ("--provider ow-eu", "ok")
+
+
+async def test_a_purge_needs_the_count_typed_and_a_wrong_one_purges_nothing(scene: Scene) -> None:
+    events = [payout("dan", 1, create_account=False) for _ in range(3)]
+    async with worker_running(scene.settings()), client(console_on(scene)) as browser:
+        await dead_lettered(scene, events)
+        token = await signed_in_token(browser, OPERATOR, OPERATOR_PASSWORD)
+        page = await browser.get("/dead-letters?reason=business")
+        assert "Type the number of messages the selection holds, 3, to confirm." in page.text
+
+        for typed in ("2", "purge", ""):
+            wrong = await acted(
+                browser, token, "/dead-letters/purge", reason="business", confirmation=typed
+            )
+            assert wrong.status_code == 400
+            assert "Nothing was purged: the selection holds 3 messages" in wrong.text
+        assert await scene.depth(scene.topology.dead_letter_queue) == 3
+
+        purged = await acted(
+            browser, token, "/dead-letters/purge", reason="business", confirmation="3"
+        )
+        assert "3 of 3 purged" in purged.text
+    assert await scene.depth(scene.topology.dead_letter_queue) == 0
+    assert await scene.fetchval("SELECT count(*) FROM dead_letters WHERE status = 'purged'") == 3
+    purges = entries_of(await audit_rows(scene.database_url), "dlq.purge")
+    assert [(e["target"], e["result"], e["detail"]["purged"]) for e in purges] == [
+        ("--reason business", "failed", 0)
+    ] * 3 + [("--reason business", "ok", 3)]
+    assert purges[0]["detail"]["reason"] == "the count was not confirmed; nothing was done"
+
+
+async def test_a_replay_while_rabbitmq_is_away_is_answered_503_and_audited_as_failed(
+    scene: Scene,
+) -> None:
+    away = console_on(scene, urls=(f"amqp://guest:guest@127.0.0.1:{free_port()}/",))
+    async with client(away) as browser:
+        token = await signed_in_token(browser, OPERATOR, OPERATOR_PASSWORD)
+        answer = await acted(browser, token, "/dead-letters/replay", scope="all")
+    assert answer.status_code == 503
+    assert "cannot reach RabbitMQ" in answer.text
+    (replay,) = entries_of(await audit_rows(scene.database_url), "dlq.replay")
+    assert (replay["target"], replay["result"]) == ("--all", "failed")
+    assert replay["detail"]["error"].startswith("BrokerUnavailable")
