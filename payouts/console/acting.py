@@ -12,6 +12,7 @@ import asyncpg
 
 from payouts.actions.audit import Actor, ActorKind
 from payouts.console.access import client_address, posted_form, require_role
+from payouts.console.query_filters import text
 from payouts.console.rendering import render
 from schema.logs import log
 from schema.settings import ConsoleRole
@@ -30,9 +31,10 @@ ACTION_FAILURES = (asyncpg.PostgresError,)
 
 
 def query_of(request: Request, names: tuple[str, ...]) -> dict[str, str]:
-    """The filters of a list page among `names`, stripped, empty ones left out."""
-    query = {name: request.query_params.get(name, "").strip() for name in names}
-    return {name: value for name, value in query.items() if value}
+    """The filters of a list page among `names`, stripped, empty ones left out; raises BadQuery
+    (a 400 page) for one no record can hold, rather than sending it to the database."""
+    stripped = {name: request.query_params.get(name, "").strip() for name in names}
+    return {name: value for name in names if (value := text(stripped, name))}
 
 
 def link(path: str, query: dict[str, str], **changes: str | None) -> str:

@@ -20,6 +20,7 @@ from payouts.console.login import login, login_page, logout
 from payouts.console.login_limits import FailedLogins
 from payouts.console.pages import accounts, audit, create_account, home
 from payouts.console.passwords import PasswordCheck
+from payouts.console.query_filters import BadQuery
 from payouts.console.rendering import STATIC_DIR, render
 from schema.errors import ServiceUnavailable
 from schema.logs import log
@@ -79,6 +80,11 @@ async def _unavailable(request: Request, error: Exception) -> Response:
     return render(request, "error.html", {"message": message}, status=503)
 
 
+async def _bad_query(request: Request, error: Exception) -> Response:
+    # A filter of a list page that cannot be read: the page says which and how to write it.
+    return render(request, "error.html", {"message": str(error)}, status=400)
+
+
 def create_app(settings: Settings, session_secret: str) -> SecurityHeaders:
     """The console for `settings` (checked by `payouts.console.server.checked_secret`), signing
     its session cookies with `session_secret`."""
@@ -95,7 +101,11 @@ def create_app(settings: Settings, session_secret: str) -> SecurityHeaders:
                 https_only=console.secure_cookies,
             )
         ],
-        exception_handlers={Refused: _refused, ServiceUnavailable: _unavailable},
+        exception_handlers={
+            Refused: _refused,
+            ServiceUnavailable: _unavailable,
+            BadQuery: _bad_query,
+        },
     )
     app.state.settings = settings
     app.state.passwords = PasswordCheck(console.operators)

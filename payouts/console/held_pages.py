@@ -11,6 +11,7 @@ from payouts.actions.operator import Operator
 from payouts.console.access import signed_in
 from payouts.console.acting import ACTION_FAILURES, LIST_PAGE_SIZE, acting, failed, link, query_of
 from payouts.console.pages import MAX_FIELD_CHARS
+from payouts.console.query_filters import entry_number
 from payouts.console.rendering import render
 
 if TYPE_CHECKING:
@@ -25,20 +26,16 @@ FILTERS = ("provider", "user")
 
 
 async def _page(request: Request, query: dict[str, str]) -> dict[str, Any]:
-    before = query.get("before", "")
+    before = entry_number(query, "before")
     settings: Settings = request.app.state.settings
     rows = await held_payouts(
-        settings,
-        query.get("provider"),
-        query.get("user"),
-        int(before) if before.isdigit() else None,
-        LIST_PAGE_SIZE + 1,
+        settings, query.get("provider"), query.get("user"), before, LIST_PAGE_SIZE + 1
     )
     filters = {key: value for key, value in query.items() if key != "before"}
     return {
         "query": filters,
         "rows": rows[:LIST_PAGE_SIZE],
-        "newest_link": link("/held", filters) if before else None,
+        "newest_link": link("/held", filters) if before is not None else None,
         "older_link": (
             link("/held", filters, before=str(rows[LIST_PAGE_SIZE - 1].payout_id))
             if len(rows) > LIST_PAGE_SIZE
