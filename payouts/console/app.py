@@ -19,6 +19,7 @@ from payouts.console.login import login, login_page, logout
 from payouts.console.login_limits import FailedLogins
 from payouts.console.pages import accounts, audit, create_account, home
 from payouts.console.passwords import PasswordCheck
+from payouts.console.providers import providers
 from payouts.console.rendering import STATIC_DIR, render
 from schema.errors import ServiceUnavailable
 from schema.logs import log
@@ -42,6 +43,7 @@ ROUTES = [
     Route("/audit", audit, methods=["GET"]),
     Route("/accounts", accounts, methods=["GET"]),
     Route("/accounts", create_account, methods=["POST"]),
+    Route("/providers", providers, methods=["GET"]),
     # The stylesheet, served to the login page too: it holds nothing of the records.
     Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
 ]
