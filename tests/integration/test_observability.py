@@ -122,8 +122,12 @@ async def test_refusal_reasons_and_secrets_are_exported_at_zero_before_the_first
 ) -> None:
     """So that Prometheus's increase() counts the first refusal of each reason and the first
     match of each secret (the console's Providers page reads them so)."""
-    settings = settings_for(services.rabbitmq_url, namespace, secret_env=("OW_FRESH", "OW_SPARE"))
-    app = create_app(settings, {"OW_FRESH": "fresh-secret-1", "OW_SPARE": "spare-secret-2"})
+    # An instance of its own: the registry is the process's, shared with the other tests.
+    settings = settings_for(
+        services.rabbitmq_url, namespace, name="fresh", secret_env=("OW_FRESH", "OW_SPARE")
+    )
+    secrets = {"OW_FRESH": "fresh-secret-1", "OW_SPARE": "spare-secret-2", "TEST_SECRET": SECRET}
+    app = create_app(settings, secrets)
     instance = settings.providers[0].name
     async with app.router.lifespan_context(app), client_from(app, "127.0.0.1") as client:
         await started(app)
