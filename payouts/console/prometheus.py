@@ -33,9 +33,7 @@ BY_VERDICT = (
 BY_REASON = (
     "sum by (exported_instance, reason) (increase(payouts_ingress_verification_failures_total[{}]))"
 )
-BY_MATCH = (
-    "sum by (exported_instance, secret) (increase(payouts_ingress_secret_matches_total[{}]))"
-)
+BY_MATCH = "sum by (exported_instance, secret) (increase(payouts_ingress_secret_matches_total[{}]))"
 # Each query, the label it counts by, and whether it counts verdicts (else secrets).
 QUERIES = (
     (BY_VERDICT, "verdict", True),
