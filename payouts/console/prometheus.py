@@ -6,6 +6,7 @@ not give. A Prometheus that does not answer is a `MetricsUnavailable`, which the
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -66,26 +67,34 @@ async def _query(base_url: str, expression: str) -> list[dict[str, Any]]:
     url = f"{base_url.rstrip('/')}/api/v1/query?{urlencode({'query': expression})}"
     try:
         body = await asyncio.to_thread(_get, url)
-    except (OSError, ValueError) as error:  # unreachable, an HTTP error, a body not JSON
+    # Unreachable, an HTTP error, a server that does not speak HTTP, a body that is not JSON.
+    except (OSError, http.client.HTTPException, ValueError) as error:
         raise MetricsUnavailable(f"Prometheus at {redacted_url(base_url)}: {error}") from None
     if not isinstance(body, dict) or body.get("status") != "success":
         problem = body.get("error") if isinstance(body, dict) else None
         raise MetricsUnavailable(
             f"Prometheus at {redacted_url(base_url)} refused the query: {problem or body!r}"
         )
-    result: list[dict[str, Any]] = body["data"]["result"]
+    result = body.get("data", {}).get("result")
+    if not isinstance(result, list):
+        raise MetricsUnavailable(f"Prometheus at {redacted_url(base_url)}: no vector in {body!r}")
     return result
 
 
 def _add(counts: Counts, samples: list[dict[str, Any]], label: str, window: int) -> None:
     for sample in samples:
-        metric = sample["metric"]
+        metric = sample.get("metric", {})
         instance, value = metric.get("exported_instance"), metric.get(label)
         if instance is None or value is None:
             continue
         per_window = counts.setdefault(instance, defaultdict(lambda: [0] * len(WINDOWS)))
         # increase() extrapolates to the window's edges: a count, shown whole.
-        per_window[value][window] = round(float(sample["value"][1]))
+        try:
+            per_window[value][window] = round(float(sample["value"][1]))
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise MetricsUnavailable(
+                f"Prometheus answered a sample without a value: {sample!r}"
+            ) from None
 
 
 async def callback_counts(prometheus_url: str) -> CallbackCounts:

@@ -4,12 +4,17 @@ instead of failing. (With a real Prometheus: tests/e2e/test_console_providers.py
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
 import asyncpg
+import pytest
 
 from payouts.console.app import create_app
 from tests.console.consoles import (
@@ -25,6 +30,9 @@ from tests.factories import payout_event, provider
 from workers.crediting import apply_payout
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
     from schema.settings import Settings
 
 INSTANCE = "ow"
@@ -106,3 +114,36 @@ async def test_a_prometheus_that_does_not_answer_is_named_on_the_page(database_u
     assert "The ingress&#39;s metrics are unavailable" in page
     assert f"Prometheus at {url}" in page
     assert "Connection refused" in page
+
+
+@contextlib.contextmanager
+def answering(tmp_path: Path, body: str) -> Iterator[str]:
+    """A real HTTP server (not Prometheus) answering every query with `body`: its base URL."""
+    (tmp_path / "api" / "v1").mkdir(parents=True)
+    (tmp_path / "api" / "v1" / "query").write_text(body)
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [
+        ("<html>not Prometheus</html>", "Expecting value"),
+        ('{"status": "error", "error": "parse error at char 4"}', "parse error at char 4"),
+        ('{"status": "success", "data": {"result": [{"metric": {}}]}}', "without a value"),
+    ],
+)
+async def test_a_prometheus_that_answers_nonsense_is_named_on_the_page(
+    database_url: str, tmp_path: Path, body: str, shown: str
+) -> None:
+    with answering(tmp_path, body) as url:
+        page = await page_of(database_url, prometheus_url=url)
+    assert "The ingress&#39;s metrics are unavailable" in page
+    assert shown in page
