@@ -137,7 +137,11 @@ def answering(tmp_path: Path, body: str) -> Iterator[str]:
     [
         ("<html>not Prometheus</html>", "Expecting value"),
         ('{"status": "error", "error": "parse error at char 4"}', "parse error at char 4"),
-        ('{"status": "success", "data": {"result": [{"metric": {}}]}}', "without a value"),
+        (
+            '{"status": "success", "data": {"result": '
+            '[{"metric": {"exported_instance": "ow", "verdict": "accepted"}}]}}',
+            "without a value",
+        ),
     ],
 )
 async def test_a_prometheus_that_answers_nonsense_is_named_on_the_page(

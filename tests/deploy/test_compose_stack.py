@@ -286,9 +286,10 @@ def test_the_console_builds_a_config_with_its_section_and_the_operators(tmp_path
     """The console's command run with local paths: the image's config, its [console] section and
     the operators file make a configuration the console accepts, listening where published."""
     operators = tmp_path / "operators.toml"
+    cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
     operators.write_text(
         '[[console.operators]]\nname = "admin"\nrole = "operator"\n'
-        f'password_hash = "{PasswordHasher(time_cost=1, memory_cost=8).hash("pw")}"\n'
+        f'password_hash = "{cheap.hash("pw")}"\n'
     )
     (command,) = service("console")["command"]
     built = tmp_path / "payouts.toml"
