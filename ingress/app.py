@@ -79,6 +79,16 @@ class CallbackEndpoint:
         self._requests = children(metrics.REQUESTS, instance)
         self._secret_matches = children(metrics.SECRET_MATCHES, instance)
         self._verification_failures = children(metrics.VERIFICATION_FAILURES, instance)
+        # Every refusal reason, configured secret and (where it is fixed) accepted answer is
+        # exported from the start, at 0: a series first seen at 1 hides that first count from
+        # Prometheus's increase(), and the console's Providers page would miss it.
+        for verdict in Verdict:
+            if verdict is not Verdict.ACCEPTED:
+                self._verification_failures(verdict.value)
+        for secret_name in protocol.instance.secret_env:
+            self._secret_matches(secret_name)
+        if self._accepted is not None:
+            self._requests(Verdict.ACCEPTED.value, self._accepted_code)
         if protocol.waits_for_outcome and outcomes is None:
             raise ValueError(f"protocol {protocol.name} waits for outcomes: give it a listener")
 

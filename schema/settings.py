@@ -476,6 +476,10 @@ class ConsoleSettings(_Section):
     # Cookies only over HTTPS; false only for a console reached over plain http on loopback.
     secure_cookies: bool = True
     operators: tuple[ConsoleOperator, ...] = ()
+    # The Prometheus that scrapes the ingress (its HTTP API, e.g. http://prometheus:9090): the
+    # Providers page reads the callbacks' counts by verdict and secret there. Unset: that page
+    # shows what the database records only.
+    prometheus_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/\S*)?$")
 
     @field_validator("operators")
     @classmethod

@@ -85,3 +85,9 @@ ensure_iptables() {
 ensure_prometheus() {
     ensure_apt_command promtool prometheus "the Prometheus tests"
 }
+
+# The console's browser tests drive Debian's chromium through Playwright
+# (tests/e2e/test_console_browser.py): Playwright's own browser download is not used.
+ensure_chromium() {
+    ensure_apt_command chromium chromium "the console's browser tests"
+}

@@ -9,6 +9,7 @@ source deploy/local/setup.sh
 ensure_venv
 ensure_iptables
 ensure_prometheus
+ensure_chromium
 if [ -z "${PAYOUTS_TEST_POSTGRES_URL:-}${PAYOUTS_TEST_RABBITMQ_URL:-}" ] && ! docker_works; then
     ensure_local_services
 fi

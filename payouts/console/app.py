@@ -20,6 +20,7 @@ from payouts.console.login import login, login_page, logout
 from payouts.console.login_limits import FailedLogins
 from payouts.console.pages import accounts, audit, create_account, home
 from payouts.console.passwords import PasswordCheck
+from payouts.console.providers import providers
 from payouts.console.query_filters import BadQuery
 from payouts.console.rendering import STATIC_DIR, render
 from schema.errors import ServiceUnavailable
@@ -57,6 +58,7 @@ ROUTES = [
     Route("/held", held_pages.create_held_account, methods=["POST"]),
     Route("/orders", order_pages.order_list, methods=["GET"]),
     Route("/orders/cancel", order_pages.cancel, methods=["POST"]),
+    Route("/providers", providers, methods=["GET"]),
     # The stylesheet, served to the login page too: it holds nothing of the records.
     Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
 ]

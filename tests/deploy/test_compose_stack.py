@@ -9,15 +9,18 @@ import base64
 import hashlib
 import json
 import re
+import subprocess
 from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from argon2 import PasswordHasher
 from prometheus_client import Counter, Gauge, Histogram
 
 from ingress import metrics as ingress_metrics
+from schema.settings import load_settings
 from tests.deploy.test_k8s_manifests import EVERY_ADDRESS, k8s_settings, load_documents
 from workers import metrics as worker_metrics
 from workers.consumer import stop_seconds
@@ -266,3 +269,43 @@ def test_the_image_carries_the_container_config() -> None:
     # Reachable from the other containers: Prometheus, and the published port.
     assert settings.ingress.host in EVERY_ADDRESS
     assert settings.worker.status_host in EVERY_ADDRESS
+
+
+def test_the_console_is_published_on_loopback_only_and_not_on_the_providers_port() -> None:
+    console = service("console")
+    assert console["profiles"] == ["console"]  # started on purpose, once it has an operator
+    (published,) = console["ports"]
+    host, host_port, container_port = published.split(":")
+    assert host == "127.0.0.1"
+    settings = k8s_settings()
+    assert int(container_port) != settings.ingress.port
+    assert host_port not in {port.split(":")[1] for port in service("ingress")["ports"]}
+
+
+def test_the_console_builds_a_config_with_its_section_and_the_operators(tmp_path: Path) -> None:
+    """The console's command run with local paths: the image's config, its [console] section and
+    the operators file make a configuration the console accepts, listening where published."""
+    operators = tmp_path / "operators.toml"
+    cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    operators.write_text(
+        '[[console.operators]]\nname = "admin"\nrole = "operator"\n'
+        f'password_hash = "{cheap.hash("pw")}"\n'
+    )
+    (command,) = service("console")["command"]
+    built = tmp_path / "payouts.toml"
+    local = (
+        command.replace("/etc/payouts/payouts.toml", str(CONTAINER_CONFIG))
+        .replace("/run/secrets/console-operators", str(operators))
+        .replace("/tmp/payouts.toml", str(built))  # noqa: S108 (the container's path, replaced)
+        .replace("exec payouts --config", "test -s")
+        .removesuffix(" console")
+    )
+    subprocess.run(["sh", "-c", local], check=True, timeout=10)
+    settings = load_settings(built, {})
+    assert [operator.name for operator in settings.console.operators] == ["admin"]
+    assert settings.console.host in EVERY_ADDRESS
+    assert str(settings.console.port) == service("console")["ports"][0].split(":")[2]
+    assert settings.console.prometheus_url == "http://prometheus:9090"
+    secret = compose()["secrets"]["console-operators"]["file"]
+    assert secret == "local/console-operator.toml"
+    assert f"deploy/{secret}" in (DEPLOY.parent / ".gitignore").read_text().splitlines()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 
 from ingress import metrics
 from ingress.app import create_app
@@ -114,6 +115,33 @@ async def test_the_ingress_counts_answers_failures_secrets_and_publishes(
     assert grew("payouts_ingress_publish_seconds_count") == 3
     assert grew("payouts_ingress_request_seconds_count", instance=instance) == 5
     assert sample_value(after, "payouts_ingress_broker_connected") == 1
+
+
+async def test_refusal_reasons_and_secrets_are_exported_at_zero_before_the_first_callback(
+    services: Services, namespace: str
+) -> None:
+    """So that Prometheus's increase() counts the first refusal of each reason and the first
+    match of each secret (the console's Providers page reads them so)."""
+    # An instance of its own: the registry is the process's, shared with the other tests.
+    settings = settings_for(
+        services.rabbitmq_url, namespace, name="fresh", secret_env=("OW_FRESH", "OW_SPARE")
+    )
+    secrets = {"OW_FRESH": "fresh-secret-1", "OW_SPARE": "spare-secret-2", "TEST_SECRET": SECRET}
+    app = create_app(settings, secrets)
+    instance = settings.providers[0].name
+    async with app.router.lifespan_context(app), client_from(app, "127.0.0.1") as client:
+        await started(app)
+        exposition = await scrape(client)
+    exported = {
+        (sample.name, sample.labels.get("reason") or sample.labels.get("secret"))
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.labels.get("instance") == instance and sample.value == 0
+    }
+    failures = "payouts_ingress_verification_failures_total"
+    assert {(failures, "ip_not_allowed"), (failures, "bad_signature")} <= exported
+    matches = "payouts_ingress_secret_matches_total"
+    assert {(matches, "OW_FRESH"), (matches, "OW_SPARE")} <= exported
 
 
 async def test_the_broker_gauge_follows_the_connection_without_a_scrape(
