@@ -139,6 +139,31 @@ async def test_an_operator_logs_in_and_sees_a_signed_callbacks_payout_recorded(
     await expect(page.locator("#provider-offerwall .last-seen")).to_contain_text("UTC")
 
 
+async def test_support_finds_a_signed_callbacks_transaction_and_sees_the_balance(
+    console: Console, page: Page
+) -> None:
+    """Where are my coins: the transaction searched, opened, its books balanced, and the
+    user's balance on their page, as a viewer (support staff) sees them."""
+    user = f"asker-{uuid.uuid4().hex[:8]}"
+    first = await send_signed_callback(console.stack, "/callbacks/offerwall", user, 120)
+    second = await send_signed_callback(console.stack, "/callbacks/offerwall", user, 30)
+    await wait_for_status(console.stack, first, "credited")
+    await wait_for_status(console.stack, second, "credited")
+    await log_in(page, VIEWER, VIEWER_PASSWORD)
+    await page.get_by_role("link", name="Payouts", exact=True).first.click()
+    await page.get_by_label("Transaction id").fill(first)
+    await page.get_by_role("button", name="Search").click()
+    found = page.locator("table.payouts tbody tr")
+    await expect(found).to_have_count(1)
+    await expect(found).to_contain_text("credited")
+    await found.get_by_role("link", name=first).click()
+    await expect(page.locator(".balanced")).to_contain_text("Balanced")
+    await page.get_by_role("link", name=user).first.click()
+    assert await balance(console.stack, user) == Decimal(150)
+    wallet = page.locator("tr", has=page.locator("td", has_text="COIN")).first
+    await expect(wallet.locator("td.amount")).to_have_text("150")
+
+
 async def test_a_viewer_cannot_create_an_account_and_the_refusal_is_audited(
     console: Console, page: Page
 ) -> None:
@@ -231,7 +256,7 @@ async def test_the_main_pages_render_without_a_content_security_policy_violation
     await shoot("login")
     await log_in(page, OPERATOR, OPERATOR_PASSWORD)
     await shoot("home")
-    for name in ("audit", "accounts", "providers"):
+    for name in ("payouts", "held", "dead-letters", "orders", "audit", "accounts", "providers"):
         answer = await page.goto(f"/{name}")
         assert answer is not None
         assert answer.status == 200
