@@ -209,6 +209,64 @@ async def test_a_held_payout_is_released_by_creating_the_account_in_the_browser(
     await wait_for_status(console.stack, transaction, "credited")
 
 
+async def test_a_dead_letter_is_replayed_by_an_operator_once_and_never_by_a_viewer(
+    console: Console, browser: Browser, page: Page
+) -> None:
+    user = f"late-{uuid.uuid4().hex[:8]}"
+    transaction = await send_signed_callback(console.stack, "/callbacks/offerwall-strict", user, 40)
+    await wait_for_status(console.stack, transaction, "held")
+
+    async def dead_lettered() -> bool:
+        return bool(await dead_letter_of(console.stack, transaction))
+
+    await wait_until(dead_lettered, f"payout {transaction} dead-lettered")
+    dead_letter = await dead_letter_of(console.stack, transaction)
+    # The fix, made without crediting what was held: the replay is what credits it.
+    await console.stack.fetchval(
+        "INSERT INTO accounts (kind, owner, currency) VALUES ('wallet', $1, 'COIN')", user
+    )
+    viewer = await browser.new_context(base_url=console.base_url)
+    try:
+        seeing = await viewer.new_page()
+        await log_in(seeing, VIEWER, VIEWER_PASSWORD)
+        await seeing.goto(f"/dead-letter?id={dead_letter}")
+        await expect(seeing.locator("body")).to_contain_text(transaction)
+        await expect(seeing.get_by_role("button", name="Replay")).to_have_count(0)
+        token = await seeing.locator('form.logout input[name="csrf_token"]').get_attribute("value")
+        assert token
+        refused = await seeing.request.post(
+            "/dead-letters/replay", form={"csrf_token": token, "id": dead_letter}, max_redirects=0
+        )
+        assert refused.status == 403
+    finally:
+        await viewer.close()
+    assert await balance(console.stack, user) == Decimal(0)
+
+    await log_in(page, OPERATOR, OPERATOR_PASSWORD)
+    await page.get_by_role("link", name="Dead letters").first.click()
+    await page.get_by_role("link", name=dead_letter[:8]).click()
+    await page.get_by_role("button", name="Replay").click()
+    await expect(page.locator("body")).to_contain_text("1 of 1 replayed")
+    await wait_for_status(console.stack, transaction, "credited")
+    # Confirmed by the broker, the message left the dead-letter queue.
+    await page.goto("/dead-letters")
+    await expect(page.locator("body")).not_to_contain_text(dead_letter[:8])
+    assert await balance(console.stack, user) == Decimal(40)
+    entries = await console.stack.fetchval(
+        "SELECT count(*) FROM ledger_entries JOIN payouts USING (payout_id)"
+        " WHERE transaction_id = $1",
+        transaction,
+    )
+    assert entries == 2  # the wallet's and the funding account's: credited once
+
+
+async def dead_letter_of(stack: Stack, transaction: str) -> str | None:
+    found: str | None = await stack.fetchval(
+        "SELECT dead_letter_id::text FROM dead_letters WHERE transaction_id = $1", transaction
+    )
+    return found
+
+
 async def test_a_form_with_a_wrong_csrf_token_is_refused(console: Console, page: Page) -> None:
     user = f"forged-{uuid.uuid4().hex[:8]}"
     await log_in(page, OPERATOR, OPERATOR_PASSWORD)
