@@ -221,6 +221,7 @@ async def test_a_dead_letter_is_replayed_by_an_operator_once_and_never_by_a_view
 
     await wait_until(dead_lettered, f"payout {transaction} dead-lettered")
     dead_letter = await dead_letter_of(console.stack, transaction)
+    assert dead_letter is not None
     # The fix, made without crediting what was held: the replay is what credits it.
     await console.stack.fetchval(
         "INSERT INTO accounts (kind, owner, currency) VALUES ('wallet', $1, 'COIN')", user
