@@ -4,9 +4,9 @@ settled, written after its crediting transaction committed, and the ingress's /m
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -135,7 +135,16 @@ def latest_settled(log: Path) -> tuple[datetime, float] | None:
 
 
 @dataclass(frozen=True)
-class IngressCounts:
+class _Counts:
+    """Cumulative counts read at one moment; one reading less an earlier one is what happened
+    between them, field by field."""
+
+    def __sub__(self, earlier: Self) -> Self:
+        return type(self)(*(getattr(self, f.name) - getattr(earlier, f.name) for f in fields(self)))
+
+
+@dataclass(frozen=True)
+class IngressCounts(_Counts):
     """Cumulative counts from the ingress's /metrics, to be subtracted from a later reading."""
 
     answered: float  # callbacks answered, whatever the verdict
@@ -145,22 +154,9 @@ class IngressCounts:
     publish_seconds: float  # time callbacks waited for their message's confirm (its sum)
     publishes: float  # callbacks that waited for one (its count)
 
-    def __sub__(self, earlier: IngressCounts) -> IngressCounts:
-        return IngressCounts(
-            self.answered - earlier.answered,
-            self.refused - earlier.refused,
-            self.events - earlier.events,
-            self.messages - earlier.messages,
-            self.publish_seconds - earlier.publish_seconds,
-            self.publishes - earlier.publishes,
-        )
-
 
 async def ingress_counts(metrics_url: str) -> IngressCounts:
-    async with httpx.AsyncClient() as client:
-        response = await client.get(metrics_url)
-    response.raise_for_status()
-    return parse_ingress_counts(response.text)
+    return parse_ingress_counts(await _exposition(metrics_url))
 
 
 def parse_ingress_counts(exposition: str) -> IngressCounts:
@@ -182,26 +178,16 @@ def parse_ingress_counts(exposition: str) -> IngressCounts:
 
 
 @dataclass(frozen=True)
-class WorkerCounts:
+class WorkerCounts(_Counts):
     """Cumulative counts from a worker's /metrics, to be subtracted from a later reading."""
 
     transactions: float  # crediting transactions committed (payouts_worker_commit_seconds_count)
     transaction_seconds: float  # their time from opening to commit (its sum)
     batched: float  # payouts they applied (payouts_worker_batch_size_sum)
 
-    def __sub__(self, earlier: WorkerCounts) -> WorkerCounts:
-        return WorkerCounts(
-            self.transactions - earlier.transactions,
-            self.transaction_seconds - earlier.transaction_seconds,
-            self.batched - earlier.batched,
-        )
-
 
 async def worker_counts(metrics_url: str) -> WorkerCounts:
-    async with httpx.AsyncClient() as client:
-        response = await client.get(metrics_url)
-    response.raise_for_status()
-    return parse_worker_counts(response.text)
+    return parse_worker_counts(await _exposition(metrics_url))
 
 
 def parse_worker_counts(exposition: str) -> WorkerCounts:
@@ -213,6 +199,13 @@ def parse_worker_counts(exposition: str) -> WorkerCounts:
             "payouts_worker_batch_size_sum",
         )
     )
+
+
+async def _exposition(metrics_url: str) -> str:
+    async with httpx.AsyncClient() as client:
+        response = await client.get(metrics_url)
+    response.raise_for_status()
+    return response.text
 
 
 def _sums(exposition: str, *names: str) -> list[float]:
