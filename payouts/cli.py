@@ -67,7 +67,14 @@ def cmd_ingress(args: argparse.Namespace) -> int:
 def cmd_console(args: argparse.Namespace) -> int:
     from payouts.console.server import serve
 
-    settings = _overridden(_settings(args), "console", args, host="host", port="port")
+    settings = _overridden(
+        _settings(args),
+        "console",
+        args,
+        host="host",
+        port="port",
+        operators_file="operators_file",
+    )
     return serve(settings, os.environ)
 
 
@@ -358,6 +365,11 @@ def _parser() -> argparse.ArgumentParser:
     console.add_argument("--host", help="listen address (default: console.host in the config)")
     console.add_argument(
         "--port", type=int, help="listen port (default: console.port in the config)"
+    )
+    console.add_argument(
+        "--operators-file",
+        help="an absolute path to more [[console.operators]], e.g. a mounted secret "
+        "(default: console.operators_file in the config)",
     )
     command(
         "hash-password",

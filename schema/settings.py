@@ -8,7 +8,8 @@ import tomllib
 from decimal import Decimal
 from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network, ip_network
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from pathlib import Path  # pydantic reads the annotations at run time
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from argon2 import Type, extract_parameters
@@ -30,7 +31,6 @@ from schema.logs import redacted_url
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from pathlib import Path
 
 __all__ = [
     "AccountPolicy",
@@ -51,6 +51,7 @@ __all__ = [
     "WorkerSettings",
     "database_hosts",
     "load_settings",
+    "with_file_operators",
 ]
 
 DATABASE_URL_ENV = "PAYOUTS_DATABASE_URL"
@@ -91,6 +92,9 @@ Network = Annotated[IPNetwork, BeforeValidator(_network)]
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+SectionT = TypeVar("SectionT", bound=_Section)
 
 
 # Every connection of ours may write (the worker, the orders API, the operator's commands), so a
@@ -476,10 +480,22 @@ class ConsoleSettings(_Section):
     # Cookies only over HTTPS; false only for a console reached over plain http on loopback.
     secure_cookies: bool = True
     operators: tuple[ConsoleOperator, ...] = ()
+    # A file of more [[console.operators]], read when the console starts: where the hashes
+    # come from a secret store (a Kubernetes Secret mounted as a file) rather than this file.
+    operators_file: Path | None = None
     # The Prometheus that scrapes the ingress (its HTTP API, e.g. http://prometheus:9090): the
     # Providers page reads the callbacks' counts by verdict and secret there. Unset: that page
     # shows what the database records only.
     prometheus_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/\S*)?$")
+
+    @field_validator("operators_file")
+    @classmethod
+    def _absolute_operators_file(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_absolute():
+            raise ValueError(
+                "must be an absolute path: the console may start in any working directory"
+            )
+        return path
 
     @field_validator("operators")
     @classmethod
@@ -555,12 +571,7 @@ def load_settings(path: Path, environ: dict[str, str] | None = None) -> Settings
     """Read and validate the file; `PAYOUTS_DATABASE_URL` and `PAYOUTS_BROKER_URL` (one URL or
     several separated by commas) override it."""
     env = dict(os.environ) if environ is None else environ
-    try:
-        raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such configuration file") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    raw = _read_toml(path)
     if env.get(DATABASE_URL_ENV):
         raw.setdefault("database", {})["url"] = env[DATABASE_URL_ENV]
     if env.get(BROKER_URL_ENV):
@@ -569,10 +580,58 @@ def load_settings(path: Path, environ: dict[str, str] | None = None) -> Settings
         broker = raw.setdefault("broker", {})
         broker.pop("url", None)
         broker["urls"] = [url.strip() for url in env[BROKER_URL_ENV].split(",")]
+    return _validated(Settings, raw, path)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        return Settings.model_validate(raw)
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except OSError as error:  # a directory, no permission: what the system says
+        raise ConfigError(f"{path}: cannot be read: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+
+
+def _validated(model: type[SectionT], raw: dict[str, Any], path: Path) -> SectionT:
+    try:
+        return model.model_validate(raw)
     except ValidationError as error:
         problems = "\n".join(
             f"  {_location(item['loc'])}: {item['msg']}" for item in error.errors()
         )
         raise ConfigError(f"{path}: invalid configuration\n{problems}") from None
+
+
+class _OperatorsOnly(_Section):
+    operators: tuple[ConsoleOperator, ...] = Field(min_length=1)
+
+
+class _OperatorsFile(_Section):
+    """console.operators_file: [[console.operators]] tables and nothing else, so that the same
+    lines may move between it and payouts.toml."""
+
+    console: _OperatorsOnly
+
+
+def with_file_operators(settings: Settings) -> Settings:
+    """`settings` with the operators of console.operators_file added to those it lists;
+    ConfigError names the file and what to fix in it."""
+    path = settings.console.operators_file
+    if path is None:
+        return settings
+    listed = _validated(_OperatorsFile, _read_toml(path), path).console.operators
+    try:
+        console = ConsoleSettings.model_validate(
+            {
+                **settings.console.model_dump(),
+                "operators": [o.model_dump() for o in (*settings.console.operators, *listed)],
+            }
+        )
+    except ValidationError as error:
+        messages = "; ".join(str(item["msg"]) for item in error.errors())
+        raise ConfigError(
+            f"{path} with console.operators of the configuration: {messages}"
+        ) from None
+    return settings.model_copy(update={"console": console})

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -37,7 +38,15 @@ __all__ = ["ROUTES", "SESSION_COOKIE", "create_app"]
 logger = logging.getLogger("payouts.console")
 SESSION_COOKIE = "payouts_console"
 
+
+async def healthz(request: Request) -> Response:
+    """The liveness of the process for a supervisor's probe, without login: it tells nothing of
+    the records, and a console whose database is away still answers, saying so on each page."""
+    return PlainTextResponse("ok\n")
+
+
 ROUTES = [
+    Route("/healthz", healthz, methods=["GET"]),
     Route("/login", login_page, methods=["GET"]),
     Route("/login", login, methods=["POST"]),
     Route("/logout", logout, methods=["POST"]),

@@ -7,7 +7,6 @@ import logging
 import math
 from typing import TYPE_CHECKING
 
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse
 
 from payouts.actions.audit import Actor, ActorKind, AuditResult, record_audit
@@ -72,7 +71,7 @@ async def login(request: Request) -> Response:
     # not all pass the cap while each is still being checked.
     limits.failed(*keys)
     passwords: PasswordCheck = request.app.state.passwords
-    operator = await run_in_threadpool(passwords.verify, name, password)
+    operator = await passwords.verify(name, password)
     if operator is None:
         await record_audit(settings, entry(AuditResult.REFUSED, reason="wrong name or password"))
         log(

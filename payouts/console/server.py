@@ -9,6 +9,7 @@ import uvicorn
 
 from payouts.console.app import create_app
 from schema.errors import ConfigError
+from schema.settings import with_file_operators
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -31,7 +32,8 @@ def checked_secret(settings: Settings, environ: Mapping[str, str]) -> str:
         raise ConfigError(
             "console.operators: no operator is configured, so nobody could log in; add a "
             '[[console.operators]] with name, role ("viewer" or "operator") and the '
-            "password_hash that `payouts console hash-password` prints (docs/console.md)"
+            "password_hash that `payouts console hash-password` prints, to the configuration "
+            "or to the file console.operators_file names (docs/console.md)"
         )
     if console.port and console.port == settings.ingress.port:
         raise ConfigError(
@@ -50,8 +52,10 @@ def checked_secret(settings: Settings, environ: Mapping[str, str]) -> str:
 
 
 def serve(settings: Settings, environ: Mapping[str, str]) -> int:
-    """Serve until SIGTERM or SIGINT (uvicorn then ends the process by that signal, so that
-    whoever started it sees why); 1 if uvicorn could not start (the port taken, say)."""
+    """Serve, with the operators of console.operators_file too, until SIGTERM or SIGINT
+    (uvicorn then ends the process by that signal, so that whoever started it sees why); 1 if
+    uvicorn could not start (the port taken, say)."""
+    settings = with_file_operators(settings)
     app = create_app(settings, checked_secret(settings, environ))
     server = uvicorn.Server(
         uvicorn.Config(

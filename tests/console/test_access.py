@@ -43,12 +43,17 @@ async def audit_rows(database_url: str) -> list[dict[str, Any]]:
     return rows
 
 
+# The login, and the probe of a supervisor (Kubernetes), which answers "ok" and nothing else.
+PUBLIC_PATHS = frozenset({"/login", "/healthz"})
+
+
 def routes_behind_the_login() -> list[tuple[str, str]]:
-    """Each route but the login's, a path parameter given the value 1 (which every one reads)."""
+    """Each route but the public ones, a path parameter given the value 1 (which every one
+    reads)."""
     return [
         (method, route.path_format.format(**dict.fromkeys(route.param_convertors, "1")))
         for route in ROUTES
-        if isinstance(route, Route) and route.path != "/login"
+        if isinstance(route, Route) and route.path not in PUBLIC_PATHS
         for method in sorted(route.methods or ()) if method != "HEAD"
     ]  # fmt: skip
 
@@ -67,6 +72,17 @@ async def test_every_route_but_the_login_sends_a_stranger_to_the_login_page(
             asked = quote(f"{path}?actor=x", safe="")
             wanted = f"/login?next={asked}" if method == "GET" else "/login"
             assert answer.headers["location"] == wanted, (method, path)
+
+
+async def test_the_health_probe_answers_a_stranger_with_nothing_of_the_records(
+    database_url: str,
+) -> None:
+    async with client(console_app(database_url)) as browser:
+        answer = await browser.get("/healthz")
+    assert (answer.status_code, answer.text) == (200, "ok\n")
+    assert "set-cookie" not in answer.headers
+    for name, value in SECURITY_HEADERS.items():
+        assert answer.headers.get(name) == value, name
 
 
 async def test_a_login_brings_the_operator_to_the_page_they_wanted(database_url: str) -> None:
