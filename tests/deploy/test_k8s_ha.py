@@ -26,6 +26,7 @@ from schema.settings import BROKER_URL_ENV, DATABASE_URL_ENV, load_settings
 from tests.deploy.test_k8s_manifests import (
     CORE_API_VERSIONS,
     EXAMPLE_SECRETS,
+    EXTERNAL_SECRET,
     K8S,
     K8S_CONFIG,
     KUBERNETES_VERSIONS,
@@ -34,6 +35,7 @@ from tests.deploy.test_k8s_manifests import (
     command_problems,
     component,
     containers,
+    generated_secret,
     json_schema_problems,
     k8s_settings,
     name_of,
@@ -250,6 +252,13 @@ def connection_problems(objs: list[Manifest], config: Config) -> list[str]:
     return problems
 
 
+def operator_secrets(objs: list[Manifest]) -> frozenset[str]:
+    """The Secrets the two operators make: the database's app user, the broker's default user."""
+    database = the(objs, "Cluster")["metadata"]["name"]
+    broker = the(objs, "RabbitmqCluster")["metadata"]["name"]
+    return frozenset({f"{database}-app", f"{broker}-default-user"})
+
+
 def operated_problems(objs: list[Manifest], config: Config) -> list[str]:
     """The base's checks that apply unchanged, on what is rendered besides the operators' part."""
     ours = [obj for obj in objs if component(obj) not in OPERATED_COMPONENTS]
@@ -258,7 +267,7 @@ def operated_problems(objs: list[Manifest], config: Config) -> list[str]:
         *selector_problems(ours, settings),
         *security_problems(ours, settings),
         *command_problems(ours, settings),
-        *reference_problems(ours, settings),
+        *reference_problems(ours, settings, operator_secrets(objs)),
     ]
 
 
@@ -321,7 +330,7 @@ def test_the_ha_secret_is_the_example_secret_without_urls() -> None:
     example = read_env_file(EXAMPLE_SECRETS)
     del example[DATABASE_URL_ENV], example[BROKER_URL_ENV]
     assert read_env_file(HA_SECRETS) == example
-    rendered = the(ha_objects(), "Secret")
+    rendered = generated_secret(ha_objects(), EXTERNAL_SECRET)
     assert secret_names(k8s_settings()) - {DATABASE_URL_ENV, BROKER_URL_ENV} <= set(
         rendered["data"]
     )
@@ -329,10 +338,11 @@ def test_the_ha_secret_is_the_example_secret_without_urls() -> None:
 
 def test_the_operators_come_before_the_migration() -> None:
     readme = (K8S / "README.md").read_text(encoding="utf-8")
-    first = [obj for obj in ha_objects() if component(obj) not in {"ingress", "worker", "migrate"}]
+    later = {"ingress", "worker", "console", "migrate"}
+    first = [obj for obj in ha_objects() if component(obj) not in later]
     assert {obj["kind"] for obj in first} >= {"RabbitmqCluster", "Cluster", "Namespace"}
     assert not workloads(first)
-    assert "-l 'app.kubernetes.io/component notin (ingress,worker,migrate)'" in readme
+    assert "-l 'app.kubernetes.io/component notin (ingress,worker,console,migrate)'" in readme
 
 
 # --- Each check sees its mistake --------------------------------------------------------------

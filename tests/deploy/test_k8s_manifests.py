@@ -9,6 +9,7 @@ from the base and the example overlay (skipped where kubectl is missing; failed 
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import tomllib
@@ -23,7 +24,8 @@ import kubernetes_validate  # type: ignore[import-untyped]  # ships no type info
 import pytest
 import yaml
 
-from schema.settings import BROKER_URL_ENV, DATABASE_URL_ENV, load_settings
+from payouts.console.server import checked_secret
+from schema.settings import BROKER_URL_ENV, DATABASE_URL_ENV, load_settings, with_file_operators
 from schema.topology import Topology
 from tests.availability import require_tool
 from workers.consumer import stop_seconds
@@ -59,11 +61,14 @@ CONFIG_ENV = "PAYOUTS_CONFIG"
 # A stopping worker takes up to workers.consumer.stop_seconds; Kubernetes must not kill it
 # before, and a margin covers closing its connections.
 GRACE_MARGIN_SECONDS = 5
-# The Secret the base names; an overlay generates it (with a hashed name) or an operator creates it.
+# The Secrets the base names; an overlay generates them (with hashed names) or an operator
+# creates them: every pod's, and the console's own (its operators and session key).
 EXTERNAL_SECRET = "payouts-secrets"
+CONSOLE_SECRET = "payouts-console"
+EXTERNAL_SECRETS = frozenset({EXTERNAL_SECRET, CONSOLE_SECRET})
 # deploy/k8s/README.md applies the migration first with this selector, the workloads after it.
-MIGRATE_PHASE_SELECTOR = f"{COMPONENT} notin (ingress,worker)"
-LATER_PHASE_COMPONENTS = frozenset({"ingress", "worker"})
+MIGRATE_PHASE_SELECTOR = f"{COMPONENT} notin (ingress,worker,console)"
+LATER_PHASE_COMPONENTS = frozenset({"ingress", "worker", "console"})
 WORKLOAD_KINDS = frozenset({"Deployment", "Job"})
 
 
@@ -145,6 +150,15 @@ def component(obj: Manifest) -> str | None:
 
 def of_kind(objs: list[Manifest], kind: str) -> list[Manifest]:
     return [obj for obj in objs if obj["kind"] == kind]
+
+
+def generated_secret(objs: list[Manifest], name: str) -> Manifest:
+    """The Secret an overlay generated as `name` (kustomize adds a hash of its content)."""
+    found = [
+        obj for obj in of_kind(objs, "Secret") if obj["metadata"]["name"].rpartition("-")[0] == name
+    ]
+    assert len(found) == 1, f"expected one generated Secret {name}, found {len(found)}"
+    return found[0]
 
 
 def the(objs: list[Manifest], kind: str, component_label: str | None = None) -> Manifest:
@@ -477,28 +491,45 @@ def selector_problems(objs: list[Manifest], settings: Settings) -> list[str]:
     return problems
 
 
+@dataclass(frozen=True)
+class Listen:
+    """Where a component's process listens (payouts.toml, or its options), what its readiness
+    probe asks, and whether Prometheus scrapes it there."""
+
+    host_flag: str
+    port_flag: str
+    host: str
+    port: int
+    readiness_path: str
+    scraped: bool
+
+
 def probe_problems(objs: list[Manifest], settings: Settings) -> list[str]:
     """Probes and the scrape reach the port the process listens on, as payouts.toml says."""
+    ingress, worker, console = settings.ingress, settings.worker, settings.console
     listens = {
-        "ingress": ("--host", "--port", settings.ingress.host, settings.ingress.port),
-        "worker": (
+        "ingress": Listen("--host", "--port", ingress.host, ingress.port, "/readyz", True),
+        "worker": Listen(
             "--status-host",
             "--status-port",
-            settings.worker.status_host,
-            settings.worker.status_port,
+            worker.status_host,
+            worker.status_port,
+            "/readyz",
+            True,
         ),
+        # The console has no /metrics, and stays ready while its database is away.
+        "console": Listen("--host", "--port", console.host, console.port, "/healthz", False),
     }
     problems = []
     for workload in workloads(objs):
         listen = listens.get(component(workload) or "")
         if listen is None:
             continue
-        host_flag, port_flag, configured_host, configured_port = listen
         for container in containers(workload):
             where = f"{name_of(workload)} {container['name']}"
             args: list[str] = container.get("args", [])
-            host = option(args, host_flag) or configured_host
-            port = int(option(args, port_flag) or configured_port)
+            host = option(args, listen.host_flag) or listen.host
+            port = int(option(args, listen.port_flag) or listen.port)
             if host not in EVERY_ADDRESS:
                 problems.append(f"{where}: listens on {host}, out of the kubelet's reach")
             if container_port(container, port) is None:
@@ -506,7 +537,7 @@ def probe_problems(objs: list[Manifest], settings: Settings) -> list[str]:
             for probe_kind, path in (
                 ("startupProbe", "/healthz"),
                 ("livenessProbe", "/healthz"),
-                ("readinessProbe", "/readyz"),
+                ("readinessProbe", listen.readiness_path),
             ):
                 probe = container.get(probe_kind, {}).get("httpGet")
                 if probe is None:
@@ -521,8 +552,10 @@ def probe_problems(objs: list[Manifest], settings: Settings) -> list[str]:
                 annotations.get("prometheus.io/port"),
                 annotations.get("prometheus.io/path"),
             )
-            if scrape != ("true", str(port), "/metrics"):
+            if listen.scraped and scrape != ("true", str(port), "/metrics"):
                 problems.append(f"{where}: scrape annotations {scrape} miss /metrics on {port}")
+            if not listen.scraped and scrape[0] == "true":
+                problems.append(f"{where}: scraped, but it serves no /metrics")
     return problems
 
 
@@ -697,14 +730,83 @@ def config_mount_problems(objs: list[Manifest], settings: Settings) -> list[str]
     return problems
 
 
-def reference_problems(objs: list[Manifest], settings: Settings) -> list[str]:
-    """Every name an object refers to is an object of the rendering (kustomize renamed both)."""
+def console_problems(objs: list[Manifest], settings: Settings) -> list[str]:
+    """The console reads its operators from the file its --operators-file names, mounted
+    read-only from the console's Secret, and its session key from the same Secret; no other
+    workload reads that Secret."""
+    problems = []
+    console = the(objs, "Deployment", "console")
+    (container,) = containers(console)
+    volumes = {volume["name"]: volume for volume in pod_spec(console).get("volumes", [])}
+    operators_file = option(container.get("args", []), "--operators-file") or str(
+        settings.console.operators_file
+    )
+    directory, _, file_name = operators_file.rpartition("/")
+    mounts = [m for m in container.get("volumeMounts", []) if m["mountPath"] == directory]
+    source = volumes[mounts[0]["name"]].get("secret", {}) if mounts else {}
+    if not source:
+        problems.append(f"console: {operators_file} is not in a Secret's volume")
+    elif not mounts[0].get("readOnly"):
+        problems.append("console: the operators' Secret is mounted writable")
+    elif not secret_name_is(source["secretName"], CONSOLE_SECRET):
+        problems.append(f"console: {operators_file} comes from {source['secretName']}")
+    elif {"key": "operators.toml", "path": file_name} not in source.get("items", []):
+        problems.append(f"console: {operators_file} is not the Secret's key operators.toml")
+    key_source = {
+        variable["name"]: variable.get("valueFrom", {}).get("secretKeyRef", {})
+        for variable in container.get("env", [])
+    }.get(settings.console.session_secret_env, {})
+    session_key = (
+        key_source.get("key"),
+        secret_name_is(key_source.get("name", ""), CONSOLE_SECRET),
+    )
+    if session_key != (settings.console.session_secret_env, True):
+        problems.append(
+            f"console: {settings.console.session_secret_env} is not the key of that name "
+            f"of {CONSOLE_SECRET}"
+        )
+    problems += [
+        f"{name_of(workload)}: reads the console's Secret"
+        for workload in workloads(objs)
+        if workload is not console
+        and any(secret_name_is(name, CONSOLE_SECRET) for name in secret_references(workload))
+    ]
+    return problems
+
+
+def secret_name_is(name: str, base_name: str) -> bool:
+    """`name` is `base_name`, as written or as an overlay generated it (with a hash suffix)."""
+    return base_name in (name, name.rpartition("-")[0])
+
+
+def secret_references(workload: Manifest) -> list[str]:
+    """The Secrets a workload's pods read: volumes, and its containers' variables."""
+    names = [
+        v["secret"]["secretName"] for v in pod_spec(workload).get("volumes", []) if "secret" in v
+    ]
+    for container in containers(workload):
+        names += [s["secretRef"]["name"] for s in container.get("envFrom", []) if "secretRef" in s]
+        names += [
+            variable["valueFrom"]["secretKeyRef"]["name"]
+            for variable in container.get("env", [])
+            if "secretKeyRef" in variable.get("valueFrom", {})
+        ]
+    return names
+
+
+def reference_problems(
+    objs: list[Manifest], settings: Settings, created_elsewhere: frozenset[str] = frozenset()
+) -> list[str]:
+    """Every name an object refers to is an object of the rendering (kustomize renamed both),
+    but for Secrets that something in the cluster makes (`created_elsewhere`)."""
     present = {(obj["kind"], obj["metadata"]["name"]) for obj in objs}
     secrets_rendered = bool(of_kind(objs, "Secret"))
     problems = []
 
     def need(kind: str, name: str, where: str) -> None:
-        external = kind == "Secret" and name == EXTERNAL_SECRET and not secrets_rendered
+        external = kind == "Secret" and (
+            name in created_elsewhere or (name in EXTERNAL_SECRETS and not secrets_rendered)
+        )
         if (kind, name) not in present and not external:
             problems.append(f"{where}: names {kind}/{name}, which is not rendered")
 
@@ -715,12 +817,10 @@ def reference_problems(objs: list[Manifest], settings: Settings) -> list[str]:
         for volume in pod.get("volumes", []):
             if "configMap" in volume:
                 need("ConfigMap", volume["configMap"]["name"], where)
-            if "secret" in volume:
-                need("Secret", volume["secret"]["secretName"], where)
+        for name in secret_references(workload):
+            need("Secret", name, where)
         for container in containers(workload):
             for source in container.get("envFrom", []):
-                if "secretRef" in source:
-                    need("Secret", source["secretRef"]["name"], where)
                 if "configMapRef" in source:
                     need("ConfigMap", source["configMapRef"]["name"], where)
     for scaled in of_kind(objs, "ScaledObject"):
@@ -849,6 +949,30 @@ def test_the_config_file_is_mounted_where_payouts_config_points(view: str) -> No
     assert config_mount_problems(manifests(view), k8s_settings()) == []
 
 
+@pytest.mark.parametrize("view", ALL_VIEWS)
+def test_the_console_reads_its_operators_and_key_from_its_own_secret(view: str) -> None:
+    assert console_problems(manifests(view), k8s_settings()) == []
+
+
+def test_the_example_console_secret_holds_operators_the_console_accepts(tmp_path: Path) -> None:
+    data = generated_secret(manifests("example"), CONSOLE_SECRET)["data"]
+    operators_file = tmp_path / "operators.toml"
+    operators_file.write_bytes(base64.b64decode(data["operators.toml"]))
+    settings = k8s_settings()
+    with_operators = with_file_operators(
+        settings.model_copy(
+            update={
+                "console": settings.console.model_copy(update={"operators_file": operators_file})
+            }
+        )
+    )
+    session_key = base64.b64decode(data[settings.console.session_secret_env]).decode()
+    assert checked_secret(with_operators, {settings.console.session_secret_env: session_key})
+    assert [operator.name for operator in with_operators.console.operators] == ["example-admin"]
+    assert "example" in session_key
+    assert "EXAMPLE VALUES ONLY" in operators_file.read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize("view", ["base", "example"])
 def test_references_name_rendered_objects(view: str) -> None:
     assert reference_problems(manifests(view), k8s_settings()) == []
@@ -920,7 +1044,7 @@ def test_the_example_secret_holds_every_variable_the_config_names() -> None:
 
 def test_the_rendered_secret_holds_every_variable_the_config_names() -> None:
     objs = manifests("example")
-    secret = the(objs, "Secret")
+    secret = generated_secret(objs, EXTERNAL_SECRET)
     assert secret_names(k8s_settings()) <= set(secret["data"])
     ingress_secrets = [
         source["secretRef"]["name"]
@@ -1199,6 +1323,49 @@ SPOILS = [
         autoscaler_problems,
         Edit("Deployment", "worker", ("spec", "replicas"), 2),
         id="replicas-fight-the-autoscaler",
+    ),
+    pytest.param(
+        "files",
+        probe_problems,
+        Edit("Deployment", "console", (*CONTAINER, "args"), ["console"]),
+        id="console-on-loopback",
+    ),
+    pytest.param(
+        "files",
+        probe_problems,
+        Edit("Deployment", "console", (*CONTAINER, "readinessProbe", "httpGet", "path"), "/readyz"),
+        id="console-readiness-asks-a-missing-page",
+    ),
+    pytest.param(
+        "files",
+        console_problems,
+        Edit("Deployment", "console", (*CONTAINER, "volumeMounts", 1, "mountPath"), "/etc/console"),
+        id="console-operators-not-mounted",
+    ),
+    pytest.param(
+        "files",
+        console_problems,
+        Edit("Deployment", "console", (*POD, "volumes", 1, "secret", "items", 0, "key"), "ops"),
+        id="console-operators-of-another-key",
+    ),
+    pytest.param(
+        "example",
+        console_problems,
+        Edit(
+            "Deployment",
+            "console",
+            (*CONTAINER, "env", 1, "valueFrom", "secretKeyRef", "name"),
+            EXTERNAL_SECRET,
+        ),
+        id="console-session-key-from-the-shared-secret",
+    ),
+    pytest.param(
+        "files",
+        console_problems,
+        Edit(
+            "Deployment", "ingress", (*CONTAINER, "envFrom", 0, "secretRef", "name"), CONSOLE_SECRET
+        ),
+        id="ingress-reads-the-console-secret",
     ),
     pytest.param(
         "example",
