@@ -245,6 +245,7 @@ def cmd_account_create(args: argparse.Namespace) -> int:
 
 
 def cmd_payout_attach_proof(args: argparse.Namespace) -> int:
+    from payouts.actions.audit import command_line_actor
     from payouts.actions.proof_images import ProofImageError
     from payouts.actions.proofs import NoSuchPayout
 
@@ -255,7 +256,9 @@ def cmd_payout_attach_proof(args: argparse.Namespace) -> int:
         if path.stat().st_size > limit:
             raise ProofImageError(f"the file is over proof_api.max_image_bytes ({limit} bytes)")
         attached = asyncio.run(
-            operator.attach_proof(args.provider, args.transaction, path.read_bytes())
+            operator.attach_proof(
+                args.provider, args.transaction, path.read_bytes(), command_line_actor()
+            )
         )
     except OSError as error:
         print(f"payouts: cannot read {args.file}: {error.strerror}", file=sys.stderr)

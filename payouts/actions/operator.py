@@ -118,20 +118,34 @@ class Operator:
             with_connection(self.settings, create),
         )
 
-    async def attach_proof(self, provider: str, transaction: str, image: bytes) -> dict[str, Any]:
+    async def attach_proof(
+        self, provider: str, transaction: str, image: bytes, actor: Actor
+    ) -> dict[str, Any]:
         """Attach a proof image to the payout (ProofImageError if it is not one we accept,
-        NoSuchPayout if there is no such payout)."""
+        NoSuchPayout if there is no such payout); the audit entry of `actor` commits with it
+        (or, if it is refused or fails, is written as failed)."""
+        target = f"{provider} {transaction}"
+        attached = self._attached_proof(provider, transaction, image, actor)
+        return await failures_recorded(self.settings, actor, "proof.attach", target, attached)
+
+    async def _attached_proof(
+        self, provider: str, transaction: str, image: bytes, actor: Actor
+    ) -> dict[str, Any]:
         media_type = validated_media_type(image, max_bytes=self.settings.proof_api.max_image_bytes)
 
-        async def attach(conn: Connection) -> int | None:
-            return await attach_proof(conn, provider, transaction, media_type, image)
+        async def attach(conn: Connection) -> dict[str, Any]:
+            async with conn.transaction():
+                image_id = await attach_proof(conn, provider, transaction, media_type, image)
+                attached = {
+                    "image_id": image_id,
+                    "media_type": media_type,
+                    "already_attached": image_id is None,
+                }
+                target = f"{provider} {transaction}"
+                await record(conn, actor.entry("proof.attach", AuditResult.OK, target, attached))
+            return attached
 
-        image_id = await with_connection(self.settings, attach)
-        return {
-            "image_id": image_id,
-            "media_type": media_type,
-            "already_attached": image_id is None,
-        }
+        return await with_connection(self.settings, attach)
 
     async def register_order(
         self,

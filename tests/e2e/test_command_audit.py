@@ -1,5 +1,6 @@
-"""The `payouts` commands that change records (accounts and orders so far) write the audit
-trail as the OS user who ran them, in the same transaction as the change."""
+"""The `payouts` commands that change records (accounts and orders here; proof images in
+test_operator_commands.py) write the audit trail as the OS user who ran them, in the same
+transaction as the change."""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
-"""The operator's commands for orders and proof images, run as an operator types them."""
+"""The operator's commands for orders and proof images, run as an operator types them, and the
+audit trail they write."""
 
 from __future__ import annotations
 
+import getpass
 import io
 import json
 from typing import TYPE_CHECKING
@@ -16,6 +18,13 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from tests.e2e.stack import Stack
+
+
+ATTACHES_AUDITED = """
+SELECT json_agg(json_build_object('actor', actor, 'target', target, 'result', result,
+    'detail', detail) ORDER BY id)::text
+FROM audit_log WHERE action = 'proof.attach' AND actor_kind = 'cli'
+"""
 
 
 def image_file(tmp_path: Path, image_format: str) -> Path:
@@ -90,3 +99,17 @@ async def test_proof_images_are_validated_before_they_are_attached(
     assert attach(png, transaction="W-none")[0] == 1
     count = await stack.fetchval("SELECT count(*) FROM proof_images")
     assert count == 1
+    audited = json.loads(await stack.fetchval(ATTACHES_AUDITED))
+    image_id = await stack.fetchval("SELECT image_id FROM proof_images")
+    assert [(a["actor"], a["target"], a["result"]) for a in audited] == [
+        (getpass.getuser(), "billing W-1", "ok"),
+        (getpass.getuser(), "billing W-1", "ok"),
+        (getpass.getuser(), "billing W-1", "failed"),
+        (getpass.getuser(), "billing W-none", "failed"),
+    ]
+    assert [a["detail"] for a in audited[:2]] == [
+        {"image_id": image_id, "media_type": "image/png", "already_attached": False},
+        {"image_id": None, "media_type": "image/png", "already_attached": True},
+    ]
+    assert audited[2]["detail"]["error"].startswith("ProofImageError")
+    assert audited[3]["detail"]["error"].startswith("NoSuchPayout")
