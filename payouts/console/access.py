@@ -48,14 +48,22 @@ MAX_FORM_FIELDS = 20
 
 class Refused(Exception):
     """A request the console will not serve: `status`, a page saying why, and an audit entry
-    (`action` refused for `reason`)."""
+    (`action` refused for `reason`, with the fields of the form it `attempted`)."""
 
-    def __init__(self, status: int, message: str, action: str, reason: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        action: str,
+        reason: str,
+        attempted: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.action = action
         self.reason = reason
+        self.attempted = attempted or {}
 
 
 def _settings(request: Request) -> Settings:
@@ -129,8 +137,11 @@ async def posted_form(request: Request) -> dict[str, str]:
     return form
 
 
-def require_role(request: Request, role: ConsoleRole, action: str) -> ConsoleOperator:
-    """The signed-in operator, refused (403) unless their role allows `role`'s actions."""
+def require_role(
+    request: Request, role: ConsoleRole, action: str, form: dict[str, str] | None = None
+) -> ConsoleOperator:
+    """The signed-in operator, refused (403) unless their role allows `role`'s actions; the
+    refusal's audit entry keeps what `form` asked for (its CSRF token left out)."""
     operator = signed_in_operator(request)
     if operator is None or (role is ConsoleRole.OPERATOR and operator.role is not role):
         raise Refused(
@@ -140,6 +151,7 @@ def require_role(request: Request, role: ConsoleRole, action: str) -> ConsoleOpe
             "configuration.",
             action=action,
             reason=f"role {operator.role.value if operator else 'none'} is not {role.value}",
+            attempted={name: value for name, value in (form or {}).items() if name != CSRF_FIELD},
         )
     return operator
 

@@ -48,7 +48,7 @@ async def acting(request: Request, action: str) -> tuple[dict[str, str], Actor]:
     """The posted form (refused without its CSRF token) and the operator acting, refused
     unless their role is `operator`: both refusals are audited as `action`'s."""
     form = await posted_form(request)
-    operator = require_role(request, ConsoleRole.OPERATOR, action)
+    operator = require_role(request, ConsoleRole.OPERATOR, action, form)
     return form, Actor(operator.name, ActorKind.CONSOLE, client_address(request))
 
 

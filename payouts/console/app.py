@@ -4,7 +4,7 @@ unreachable database, wrapped in the security headers of every answer."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -76,7 +76,10 @@ ROUTES = [
 async def _refused(request: Request, error: Exception) -> Response:
     assert isinstance(error, Refused)
     who = Actor(actor(request), ActorKind.CONSOLE, client_address(request))
-    entry = who.entry(error.action, AuditResult.REFUSED, request.url.path, {"reason": error.reason})
+    detail: dict[str, Any] = {"reason": error.reason}
+    if error.attempted:
+        detail["form"] = error.attempted
+    entry = who.entry(error.action, AuditResult.REFUSED, request.url.path, detail)
     # The refusal stands without its entry if Postgres does not answer; the log keeps it.
     await record_audit_or_log(request.app.state.settings, entry)
     return render(request, "error.html", {"message": error.message}, status=error.status)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from payouts.actions.audit import Actor, ActorKind, AuditFilter, AuditResult, audit_page
+from payouts.actions.audit import AuditFilter, AuditResult, audit_page
 from payouts.actions.operator import Operator
-from payouts.console.access import client_address, posted_form, require_role, signed_in
+from payouts.console.access import signed_in
+from payouts.console.acting import acting
 from payouts.console.query_filters import BadQuery, entry_number, moment, page_links, text
 from payouts.console.rendering import render
-from schema.settings import ConsoleRole
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -73,14 +73,12 @@ async def accounts(request: Request) -> Response:
 
 @signed_in
 async def create_account(request: Request) -> Response:
-    form = await posted_form(request)
-    operator = require_role(request, ConsoleRole.OPERATOR, "account.create")
+    form, actor = await acting(request, "account.create")
     user = form.get("user", "").strip()
     currency = form.get("currency", "").strip()
     if not (0 < len(user) <= MAX_FIELD_CHARS and 0 < len(currency) <= MAX_FIELD_CHARS):
         problem = f"Give a user id and a currency, each of 1 to {MAX_FIELD_CHARS} characters."
         return render(request, "accounts.html", {"error": problem}, status=400)
     settings: Settings = request.app.state.settings
-    actor = Actor(operator.name, ActorKind.CONSOLE, client_address(request))
     created = await Operator(settings).create_account(user, currency, actor)
     return render(request, "accounts.html", {"created": created})

@@ -330,7 +330,8 @@ async def test_a_viewer_may_not_create_an_account_and_the_refusal_is_audited(
     assert refusal == {
         "actor": "vic", "actor_kind": "console", "action": "account.create",
         "target": "/accounts", "source": "192.0.2.77", "result": "refused",
-        "detail": {"reason": "role viewer is not operator"},
+        "detail": {"reason": "role viewer is not operator",
+                   "form": {"user": "player-1", "currency": "COIN"}},
     }  # fmt: skip
 
 

@@ -72,7 +72,8 @@ async def test_a_viewer_is_refused_each_action_and_the_refusal_is_audited(
     assert (await audit_rows(database_url))[-1] == {
         "actor": "vic", "actor_kind": "console", "action": action, "target": path,
         "source": "192.0.2.9", "result": "refused",
-        "detail": {"reason": "role viewer is not operator"},
+        # What the viewer tried, without the CSRF token.
+        "detail": {"reason": "role viewer is not operator", "form": form},
     }  # fmt: skip
     assert await fetch_value(database_url, "SELECT status FROM pending_orders") == "pending"
     assert await fetch_value(database_url, "SELECT count(*) FROM accounts") == 0

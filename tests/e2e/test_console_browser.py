@@ -1,6 +1,6 @@
 """The console in a real browser (headless Chromium) against the real console, ingress and worker
 processes: logging in and out, what a viewer may not do, a held payout released by creating the
-account, a form with a wrong CSRF token, and every main page rendered without a Content Security
+account, a dead letter replayed, an order cancelled, a form with a wrong CSRF token, and every main page rendered without a Content Security
 Policy violation. With PAYOUTS_CONSOLE_SCREENSHOTS=DIR, that last test also saves each page as
 DIR/NAME.png (docs/console/ holds the ones docs/console.md shows)."""
 
@@ -321,3 +321,53 @@ async def test_the_main_pages_render_without_a_content_security_policy_violation
         assert answer.status == 200
         await shoot(name)
     assert complaints == []
+
+
+async def test_an_operator_cancels_a_pending_order_and_a_viewer_cannot(
+    console: Console, browser: Browser, page: Page
+) -> None:
+    user = f"buyer-{uuid.uuid4().hex[:8]}"
+    order_id = f"APP-{uuid.uuid4().hex[:8]}"
+    registered = console.stack.run(
+        "order", "register", "--provider", "billing", "--order-id", order_id,
+        "--user", user, "--item", "gem_pack", "--amount", "500",
+    )  # fmt: skip
+    assert registered.returncode == 0, registered.stderr
+    viewer = await browser.new_context(base_url=console.base_url)
+    try:
+        seeing = await viewer.new_page()
+        await log_in(seeing, VIEWER, VIEWER_PASSWORD)
+        await seeing.goto(f"/orders?user={user}")
+        await expect(seeing.locator("tbody tr")).to_contain_text(order_id)
+        await expect(seeing.get_by_role("button", name="Cancel")).to_have_count(0)
+        token = await seeing.locator('form.logout input[name="csrf_token"]').get_attribute("value")
+        assert token
+        refused = await seeing.request.post(
+            "/orders/cancel",
+            form={"csrf_token": token, "provider": "billing", "order_id": order_id},
+            max_redirects=0,
+        )
+        assert refused.status == 403
+    finally:
+        await viewer.close()
+    assert await order_state(console.stack, order_id) == "pending"
+
+    await log_in(page, OPERATOR, OPERATOR_PASSWORD)
+    await page.get_by_role("link", name="Orders").first.click()
+    await page.get_by_label("User").fill(user)
+    await page.get_by_role("button", name="Filter").click()
+    await page.locator("tbody tr", has_text=order_id).get_by_role("button", name="Cancel").click()
+    await expect(page.locator(".done")).to_have_text(f"Order billing {order_id} cancelled.")
+    assert await order_state(console.stack, order_id) == "cancelled"
+    await page.goto("/audit?action=order.cancel")
+    audited = page.locator("tbody tr", has_text=order_id)
+    await expect(audited).to_have_count(2)
+    await expect(audited.filter(has_text="refused")).to_contain_text(VIEWER)
+    await expect(audited.filter(has_text="ok")).to_contain_text(OPERATOR)
+
+
+async def order_state(stack: Stack, order_id: str) -> str | None:
+    found: str | None = await stack.fetchval(
+        "SELECT status FROM pending_orders WHERE order_id = $1", order_id
+    )
+    return found
