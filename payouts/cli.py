@@ -98,6 +98,15 @@ def cmd_console_hash_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_console_sign_out(args: argparse.Namespace) -> int:
+    from payouts.actions.audit import command_line_actor
+    from payouts.actions.console_sessions import sign_out
+
+    revoked = asyncio.run(sign_out(_settings(args), args.operator, command_line_actor()))
+    print_data({"operator": args.operator, "revoked_sessions": revoked}, args.json)
+    return 0
+
+
 def _overridden(
     settings: Settings, section: str, args: argparse.Namespace, **keys: str
 ) -> Settings:
@@ -374,13 +383,20 @@ def _parser() -> argparse.ArgumentParser:
         help="an absolute path to more [[console.operators]], e.g. a mounted secret "
         "(default: console.operators_file in the config)",
     )
+    console_commands = console.add_subparsers(required=False)
     command(
         "hash-password",
         cmd_console_hash_password,
         "read a password (without echo, or one line of standard input) and print its argon2id "
         "hash for [[console.operators]]",
-        console.add_subparsers(required=False),
+        console_commands,
     )
+    command(
+        "sign-out",
+        cmd_console_sign_out,
+        "end every open console session of an operator (their copied cookies too) and say how many",
+        console_commands,
+    ).add_argument("operator", help="the operator's name in [[console.operators]]")
     worker = command("worker", cmd_worker, "consume payout events and credit them")
     worker.add_argument(
         "--status-host", help="metrics and health address (default: worker.status_host)"

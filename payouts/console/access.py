@@ -1,5 +1,6 @@
-"""Who is asking: the operator a signed session names, the login every page needs, the CSRF
-token every form carries, and the role an action needs. A refusal is a `Refused`, which the
+"""Who is asking: the operator whose session is open (the signed cookie names it, its row in
+Postgres says it is neither revoked nor expired), the login every page needs, the CSRF token
+every form carries, and the role an action needs. A refusal is a `Refused`, which the
 application answers with a page of its status and writes to the audit trail."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 from starlette.responses import RedirectResponse
 
 from payouts.actions.audit import ANONYMOUS
+from payouts.actions.console_sessions import session_operator
 from schema.settings import ConsoleRole
 
 if TYPE_CHECKING:
@@ -27,17 +29,22 @@ __all__ = [
     "CSRF_FIELD",
     "Refused",
     "actor",
+    "check_session",
     "client_address",
     "csrf_token",
     "posted_form",
     "require_role",
     "safe_next",
+    "session_token",
     "signed_in",
     "signed_in_operator",
     "start_session",
 ]
 
 SESSION_OPERATOR = "operator"
+# The token that names the session's row (console_sessions), which a logout or a sign-out
+# revokes.
+SESSION_ROW = "row"
 SESSION_CSRF = "csrf"
 CSRF_FIELD = "csrf_token"
 # The largest form the console takes, and its most fields: its forms are a few short fields,
@@ -71,11 +78,35 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
+async def check_session(request: Request) -> ConsoleOperator | None:
+    """The operator the session names, if its row is open (neither revoked nor expired) and
+    theirs, and the configuration still has them (one removed from the file is signed out at
+    the console's next start). A session refused is cleared, so that the browser drops its
+    cookie. DatabaseUnavailable when Postgres does not answer: no row, no session."""
+    operator = None
+    token = request.session.get(SESSION_ROW)
+    if isinstance(token, str):
+        name = request.session.get(SESSION_OPERATOR)
+        settings = _settings(request)
+        opened_by = await session_operator(settings, token)
+        if opened_by is not None and opened_by == name:
+            operator = next((o for o in settings.console.operators if o.name == name), None)
+        if operator is None:
+            request.session.clear()
+    request.state.operator = operator
+    return operator
+
+
 def signed_in_operator(request: Request) -> ConsoleOperator | None:
-    """The operator the session names, if the configuration still has them: one removed from
-    the file is signed out at the console's next start."""
-    name = request.session.get(SESSION_OPERATOR)
-    return next((o for o in _settings(request).console.operators if o.name == name), None)
+    """The operator `check_session` found for this request; None before it or when refused."""
+    operator: ConsoleOperator | None = getattr(request.state, "operator", None)
+    return operator
+
+
+def session_token(request: Request) -> str:
+    """The token of the session `check_session` found open."""
+    token: str = request.session[SESSION_ROW]
+    return token
 
 
 def actor(request: Request) -> str:
@@ -93,11 +124,13 @@ def csrf_token(request: Request) -> str:
     return token
 
 
-def start_session(request: Request, operator: ConsoleOperator) -> None:
-    """A new session for `operator`, with a new CSRF token: nothing of the anonymous one is
-    kept. The session is not written again until logout, so it expires `max_age` after this."""
+def start_session(request: Request, operator: ConsoleOperator, token: str) -> None:
+    """A new session for `operator`, its row's `token` and a new CSRF token: nothing of the
+    anonymous one is kept. The cookie is not written again until logout, so it expires
+    `max_age` after this, as its row does."""
     request.session.clear()
     request.session[SESSION_OPERATOR] = operator.name
+    request.session[SESSION_ROW] = token
     request.session[SESSION_CSRF] = secrets.token_urlsafe(32)
 
 
@@ -169,12 +202,12 @@ def safe_next(wanted: str | None) -> str:
 def signed_in(
     handler: Callable[[Request], Awaitable[Response]],
 ) -> Callable[[Request], Awaitable[Response]]:
-    """`handler` for signed-in operators; anyone else goes to the login page, which brings them
-    back to what they wanted."""
+    """`handler` for signed-in operators (one query of their session's row); anyone else goes
+    to the login page, which brings them back to what they wanted."""
 
     @functools.wraps(handler)
     async def checked(request: Request) -> Response:
-        if signed_in_operator(request) is None:
+        if await check_session(request) is None:
             if request.method != "GET":
                 # A form sent without a session is not sent again after the login.
                 return RedirectResponse("/login", status_code=303)

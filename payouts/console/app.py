@@ -88,8 +88,8 @@ async def _refused(request: Request, error: Exception) -> Response:
 async def _unavailable(request: Request, error: Exception) -> Response:
     log(logger, logging.ERROR, "console request failed: service unavailable", error=str(error))
     message = (
-        "The console cannot reach its database right now, so it can neither show the records "
-        "nor write the audit trail. Try again in a moment."
+        "The console cannot reach its database right now, which it needs to check each "
+        "session, show the records and write the audit trail. Try again in a moment."
     )
     return render(request, "error.html", {"message": message}, status=503)
 

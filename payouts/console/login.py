@@ -1,5 +1,6 @@
 """Logging in and out: the login form, the password check under the failed-login cap, and the
-audit entry of each attempt, written before the session changes (no entry, no session)."""
+audit entry of each attempt, written before the session changes (no entry, no session): a login
+opens the session's row with its entry, a logout revokes it with its entry."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from typing import TYPE_CHECKING
 from starlette.responses import RedirectResponse
 
 from payouts.actions.audit import Actor, ActorKind, AuditResult, record_audit
+from payouts.actions.console_sessions import end_session, open_session
 from payouts.console.access import (
     actor,
+    check_session,
     client_address,
     posted_form,
     safe_next,
+    session_token,
     signed_in,
-    signed_in_operator,
     start_session,
 )
 from payouts.console.rendering import render
@@ -40,7 +43,7 @@ MAX_LOGGED_NAME = 64
 
 async def login_page(request: Request) -> Response:
     wanted = safe_next(request.query_params.get("next"))
-    if signed_in_operator(request) is not None:
+    if await check_session(request) is not None:
         return RedirectResponse(wanted, status_code=303)
     return render(request, "login.html", {"next": wanted})
 
@@ -82,10 +85,10 @@ async def login(request: Request) -> Response:
         )
         return render(request, "login.html", {"next": wanted, "wrong": True}, status=401)
 
-    await record_audit(settings, entry(AuditResult.OK, role=operator.role.value))
+    token = await open_session(settings, entry(AuditResult.OK, role=operator.role.value))
     limits.retract(address_key)
     limits.forget(name_key)
-    start_session(request, operator)
+    start_session(request, operator, token)
     log(logger, logging.INFO, "console login", operator=name, address=address)
     return RedirectResponse(wanted, status_code=303)
 
@@ -95,6 +98,6 @@ async def logout(request: Request) -> Response:
     await posted_form(request)
     settings: Settings = request.app.state.settings
     operator = Actor(actor(request), ActorKind.CONSOLE, client_address(request))
-    await record_audit(settings, operator.entry("logout", AuditResult.OK))
+    await end_session(settings, session_token(request), operator.entry("logout", AuditResult.OK))
     request.session.clear()
     return RedirectResponse("/login", status_code=303)

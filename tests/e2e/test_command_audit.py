@@ -1,6 +1,6 @@
-"""The `payouts` commands that change records (accounts and orders here; proof images in
-test_operator_commands.py) write the audit trail as the OS user who ran them, in the same
-transaction as the change."""
+"""The `payouts` commands that change records (accounts, orders and console sessions here;
+proof images in test_operator_commands.py) write the audit trail as the OS user who ran them, in
+the same transaction as the change."""
 
 from __future__ import annotations
 
@@ -52,3 +52,35 @@ async def test_order_commands_are_audited_with_how_they_ended(stack: Stack) -> N
         ("order.cancel", "billing APP-1", "failed", {"reason": "no pending order under that id"}),
     ]
     assert {(e["actor"], e["actor_kind"]) for e in entries} == {(getpass.getuser(), "cli")}
+
+
+OPEN_SESSIONS = """
+INSERT INTO console_sessions (token_sha256, operator, client_address, expires_at)
+SELECT sha256(convert_to(token, 'UTF8')), operator, '192.0.2.8', now() + interval '1 hour'
+FROM (VALUES ('a', 'olga'), ('b', 'olga'), ('c', 'vic')) AS sessions (token, operator)
+"""
+OPEN_BY_OPERATOR = """
+SELECT json_object_agg(operator, open)::text FROM (
+    SELECT operator, count(*) FILTER (WHERE revoked_at IS NULL) AS open
+    FROM console_sessions GROUP BY operator) AS counts
+"""
+
+
+async def test_console_sign_out_revokes_an_operators_sessions_and_is_audited(stack: Stack) -> None:
+    await fetch_value(stack.database_url, OPEN_SESSIONS)
+    first = stack.run("console", "sign-out", "olga", "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout) == {"operator": "olga", "revoked_sessions": 2}
+    again = stack.run("console", "sign-out", "olga")
+    assert (again.returncode, again.stdout) == (0, "operator: olga\nrevoked_sessions: 0\n")
+    assert json.loads(await fetch_value(stack.database_url, OPEN_BY_OPERATOR)) == {
+        "olga": 0,
+        "vic": 1,
+    }
+    entries = json.loads(await fetch_value(stack.database_url, ENTRIES))
+    assert entries == [
+        {"actor": getpass.getuser(), "actor_kind": "cli", "action": "console.sign-out",
+         "target": "olga", "source": socket.gethostname(), "result": "ok",
+         "detail": {"revoked_sessions": revoked}}
+        for revoked in (2, 0)
+    ]  # fmt: skip

@@ -1,8 +1,9 @@
 """The console in a real browser (headless Chromium) against the real console, ingress and worker
 processes: logging in and out, what a viewer may not do, a held payout released by creating the
 account, a dead letter replayed, an order cancelled, a form with a wrong CSRF token, and every
-main page rendered without a Content Security Policy violation. With PAYOUTS_CONSOLE_SCREENSHOTS=DIR, that last test also saves each page as
-DIR/NAME.png (docs/console/ holds the ones docs/console.md shows)."""
+main page rendered without a Content Security Policy violation. With
+PAYOUTS_CONSOLE_SCREENSHOTS=DIR, that last test also saves each page as DIR/NAME.png
+(docs/console/ holds the ones docs/console.md shows)."""
 
 from __future__ import annotations
 

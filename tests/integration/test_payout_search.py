@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from payouts.actions.inspection import SEARCH_PAYOUTS, PayoutFilter, search_arguments
 from payouts.actions.setup import apply_migrations
+from tests.query_plans import indexes_read
 
 if TYPE_CHECKING:
     import asyncpg
@@ -25,13 +26,6 @@ SELECT 'ow', 'tx-' || n, gen_random_uuid(), 'offerwall_md5', 'user-' || (n % 200
        timestamptz '2026-01-01 00:00+00' + n * interval '1 minute'
 FROM generate_series(1, 20000) AS n
 """
-
-
-def _indexes(plan: dict[str, Any]) -> set[str]:
-    found = {plan["Index Name"]} if "Index Name" in plan else set()
-    for child in plan.get("Plans", []):
-        found |= _indexes(child)
-    return found
 
 
 @pytest.mark.parametrize(
@@ -62,7 +56,7 @@ async def test_a_filter_reads_its_index(
             f"EXPLAIN (FORMAT JSON) {SEARCH_PAYOUTS}", *search_arguments(filters, before, 51)
         )
     top = json.loads(plan)[0]["Plan"]
-    assert index in _indexes(top), plan
+    assert index in indexes_read(top), plan
     assert "Seq Scan" not in plan, plan
 
 
