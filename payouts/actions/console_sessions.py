@@ -58,15 +58,18 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-async def open_session(settings: Settings, login: AuditEntry) -> str:
+async def open_session(settings: Settings, login: AuditEntry, replacing: str | None) -> str:
     """The token of a new session for `login.actor`, from `login.source`, open for
-    console.session_max_age_seconds; `login` commits with it (no entry, no session). The rows
-    past KEPT_PAST_EXPIRY go on the way: each login pays for a few deletions at most."""
+    console.session_max_age_seconds; `login` commits with it (no entry, no session), and the
+    session of the browser's previous token, `replacing`, ends with it. The rows past
+    KEPT_PAST_EXPIRY go on the way: each login pays for a few deletions at most."""
     token = secrets.token_urlsafe(TOKEN_BYTES)
 
     async def open_row(conn: Connection) -> None:
         async with conn.transaction():
             await record(conn, login)
+            if replacing is not None:
+                await conn.execute(REVOKE_SESSION, _digest(replacing))
             await conn.execute(DELETE_STALE_SESSIONS, KEPT_PAST_EXPIRY)
             await conn.execute(
                 INSERT_SESSION,

@@ -103,10 +103,10 @@ def signed_in_operator(request: Request) -> ConsoleOperator | None:
     return operator
 
 
-def session_token(request: Request) -> str:
-    """The token of the session `check_session` found open."""
-    token: str = request.session[SESSION_ROW]
-    return token
+def session_token(request: Request) -> str | None:
+    """The token the browser's session carries, if any: open once `check_session` found it so."""
+    token = request.session.get(SESSION_ROW)
+    return token if isinstance(token, str) else None
 
 
 def actor(request: Request) -> str:

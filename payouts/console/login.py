@@ -85,7 +85,9 @@ async def login(request: Request) -> Response:
         )
         return render(request, "login.html", {"next": wanted, "wrong": True}, status=401)
 
-    token = await open_session(settings, entry(AuditResult.OK, role=operator.role.value))
+    # A login over an open session (another operator's, or the same one's) ends that one.
+    login_entry = entry(AuditResult.OK, role=operator.role.value)
+    token = await open_session(settings, login_entry, replacing=session_token(request))
     limits.retract(address_key)
     limits.forget(name_key)
     start_session(request, operator, token)
@@ -98,6 +100,8 @@ async def logout(request: Request) -> Response:
     await posted_form(request)
     settings: Settings = request.app.state.settings
     operator = Actor(actor(request), ActorKind.CONSOLE, client_address(request))
-    await end_session(settings, session_token(request), operator.entry("logout", AuditResult.OK))
+    token = session_token(request)
+    assert token is not None  # @signed_in found its row open
+    await end_session(settings, token, operator.entry("logout", AuditResult.OK))
     request.session.clear()
     return RedirectResponse("/login", status_code=303)

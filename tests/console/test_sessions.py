@@ -82,6 +82,24 @@ async def test_a_copy_of_the_cookie_taken_before_the_logout_is_refused_after_it(
     assert refused.headers["set-cookie"].startswith(f"{SESSION_COOKIE}=null;")
 
 
+async def test_a_login_over_an_open_session_ends_that_session(database_url: str) -> None:
+    app = console_app(database_url)
+    async with client(app) as browser:
+        token = await signed_in_token(browser, VIEWER, VIEWER_PASSWORD)
+        first = browser.cookies[SESSION_COOKIE]
+        # Another person at the same browser signs in over the session left open.
+        again = await browser.post(
+            "/login", data={"csrf_token": token, "name": OPERATOR, "password": OPERATOR_PASSWORD}
+        )
+        assert again.status_code == 303
+        assert (await browser.get("/")).status_code == 200
+    assert sent_to_the_login(await get_with(app, first))
+    open_rows = await fetch_value(
+        database_url, "SELECT count(*) FROM console_sessions WHERE revoked_at IS NULL"
+    )
+    assert open_rows == 1
+
+
 async def test_the_cookie_holds_a_token_whose_hash_alone_is_stored(database_url: str) -> None:
     app = console_app(database_url, session_max_age_seconds=3600)
     async with client(app, address="192.0.2.31") as browser:
