@@ -96,9 +96,15 @@ async def _bad_query(request: Request, error: Exception) -> Response:
     return render(request, "error.html", {"message": str(error)}, status=400)
 
 
-def create_app(settings: Settings, session_secret: str) -> SecurityHeaders:
+def create_app(
+    settings: Settings,
+    session_secret: str,
+    *,
+    dead_letters_browsed: int = dead_letter_pages.BROWSED_PER_VIEW,
+) -> SecurityHeaders:
     """The console for `settings` (checked by `payouts.console.server.checked_secret`), signing
-    its session cookies with `session_secret`."""
+    its session cookies with `session_secret`; a view of the Dead letters list browses at most
+    `dead_letters_browsed` messages."""
     console = settings.console
     app = Starlette(
         routes=ROUTES,
@@ -121,4 +127,5 @@ def create_app(settings: Settings, session_secret: str) -> SecurityHeaders:
     app.state.settings = settings
     app.state.passwords = PasswordCheck(console.operators)
     app.state.failed_logins = FailedLogins()
+    app.state.dead_letters_browsed = dead_letters_browsed
     return SecurityHeaders(app)

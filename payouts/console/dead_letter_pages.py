@@ -1,11 +1,12 @@
-"""The Dead letters pages: the dead-letter queue browsed (filtered by reason and provider
-instance, paged), one message whole, and replaying or purging one, a filtered set or all of
-them, through the same audited runs as `payouts dlq replay` and `payouts dlq purge`."""
+"""The Dead letters pages: the dead-letter queue browsed (its first messages only, filtered by
+reason and provider instance, paged), one message whole, and replaying or purging one, a
+filtered set or all of them, through the same audited runs as `payouts dlq replay` and
+`payouts dlq purge`."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from payouts.actions import dead_letter_runs
 from payouts.actions.connections import with_connection
@@ -16,15 +17,24 @@ from payouts.console.rendering import render
 from schema.errors import BrokerUnavailable, DatabaseUnavailable
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from payouts.actions.dead_letters import Fetched, SelectionRun
+    from payouts.actions.dead_letters import SelectionRun
     from schema.settings import Settings
 
-__all__ = ["dead_letter", "dead_letters", "purge", "replay"]
+__all__ = ["BROWSED_PER_VIEW", "dead_letter", "dead_letters", "purge", "replay"]
 
+T = TypeVar("T")
 FILTERS = ("reason", "provider")
+# The form fields that name what a replay or purge acts on (`_selection` reads them).
+SELECTION_FIELDS = ("id", *FILTERS, "scope")
+# How many messages one view of the list browses at most: in an incident the queue may hold
+# 100,000, which a page must neither wait for nor hold in memory. Filters reach the others, and
+# a replay or purge acts on the whole queue.
+BROWSED_PER_VIEW = 2000
 # The CLI's default: a queue of thousands replayed at once would flood the workers.
 DEFAULT_RATE = 50.0
 MAX_RATE = 1000.0
@@ -44,11 +54,11 @@ def _unavailable(request: Request, error: BrokerUnavailable) -> Response:
     return render(request, "error.html", {"message": message}, status=503)
 
 
-async def _fetched(settings: Settings, selection: Selection, limit: int | None) -> list[Fetched]:
-    """Up to `limit` matching messages, in queue order; the broker takes them back when the
-    browsing session ends, so looking changes nothing."""
+async def _browsing(settings: Settings, look: Callable[[DeadLetterQueue], Awaitable[T]]) -> T:
+    """What `look` found in one browsing session; the broker takes back every message fetched
+    when the session ends, so looking changes nothing."""
     async with DeadLetterQueue.open(settings.broker) as dlq:
-        return await dlq.fetch(selection, limit)
+        return await look(dlq)
 
 
 @signed_in
@@ -57,13 +67,13 @@ async def dead_letters(request: Request) -> Response:
     page = max(int(query["page"]) if query.get("page", "").isdigit() else 1, 1)
     selection = Selection(provider=query.get("provider"), reason=query.get("reason"))
     settings = _settings(request)
+    browsed_at_most: int = request.app.state.dead_letters_browsed
     try:
-        # The whole selection, as `payouts dlq list` reads it: its count is what a purge asks
-        # the operator to type.
-        fetched = await _fetched(settings, selection, None)
+        view = await _browsing(settings, lambda dlq: dlq.view(selection, browsed_at_most))
     except BrokerUnavailable as error:
         return _unavailable(request, error)
-    shown = fetched[(page - 1) * LIST_PAGE_SIZE : page * LIST_PAGE_SIZE]
+    first = (page - 1) * LIST_PAGE_SIZE
+    shown = view.matching[first : first + LIST_PAGE_SIZE]
     credits_known = True
     try:
         shown = await with_connection(settings, lambda conn: with_credits(conn, shown))
@@ -73,14 +83,20 @@ async def dead_letters(request: Request) -> Response:
     filters = {key: value for key, value in query.items() if key != "page"}
     context: dict[str, Any] = {
         "query": filters,
+        # What the replay and purge forms act on: these filters, or the whole queue.
+        "selection_fields": filters or {"scope": "all"},
         "rows": shown,
-        "total": len(fetched),
+        "view": view,
+        "browsed_at_most": browsed_at_most,
+        "total": len(view.matching),
+        "first": first + 1,
+        "last": first + len(shown),
         "credits_known": credits_known,
         "page": page,
         "previous_link": link("/dead-letters", filters, page=str(page - 1)) if page > 1 else None,
         "next_link": (
             link("/dead-letters", filters, page=str(page + 1))
-            if len(fetched) > page * LIST_PAGE_SIZE
+            if len(view.matching) > page * LIST_PAGE_SIZE
             else None
         ),
         "now": datetime.now(UTC),
@@ -95,7 +111,8 @@ async def dead_letter(request: Request) -> Response:
         message = "Name the dead letter: /dead-letter?id=..."
         return render(request, "error.html", {"message": message}, status=400)
     try:
-        found = await _fetched(_settings(request), Selection(ids=(wanted,)), 2)
+        one = Selection(ids=(wanted,))
+        found = await _browsing(_settings(request), lambda dlq: dlq.fetch(one, 2))
     except BrokerUnavailable as error:
         return _unavailable(request, error)
     if len(found) != 1:
@@ -180,9 +197,12 @@ async def purge(request: Request) -> Response:
     except BrokerUnavailable as error:
         return _unavailable(request, error)
     if counted and typed != str(counted[0]):
+        # The count taken now, over the whole queue: the list may have browsed only part of it.
         message = (
             f"Nothing was purged: the selection holds {counted[0]} messages, and you typed "
-            f"{typed!r}. Type {counted[0]} to purge them."
+            f"{repr(typed) if typed else 'nothing'}. Type {counted[0]} to purge them."
         )
-        return render(request, "error.html", {"message": message}, status=400)
+        posted = {name: form[name] for name in SELECTION_FIELDS if form.get(name, "").strip()}
+        context = {"message": message, "selection_fields": posted}
+        return render(request, "dead_letter_purge_count.html", context, status=400)
     return _run_page(request, "purged", run)

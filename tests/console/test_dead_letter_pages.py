@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from payouts.console.app import create_app
+from payouts.console.dead_letter_pages import BROWSED_PER_VIEW
 from tests.console.consoles import (
     OPERATOR,
     OPERATOR_PASSWORD,
@@ -49,9 +50,11 @@ def scene(services: Services, database_url: str, tmp_path: Path) -> Scene:
     return Scene(services, database_url, tmp_path)
 
 
-def console_on(scene: Scene, **broker: Any) -> SecurityHeaders:
+def console_on(
+    scene: Scene, dead_letters_browsed: int = BROWSED_PER_VIEW, **broker: Any
+) -> SecurityHeaders:
     """The console of `scene`'s database and broker namespace (its broker settings changed by
-    `broker`)."""
+    `broker`), a view of its Dead letters list browsing at most `dead_letters_browsed`."""
     settings = scene.settings()
     settings = settings.model_copy(
         update={
@@ -59,7 +62,7 @@ def console_on(scene: Scene, **broker: Any) -> SecurityHeaders:
             "broker": settings.broker.model_copy(update=broker),
         }
     )
-    return create_app(settings, SESSION_SECRET)
+    return create_app(settings, SESSION_SECRET, dead_letters_browsed=dead_letters_browsed)
 
 
 async def dead_lettered(scene: Scene, events: list[PayoutEvent]) -> dict[str, str]:
@@ -231,6 +234,57 @@ async def test_a_purge_needs_the_count_typed_and_a_wrong_one_purges_nothing(scen
         ("--reason business", "failed", 0)
     ] * 3 + [("--reason business", "ok", 3)]
     assert purges[0]["detail"]["reason"] == "the count was not confirmed; nothing was done"
+
+
+async def test_a_queue_larger_than_a_view_is_listed_in_part_and_acted_on_whole(
+    scene: Scene,
+) -> None:
+    """A view browses only the first messages and says so; a filtered replay and a purge still
+    act on every matching message of the queue, the purge confirmed by the count it answers."""
+    first = [payout("eve", 1, create_account=False) for _ in range(4)]
+    later = [
+        payout_event(
+            user_id="fay", amount=Decimal(2), create_account=False, provider_instance="ow-eu"
+        )
+        for _ in range(2)
+    ]
+    async with worker_running(scene.settings()), client(console_on(scene, 3)) as browser:
+        await dead_lettered(scene, first)
+        # Dead-lettered after the first four: past what a view browses.
+        await scene.publish(later)
+        await wait_for_depth(scene, scene.topology.dead_letter_queue, 6, "all dead-lettered")
+        await scene.fetchval(WALLET, "fay")
+        token = await signed_in_token(browser, OPERATOR, OPERATOR_PASSWORD)
+
+        listed = await browser.get("/dead-letters")
+        assert "3 messages among the first 3 browsed, showing 1-3; the queue holds 6 ready." in (
+            listed.text
+        )
+        assert "Replay the whole queue (6 ready)" in listed.text
+        assert "Type the number of messages the selection holds" not in listed.text
+        assert ">Next<" not in listed.text
+        filtered = await browser.get("/dead-letters?provider=ow-eu")
+        assert "0 matching among the first 3 browsed; the queue holds 6 ready." in filtered.text
+        assert "Replay every match in the whole queue" in filtered.text
+
+        replayed = await acted(browser, token, "/dead-letters/replay", provider="ow-eu")
+        assert "2 of 2 replayed" in replayed.text
+        for event in later:
+            await credited(scene, event.transaction_id)
+
+        counted = await acted(browser, token, "/dead-letters/purge", scope="all")
+        assert counted.status_code == 400
+        assert "the selection holds 4 messages, and you typed nothing. Type 4" in counted.text
+        assert '<input type="hidden" name="scope" value="all">' in counted.text
+        assert await scene.depth(scene.topology.dead_letter_queue) == 4
+        purged = await acted(browser, token, "/dead-letters/purge", scope="all", confirmation="4")
+        assert "4 of 4 purged" in purged.text
+    assert await scene.depth(scene.topology.dead_letter_queue) == 0
+    purges = entries_of(await audit_rows(scene.database_url), "dlq.purge")
+    assert [(e["target"], e["result"], e["detail"]["purged"]) for e in purges] == [
+        ("--all", "failed", 0),
+        ("--all", "ok", 4),
+    ]
 
 
 async def test_a_replay_while_rabbitmq_is_away_is_answered_503_and_audited_as_failed(
