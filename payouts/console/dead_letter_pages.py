@@ -1,18 +1,16 @@
 """The Dead letters pages: the dead-letter queue browsed (its first messages only, filtered by
-reason and provider instance, paged), one message whole, and replaying or purging one, a
-filtered set or all of them, through the same audited runs as `payouts dlq replay` and
-`payouts dlq purge`."""
+reason and provider instance, paged) and one message whole, with the forms that replay or purge
+them (`payouts.console.dead_letter_run_pages`)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from payouts.actions import dead_letter_runs
 from payouts.actions.connections import with_connection
-from payouts.actions.dead_letters import DeadLetterQueue, Selection, SelectionError, with_credits
+from payouts.actions.dead_letters import DeadLetterQueue, Selection, with_credits
 from payouts.console.access import signed_in
-from payouts.console.acting import LIST_PAGE_SIZE, acting, link, query_of
+from payouts.console.acting import LIST_PAGE_SIZE, link, query_of
 from payouts.console.rendering import render
 from schema.errors import BrokerUnavailable, DatabaseUnavailable
 
@@ -22,26 +20,19 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from payouts.actions.dead_letters import SelectionRun
+    from payouts.console.run_registry import RunRegistry
     from schema.settings import Settings
 
-__all__ = ["BROWSED_PER_VIEW", "dead_letter", "dead_letters", "purge", "replay"]
+__all__ = ["BROWSED_PER_VIEW", "SELECTION_FIELDS", "broker_away", "dead_letter", "dead_letters"]
 
 T = TypeVar("T")
 FILTERS = ("reason", "provider")
-# The form fields that name what a replay or purge acts on (`_selection` reads them).
+# The form fields that name what a replay or purge acts on (`dead_letter_run_pages` reads them).
 SELECTION_FIELDS = ("id", *FILTERS, "scope")
 # How many messages one view of the list browses at most: in an incident the queue may hold
 # 100,000, which a page must neither wait for nor hold in memory. Filters reach the others, and
 # a replay or purge acts on the whole queue.
 BROWSED_PER_VIEW = 2000
-# The CLI's default: a queue of thousands replayed at once would flood the workers.
-DEFAULT_RATE = 50.0
-MAX_RATE = 1000.0
-
-
-class BadForm(ValueError):
-    """An action's form that cannot be acted on; the message says what to change."""
 
 
 def _settings(request: Request) -> Settings:
@@ -49,9 +40,12 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
+def broker_away(error: BrokerUnavailable) -> str:
+    return f"The console cannot reach RabbitMQ, which holds the dead letters: {error}"
+
+
 def _unavailable(request: Request, error: BrokerUnavailable) -> Response:
-    message = f"The console cannot reach RabbitMQ, which holds the dead letters: {error}"
-    return render(request, "error.html", {"message": message}, status=503)
+    return render(request, "error.html", {"message": broker_away(error)}, status=503)
 
 
 async def _browsing(settings: Settings, look: Callable[[DeadLetterQueue], Awaitable[T]]) -> T:
@@ -68,6 +62,7 @@ async def dead_letters(request: Request) -> Response:
     selection = Selection(provider=query.get("provider"), reason=query.get("reason"))
     settings = _settings(request)
     browsed_at_most: int = request.app.state.dead_letters_browsed
+    runs: RunRegistry = request.app.state.dead_letter_runs
     try:
         view = await _browsing(settings, lambda dlq: dlq.view(selection, browsed_at_most))
     except BrokerUnavailable as error:
@@ -100,6 +95,7 @@ async def dead_letters(request: Request) -> Response:
             else None
         ),
         "now": datetime.now(UTC),
+        "run_under_way": runs.under_way(),
     }
     return render(request, "dead_letters.html", context)
 
@@ -125,84 +121,3 @@ async def dead_letter(request: Request) -> Response:
     (item,) = found
     details = item.entry.details()
     return render(request, "dead_letter.html", {"entry": details, "body": details.pop("body")})
-
-
-def _selection(form: dict[str, str]) -> Selection:
-    """The messages a form names: one id, a filter, or (`scope` all) the whole queue."""
-    one = form.get("id", "").strip()
-    if one:
-        return Selection(ids=(one,))
-    selection = Selection(
-        provider=form.get("provider", "").strip() or None,
-        reason=form.get("reason", "").strip() or None,
-    )
-    if not selection.narrowed and form.get("scope") != "all":
-        raise BadForm("Name a message, give a filter, or choose the whole queue.")
-    return selection
-
-
-def _rate(form: dict[str, str]) -> float:
-    text = form.get("rate", "").strip() or str(DEFAULT_RATE)
-    try:
-        rate = float(text)
-    except ValueError:
-        raise BadForm(f"Rate: a number of messages per second, up to {MAX_RATE:g}.") from None
-    if not 0 < rate <= MAX_RATE:
-        raise BadForm(f"Rate: a number of messages per second, up to {MAX_RATE:g}.")
-    return rate
-
-
-def _run_page(request: Request, verb: str, run: SelectionRun) -> Response:
-    status = 200 if not (run.failures or run.stopped) else 502
-    return render(request, "dead_letter_run.html", {"verb": verb, "run": run}, status=status)
-
-
-@signed_in
-async def replay(request: Request) -> Response:
-    form, actor = await acting(request, "dlq.replay")
-    try:
-        selection = _selection(form)
-        rate = _rate(form)
-        run = await dead_letter_runs.replay(
-            _settings(request),
-            selection,
-            actor,
-            force=form.get("force") == "yes",
-            dry_run=form.get("dry_run") == "yes",
-            per_second=rate,
-        )
-    except (BadForm, SelectionError) as error:
-        return render(request, "error.html", {"message": str(error)}, status=400)
-    except BrokerUnavailable as error:
-        return _unavailable(request, error)
-    return _run_page(request, "replayed", run)
-
-
-@signed_in
-async def purge(request: Request) -> Response:
-    form, actor = await acting(request, "dlq.purge")
-    typed = form.get("confirmation", "").strip()
-    counted: list[int] = []
-
-    async def confirm(count: int) -> bool:
-        counted.append(count)
-        return typed == str(count)
-
-    try:
-        run = await dead_letter_runs.purge(
-            _settings(request), _selection(form), actor, confirm=confirm
-        )
-    except (BadForm, SelectionError) as error:
-        return render(request, "error.html", {"message": str(error)}, status=400)
-    except BrokerUnavailable as error:
-        return _unavailable(request, error)
-    if counted and typed != str(counted[0]):
-        # The count taken now, over the whole queue: the list may have browsed only part of it.
-        message = (
-            f"Nothing was purged: the selection holds {counted[0]} messages, and you typed "
-            f"{repr(typed) if typed else 'nothing'}. Type {counted[0]} to purge them."
-        )
-        posted = {name: form[name] for name in SELECTION_FIELDS if form.get(name, "").strip()}
-        context = {"message": message, "selection_fields": posted}
-        return render(request, "dead_letter_purge_count.html", context, status=400)
-    return _run_page(request, "purged", run)

@@ -8,8 +8,6 @@ import re
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-import pytest
-
 from payouts.console.app import create_app
 from payouts.console.dead_letter_pages import BROWSED_PER_VIEW
 from tests.console.consoles import (
@@ -28,26 +26,20 @@ from tests.integration.test_dead_letters import Scene, payout, wait_for_depth
 from tests.polling import wait_until
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import httpx
 
     from payouts.console.headers import SecurityHeaders
     from schema.events import PayoutEvent
-    from tests.services import Services
 
 WALLET = "INSERT INTO accounts (kind, owner, currency) VALUES ('wallet', $1, 'COIN')"
 STATUS = "SELECT status FROM payouts WHERE transaction_id = $1"
 DEAD_LETTER_OF = "SELECT dead_letter_id FROM dead_letters WHERE transaction_id = $1"
 DEAD_LETTER_STATUS = "SELECT status FROM dead_letters WHERE transaction_id = $1"
+RUN_PAGE = re.compile(r"/dead-letters/runs/[0-9a-f]+")
+REFRESH = '<meta http-equiv="refresh"'
 CREDITS = """
 SELECT count(*) FROM ledger_entries JOIN payouts USING (payout_id) WHERE transaction_id = $1
 """
-
-
-@pytest.fixture
-def scene(services: Services, database_url: str, tmp_path: Path) -> Scene:
-    return Scene(services, database_url, tmp_path)
 
 
 def console_on(
@@ -84,7 +76,24 @@ async def credited(scene: Scene, transaction: str) -> None:
 
 
 async def acted(browser: httpx.AsyncClient, token: str, path: str, **form: str) -> httpx.Response:
-    return await browser.post(path, data={"csrf_token": token, **form})
+    """Post an action's form; for a run it started, the page that run ended with."""
+    answer = await browser.post(path, data={"csrf_token": token, **form})
+    if answer.status_code != 303:
+        return answer
+    assert RUN_PAGE.fullmatch(answer.headers["location"]), answer.headers["location"]
+    return await run_ended(browser, answer.headers["location"])
+
+
+async def run_ended(browser: httpx.AsyncClient, run_page: str) -> httpx.Response:
+    """The run page at `run_page` once the run ended: it no longer reloads itself."""
+    pages: list[httpx.Response] = []
+
+    async def ended() -> bool:
+        pages.append(await browser.get(run_page))
+        return REFRESH not in pages[-1].text
+
+    await wait_until(ended, f"the run of {run_page} ended")
+    return pages[-1]
 
 
 def entries_of(rows: list[dict[str, Any]], action: str) -> list[dict[str, Any]]:
