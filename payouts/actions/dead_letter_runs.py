@@ -58,7 +58,7 @@ async def _recorded(
     declined: Callable[[], bool] = lambda: False,
 ) -> SelectionRun:
     target = selection_target(selection)
-    done = await failures_recorded(settings, actor, action, target, run)
+    done = await failures_recorded(settings, actor, action, target, run, detail)
     ended = {
         **detail,
         **done.summary(),

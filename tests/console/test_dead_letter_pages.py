@@ -305,6 +305,9 @@ async def test_a_replay_while_rabbitmq_is_away_is_answered_503_and_audited_as_fa
         answer = await acted(browser, token, "/dead-letters/replay", scope="all")
     assert answer.status_code == 503
     assert "cannot reach RabbitMQ" in answer.text
-    (replay,) = entries_of(await audit_rows(scene.database_url), "dlq.replay")
+    rows = await audit_rows(scene.database_url)
+    (start,) = entries_of(rows, "dlq.replay.start")
+    (replay,) = entries_of(rows, "dlq.replay")
     assert (replay["target"], replay["result"]) == ("--all", "failed")
     assert replay["detail"]["error"].startswith("BrokerUnavailable")
+    assert replay["detail"]["run"] == start["detail"]["run"]
