@@ -40,6 +40,12 @@ class QueueBrowser:
     def __init__(self, queue: AbstractQueue) -> None:
         self._queue = queue
 
+    @property
+    def depth_at_open(self) -> int:
+        """Messages ready in the queue when the session opened, from its passive declare: those
+        another session (a browse, a replay under way) held unacked then are not counted."""
+        return self._queue.declaration_result.message_count or 0
+
     @classmethod
     @contextlib.asynccontextmanager
     async def open(

@@ -179,15 +179,21 @@ async def record_audit_or_log(settings: Settings, entry: AuditEntry) -> None:
 
 
 async def failures_recorded(
-    settings: Settings, actor: Actor, action: str, target: str | None, work: Awaitable[T]
+    settings: Settings,
+    actor: Actor,
+    action: str,
+    target: str | None,
+    work: Awaitable[T],
+    detail: dict[str, Any] | None = None,
 ) -> T:
     """`work`'s result; when it raises, `action` is recorded as failed on a connection of its
-    own (the action's transaction rolled back, and the entry it would have committed with it)."""
+    own (the action's transaction rolled back, and the entry it would have committed with it),
+    with the error and `detail`."""
     try:
         return await work
     except (Exception, SystemExit) as error:
-        detail = {"error": f"{type(error).__name__}: {error}"}
-        await record_audit_or_log(settings, actor.entry(action, AuditResult.FAILED, target, detail))
+        failed = {**(detail or {}), "error": f"{type(error).__name__}: {error}"}
+        await record_audit_or_log(settings, actor.entry(action, AuditResult.FAILED, target, failed))
         raise
 
 

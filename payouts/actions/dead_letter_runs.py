@@ -44,6 +44,10 @@ def selection_target(selection: Selection) -> str:
     return " ".join(parts) or "--all"
 
 
+def _run_named(run_id: str | None) -> dict[str, str]:
+    return {"run": run_id} if run_id is not None else {}
+
+
 async def _recorded(
     settings: Settings,
     actor: Actor,
@@ -54,7 +58,7 @@ async def _recorded(
     declined: Callable[[], bool] = lambda: False,
 ) -> SelectionRun:
     target = selection_target(selection)
-    done = await failures_recorded(settings, actor, action, target, run)
+    done = await failures_recorded(settings, actor, action, target, run, detail)
     ended = {
         **detail,
         **done.summary(),
@@ -80,9 +84,11 @@ async def replay(
     per_second: float | None = None,
     on_each: OnEach | None = None,
     stop: asyncio.Event | None = None,
+    run_id: str | None = None,
 ) -> SelectionRun:
     """Replay the selection (`DeadLetterQueue.replay`: what was credited meanwhile, or would be
-    dead-lettered again, is skipped unless `force`), recorded as `dlq.replay`."""
+    dead-lettered again, is skipped unless `force`), recorded as `dlq.replay` (with `run_id`,
+    the console's run, pairing the entry with the one recording its start)."""
 
     async def one(dlq: DeadLetterQueue, item: Fetched, conn: Connection) -> None:
         await dlq.replay(item, conn, force=force)
@@ -98,7 +104,7 @@ async def replay(
         stop=stop,
         refusal=None if force else DeadLetterQueue.refusal,
     )
-    detail = {"force": force, "per_second": per_second}
+    detail = {"force": force, "per_second": per_second, **_run_named(run_id)}
     return await _recorded(settings, actor, "dlq.replay", selection, run, detail)
 
 
@@ -110,9 +116,10 @@ async def purge(
     confirm: Callable[[int], Awaitable[bool]],
     on_each: OnEach | None = None,
     stop: asyncio.Event | None = None,
+    run_id: str | None = None,
 ) -> SelectionRun:
     """Purge the selection once `confirm` agreed to its count, recorded as `dlq.purge` (failed,
-    with nothing purged, when it did not agree)."""
+    with nothing purged, when it did not agree; with `run_id` as `replay` has it)."""
     answers: list[bool] = []
 
     async def confirmed(count: int) -> bool:
@@ -129,7 +136,13 @@ async def purge(
         stop=stop,
     )
     return await _recorded(
-        settings, actor, "dlq.purge", selection, run, {}, declined=lambda: answers == [False]
+        settings,
+        actor,
+        "dlq.purge",
+        selection,
+        run,
+        _run_named(run_id),
+        declined=lambda: answers == [False],
     )
 
 

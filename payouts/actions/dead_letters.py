@@ -41,6 +41,7 @@ __all__ = [
     "Exported",
     "Fetched",
     "NotReplayed",
+    "QueueView",
     "Selection",
     "SelectionError",
     "SelectionRun",
@@ -171,6 +172,18 @@ async def with_credits(conn: Connection, fetched: list[Fetched]) -> list[Fetched
     ]
 
 
+@dataclass(frozen=True)
+class QueueView:
+    """What one bounded browse saw: the messages matching among the first `browsed` of the
+    queue, which held `depth` ready messages when the session opened."""
+
+    matching: list[Fetched]
+    browsed: int
+    depth: int
+    # The browse reached the queue's end: `matching` is the whole selection, not a sample of it.
+    whole: bool
+
+
 class DeadLetterQueue:
     """One browsing session on the dead-letter queue, with a confirmed publisher beside it."""
 
@@ -198,18 +211,42 @@ class DeadLetterQueue:
 
     async def fetch(self, selection: Selection, limit: int | None = None) -> list[Fetched]:
         """Every message (up to `limit` matching ones), held unacked while this session lasts."""
+        matching, _, _ = await self._browse(selection, limit=limit)
+        return matching
+
+    async def view(self, selection: Selection, browsed_at_most: int) -> QueueView:
+        """The matching messages among the first `browsed_at_most` of the queue, held unacked
+        while this session lasts: what a page can show of a queue of any size."""
+        matching, browsed, reached_end = await self._browse(
+            selection, browsed_at_most=browsed_at_most
+        )
+        return QueueView(matching, browsed, self._browser.depth_at_open, whole=reached_end)
+
+    async def _browse(
+        self,
+        selection: Selection,
+        *,
+        limit: int | None = None,
+        browsed_at_most: int | None = None,
+    ) -> tuple[list[Fetched], int, bool]:
+        """Up to `limit` matching messages among at most `browsed_at_most` fetched; how many
+        were fetched, and whether the queue's end was reached."""
         now = datetime.now(UTC)
         matching: list[Fetched] = []
-        while limit is None or len(matching) < limit:
+        browsed = 0
+        while (limit is None or len(matching) < limit) and (
+            browsed_at_most is None or browsed < browsed_at_most
+        ):
             message = await self._browser.next()
             if message is None:
-                break
+                return matching, browsed, True
+            browsed += 1
             entry = DeadLetter.from_parts(
                 message.headers, message.body, message.message_id, message.type
             )
             if selection.matches(entry, now):
                 matching.append(Fetched(entry, message))
-        return matching
+        return matching, browsed, False
 
     @staticmethod
     def refusal(fetched: Fetched) -> str | None:

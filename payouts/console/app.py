@@ -3,6 +3,7 @@ unreachable database, wrapped in the security headers of every answer."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from payouts.actions.audit import Actor, ActorKind, AuditResult, record_audit_or_log
-from payouts.console import dead_letter_pages, held_pages, order_pages, payout_pages
+from payouts.console import (
+    dead_letter_pages,
+    dead_letter_run_pages,
+    held_pages,
+    order_pages,
+    payout_pages,
+)
 from payouts.console.access import Refused, actor, client_address
 from payouts.console.headers import SecurityHeaders
 from payouts.console.login import login, login_page, logout
@@ -24,10 +31,13 @@ from payouts.console.passwords import PasswordCheck
 from payouts.console.providers import providers
 from payouts.console.query_filters import BadQuery
 from payouts.console.rendering import STATIC_DIR, render
+from payouts.console.run_registry import RunRegistry
 from schema.errors import ServiceUnavailable
 from schema.logs import log
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from starlette.requests import Request
     from starlette.responses import Response
 
@@ -37,6 +47,9 @@ __all__ = ["ROUTES", "SESSION_COOKIE", "create_app"]
 
 logger = logging.getLogger("payouts.console")
 SESSION_COOKIE = "payouts_console"
+# At shutdown, how long a replay or purge under way has to finish its current message and record
+# how far it got before it is cancelled (its start is recorded already).
+RUN_STOP_GRACE_SECONDS = 5.0
 
 
 async def healthz(request: Request) -> Response:
@@ -60,8 +73,10 @@ ROUTES = [
     Route("/payouts/{payout_id:int}/proofs/{image_id:int}", payout_pages.proof_image),
     Route("/users/{user_id:path}", payout_pages.user, methods=["GET"]),
     Route("/dead-letters", dead_letter_pages.dead_letters, methods=["GET"]),
-    Route("/dead-letters/replay", dead_letter_pages.replay, methods=["POST"]),
-    Route("/dead-letters/purge", dead_letter_pages.purge, methods=["POST"]),
+    Route("/dead-letters/replay", dead_letter_run_pages.replay, methods=["POST"]),
+    Route("/dead-letters/purge", dead_letter_run_pages.purge, methods=["POST"]),
+    Route("/dead-letters/runs/{run_id}", dead_letter_run_pages.run_page, methods=["GET"]),
+    Route("/dead-letters/runs/{run_id}/stop", dead_letter_run_pages.stop, methods=["POST"]),
     Route("/dead-letter", dead_letter_pages.dead_letter, methods=["GET"]),
     Route("/held", held_pages.held, methods=["GET"]),
     Route("/held", held_pages.create_held_account, methods=["POST"]),
@@ -99,9 +114,22 @@ async def _bad_query(request: Request, error: Exception) -> Response:
     return render(request, "error.html", {"message": str(error)}, status=400)
 
 
-def create_app(settings: Settings, session_secret: str) -> SecurityHeaders:
+@contextlib.asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    yield
+    runs: RunRegistry = app.state.dead_letter_runs
+    await runs.stop_all(RUN_STOP_GRACE_SECONDS)
+
+
+def create_app(
+    settings: Settings,
+    session_secret: str,
+    *,
+    dead_letters_browsed: int = dead_letter_pages.BROWSED_PER_VIEW,
+) -> SecurityHeaders:
     """The console for `settings` (checked by `payouts.console.server.checked_secret`), signing
-    its session cookies with `session_secret`."""
+    its session cookies with `session_secret`; a view of the Dead letters list browses at most
+    `dead_letters_browsed` messages."""
     console = settings.console
     app = Starlette(
         routes=ROUTES,
@@ -120,8 +148,11 @@ def create_app(settings: Settings, session_secret: str) -> SecurityHeaders:
             ServiceUnavailable: _unavailable,
             BadQuery: _bad_query,
         },
+        lifespan=_lifespan,
     )
     app.state.settings = settings
     app.state.passwords = PasswordCheck(console.operators)
     app.state.failed_logins = FailedLogins()
+    app.state.dead_letters_browsed = dead_letters_browsed
+    app.state.dead_letter_runs = RunRegistry()
     return SecurityHeaders(app)

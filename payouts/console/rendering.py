@@ -38,6 +38,7 @@ def age(moment: datetime, now: datetime | None = None) -> str:
 _templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 _templates.env.filters["utc"] = utc
 _templates.env.filters["age"] = age
+_templates.env.filters["count"] = "{:,}".format
 
 
 def render(

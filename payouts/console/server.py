@@ -67,7 +67,8 @@ def serve(settings: Settings, environ: Mapping[str, str]) -> int:
             server_header=False,
             log_config=None,
             access_log=False,
-            lifespan="off",
+            # Its shutdown stops the replays and purges under way (`create_app`).
+            lifespan="on",
             timeout_graceful_shutdown=10,
         )
     )

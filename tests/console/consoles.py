@@ -3,6 +3,8 @@ client that logs in: what the console tests build on."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +15,10 @@ from payouts.console.app import create_app
 from schema.settings import Settings
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from starlette.types import Message
+
     from payouts.console.headers import SecurityHeaders
 
 SESSION_SECRET = "a-test-key-that-signs-console-sessions-0123456789"
@@ -42,6 +48,25 @@ def console_settings(database_url: str, **console: Any) -> Settings:
 
 def console_app(database_url: str, **console: Any) -> SecurityHeaders:
     return create_app(console_settings(database_url, **console), SESSION_SECRET)
+
+
+@contextlib.asynccontextmanager
+async def lifespan_of(app: SecurityHeaders) -> AsyncIterator[None]:
+    """`app` started and, on leaving, stopped as uvicorn does it, through the ASGI lifespan
+    protocol (httpx's ASGITransport sends no lifespan events)."""
+    to_app: asyncio.Queue[Message] = asyncio.Queue()
+    from_app: asyncio.Queue[Message] = asyncio.Queue()
+    running = asyncio.create_task(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}}, to_app.get, from_app.put)
+    )
+    await to_app.put({"type": "lifespan.startup"})
+    assert (await from_app.get())["type"] == "lifespan.startup.complete"
+    try:
+        yield
+    finally:
+        await to_app.put({"type": "lifespan.shutdown"})
+        assert (await from_app.get())["type"] == "lifespan.shutdown.complete"
+        await running
 
 
 def client(app: SecurityHeaders, address: str = "127.0.0.1") -> httpx.AsyncClient:

@@ -8,9 +8,8 @@ import re
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-import pytest
-
 from payouts.console.app import create_app
+from payouts.console.dead_letter_pages import BROWSED_PER_VIEW
 from tests.console.consoles import (
     OPERATOR,
     OPERATOR_PASSWORD,
@@ -27,31 +26,27 @@ from tests.integration.test_dead_letters import Scene, payout, wait_for_depth
 from tests.polling import wait_until
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import httpx
 
     from payouts.console.headers import SecurityHeaders
     from schema.events import PayoutEvent
-    from tests.services import Services
 
 WALLET = "INSERT INTO accounts (kind, owner, currency) VALUES ('wallet', $1, 'COIN')"
 STATUS = "SELECT status FROM payouts WHERE transaction_id = $1"
 DEAD_LETTER_OF = "SELECT dead_letter_id FROM dead_letters WHERE transaction_id = $1"
 DEAD_LETTER_STATUS = "SELECT status FROM dead_letters WHERE transaction_id = $1"
+RUN_PAGE = re.compile(r"/dead-letters/runs/[0-9a-f]+")
+REFRESH = '<meta http-equiv="refresh"'
 CREDITS = """
 SELECT count(*) FROM ledger_entries JOIN payouts USING (payout_id) WHERE transaction_id = $1
 """
 
 
-@pytest.fixture
-def scene(services: Services, database_url: str, tmp_path: Path) -> Scene:
-    return Scene(services, database_url, tmp_path)
-
-
-def console_on(scene: Scene, **broker: Any) -> SecurityHeaders:
+def console_on(
+    scene: Scene, dead_letters_browsed: int = BROWSED_PER_VIEW, **broker: Any
+) -> SecurityHeaders:
     """The console of `scene`'s database and broker namespace (its broker settings changed by
-    `broker`)."""
+    `broker`), a view of its Dead letters list browsing at most `dead_letters_browsed`."""
     settings = scene.settings()
     settings = settings.model_copy(
         update={
@@ -59,7 +54,7 @@ def console_on(scene: Scene, **broker: Any) -> SecurityHeaders:
             "broker": settings.broker.model_copy(update=broker),
         }
     )
-    return create_app(settings, SESSION_SECRET)
+    return create_app(settings, SESSION_SECRET, dead_letters_browsed=dead_letters_browsed)
 
 
 async def dead_lettered(scene: Scene, events: list[PayoutEvent]) -> dict[str, str]:
@@ -81,7 +76,24 @@ async def credited(scene: Scene, transaction: str) -> None:
 
 
 async def acted(browser: httpx.AsyncClient, token: str, path: str, **form: str) -> httpx.Response:
-    return await browser.post(path, data={"csrf_token": token, **form})
+    """Post an action's form; for a run it started, the page that run ended with."""
+    answer = await browser.post(path, data={"csrf_token": token, **form})
+    if answer.status_code != 303:
+        return answer
+    assert RUN_PAGE.fullmatch(answer.headers["location"]), answer.headers["location"]
+    return await run_ended(browser, answer.headers["location"])
+
+
+async def run_ended(browser: httpx.AsyncClient, run_page: str) -> httpx.Response:
+    """The run page at `run_page` once the run ended: it no longer reloads itself."""
+    pages: list[httpx.Response] = []
+
+    async def ended() -> bool:
+        pages.append(await browser.get(run_page))
+        return REFRESH not in pages[-1].text
+
+    await wait_until(ended, f"the run of {run_page} ended")
+    return pages[-1]
 
 
 def entries_of(rows: list[dict[str, Any]], action: str) -> list[dict[str, Any]]:
@@ -233,6 +245,57 @@ async def test_a_purge_needs_the_count_typed_and_a_wrong_one_purges_nothing(scen
     assert purges[0]["detail"]["reason"] == "the count was not confirmed; nothing was done"
 
 
+async def test_a_queue_larger_than_a_view_is_listed_in_part_and_acted_on_whole(
+    scene: Scene,
+) -> None:
+    """A view browses only the first messages and says so; a filtered replay and a purge still
+    act on every matching message of the queue, the purge confirmed by the count it answers."""
+    first = [payout("eve", 1, create_account=False) for _ in range(4)]
+    later = [
+        payout_event(
+            user_id="fay", amount=Decimal(2), create_account=False, provider_instance="ow-eu"
+        )
+        for _ in range(2)
+    ]
+    async with worker_running(scene.settings()), client(console_on(scene, 3)) as browser:
+        await dead_lettered(scene, first)
+        # Dead-lettered after the first four: past what a view browses.
+        await scene.publish(later)
+        await wait_for_depth(scene, scene.topology.dead_letter_queue, 6, "all dead-lettered")
+        await scene.fetchval(WALLET, "fay")
+        token = await signed_in_token(browser, OPERATOR, OPERATOR_PASSWORD)
+
+        listed = await browser.get("/dead-letters")
+        assert "3 messages among the first 3 browsed, showing 1-3; the queue holds 6 ready." in (
+            listed.text
+        )
+        assert "Replay the whole queue (6 ready)" in listed.text
+        assert "Type the number of messages the selection holds" not in listed.text
+        assert ">Next<" not in listed.text
+        filtered = await browser.get("/dead-letters?provider=ow-eu")
+        assert "0 matching among the first 3 browsed; the queue holds 6 ready." in filtered.text
+        assert "Replay every match in the whole queue" in filtered.text
+
+        replayed = await acted(browser, token, "/dead-letters/replay", provider="ow-eu")
+        assert "2 of 2 replayed" in replayed.text
+        for event in later:
+            await credited(scene, event.transaction_id)
+
+        counted = await acted(browser, token, "/dead-letters/purge", scope="all")
+        assert counted.status_code == 400
+        assert "the selection holds 4 messages, and you typed nothing. Type 4" in counted.text
+        assert '<input type="hidden" name="scope" value="all">' in counted.text
+        assert await scene.depth(scene.topology.dead_letter_queue) == 4
+        purged = await acted(browser, token, "/dead-letters/purge", scope="all", confirmation="4")
+        assert "4 of 4 purged" in purged.text
+    assert await scene.depth(scene.topology.dead_letter_queue) == 0
+    purges = entries_of(await audit_rows(scene.database_url), "dlq.purge")
+    assert [(e["target"], e["result"], e["detail"]["purged"]) for e in purges] == [
+        ("--all", "failed", 0),
+        ("--all", "ok", 4),
+    ]
+
+
 async def test_a_replay_while_rabbitmq_is_away_is_answered_503_and_audited_as_failed(
     scene: Scene,
 ) -> None:
@@ -242,6 +305,9 @@ async def test_a_replay_while_rabbitmq_is_away_is_answered_503_and_audited_as_fa
         answer = await acted(browser, token, "/dead-letters/replay", scope="all")
     assert answer.status_code == 503
     assert "cannot reach RabbitMQ" in answer.text
-    (replay,) = entries_of(await audit_rows(scene.database_url), "dlq.replay")
+    rows = await audit_rows(scene.database_url)
+    (start,) = entries_of(rows, "dlq.replay.start")
+    (replay,) = entries_of(rows, "dlq.replay")
     assert (replay["target"], replay["result"]) == ("--all", "failed")
     assert replay["detail"]["error"].startswith("BrokerUnavailable")
+    assert replay["detail"]["run"] == start["detail"]["run"]
