@@ -42,6 +42,9 @@ MAX_RATE = 1000.0
 # How often a run's page reloads itself while the run is under way (a meta refresh: the
 # Content-Security-Policy allows no script).
 REFRESH_SECONDS = 2
+# The ids a run's page lists of each kind (would be done, skipped, failed): a dry run of a whole
+# queue of thousands is a page to read, not a dump; `payouts dlq replay --dry-run` lists all.
+LISTED_PER_KIND = 200
 
 
 class BadForm(ValueError):
@@ -102,7 +105,8 @@ def _error(message: str, status: int) -> Ending:
 
 def _ran(verb: str, run: SelectionRun) -> Ending:
     status = 200 if not (run.failures or run.stopped) else 502
-    return Ending("dead_letter_run.html", {"verb": verb, "run": run}, status)
+    context = {"verb": verb, "run": run, "listed": LISTED_PER_KIND}
+    return Ending("dead_letter_run.html", context, status)
 
 
 async def _ended(action: str, work: Awaitable[Ending]) -> Ending:
