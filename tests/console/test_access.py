@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 from starlette.routing import Route
 
-from payouts.console.access import MAX_FORM_BYTES
+from payouts.console.access import MAX_FORM_BYTES, MAX_FORM_FIELDS
 from payouts.console.app import ROUTES, SESSION_COOKIE
 from payouts.console.headers import SECURITY_HEADERS
 from payouts.console.login_limits import MAX_FAILURES
@@ -222,6 +222,20 @@ async def test_a_form_larger_than_any_of_the_consoles_is_refused(database_url: s
     assert answer.status_code == 413
     (entry,) = await audit_rows(database_url)
     assert (entry["action"], entry["result"]) == ("form", "refused")
+
+
+async def test_a_form_of_more_fields_than_any_of_the_consoles_is_refused(
+    database_url: str,
+) -> None:
+    async with client(console_app(database_url)) as browser:
+        token = await signed_in_token(browser, OPERATOR, OPERATOR_PASSWORD)
+        many = {f"field{number}": "x" for number in range(MAX_FORM_FIELDS)}
+        answer = await browser.post("/accounts", data={"csrf_token": token, **many})
+    assert answer.status_code == 413
+    assert f"over {MAX_FORM_FIELDS} fields" in answer.text
+    entry = (await audit_rows(database_url))[-1]
+    assert (entry["action"], entry["result"]) == ("form", "refused")
+    assert await fetch_value(database_url, "SELECT count(*) FROM accounts") == 0
 
 
 async def test_each_login_gets_a_new_csrf_token(database_url: str) -> None:
