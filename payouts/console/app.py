@@ -25,7 +25,7 @@ from payouts.console import (
 from payouts.console.access import Refused, actor, client_address
 from payouts.console.headers import SecurityHeaders
 from payouts.console.login import login, login_page, logout
-from payouts.console.login_limits import FailedLogins
+from payouts.console.login_limits import LoginCaps
 from payouts.console.pages import accounts, audit, create_account, home
 from payouts.console.passwords import PasswordCheck
 from payouts.console.providers import providers
@@ -152,7 +152,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.passwords = PasswordCheck(console.operators)
-    app.state.failed_logins = FailedLogins()
+    app.state.login_caps = LoginCaps()
     app.state.dead_letters_browsed = dead_letters_browsed
     app.state.dead_letter_runs = RunRegistry()
     return SecurityHeaders(app)
