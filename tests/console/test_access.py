@@ -4,6 +4,7 @@ login, refused logins audited and capped, CSRF tokens, cookies that expire, role
 from __future__ import annotations
 
 import asyncio
+import html
 from typing import Any
 from urllib.parse import quote
 
@@ -379,6 +380,30 @@ async def test_an_operator_creates_an_account_and_it_is_audited(database_url: st
         "olga", "account.create", "player-1 COIN", "ok",
     )  # fmt: skip
     assert entry["detail"] == {"created": True, "credited_held_payouts": 0}
+
+
+@pytest.mark.parametrize(
+    ("path", "user", "currency", "said"),
+    [
+        ("/accounts", "a\x01b", "COIN", "user_id 'a\\x01b': give 1 to 128 printable characters"),
+        ("/accounts", "player-1", "C" * 65, "currency"),
+        ("/held", "", "COIN", "user_id '': give 1 to 128"),
+    ],
+)
+async def test_an_account_no_callback_could_credit_is_refused_and_audited_as_failed(
+    database_url: str, path: str, user: str, currency: str, said: str
+) -> None:
+    async with client(console_app(database_url)) as browser:
+        token = await signed_in_token(browser, OPERATOR, OPERATOR_PASSWORD)
+        refused = await browser.post(
+            path, data={"csrf_token": token, "user": user, "currency": currency}
+        )
+    assert refused.status_code == 400
+    assert said in html.unescape(refused.text)
+    assert await fetch_value(database_url, "SELECT count(*) FROM accounts") == 0
+    entry = (await audit_rows(database_url))[-1]
+    assert (entry["action"], entry["result"]) == ("account.create", "failed")
+    assert entry["detail"]["error"].startswith("AccountRefused")
 
 
 async def test_no_login_without_its_audit_entry_while_the_database_is_away() -> None:
