@@ -3,6 +3,7 @@ unreachable database, wrapped in the security headers of every answer."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
@@ -155,4 +156,5 @@ def create_app(
     app.state.login_caps = LoginCaps()
     app.state.dead_letters_browsed = dead_letters_browsed
     app.state.dead_letter_runs = RunRegistry()
+    app.state.dead_letter_browsing = asyncio.Lock()
     return SecurityHeaders(app)
