@@ -304,7 +304,7 @@ async def test_a_held_payout_released_by_creating_the_account_keeps_its_first_an
     assert '<th>outcome</th><td>credited <span class="kind">now:' in page
     assert "Re-sends that came while it was held were answered the same" in page
     assert (
-        "1 delivery after it was credited was answered as duplicates "
+        "1 delivery after it was credited was answered as a duplicate "
         "(<code>200</code> &ldquo;success&rdquo;)"
     ) in page
 
