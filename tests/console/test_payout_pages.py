@@ -31,6 +31,7 @@ from tests.console.consoles import (
 )
 from tests.factories import payout_event, provider
 from workers.accounts import create_wallet
+from workers.batch_crediting import FundingAccounts, apply_batch
 from workers.crediting import CreditResult, apply_payout
 
 if TYPE_CHECKING:
@@ -252,14 +253,14 @@ async def test_payout_page_shows_the_answers_and_the_refusals_of_its_transaction
 
 
 def aigame_callback(**overrides: Any) -> PayoutEvent:
-    """A spec-001 callback for a user with no wallet, under `require_existing`."""
-    return payout_event(
-        provider_instance="aigame",
-        protocol="aigame_payout",
-        user_id="newcomer",
-        create_account=False,
-        **overrides,
-    )
+    """A spec-001 callback, by default for a user with no wallet under `require_existing`."""
+    fields: dict[str, Any] = {
+        "provider_instance": "aigame",
+        "protocol": "aigame_payout",
+        "user_id": "newcomer",
+        "create_account": False,
+    }
+    return payout_event(**(fields | overrides))
 
 
 async def test_a_held_payout_shows_it_was_answered_member_does_not_exist(
@@ -307,6 +308,26 @@ async def test_a_held_payout_released_by_creating_the_account_keeps_its_first_an
         "1 delivery after it was credited was answered as a duplicate "
         "(<code>200</code> &ldquo;success&rdquo;)"
     ) in page
+
+
+async def test_a_payout_credited_in_a_workers_batch_shows_it_was_answered_credited(
+    database_url: str,
+) -> None:
+    event = aigame_callback(create_account=True)
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            (credited,) = await apply_batch(conn, [event], FundingAccounts())
+    finally:
+        await conn.close()
+    async with client(console(database_url)) as browser:
+        await signed_in(browser)
+        page = (await browser.get(f"/payouts/{credited.payout_id}")).text
+    assert (
+        "was answered as <strong>credited</strong>: <code>200</code> &ldquo;success&rdquo;"
+    ) in page
+    assert "it was held first" not in page
+    assert "Re-sends that came while it was held" not in page
 
 
 async def test_a_transaction_with_only_refused_deliveries_has_a_page(database_url: str) -> None:
