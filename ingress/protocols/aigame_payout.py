@@ -100,6 +100,8 @@ class AigamePayout(JsonCallbackProtocol):
     order_terms: ClassVar[frozenset[str] | None] = frozenset()
     checks_request_age = True
     signature_schemes = ("key_first", "key_param_last")
+    outcome_codes = OUTCOME_CODES
+    messages = MESSAGES
 
     @classmethod
     def check_settings(cls, instance: ProviderInstance) -> None:
@@ -169,7 +171,7 @@ class AigamePayout(JsonCallbackProtocol):
         return _answer(VERDICT_CODES[verdict])
 
     def answer_outcome(self, claim: Claim, report: OutcomeReport) -> Response:
-        code = OUTCOME_CODES[report.outcome]
+        code = self.outcome_codes[report.outcome]
         if report.outcome is Outcome.CONFLICT and report.balance is not None:
             # The FAQ: an order already settled is answered with success, whatever the re-send
             # says; the differing content is recorded for an operator, never credited.

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
 
     from ingress.bodies import JsonObject
-    from schema.outcomes import OutcomeReport
+    from schema.outcomes import Outcome, OutcomeReport
     from schema.settings import ProviderInstance
 
 __all__ = [
@@ -216,6 +216,13 @@ class ProviderProtocol(ABC):
         """The code of this protocol's success answer, stored with the payout it accepted."""
         return str(Verdict.ACCEPTED.http_status)
 
+    @classmethod
+    def outcome_answer(cls, outcome: Outcome) -> tuple[str, str] | None:
+        """The code and message a delivery whose outcome was `outcome` was answered with, for
+        operators reading the record; None for a protocol that answers before any outcome is
+        known, whatever the worker decides later."""
+        return None
+
 
 class QueryCallbackProtocol(ProviderProtocol):
     """Providers that call `GET ?name=value...` and read only the HTTP status and a JSON body."""
@@ -261,6 +268,9 @@ class JsonCallbackProtocol(ProviderProtocol):
 
     method = "POST"
     waits_for_outcome = True
+    # The code answering each outcome, and the spec's own message for each code.
+    outcome_codes: ClassVar[Mapping[Outcome, int]]
+    messages: ClassVar[Mapping[int, str]]
 
     async def read_claim(self, request: Request, body: bytes) -> Claim:
         fields = parse_json_object(body)
@@ -270,6 +280,11 @@ class JsonCallbackProtocol(ProviderProtocol):
     @abstractmethod
     def verify(self, fields: JsonObject) -> Claim:
         """Check the signature and every field of the decoded object."""
+
+    @classmethod
+    def outcome_answer(cls, outcome: Outcome) -> tuple[str, str] | None:
+        code = cls.outcome_codes[outcome]
+        return str(code), cls.messages[code]
 
 
 def require_fields(body: JsonObject, names: Iterable[str]) -> None:

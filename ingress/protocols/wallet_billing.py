@@ -110,6 +110,8 @@ class WalletBilling(JsonCallbackProtocol):
     order_terms: ClassVar[frozenset[str] | None] = frozenset({"items", "amount"})
     items_per_order = 1  # a callback carries one package id
     formattable_fields = tuple(name for name in SIGNED_IN_ORDER if name != "amount")
+    outcome_codes = OUTCOME_CODES
+    messages = MESSAGES
 
     @property
     def accepted_answer_code(self) -> str:
@@ -191,7 +193,7 @@ class WalletBilling(JsonCallbackProtocol):
         return _answer(VERDICT_CODES[verdict])
 
     def answer_outcome(self, claim: Claim, report: OutcomeReport) -> Response:
-        return _answer(OUTCOME_CODES[report.outcome])
+        return _answer(self.outcome_codes[report.outcome])
 
 
 def _answer(code: int) -> Response:

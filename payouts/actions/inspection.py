@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from workers.database import Connection
 
 __all__ = [
+    "FIRST_OUTCOME",
     "PayoutFilter",
     "ProofImage",
     "ledger_check",
@@ -27,13 +28,22 @@ __all__ = [
     "user_balances",
 ]
 
-PAYOUT = """
+# The outcome a payout's first delivery was answered with. `outcome` is the outcome now: crediting
+# a held payout overwrites it with `credited`. The row keeps no first outcome, but its times
+# tell it: a payout credited by the transaction that recorded it has `credited_at` equal to
+# `recorded_at` (both that transaction's now()); one held first is credited, if ever, by a later
+# transaction.
+FIRST_OUTCOME = (
+    "CASE WHEN credited_at = recorded_at THEN 'credited' ELSE 'held_unknown_account' END"
+)
+
+PAYOUT = f"""
 SELECT payout_id, provider_instance, transaction_id, event_id, protocol, user_id, amount,
-       currency, items, price, order_id, status, outcome, answer_code, balance_after,
-       duplicate_deliveries, create_account, signature, attributes, raw_request, received_at,
-       recorded_at, credited_at
+       currency, items, price, order_id, status, outcome, {FIRST_OUTCOME} AS first_outcome,
+       answer_code, balance_after, duplicate_deliveries, create_account, signature, attributes,
+       raw_request, received_at, recorded_at, credited_at
 FROM payouts WHERE provider_instance = $1 AND transaction_id = $2
-"""
+"""  # noqa: S608 - composed of constant SQL only; every value is a bound parameter
 
 LEDGER_OF_PAYOUT = """
 SELECT e.entry_id, a.kind, a.owner, a.currency, e.amount, e.created_at

@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from starlette.responses import Response
 
+from ingress.protocols import protocol_class
 from payouts.actions.inspection import PayoutFilter
 from payouts.actions.operator import Operator
 from payouts.console.access import signed_in
@@ -39,6 +40,17 @@ STATUSES = ("credited", "held")
 OUTCOMES = tuple(outcome.value for outcome in Outcome)
 # Shown in sections of their own on a payout's page rather than in its table of fields.
 SECTIONED_FIELDS = frozenset({"raw_request", "attributes", "items"})
+# Beside the fields whose names alone would let support mistake the payout's state now, or a
+# stored code, for what a provider was answered.
+FIELD_NOTES = {
+    "status": "now",
+    "outcome": "now: a payout held and credited later says credited",
+    "first_outcome": "its first delivery's, which that delivery was answered with",
+    "answer_code": (
+        "its protocol's success code, stored before any outcome was known: "
+        "not what a delivery was answered"
+    ),
+}
 
 
 def _operator(request: Request) -> Operator:
@@ -111,14 +123,29 @@ def _shown(value: Any) -> str:
     return str(plain_value(value))
 
 
-def _fields(record: dict[str, Any]) -> list[tuple[str, str, str | None]]:
-    """Each field of `record` but those with sections of their own: name, value, and for a
-    time, its age."""
+def _fields(record: dict[str, Any]) -> list[tuple[str, str, str | None, str | None]]:
+    """Each field of `record` but those with sections of their own: name, value, for a time its
+    age, and what the field means where its name could mislead."""
     return [
-        (name, _shown(value), age(value) if isinstance(value, datetime) else None)
+        (
+            name,
+            _shown(value),
+            age(value) if isinstance(value, datetime) else None,
+            FIELD_NOTES.get(name),
+        )
         for name, value in record.items()
         if name not in SECTIONED_FIELDS
     ]
+
+
+def _answers(payout: dict[str, Any]) -> dict[str, tuple[str, str] | None]:
+    """The code and message its protocol answers the payout's first delivery's outcome and a
+    duplicate with (None: it answers before any outcome, with its stored `answer_code`)."""
+    protocol = protocol_class(payout["protocol"])
+    return {
+        "first": protocol.outcome_answer(Outcome(payout["first_outcome"])),
+        "duplicate": protocol.outcome_answer(Outcome.DUPLICATE),
+    }
 
 
 def _not_found(request: Request, message: str) -> Response:
@@ -130,7 +157,12 @@ def _payout_page(request: Request, details: dict[str, Any]) -> Response:
     return render(
         request,
         "payout.html",
-        {"details": details, "payout": payout, "fields": _fields(payout) if payout else []},
+        {
+            "details": details,
+            "payout": payout,
+            "fields": _fields(payout) if payout else [],
+            "answers": _answers(payout) if payout else {},
+        },
     )
 
 

@@ -1,6 +1,7 @@
 """The Providers page: per configured provider instance, its callbacks over the last hour and day
 as the ingress answered them (Prometheus: accepted, refused by reason, allowlist refusals among
-them, the secret that matched) and as the database recorded them (outcomes, the last one)."""
+them, the secret that matched) and as the database recorded them (the outcome each was first
+answered with, the last one)."""
 
 from __future__ import annotations
 

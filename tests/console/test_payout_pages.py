@@ -31,6 +31,7 @@ from tests.console.consoles import (
 )
 from tests.factories import payout_event, provider
 from workers.accounts import create_wallet
+from workers.batch_crediting import FundingAccounts, apply_batch
 from workers.crediting import CreditResult, apply_payout
 
 if TYPE_CHECKING:
@@ -241,12 +242,92 @@ async def test_payout_page_shows_the_answers_and_the_refusals_of_its_transaction
     async with client(console(database_url)) as browser:
         await signed_in(browser)
         page = (await browser.get(f"/payouts/{first.payout_id}")).text
-    assert "The first delivery was recorded as <strong>credited</strong>" in page
-    assert "leaving the balance 10.5 COIN; the success answer of its protocol is <code>200" in page
-    assert "2 later deliveries were answered as duplicates" in page
+    assert "<strong>Credited</strong>" in page
+    assert "leaving the balance 10.5 COIN." in page
+    assert "was answered as <strong>credited</strong>, which this protocol does not tell" in page
+    assert "so the delivery got its accepted answer <code>200</code>" in page
+    assert "2 deliveries after it was credited were answered as duplicates, crediting" in page
     assert "<h3>conflict, received" in page
     assert "<td>999 COIN</td>" in page
     assert str(conflicting.event_id) in page
+
+
+def aigame_callback(**overrides: Any) -> PayoutEvent:
+    """A spec-001 callback, by default for a user with no wallet under `require_existing`."""
+    fields: dict[str, Any] = {
+        "provider_instance": "aigame",
+        "protocol": "aigame_payout",
+        "user_id": "newcomer",
+        "create_account": False,
+    }
+    return payout_event(**(fields | overrides))
+
+
+async def test_a_held_payout_shows_it_was_answered_member_does_not_exist(
+    database_url: str,
+) -> None:
+    event = aigame_callback()
+    (held,) = await credit(database_url, event)
+    async with client(console(database_url)) as browser:
+        await signed_in(browser)
+        page = (await browser.get(f"/payouts/{held.payout_id}")).text
+    assert "<strong>Held</strong>: nothing is credited until the user's wallet exists" in page
+    assert (
+        "was answered as <strong>held_unknown_account</strong>: <code>800101</code> "
+        "&ldquo;Member does not exist&rdquo;"
+    ) in page
+    assert "not what a delivery was answered" in page, "answer_code 200 is explained"
+
+
+async def test_a_held_payout_released_by_creating_the_account_keeps_its_first_answer(
+    database_url: str,
+) -> None:
+    event = aigame_callback()
+    (held,) = await credit(database_url, event)
+    await credit(database_url, redelivered(event))  # a re-send while held: 800101 again
+    conn = await asyncpg.connect(database_url)
+    try:
+        await create_wallet(conn, "newcomer", "COIN")
+    finally:
+        await conn.close()
+    await credit(database_url, redelivered(event))  # a re-send after: a duplicate
+    async with client(console(database_url)) as browser:
+        await signed_in(browser)
+        page = (await browser.get(f"/payouts/{held.payout_id}")).text
+    assert "<strong>Credited</strong>" in page
+    assert "leaving the balance 10.5 COIN: it was held first, and credited by a later" in page
+    assert (
+        "was answered as <strong>held_unknown_account</strong>: <code>800101</code> "
+        "&ldquo;Member does not exist&rdquo;"
+    ) in page
+    assert "answered as <strong>credited</strong>" not in page
+    assert "<th>first_outcome</th><td>held_unknown_account" in page
+    assert '<th>outcome</th><td>credited <span class="kind">now:' in page
+    assert "Re-sends that came while it was held were answered the same" in page
+    assert (
+        "1 delivery after it was credited was answered as a duplicate "
+        "(<code>200</code> &ldquo;success&rdquo;)"
+    ) in page
+
+
+async def test_a_payout_credited_in_a_workers_batch_shows_it_was_answered_credited(
+    database_url: str,
+) -> None:
+    event = aigame_callback(create_account=True)
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            (credited,) = await apply_batch(conn, [event], FundingAccounts())
+    finally:
+        await conn.close()
+    async with client(console(database_url)) as browser:
+        await signed_in(browser)
+        page = (await browser.get(f"/payouts/{credited.payout_id}")).text
+    assert (
+        "was answered as <strong>credited</strong>: <code>200</code> &ldquo;success&rdquo;"
+    ) in page
+    assert "it was held first" not in page
+    assert "Re-sends that came while it was held" not in page
 
 
 async def test_a_transaction_with_only_refused_deliveries_has_a_page(database_url: str) -> None:

@@ -27,6 +27,7 @@ from tests.console.consoles import (
 )
 from tests.e2e.stack import free_port
 from tests.factories import payout_event, provider
+from workers.accounts import create_wallet
 from workers.crediting import apply_payout
 
 if TYPE_CHECKING:
@@ -90,6 +91,24 @@ async def test_recorded_callbacks_are_counted_per_instance_over_the_hour_and_the
         r"Last callback recorded:\s*\d{4}-\d\d-\d\d [\d:]+ UTC <span class=\"age\">1 min ago", shown
     )
     assert "none in the last day" in section(await page_of(database_url), "quiet")
+
+
+async def test_held_payouts_credited_since_count_as_answered_held(database_url: str) -> None:
+    await record(
+        database_url,
+        [timedelta(minutes=3), timedelta(minutes=2), timedelta(minutes=1)],
+        create_account=False,
+        user_id="newcomer",
+    )
+    conn = await asyncpg.connect(database_url)
+    try:
+        await create_wallet(conn, "newcomer", "COIN")
+    finally:
+        await conn.close()
+    shown = section(await page_of(database_url), INSTANCE)
+    assert "<tr><td>held_unknown_account</td><td>3</td><td>3</td></tr>" in shown
+    assert "<tr><td>credited</td>" not in shown
+    assert "Of the last day's payouts answered held_unknown_account, 3 were credited since" in shown
 
 
 async def test_a_conflicting_copy_is_counted_beside_the_payout(database_url: str) -> None:

@@ -251,3 +251,11 @@ def test_default_currency_is_refused_because_the_platform_sends_one() -> None:
 def test_a_value_holding_an_ampersand_is_refused_as_two_fields_in_one() -> None:
     body = aigame_payout_body(fresh(user_id="testUid03&zz=1"), KEY)
     assert verdict_of(body) is Verdict.MALFORMED
+
+
+@pytest.mark.parametrize("outcome", list(Outcome))
+def test_operators_read_the_code_and_message_each_outcome_is_answered_with(
+    outcome: Outcome,
+) -> None:
+    answer = answer_to(outcome)
+    assert AigamePayout.outcome_answer(outcome) == (str(answer["code"]), answer["message"])

@@ -15,6 +15,7 @@ from ingress.querystring import parse_query
 from ingress.verdicts import Rejection, Verdict
 from schema.errors import ConfigError
 from schema.logs import logged_fields
+from schema.outcomes import Outcome
 from schema.settings import Settings
 from tests.factories import provider
 from tests.signing import offerwall_query
@@ -423,3 +424,7 @@ def test_declared_device_ids_are_hashed_like_the_spec_ones() -> None:
         "imei",
         "android_id",
     }
+
+
+def test_operators_read_no_answer_per_outcome_it_answers_before_any() -> None:
+    assert all(OfferwallMd5.outcome_answer(outcome) is None for outcome in Outcome)

@@ -167,3 +167,15 @@ def test_field_formats_narrow_the_free_fields() -> None:
     assert verify(wallet_billing_body(FIELDS, SECRET), proto).attributes["serverid"] == "s2"
     shifted = {**FIELDS, "serverid": "s2g", "items": "em_pack_100"}
     assert verdict_of(wallet_billing_body(shifted, SECRET), proto) is Verdict.MALFORMED
+
+
+@pytest.mark.parametrize("outcome", list(Outcome))
+def test_operators_read_the_code_and_message_each_outcome_is_answered_with(
+    outcome: Outcome,
+) -> None:
+    proto = protocol()
+    claim = verify(wallet_billing_body(FIELDS, SECRET), proto)
+    report = OutcomeReport(event_id=uuid.uuid4(), outcome=outcome)
+    result = answer_body(proto.answer_outcome(claim, report))
+    expected = (str(result["resultCode"]), result["resultMessage"])
+    assert WalletBilling.outcome_answer(outcome) == expected
