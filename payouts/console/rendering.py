@@ -1,5 +1,6 @@
 """The console's pages: the Jinja2 templates beside this module, with what every page shows
-(who is signed in, the CSRF token of its forms) and times in UTC with their age."""
+(who is signed in, the CSRF token of its forms), times in UTC with their age, and counts with
+their nouns in the singular or the plural."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.templating import Jinja2Templates
 
 from payouts.console.access import csrf_token, signed_in_operator
+from payouts.console.wording import counted, plural
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -39,6 +41,8 @@ _templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 _templates.env.filters["utc"] = utc
 _templates.env.filters["age"] = age
 _templates.env.filters["count"] = "{:,}".format
+_templates.env.filters["plural"] = plural
+_templates.env.filters["counted"] = counted
 
 
 def render(

@@ -130,7 +130,7 @@ async def test_a_held_payout_is_released_by_create_the_account_and_its_dead_lett
 
         released = await acted(browser, token, "/held", user="kim", currency="COIN")
         assert released.status_code == 200
-        assert "kim COIN:\nwallet created;\n1 held payout(s) credited:\n" in released.text
+        assert "kim COIN:\nwallet created;\n1 held payout credited:\n" in released.text
         assert f'<a href="/payouts/{kim_payout}">ow payout {kim_payout}</a>, 7.' in released.text
         # The list shown with the result holds only what is still held.
         assert kim.transaction_id not in released.text
@@ -138,7 +138,7 @@ async def test_a_held_payout_is_released_by_create_the_account_and_its_dead_lett
         assert await scene.fetchval(STATUS, kim.transaction_id) == "credited"
 
         listed = await browser.get("/dead-letters")
-        assert "2 message(s) in the queue" in listed.text
+        assert "2 messages in the queue" in listed.text
         row_of_kim = re.search(rf"{ids[kim.transaction_id][:8]}.*?</tr>", listed.text, re.S)
         assert row_of_kim, listed.text
         for shown_in_row in ("yes, ", "business", "held_unknown_account", "<td>ow</td>"):
@@ -223,7 +223,8 @@ async def test_a_filtered_replay_touches_only_the_filtered_messages(scene: Scene
         await scene.fetchval(WALLET, "cal")
         token = await signed_in_token(browser, OPERATOR, OPERATOR_PASSWORD)
         listed = await browser.get("/dead-letters?provider=ow-eu")
-        assert "1 message(s) match" in listed.text
+        assert "1 message matches" in listed.text
+        assert "Replay the 1 matching message</h2>" in listed.text
         assert theirs.transaction_id in listed.text
         assert ours.transaction_id not in listed.text
 
@@ -294,7 +295,10 @@ async def test_a_queue_larger_than_a_view_is_listed_in_part_and_acted_on_whole(
         assert "Type the number of messages the selection holds" not in listed.text
         assert ">Next<" not in listed.text
         filtered = await browser.get("/dead-letters?provider=ow-eu")
-        assert "0 matching among the first 3 browsed; the queue holds 6 ready." in filtered.text
+        assert (
+            "0 messages matching among the first 3 browsed; the queue holds 6 ready."
+            in filtered.text
+        )
         assert "Replay every match in the whole queue" in filtered.text
 
         replayed = await acted(browser, token, "/dead-letters/replay", provider="ow-eu")

@@ -41,7 +41,7 @@ async def test_create_the_account_links_each_payout_it_credited(database_url: st
         created = await browser.post(
             "/accounts", data={"csrf_token": token, "user": "bob", "currency": "COIN"}
         )
-    assert "wallet created;\n2 held payout(s) credited:" in created.text
+    assert "wallet created;\n2 held payouts credited:" in created.text
     first, second = (result.payout_id for result in results)
     assert (
         f'<a href="/payouts/{first}">ow payout {first}</a>, 10.5; '

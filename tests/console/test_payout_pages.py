@@ -249,6 +249,15 @@ async def test_payout_page_shows_the_answers_and_the_refusals_of_its_transaction
     assert str(conflicting.event_id) in page
 
 
+async def test_one_later_delivery_is_counted_in_the_singular(database_url: str) -> None:
+    event = payout_event()
+    (first, _) = await credit(database_url, event, redelivered(event))
+    async with client(console(database_url)) as browser:
+        await signed_in(browser)
+        page = (await browser.get(f"/payouts/{first.payout_id}")).text
+    assert "1 later delivery was answered as a duplicate, crediting nothing." in page
+
+
 async def test_a_transaction_with_only_refused_deliveries_has_a_page(database_url: str) -> None:
     recorded = payout_event()
     reused = payout_event(signature=recorded.signature, transaction_id="tx-shifted")
