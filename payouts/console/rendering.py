@@ -12,6 +12,7 @@ from starlette.templating import Jinja2Templates
 
 from payouts.console.access import csrf_token, signed_in_operator
 from payouts.console.wording import counted, plural
+from payouts.moments import utc
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -20,10 +21,6 @@ if TYPE_CHECKING:
 __all__ = ["STATIC_DIR", "age", "render", "utc"]
 
 STATIC_DIR = Path(__file__).parent / "static"
-
-
-def utc(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def age(moment: datetime, now: datetime | None = None) -> str:
