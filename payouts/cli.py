@@ -247,9 +247,14 @@ def cmd_balance_show(args: argparse.Namespace) -> int:
 
 def cmd_account_create(args: argparse.Namespace) -> int:
     from payouts.actions.audit import command_line_actor
+    from payouts.actions.operator import AccountRefused
 
     created = _operator(args).create_account(args.user, args.currency, command_line_actor())
-    print_data(asyncio.run(created), args.json)
+    try:
+        print_data(asyncio.run(created), args.json)
+    except AccountRefused as error:
+        print(f"payouts: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

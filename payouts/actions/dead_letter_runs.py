@@ -85,6 +85,7 @@ async def replay(
     on_each: OnEach | None = None,
     stop: asyncio.Event | None = None,
     run_id: str | None = None,
+    selecting: asyncio.Lock | None = None,
 ) -> SelectionRun:
     """Replay the selection (`DeadLetterQueue.replay`: what was credited meanwhile, or would be
     dead-lettered again, is skipped unless `force`), recorded as `dlq.replay` (with `run_id`,
@@ -103,6 +104,7 @@ async def replay(
         on_each=on_each,
         stop=stop,
         refusal=None if force else DeadLetterQueue.refusal,
+        selecting=selecting,
     )
     detail = {"force": force, "per_second": per_second, **_run_named(run_id)}
     return await _recorded(settings, actor, "dlq.replay", selection, run, detail)
@@ -117,6 +119,7 @@ async def purge(
     on_each: OnEach | None = None,
     stop: asyncio.Event | None = None,
     run_id: str | None = None,
+    selecting: asyncio.Lock | None = None,
 ) -> SelectionRun:
     """Purge the selection once `confirm` agreed to its count, recorded as `dlq.purge` (failed,
     with nothing purged, when it did not agree; with `run_id` as `replay` has it)."""
@@ -134,6 +137,7 @@ async def purge(
         confirm=confirmed,
         on_each=on_each,
         stop=stop,
+        selecting=selecting,
     )
     return await _recorded(
         settings,

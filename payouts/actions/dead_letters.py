@@ -365,19 +365,23 @@ async def run_on_selection(
     on_each: Callable[[SelectionRun, Fetched, PayoutsError | None], None] | None = None,
     stop: asyncio.Event | None = None,
     refusal: Callable[[Fetched], str | None] | None = None,
+    selecting: asyncio.Lock | None = None,
 ) -> SelectionRun:
     """Fetch the selection, mark the payouts already credited, and apply `action` (replay or
     purge) to each message, at most `per_second` a second, once `confirm` (if given) agreed to
     the count. `on_each` hears of every message done, failed or skipped, as it happens. Once
     `stop` is set, no further message is started; those not done stay in the queue. A dry run
     acts on none: its `ids` are those it would act on, its `skipped` those `refusal` (the
-    action's own reason to raise NotReplayed) names."""
+    action's own reason to raise NotReplayed) names. The selection is fetched holding
+    `selecting`, the lock a process's browsing sessions hold, so that none of them holds
+    messages of the queue meanwhile (the run would not see them)."""
     if any(len(wanted.strip()) < MIN_ID_LENGTH for wanted in selection.ids):
         raise SelectionError(f"ids must have at least {MIN_ID_LENGTH} characters")
     interval = 1 / per_second if per_second else 0.0
     run = SelectionRun(verb, dry_run=dry_run)
     async with DeadLetterQueue.open(settings.broker) as dlq:
-        selected = await dlq.fetch(selection)
+        async with selecting or contextlib.nullcontext():
+            selected = await dlq.fetch(selection)
         run.selected = len(selected)
         selection.check_ids(selected)
         if not selected or (

@@ -21,6 +21,8 @@ from payouts.actions.inspection import (
 from payouts.actions.proof_images import validated_media_type
 from payouts.actions.proofs import attach_proof
 from payouts.actions.shown_requests import shown_request
+from schema.errors import PayoutsError
+from schema.events import PayoutEvent
 from schema.orders import RegisterResult
 from workers.accounts import create_wallet
 
@@ -31,7 +33,30 @@ if TYPE_CHECKING:
     from schema.settings import Settings
     from workers.database import Connection
 
-__all__ = ["Operator"]
+__all__ = ["AccountRefused", "Operator", "checked_account"]
+
+
+class AccountRefused(PayoutsError, ValueError):
+    """A wallet that no provider's callback could ever credit: the message says what to fix."""
+
+
+def _longest(field_name: str) -> int:
+    """The most characters a payout event's `field_name` may have."""
+    limits = PayoutEvent.model_fields[field_name].metadata
+    longest: int = next(limit.max_length for limit in limits if hasattr(limit, "max_length"))
+    return longest
+
+
+def checked_account(user: str, currency: str) -> None:
+    """AccountRefused unless `user` and `currency` are what a payout event can name: printable
+    (no control character), and no longer than the event allows."""
+    for field_name, value in (("user_id", user), ("currency", currency)):
+        longest = _longest(field_name)
+        if not 0 < len(value) <= longest or not value.isprintable():
+            raise AccountRefused(
+                f"{field_name} {value!r}: give 1 to {longest} printable characters, as a "
+                "provider's callback carries it"
+            )
 
 
 class Operator:
@@ -93,7 +118,8 @@ class Operator:
 
     async def create_account(self, user: str, currency: str, actor: Actor) -> dict[str, Any]:
         """Create the wallet if missing and credit the payouts held for it, exactly once; the
-        audit entry of `actor` commits with it (or, if it fails, is written as failed)."""
+        audit entry of `actor` commits with it (or, if it is refused or fails, is written as
+        failed). AccountRefused for a user id or currency no callback can carry."""
 
         async def create(conn: Connection) -> dict[str, Any]:
             async with conn.transaction():
@@ -110,12 +136,12 @@ class Operator:
                 "credited_held_payouts": [vars(payout) for payout in credited],
             }
 
+        async def checked_then_created() -> dict[str, Any]:
+            checked_account(user, currency)
+            return await with_connection(self.settings, create)
+
         return await failures_recorded(
-            self.settings,
-            actor,
-            "account.create",
-            f"{user} {currency}",
-            with_connection(self.settings, create),
+            self.settings, actor, "account.create", f"{user} {currency}", checked_then_created()
         )
 
     async def attach_proof(

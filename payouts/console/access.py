@@ -149,11 +149,18 @@ async def posted_form(request: Request) -> dict[str, str]:
                 reason=f"form over {MAX_FORM_BYTES} bytes",
             )
     try:
-        pairs = parse_qsl(
-            body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS
-        )
-    except (UnicodeDecodeError, ValueError):
-        pairs = []  # not a form of ours: it has no token either
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""  # not a form of ours: it has no token either
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+    except ValueError:
+        raise Refused(
+            413,
+            f"This form has over {MAX_FORM_FIELDS} fields, more than any form of this console.",
+            action="form",
+            reason=f"form over {MAX_FORM_FIELDS} fields",
+        ) from None
     form: dict[str, str] = {}
     for name, value in pairs:
         form.setdefault(name, value)

@@ -4,6 +4,7 @@ answer."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ from payouts.console.access import Refused, actor, client_address
 from payouts.console.headers import SecurityHeaders
 from payouts.console.http_errors import http_error
 from payouts.console.login import login, login_page, logout
-from payouts.console.login_limits import FailedLogins
+from payouts.console.login_limits import LoginCaps
 from payouts.console.pages import accounts, audit, create_account, home
 from payouts.console.passwords import PasswordCheck
 from payouts.console.providers import providers
@@ -157,7 +158,8 @@ def create_app(
     )
     app.state.settings = settings
     app.state.passwords = PasswordCheck(console.operators)
-    app.state.failed_logins = FailedLogins()
+    app.state.login_caps = LoginCaps()
     app.state.dead_letters_browsed = dead_letters_browsed
     app.state.dead_letter_runs = RunRegistry()
+    app.state.dead_letter_browsing = asyncio.Lock()
     return SecurityHeaders(app)

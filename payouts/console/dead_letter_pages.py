@@ -15,6 +15,7 @@ from payouts.console.rendering import render
 from schema.errors import BrokerUnavailable, DatabaseUnavailable
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Awaitable, Callable
 
     from starlette.requests import Request
@@ -23,7 +24,14 @@ if TYPE_CHECKING:
     from payouts.console.run_registry import RunRegistry
     from schema.settings import Settings
 
-__all__ = ["BROWSED_PER_VIEW", "SELECTION_FIELDS", "broker_away", "dead_letter", "dead_letters"]
+__all__ = [
+    "BROWSED_PER_VIEW",
+    "SELECTION_FIELDS",
+    "broker_away",
+    "browsing_lock",
+    "dead_letter",
+    "dead_letters",
+]
 
 T = TypeVar("T")
 FILTERS = ("reason", "provider")
@@ -48,10 +56,19 @@ def _unavailable(request: Request, error: BrokerUnavailable) -> Response:
     return render(request, "error.html", {"message": broker_away(error)}, status=503)
 
 
-async def _browsing(settings: Settings, look: Callable[[DeadLetterQueue], Awaitable[T]]) -> T:
+def browsing_lock(request: Request) -> asyncio.Lock:
+    """Held by each browsing session of this console for its whole length, and by a run while
+    it selects: a message fetched is hidden from every other session until it is given back,
+    so two viewers at once would each see part of the queue, and a run selecting meanwhile
+    would miss what a viewer holds."""
+    lock: asyncio.Lock = request.app.state.dead_letter_browsing
+    return lock
+
+
+async def _browsing(request: Request, look: Callable[[DeadLetterQueue], Awaitable[T]]) -> T:
     """What `look` found in one browsing session; the broker takes back every message fetched
     when the session ends, so looking changes nothing."""
-    async with DeadLetterQueue.open(settings.broker) as dlq:
+    async with browsing_lock(request), DeadLetterQueue.open(_settings(request).broker) as dlq:
         return await look(dlq)
 
 
@@ -64,7 +81,7 @@ async def dead_letters(request: Request) -> Response:
     browsed_at_most: int = request.app.state.dead_letters_browsed
     runs: RunRegistry = request.app.state.dead_letter_runs
     try:
-        view = await _browsing(settings, lambda dlq: dlq.view(selection, browsed_at_most))
+        view = await _browsing(request, lambda dlq: dlq.view(selection, browsed_at_most))
     except BrokerUnavailable as error:
         return _unavailable(request, error)
     first = (page - 1) * LIST_PAGE_SIZE
@@ -108,7 +125,7 @@ async def dead_letter(request: Request) -> Response:
         return render(request, "error.html", {"message": message}, status=400)
     try:
         one = Selection(ids=(wanted,))
-        found = await _browsing(_settings(request), lambda dlq: dlq.fetch(one, 2))
+        found = await _browsing(request, lambda dlq: dlq.fetch(one, 2))
     except BrokerUnavailable as error:
         return _unavailable(request, error)
     if len(found) != 1:

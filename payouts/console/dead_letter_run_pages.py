@@ -16,7 +16,7 @@ from payouts.actions.dead_letter_runs import selection_target
 from payouts.actions.dead_letters import Selection, SelectionError
 from payouts.console.access import Refused, signed_in
 from payouts.console.acting import acting
-from payouts.console.dead_letter_pages import SELECTION_FIELDS, broker_away
+from payouts.console.dead_letter_pages import SELECTION_FIELDS, broker_away, browsing_lock
 from payouts.console.rendering import render
 from payouts.console.run_registry import KEPT_RUNS, RunUnderWay
 from schema.errors import BrokerUnavailable, ServiceUnavailable
@@ -179,6 +179,7 @@ async def replay(request: Request) -> Response:
             on_each=run.heard,
             stop=run.stop,
             run_id=run.id,
+            selecting=browsing_lock(request),
         )
         return _ran("replayed", done)
 
@@ -212,6 +213,7 @@ async def purge(request: Request) -> Response:
             on_each=run.heard,
             stop=run.stop,
             run_id=run.id,
+            selecting=browsing_lock(request),
         )
         if counted and typed != str(counted[0]):
             # Counted over the whole queue: the list may have browsed only part of it.

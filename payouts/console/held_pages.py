@@ -7,10 +7,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from payouts.actions.listings import held_payouts
-from payouts.actions.operator import Operator
+from payouts.actions.operator import AccountRefused, Operator
 from payouts.console.access import signed_in
 from payouts.console.acting import ACTION_FAILURES, LIST_PAGE_SIZE, acting, failed, link, query_of
-from payouts.console.pages import MAX_FIELD_CHARS
 from payouts.console.query_filters import entry_number
 from payouts.console.rendering import render
 
@@ -58,11 +57,10 @@ async def create_held_account(request: Request) -> Response:
     # The list shown after it keeps the page's filters (the user's under another name).
     shown = {"provider": form.get("provider", ""), "user": form.get("user_filter", "")}
     query = {key: value.strip() for key, value in shown.items() if value.strip()}
-    if not (0 < len(user) <= MAX_FIELD_CHARS and 0 < len(currency) <= MAX_FIELD_CHARS):
-        problem = f"Give a user id and a currency, each of 1 to {MAX_FIELD_CHARS} characters."
-        return render(request, "error.html", {"message": problem}, status=400)
     try:
         created = await Operator(request.app.state.settings).create_account(user, currency, actor)
+    except AccountRefused as refused:
+        return render(request, "error.html", {"message": str(refused)}, status=400)
     except ACTION_FAILURES as error:
         return failed(request, "account.create", error)
     return render(request, "held.html", {**await _page(request, query), "created": created})

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
     from payouts.actions.audit import AuditEntry
-    from payouts.console.login_limits import FailedLogins
+    from payouts.console.login_limits import LoginCaps
     from payouts.console.passwords import PasswordCheck
     from schema.settings import Settings
 
@@ -55,14 +55,12 @@ async def login(request: Request) -> Response:
     wanted = safe_next(form.get("next", "/"))
     address = client_address(request)
     settings: Settings = request.app.state.settings
-    limits: FailedLogins = request.app.state.failed_logins
-    address_key, name_key = f"address:{address}", f"name:{name}"
-    keys = (address_key, name_key)
+    caps: LoginCaps = request.app.state.login_caps
 
     def entry(result: AuditResult, **detail: str) -> AuditEntry:
         return Actor(name, ActorKind.CONSOLE, address).entry("login", result, detail=detail)
 
-    wait = limits.retry_after(*keys)
+    wait = caps.retry_after(address, name)
     if wait is not None:
         await record_audit(settings, entry(AuditResult.REFUSED, reason="too many failed logins"))
         log(logger, logging.WARNING, "console login refused: too many failures", address=address)
@@ -72,7 +70,7 @@ async def login(request: Request) -> Response:
 
     # Counted as a failure before the check, which takes a while: guesses sent together must
     # not all pass the cap while each is still being checked.
-    limits.failed(*keys)
+    caps.failed(address, name)
     passwords: PasswordCheck = request.app.state.passwords
     operator = await passwords.verify(name, password)
     if operator is None:
@@ -88,8 +86,7 @@ async def login(request: Request) -> Response:
     # A login over an open session (another operator's, or the same one's) ends that one.
     login_entry = entry(AuditResult.OK, role=operator.role.value)
     token = await open_session(settings, login_entry, replacing=session_token(request))
-    limits.retract(address_key)
-    limits.forget(name_key)
+    caps.succeeded(address, name)
     start_session(request, operator, token)
     log(logger, logging.INFO, "console login", operator=name, address=address)
     return RedirectResponse(wanted, status_code=303)

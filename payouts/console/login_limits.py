@@ -1,18 +1,22 @@
-"""The cap on failed logins: a few per window for each client address and each operator name,
-so that neither one address nor many addresses together can guess a password."""
+"""The caps on failed logins: a few per window for each operator name, so that many addresses
+together cannot guess a password, and more for each client address, so that one address
+cannot try many names, while operators behind one address (a port-forward, a proxy) are not
+locked out by the first few typos among them."""
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["FailedLogins"]
+__all__ = ["MAX_FAILURES_PER_ADDRESS", "MAX_FAILURES_PER_NAME", "FailedLogins", "LoginCaps"]
 
-MAX_FAILURES = 5
+MAX_FAILURES_PER_NAME = 5
+MAX_FAILURES_PER_ADDRESS = 20
 WINDOW_SECONDS = 300.0
 # Past this many keys, those whose failures have all left the window are forgotten, so a flood
 # of addresses or names cannot grow the memory for long.
@@ -22,7 +26,7 @@ PRUNE_ABOVE_KEYS = 10_000
 class FailedLogins:
     def __init__(
         self,
-        max_failures: int = MAX_FAILURES,
+        max_failures: int,
         window_seconds: float = WINDOW_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -64,3 +68,30 @@ class FailedLogins:
         while failures and failures[0] <= now - self.window_seconds:
             failures.popleft()
         return failures
+
+
+@dataclass
+class LoginCaps:
+    """The two caps each login attempt counts against."""
+
+    by_address: FailedLogins = field(default_factory=lambda: FailedLogins(MAX_FAILURES_PER_ADDRESS))
+    by_name: FailedLogins = field(default_factory=lambda: FailedLogins(MAX_FAILURES_PER_NAME))
+
+    def retry_after(self, address: str, name: str) -> float | None:
+        """Seconds until both `address` and `name` may try again, or None if they may now."""
+        waits = [
+            wait
+            for wait in (self.by_address.retry_after(address), self.by_name.retry_after(name))
+            if wait is not None
+        ]
+        return max(waits) if waits else None
+
+    def failed(self, address: str, name: str) -> None:
+        self.by_address.failed(address)
+        self.by_name.failed(name)
+
+    def succeeded(self, address: str, name: str) -> None:
+        """The attempt counted before its password was checked was right: it does not count
+        against its address, and its name starts afresh."""
+        self.by_address.retract(address)
+        self.by_name.forget(name)

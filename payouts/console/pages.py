@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from payouts.actions.audit import AuditFilter, AuditResult, audit_page
-from payouts.actions.operator import Operator
+from payouts.actions.operator import AccountRefused, Operator
 from payouts.console.access import signed_in
-from payouts.console.acting import acting
+from payouts.console.acting import ACTION_FAILURES, acting, failed
 from payouts.console.query_filters import BadQuery, entry_number, moment, page_links, text
 from payouts.console.rendering import render
 
@@ -22,8 +22,6 @@ __all__ = ["accounts", "audit", "create_account", "home"]
 
 AUDIT_PAGE_SIZE = 50
 RESULTS = [result.value for result in AuditResult]
-# Longest user id or currency the form takes; the CLI takes what the database does.
-MAX_FIELD_CHARS = 128
 
 
 @signed_in
@@ -76,9 +74,11 @@ async def create_account(request: Request) -> Response:
     form, actor = await acting(request, "account.create")
     user = form.get("user", "").strip()
     currency = form.get("currency", "").strip()
-    if not (0 < len(user) <= MAX_FIELD_CHARS and 0 < len(currency) <= MAX_FIELD_CHARS):
-        problem = f"Give a user id and a currency, each of 1 to {MAX_FIELD_CHARS} characters."
-        return render(request, "accounts.html", {"error": problem}, status=400)
     settings: Settings = request.app.state.settings
-    created = await Operator(settings).create_account(user, currency, actor)
+    try:
+        created = await Operator(settings).create_account(user, currency, actor)
+    except AccountRefused as refused:
+        return render(request, "accounts.html", {"error": str(refused)}, status=400)
+    except ACTION_FAILURES as error:
+        return failed(request, "account.create", error)
     return render(request, "accounts.html", {"created": created})

@@ -5,6 +5,7 @@ their nouns in the singular or the plural."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,12 +14,13 @@ from starlette.templating import Jinja2Templates
 from payouts.console.access import csrf_token, signed_in_operator
 from payouts.console.wording import counted, plural
 from payouts.moments import utc
+from schema.events import decimal_text
 
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-__all__ = ["STATIC_DIR", "age", "render", "utc"]
+__all__ = ["STATIC_DIR", "age", "render", "shown", "utc"]
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -34,7 +36,15 @@ def age(moment: datetime, now: datetime | None = None) -> str:
     return f"{seconds} s ago"
 
 
+def shown(value: Any) -> Any:
+    """What `{{ value }}` prints: an amount in plain digits, as Postgres holds it ("20000", never
+    Decimal's "2E+4"); anything else as it is."""
+    return decimal_text(value) if isinstance(value, Decimal) else value
+
+
 _templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+# Applied to every {{ }} of the templates, which are compiled after this.
+_templates.env.finalize = shown
 _templates.env.filters["utc"] = utc
 _templates.env.filters["age"] = age
 _templates.env.filters["count"] = "{:,}".format

@@ -4,6 +4,7 @@ by "create the account" or replayed, each credited exactly once, every action au
 
 from __future__ import annotations
 
+import asyncio
 import re
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -339,3 +340,19 @@ async def test_a_replay_while_rabbitmq_is_away_is_answered_503_and_audited_as_fa
     assert (replay["target"], replay["result"]) == ("--all", "failed")
     assert replay["detail"]["error"].startswith("BrokerUnavailable")
     assert replay["detail"]["run"] == start["detail"]["run"]
+
+
+async def test_viewers_at_once_each_see_the_whole_queue_and_a_run_meanwhile_selects_all_of_it(
+    scene: Scene,
+) -> None:
+    """A browsing session hides the messages it fetched from every other one until it ends:
+    the console's sessions take turns, so none sees a part of the queue for the whole."""
+    events = [payout(f"viewer-{n}", 1, create_account=False) for n in range(3)]
+    async with worker_running(scene.settings()), client(console_on(scene)) as browser:
+        await dead_lettered(scene, events)
+        token = await signed_in_token(browser, OPERATOR, OPERATOR_PASSWORD)
+        views = [browser.get("/dead-letters") for _ in range(8)]
+        dry_run = acted(browser, token, "/dead-letters/replay", scope="all", dry_run="yes")
+        *listed, selected = await asyncio.gather(*views, dry_run)
+    assert [view.text.count("3 message(s) in the queue") for view in listed] == [1] * 8
+    assert "Of 3 selected, 3 would be replayed and 0 skipped." in selected.text

@@ -108,3 +108,18 @@ async def test_a_cancel_whose_transaction_rolled_back_is_audited_as_failed(
         "olga", "order.cancel", "ow order-000", "failed",
     )  # fmt: skip
     assert entry["detail"] == {"error": "RaiseError: orders are read-only during the migration"}
+
+
+async def test_amounts_are_shown_in_plain_digits(database_url: str) -> None:
+    # asyncpg reads NUMERIC 20000 as Decimal("2E+4"): the page shows the digits Postgres holds.
+    await fetch_value(
+        database_url,
+        "INSERT INTO pending_orders (provider_instance, order_id, user_id, amount)"
+        " VALUES ('ow', 'order-big', 'player-1', 20000), ('ow', 'order-cents', 'player-1', 0.50)",
+    )
+    async with client(console_app(database_url)) as browser:
+        await signed_in_token(browser, OPERATOR, OPERATOR_PASSWORD)
+        page = await browser.get("/orders")
+    assert "amount 20000" in page.text
+    assert "amount 0.50" in page.text
+    assert "E+" not in page.text

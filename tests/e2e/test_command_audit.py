@@ -34,6 +34,16 @@ async def test_account_create_is_audited_as_the_os_user(stack: Stack) -> None:
     ]  # fmt: skip
 
 
+async def test_an_account_no_callback_could_credit_is_refused_and_audited(stack: Stack) -> None:
+    done = stack.run("account", "create", "--user", "cli\x01x", "--currency", "COIN")
+    assert done.returncode == 1
+    assert "user_id 'cli\\x01x': give 1 to 128 printable characters" in done.stderr
+    assert await fetch_value(stack.database_url, "SELECT count(*) FROM accounts") == 0
+    (entry,) = json.loads(await fetch_value(stack.database_url, ENTRIES))
+    assert (entry["action"], entry["result"]) == ("account.create", "failed")
+    assert entry["detail"]["error"].startswith("AccountRefused")
+
+
 async def test_order_commands_are_audited_with_how_they_ended(stack: Stack) -> None:
     order = ("--provider", "billing", "--order-id", "APP-1")
     terms = ("--user", "player-1", "--item", "gem_pack", "--amount", "500")
