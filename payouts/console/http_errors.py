@@ -28,7 +28,9 @@ def _message(error: HTTPException, method: str, signed_in: bool) -> str:
         # The same words for every address, so that a stranger learns nothing of the pages.
         return f"There is no page at this address. Pick one from {where}."
     if error.status_code == 405:
-        allowed = (error.headers or {}).get("Allow", "another method")
+        # Starlette lists a route's methods in set order: sorted, the page reads the same each time.
+        allow = (error.headers or {}).get("Allow")
+        allowed = ", ".join(sorted(allow.split(", "))) if allow else "another method"
         how = (
             "a button of the console sends it (Log out, for one, is a button)"
             if allowed == "POST"
