@@ -354,5 +354,5 @@ async def test_viewers_at_once_each_see_the_whole_queue_and_a_run_meanwhile_sele
         views = [browser.get("/dead-letters") for _ in range(8)]
         dry_run = acted(browser, token, "/dead-letters/replay", scope="all", dry_run="yes")
         *listed, selected = await asyncio.gather(*views, dry_run)
-    assert [view.text.count("3 message(s) in the queue") for view in listed] == [1] * 8
+    assert [view.text.count("3 messages in the queue") for view in listed] == [1] * 8
     assert "Of 3 selected, 3 would be replayed and 0 skipped." in selected.text
