@@ -22,6 +22,7 @@ from broker.browsing import QueueBrowser
 from broker.connection import BROKER_ERRORS
 from broker.publisher import ConfirmedPublisher, persistent_message
 from payouts.actions.connections import with_connection
+from payouts.moments import utc
 from schema.envelopes import ENVELOPE_TYPE
 from schema.errors import BrokerUnavailable, PayoutsError
 from schema.topology import Topology
@@ -255,7 +256,9 @@ class DeadLetterQueue:
 
         A malformed envelope would only be dead-lettered whole again (force it once a worker
         release that reads it runs). A payout credited since it was dead-lettered would be a
-        duplicate (forcing it changes nothing: the payout's uniqueness key sees to that)."""
+        duplicate (forcing it changes nothing: the payout's uniqueness key sees to that).
+        The console shows it too, as the command words it; its time is written as the console
+        writes times."""
         envelope = fetched.entry.envelope
         if envelope is not None and envelope.malformed is not None:
             return (
@@ -265,9 +268,9 @@ class DeadLetterQueue:
             )
         if fetched.credited_at is not None:
             return (
-                f"its payout was already credited at {fetched.credited_at.isoformat()} (a "
-                "re-send of the provider's, or `payouts account create` releasing it); a "
-                "replay would be a duplicate: purge it, or replay it with --force"
+                f"its payout was already credited at {utc(fetched.credited_at)} (a re-send of "
+                "the provider's, or `payouts account create` releasing it); a replay would be a "
+                "duplicate: purge it, or replay it with --force"
             )
         return None
 

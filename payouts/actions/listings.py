@@ -38,7 +38,7 @@ LIMIT $4
 # The keyset is the last order shown ($4, $5): the next page starts after its registration.
 ORDER_PAGE = """
 SELECT o.provider_instance, o.order_id, o.user_id, o.items::text AS items, o.amount, o.status,
-       o.registered_at, o.closed_at, p.transaction_id AS consumed_by_transaction
+       o.registered_at, o.closed_at, o.consumed_by, p.transaction_id AS consumed_by_transaction
 FROM pending_orders o LEFT JOIN payouts p ON p.payout_id = o.consumed_by
 WHERE ($1::text IS NULL OR o.status = $1)
   AND ($2::text IS NULL OR o.provider_instance = $2)
@@ -94,6 +94,8 @@ class ListedOrder:
     status: str
     registered_at: datetime
     closed_at: datetime | None
+    # The payout that consumed it, and that payout's transaction id.
+    consumed_by: int | None
     consumed_by_transaction: str | None
 
 

@@ -1,5 +1,6 @@
-"""The console application: its routes, its signed sessions, and the answers to a refusal or an
-unreachable database, wrapped in the security headers of every answer."""
+"""The console application: its routes, its signed sessions, and the answers to a refusal, an
+unreachable database or an address without a page, wrapped in the security headers of every
+answer."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.responses import PlainTextResponse
@@ -25,6 +27,7 @@ from payouts.console import (
 )
 from payouts.console.access import Refused, actor, client_address
 from payouts.console.headers import SecurityHeaders
+from payouts.console.http_errors import http_error
 from payouts.console.login import login, login_page, logout
 from payouts.console.login_limits import LoginCaps
 from payouts.console.pages import accounts, audit, create_account, home
@@ -148,6 +151,8 @@ def create_app(
             Refused: _refused,
             ServiceUnavailable: _unavailable,
             BadQuery: _bad_query,
+            # An address without a page, a method a page does not take: the console's page.
+            HTTPException: http_error,
         },
         lifespan=_lifespan,
     )

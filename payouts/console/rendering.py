@@ -1,5 +1,6 @@
 """The console's pages: the Jinja2 templates beside this module, with what every page shows
-(who is signed in, the CSRF token of its forms) and times in UTC with their age."""
+(who is signed in, the CSRF token of its forms), times in UTC with their age, and counts with
+their nouns in the singular or the plural."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from starlette.templating import Jinja2Templates
 
 from payouts.console.access import csrf_token, signed_in_operator
+from payouts.console.wording import counted, plural
+from payouts.moments import utc
 from schema.events import decimal_text
 
 if TYPE_CHECKING:
@@ -20,10 +23,6 @@ if TYPE_CHECKING:
 __all__ = ["STATIC_DIR", "age", "render", "shown", "utc"]
 
 STATIC_DIR = Path(__file__).parent / "static"
-
-
-def utc(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def age(moment: datetime, now: datetime | None = None) -> str:
@@ -49,6 +48,8 @@ _templates.env.finalize = shown
 _templates.env.filters["utc"] = utc
 _templates.env.filters["age"] = age
 _templates.env.filters["count"] = "{:,}".format
+_templates.env.filters["plural"] = plural
+_templates.env.filters["counted"] = counted
 
 
 def render(

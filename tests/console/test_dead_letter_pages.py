@@ -36,6 +36,7 @@ WALLET = "INSERT INTO accounts (kind, owner, currency) VALUES ('wallet', $1, 'CO
 STATUS = "SELECT status FROM payouts WHERE transaction_id = $1"
 DEAD_LETTER_OF = "SELECT dead_letter_id FROM dead_letters WHERE transaction_id = $1"
 DEAD_LETTER_STATUS = "SELECT status FROM dead_letters WHERE transaction_id = $1"
+PAYOUT_OF = "SELECT payout_id FROM payouts WHERE transaction_id = $1"
 RUN_PAGE = re.compile(r"/dead-letters/runs/[0-9a-f]+")
 REFRESH = '<meta http-equiv="refresh"'
 CREDITS = """
@@ -97,6 +98,12 @@ async def run_ended(browser: httpx.AsyncClient, run_page: str) -> httpx.Response
     return pages[-1]
 
 
+def transaction_link(transaction_id: str) -> str:
+    """The link to what is recorded under `transaction_id` of provider instance `ow`."""
+    query = f"provider_instance=ow&amp;transaction_id={transaction_id}"
+    return f'<a href="/payouts/transaction?{query}">{transaction_id}</a>'
+
+
 def entries_of(rows: list[dict[str, Any]], action: str) -> list[dict[str, Any]]:
     return [row for row in rows if row["action"] == action]
 
@@ -107,9 +114,14 @@ async def test_a_held_payout_is_released_by_create_the_account_and_its_dead_lett
     kim, lou = payout("kim", 7, create_account=False), payout("lou", 3, create_account=False)
     async with worker_running(scene.settings()), client(console_on(scene)) as browser:
         ids = await dead_lettered(scene, [kim, lou])
+        kim_payout, lou_payout = [
+            await scene.fetchval(PAYOUT_OF, event.transaction_id) for event in (kim, lou)
+        ]
         token = await signed_in_token(browser, OPERATOR, OPERATOR_PASSWORD)
         held = await browser.get("/held")
         assert held.text.count("account_policy is require_existing") == 2
+        assert f'<a href="/payouts/{lou_payout}">{lou.transaction_id}</a>' in held.text
+        assert '<a href="/users/lou">lou</a>' in held.text
         assert held.text.count('method="post" action="/held"') == 2
         only_kim = await browser.get("/held?user=kim")
         assert (kim.transaction_id in only_kim.text, lou.transaction_id in only_kim.text) == (
@@ -119,22 +131,31 @@ async def test_a_held_payout_is_released_by_create_the_account_and_its_dead_lett
 
         released = await acted(browser, token, "/held", user="kim", currency="COIN")
         assert released.status_code == 200
-        assert "kim COIN:\nwallet created;\n1 held payout(s) credited" in released.text
-        assert "1 held payout(s) credited:\now payout " in released.text
+        assert "kim COIN:\nwallet created;\n1 held payout credited:\n" in released.text
+        assert f'<a href="/payouts/{kim_payout}">ow payout {kim_payout}</a>, 7.' in released.text
         # The list shown with the result holds only what is still held.
         assert kim.transaction_id not in released.text
         assert lou.transaction_id in released.text
         assert await scene.fetchval(STATUS, kim.transaction_id) == "credited"
 
         listed = await browser.get("/dead-letters")
-        assert "2 message(s) in the queue" in listed.text
+        assert "2 messages in the queue" in listed.text
         row_of_kim = re.search(rf"{ids[kim.transaction_id][:8]}.*?</tr>", listed.text, re.S)
         assert row_of_kim, listed.text
         for shown_in_row in ("yes, ", "business", "held_unknown_account", "<td>ow</td>"):
             assert shown_in_row in row_of_kim.group(0)
+        # Its transaction links to what is recorded under it: kim's payout.
+        kim_link = transaction_link(kim.transaction_id)
+        assert kim_link in row_of_kim.group(0)
+        kim_page = await browser.get(kim_link.split('"')[1].replace("&amp;", "&"))
+        assert f"<h1>Payout {kim_payout}</h1>" in kim_page.text
         shown = await browser.get(f"/dead-letter?id={ids[lou.transaction_id]}")
         assert shown.status_code == 200
         assert f'"transaction_id": "{lou.transaction_id}"' in shown.text
+        assert transaction_link(lou.transaction_id) in shown.text
+        # And the payout's page links back to its dead letter.
+        lou_page = await browser.get(f"/payouts/{lou_payout}")
+        assert f'<a href="/dead-letter?id={ids[lou.transaction_id]}">' in lou_page.text
         assert shown.text.count('name="csrf_token"') == 3  # replay it, purge it, log out
         missing = await browser.get("/dead-letter?id=0123456789abcdef")
         assert missing.status_code == 404
@@ -142,7 +163,10 @@ async def test_a_held_payout_is_released_by_create_the_account_and_its_dead_lett
         # Replaying kim's dead letter would be a duplicate: it is skipped, saying why.
         skipped = await acted(browser, token, "/dead-letters/replay", id=ids[kim.transaction_id])
         assert "0 of 1 replayed" in skipped.text
-        assert "its payout was already credited" in skipped.text
+        reason = re.search(r"its payout was already credited at ([^(]+) \(", skipped.text)
+        assert reason, skipped.text
+        # Its time as the console writes times, not in ISO 8601 with microseconds.
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", reason.group(1))
     assert await scene.fetchval(CREDITS, kim.transaction_id) == 2  # one credit, two entries
     assert await scene.fetchval(DEAD_LETTER_STATUS, kim.transaction_id) == "dead_lettered"
     (created,) = entries_of(await audit_rows(scene.database_url), "account.create")
@@ -203,7 +227,8 @@ async def test_a_filtered_replay_touches_only_the_filtered_messages(scene: Scene
         await scene.fetchval(WALLET, "cal")
         token = await signed_in_token(browser, OPERATOR, OPERATOR_PASSWORD)
         listed = await browser.get("/dead-letters?provider=ow-eu")
-        assert "1 message(s) match" in listed.text
+        assert "1 message matches" in listed.text
+        assert "Replay the 1 matching message</h2>" in listed.text
         assert theirs.transaction_id in listed.text
         assert ours.transaction_id not in listed.text
 
@@ -274,7 +299,10 @@ async def test_a_queue_larger_than_a_view_is_listed_in_part_and_acted_on_whole(
         assert "Type the number of messages the selection holds" not in listed.text
         assert ">Next<" not in listed.text
         filtered = await browser.get("/dead-letters?provider=ow-eu")
-        assert "0 matching among the first 3 browsed; the queue holds 6 ready." in filtered.text
+        assert (
+            "0 messages matching among the first 3 browsed; the queue holds 6 ready."
+            in filtered.text
+        )
         assert "Replay every match in the whole queue" in filtered.text
 
         replayed = await acted(browser, token, "/dead-letters/replay", provider="ow-eu")
@@ -326,5 +354,5 @@ async def test_viewers_at_once_each_see_the_whole_queue_and_a_run_meanwhile_sele
         views = [browser.get("/dead-letters") for _ in range(8)]
         dry_run = acted(browser, token, "/dead-letters/replay", scope="all", dry_run="yes")
         *listed, selected = await asyncio.gather(*views, dry_run)
-    assert [view.text.count("3 message(s) in the queue") for view in listed] == [1] * 8
+    assert [view.text.count("3 messages in the queue") for view in listed] == [1] * 8
     assert "Of 3 selected, 3 would be replayed and 0 skipped." in selected.text

@@ -330,6 +330,15 @@ async def test_a_payout_credited_in_a_workers_batch_shows_it_was_answered_credit
     assert "Re-sends that came while it was held" not in page
 
 
+async def test_one_later_delivery_is_counted_in_the_singular(database_url: str) -> None:
+    event = payout_event()
+    (first, _) = await credit(database_url, event, redelivered(event))
+    async with client(console(database_url)) as browser:
+        await signed_in(browser)
+        page = (await browser.get(f"/payouts/{first.payout_id}")).text
+    assert "1 delivery after it was credited was answered as a duplicate, crediting nothing." in page
+
+
 async def test_a_transaction_with_only_refused_deliveries_has_a_page(database_url: str) -> None:
     recorded = payout_event()
     reused = payout_event(signature=recorded.signature, transaction_id="tx-shifted")

@@ -204,7 +204,7 @@ async def test_a_held_payout_is_released_by_creating_the_account_in_the_browser(
     await page.get_by_label("Currency").fill("COIN")
     await page.get_by_role("button", name="Create the account").click()
     await expect(page.locator(".done")).to_contain_text(
-        f"{user} COIN: wallet created; 1 held payout(s) credited."
+        f"{user} COIN: wallet created; 1 held payout credited: offerwall-strict payout"
     )
     assert await balance(console.stack, user) == Decimal(70)
     await wait_for_status(console.stack, transaction, "credited")
