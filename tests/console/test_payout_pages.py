@@ -336,7 +336,8 @@ async def test_one_later_delivery_is_counted_in_the_singular(database_url: str) 
     async with client(console(database_url)) as browser:
         await signed_in(browser)
         page = (await browser.get(f"/payouts/{first.payout_id}")).text
-    assert "1 delivery after it was credited was answered as a duplicate, crediting nothing." in page
+    singular = "1 delivery after it was credited was answered as a duplicate, crediting nothing."
+    assert singular in page
 
 
 async def test_a_transaction_with_only_refused_deliveries_has_a_page(database_url: str) -> None:
