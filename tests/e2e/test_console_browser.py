@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -121,6 +122,40 @@ async def balance(stack: Stack, user: str) -> Decimal | None:
     return found
 
 
+@dataclass(frozen=True)
+class ViewerSees:
+    """A page a viewer opens (`path`), showing `text` in what `where` selects, without the
+    `button` of its action."""
+
+    path: str
+    where: str
+    text: str
+    button: str
+
+
+async def posted_by_a_viewer(
+    browser: Browser, console: Console, sees: ViewerSees, action: str, form: dict[str, str]
+) -> int:
+    """The status of `action`'s form posted by a viewer, in a browser context of their own,
+    after the page they act from was checked to hide its button: a viewer who posts it anyway
+    uses a real CSRF token, the logout form's."""
+    viewer = await browser.new_context(base_url=console.base_url)
+    try:
+        seeing = await viewer.new_page()
+        await log_in(seeing, VIEWER, VIEWER_PASSWORD)
+        await seeing.goto(sees.path)
+        await expect(seeing.locator(sees.where)).to_contain_text(sees.text)
+        await expect(seeing.get_by_role("button", name=sees.button)).to_have_count(0)
+        token = await seeing.locator('form.logout input[name="csrf_token"]').get_attribute("value")
+        assert token
+        answer = await seeing.request.post(
+            action, form={"csrf_token": token, **form}, max_redirects=0
+        )
+        return answer.status
+    finally:
+        await viewer.close()
+
+
 async def test_an_operator_logs_in_and_sees_a_signed_callbacks_payout_recorded(
     console: Console, page: Page
 ) -> None:
@@ -227,21 +262,14 @@ async def test_a_dead_letter_is_replayed_by_an_operator_once_and_never_by_a_view
     await console.stack.fetchval(
         "INSERT INTO accounts (kind, owner, currency) VALUES ('wallet', $1, 'COIN')", user
     )
-    viewer = await browser.new_context(base_url=console.base_url)
-    try:
-        seeing = await viewer.new_page()
-        await log_in(seeing, VIEWER, VIEWER_PASSWORD)
-        await seeing.goto(f"/dead-letter?id={dead_letter}")
-        await expect(seeing.locator("body")).to_contain_text(transaction)
-        await expect(seeing.get_by_role("button", name="Replay")).to_have_count(0)
-        token = await seeing.locator('form.logout input[name="csrf_token"]').get_attribute("value")
-        assert token
-        refused = await seeing.request.post(
-            "/dead-letters/replay", form={"csrf_token": token, "id": dead_letter}, max_redirects=0
-        )
-        assert refused.status == 403
-    finally:
-        await viewer.close()
+    refused = await posted_by_a_viewer(
+        browser,
+        console,
+        ViewerSees(f"/dead-letter?id={dead_letter}", "body", transaction, "Replay"),
+        "/dead-letters/replay",
+        {"id": dead_letter},
+    )
+    assert refused == 403
     assert await balance(console.stack, user) == Decimal(0)
 
     await log_in(page, OPERATOR, OPERATOR_PASSWORD)
@@ -334,23 +362,14 @@ async def test_an_operator_cancels_a_pending_order_and_a_viewer_cannot(
         "--user", user, "--item", "gem_pack", "--amount", "500",
     )  # fmt: skip
     assert registered.returncode == 0, registered.stderr
-    viewer = await browser.new_context(base_url=console.base_url)
-    try:
-        seeing = await viewer.new_page()
-        await log_in(seeing, VIEWER, VIEWER_PASSWORD)
-        await seeing.goto(f"/orders?user={user}")
-        await expect(seeing.locator("tbody tr")).to_contain_text(order_id)
-        await expect(seeing.get_by_role("button", name="Cancel")).to_have_count(0)
-        token = await seeing.locator('form.logout input[name="csrf_token"]').get_attribute("value")
-        assert token
-        refused = await seeing.request.post(
-            "/orders/cancel",
-            form={"csrf_token": token, "provider": "billing", "order_id": order_id},
-            max_redirects=0,
-        )
-        assert refused.status == 403
-    finally:
-        await viewer.close()
+    refused = await posted_by_a_viewer(
+        browser,
+        console,
+        ViewerSees(f"/orders?user={user}", "tbody tr", order_id, "Cancel"),
+        "/orders/cancel",
+        {"provider": "billing", "order_id": order_id},
+    )
+    assert refused == 403
     assert await order_state(console.stack, order_id) == "pending"
 
     await log_in(page, OPERATOR, OPERATOR_PASSWORD)
