@@ -36,6 +36,7 @@ __all__ = [
     "require_role",
     "safe_next",
     "session_token",
+    "settings_of",
     "signed_in",
     "signed_in_operator",
     "start_session",
@@ -73,7 +74,8 @@ class Refused(Exception):
         self.attempted = attempted or {}
 
 
-def _settings(request: Request) -> Settings:
+def settings_of(request: Request) -> Settings:
+    """The console's checked settings."""
     settings: Settings = request.app.state.settings
     return settings
 
@@ -87,7 +89,7 @@ async def check_session(request: Request) -> ConsoleOperator | None:
     token = request.session.get(SESSION_ROW)
     if isinstance(token, str):
         name = request.session.get(SESSION_OPERATOR)
-        settings = _settings(request)
+        settings = settings_of(request)
         opened_by = await session_operator(settings, token)
         if opened_by is not None and opened_by == name:
             operator = next((o for o in settings.console.operators if o.name == name), None)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from payouts.actions.connections import with_connection
 from payouts.actions.dead_letters import DeadLetterQueue, Selection, with_credits
-from payouts.console.access import signed_in
+from payouts.console.access import settings_of, signed_in
 from payouts.console.acting import LIST_PAGE_SIZE, link, query_of
 from payouts.console.rendering import render
 from schema.errors import BrokerUnavailable, DatabaseUnavailable
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
     from payouts.console.run_registry import RunRegistry
-    from schema.settings import Settings
 
 __all__ = [
     "BROWSED_PER_VIEW",
@@ -41,11 +40,6 @@ SELECTION_FIELDS = ("id", *FILTERS, "scope")
 # 100,000, which a page must neither wait for nor hold in memory. Filters reach the others, and
 # a replay or purge acts on the whole queue.
 BROWSED_PER_VIEW = 2000
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
 
 
 def broker_away(error: BrokerUnavailable) -> str:
@@ -68,7 +62,7 @@ def browsing_lock(request: Request) -> asyncio.Lock:
 async def _browsing(request: Request, look: Callable[[DeadLetterQueue], Awaitable[T]]) -> T:
     """What `look` found in one browsing session; the broker takes back every message fetched
     when the session ends, so looking changes nothing."""
-    async with browsing_lock(request), DeadLetterQueue.open(_settings(request).broker) as dlq:
+    async with browsing_lock(request), DeadLetterQueue.open(settings_of(request).broker) as dlq:
         return await look(dlq)
 
 
@@ -77,7 +71,7 @@ async def dead_letters(request: Request) -> Response:
     query = query_of(request, (*FILTERS, "page"))
     page = max(int(query["page"]) if query.get("page", "").isdigit() else 1, 1)
     selection = Selection(provider=query.get("provider"), reason=query.get("reason"))
-    settings = _settings(request)
+    settings = settings_of(request)
     browsed_at_most: int = request.app.state.dead_letters_browsed
     runs: RunRegistry = request.app.state.dead_letter_runs
     try:

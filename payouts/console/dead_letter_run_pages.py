@@ -14,7 +14,7 @@ from payouts.actions import dead_letter_runs
 from payouts.actions.audit import AuditResult, record_audit_or_log
 from payouts.actions.dead_letter_runs import selection_target
 from payouts.actions.dead_letters import Selection, SelectionError
-from payouts.console.access import Refused, signed_in
+from payouts.console.access import Refused, settings_of, signed_in
 from payouts.console.acting import acting
 from payouts.console.dead_letter_pages import SELECTION_FIELDS, broker_away, browsing_lock
 from payouts.console.rendering import render
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from payouts.actions.audit import Actor
     from payouts.actions.dead_letters import SelectionRun
     from payouts.console.run_registry import ConsoleRun, RunRegistry
-    from schema.settings import Settings
 
 __all__ = ["purge", "replay", "run_page", "stop"]
 
@@ -58,11 +57,6 @@ class Ending:
     template: str
     context: dict[str, Any]
     status: int
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
 
 
 def _runs(request: Request) -> RunRegistry:
@@ -141,7 +135,7 @@ async def _start(
     another run has not ended."""
     try:
         run = await _runs(request).start(
-            _settings(request),
+            settings_of(request),
             actor,
             action,
             selection_target(selection),
@@ -165,7 +159,7 @@ async def replay(request: Request) -> Response:
         rate = _rate(form)
     except BadForm as error:
         return render(request, "error.html", {"message": str(error)}, status=400)
-    settings = _settings(request)
+    settings = settings_of(request)
     force, dry_run = form.get("force") == "yes", form.get("dry_run") == "yes"
 
     async def work(run: ConsoleRun) -> Ending:
@@ -194,7 +188,7 @@ async def purge(request: Request) -> Response:
         selection = _selection(form)
     except BadForm as error:
         return render(request, "error.html", {"message": str(error)}, status=400)
-    settings = _settings(request)
+    settings = settings_of(request)
     typed = form.get("confirmation", "").strip()
     posted = {name: form[name] for name in SELECTION_FIELDS if form.get(name, "").strip()}
 
@@ -275,6 +269,6 @@ async def stop(request: Request) -> Response:
     # Stopped whether or not the entry can be written: stopping is the safe side.
     target = f"{run.action} {run.target}"
     await record_audit_or_log(
-        _settings(request), actor.entry("dlq.stop", AuditResult.OK, target, {"run": run.id})
+        settings_of(request), actor.entry("dlq.stop", AuditResult.OK, target, {"run": run.id})
     )
     return RedirectResponse(_run_link(run), status_code=303)
